@@ -1,0 +1,42 @@
+# Two entry points: `make demo` and `make test`. Each creates .venv when missing and
+# installs the package into it once (the stamp file is newer than setup.py afterwards).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.geoglacier-installed
+# torch 2.14.1 / torchvision 0.29.1 are the releases our machines carry on disk; pin
+# them first so no resolver ever reaches for a multi-GB newer build.
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-all lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.py pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/geoglacier demo --out demo-output --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q ruff
+	$(BIN)/ruff check geoglacier cli tests benchmarks examples
+	$(BIN)/ruff format --check geoglacier cli tests benchmarks examples
+
+bench: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,bench]"
+	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_areas.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-output .pytest_cache

@@ -1,0 +1,41 @@
+"""``geoglacier evaluate``: score a predicted mask against a reference mask."""
+
+from __future__ import annotations
+
+import click
+
+from geoglacier.cli.options import overwrite_opt
+
+
+@click.command("evaluate")
+@click.argument("pred", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("ref", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--pixel-size",
+    type=float,
+    default=None,
+    help="Pixel side in metres for the area error when the masks have no CRS.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Also write the metrics as JSON to this file.",
+)
+@overwrite_opt
+def evaluate(pred: str, ref: str, pixel_size: float | None, json_path: str | None, overwrite: bool) -> None:
+    """Print MCC, IoU, F1, precision, recall and area error of PRED against REF.
+
+    Both masks must be on the same grid; pixels that are nodata in either are left out.
+    """
+    from geoglacier.atomic import check_output_path
+    from geoglacier.evaluate import evaluate_masks, format_metrics, write_metrics_json
+
+    if json_path is not None:
+        check_output_path(json_path, overwrite)  # fail before reading the masks
+    metrics = evaluate_masks(pred, ref, pixel_size)
+    click.echo(format_metrics(metrics))
+    if json_path is not None:
+        write_metrics_json(metrics, json_path, overwrite)
+        click.echo(f"wrote {json_path}")

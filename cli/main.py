@@ -1,0 +1,66 @@
+"""Entry point of the ``geoglacier`` command.
+
+Commands are thin: parse options, call one library function, print the result.
+Library errors (:class:`geoglacier.errors.GeoglacierError`) become one-line click
+errors here, at the edge; ``-v`` shows the full traceback for a bug report.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from geoglacier._version import __version__
+
+
+class _Group(click.Group):
+    """A group that turns library errors into one-line messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no output was left behind.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the edge where errors become messages
+            from geoglacier.errors import GeoglacierError
+
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            if isinstance(exc, GeoglacierError | OSError | ValueError):
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise click.ClickException(message) from None
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"
+            ) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for bug reports.")
+@click.version_option(__version__, prog_name="geoglacier")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Map glaciers from 5-band satellite rasters."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+
+
+def _register() -> None:
+    from geoglacier.cli import commands
+
+    for command in commands.ALL:
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="geoglacier")

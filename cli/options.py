@@ -1,0 +1,25 @@
+"""Options shared by several commands, defined once so they mean the same everywhere."""
+
+from __future__ import annotations
+
+import click
+
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True, default=False, help="Replace output files that already exist."
+)
+device_opt = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+)
+model_opt = click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Checkpoint written by 'geoglacier train'.",
+)
+bands_opt = click.option(
+    "--bands", default=5, show_default=True, type=int, help="Number of bands the scenes must have."
+)

@@ -1,0 +1,41 @@
+"""``geoglacier summarize``: true glacier area of a mask on any projection."""
+
+from __future__ import annotations
+
+import click
+
+from geoglacier.cli.options import overwrite_opt
+
+
+@click.command("summarize")
+@click.argument("mask", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--pixel-size",
+    type=float,
+    default=None,
+    help="Pixel side in metres; needed when the mask has no CRS (areas are then nominal).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Also write the summary as JSON to this file.",
+)
+@overwrite_opt
+def summarize(mask: str, pixel_size: float | None, json_path: str | None, overwrite: bool) -> None:
+    """Print glacier and valid areas of MASK (1 glacier, 0 not glacier, 255 nodata).
+
+    True areas are ellipsoidal ground areas, correct on every projection; nominal
+    areas are pixel count times the pixel's map area.
+    """
+    from geoglacier.areas import format_summary, summarize_mask, write_summary_json
+    from geoglacier.atomic import check_output_path
+
+    if json_path is not None:
+        check_output_path(json_path, overwrite)  # fail before reading the mask
+    summary = summarize_mask(mask, pixel_size)
+    click.echo(format_summary(summary))
+    if json_path is not None:
+        write_summary_json(summary, json_path, overwrite)
+        click.echo(f"wrote {json_path}")

@@ -1,0 +1,190 @@
+"""The checkpoint format: one file that holds everything needed to use a model.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it
+loads with ``torch.load(..., weights_only=True)`` and a file holding arbitrary
+pickled objects is refused. Keys::
+
+    format          "geoglacier-checkpoint"
+    format_version  1
+    model           ModelConfig as a dict (arch, encoder, in_channels, classes)
+    state_dict      the network's weights (of the best epoch)
+    bands           band names, in order
+    normalization   {"mean": [...], "std": [...]} per band, applied as (x - mean) / std
+    patch_size      training patch size in pixels (segment-scene's default window)
+    threshold       probability above which a pixel is glacier
+    epoch           the epoch these weights come from (1-based)
+    metrics         {"val_mcc": ..., "train_mcc": ..., "loss": ...} of that epoch
+    versions        {"geoglacier": ..., "torch": ..., "segmentation_models_pytorch": ...}
+    train_config    the options training ran with (plain values)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geoglacier.atomic import atomic_output
+from geoglacier.errors import CheckpointError
+from geoglacier.model import ModelConfig, build_model
+
+FORMAT = "geoglacier-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything in a checkpoint except the weights."""
+
+    model: ModelConfig
+    bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    patch_size: int
+    threshold: float = 0.5
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def band_count(self) -> int:
+        return self.model.in_channels
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape a checkpoint, recorded for provenance."""
+    import segmentation_models_pytorch as smp
+
+    from geoglacier._version import __version__
+
+    return {
+        "geoglacier": str(__version__),
+        "torch": str(torch.__version__),
+        "segmentation_models_pytorch": str(smp.__version__),
+    }
+
+
+def checkpoint_dict(model: nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
+    """The plain dict that :func:`save_checkpoint` writes."""
+    inner = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {k: v.detach().to("cpu").clone() for k, v in inner.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": meta.model.to_dict(),
+        "state_dict": state,
+        "bands": list(meta.bands),
+        "normalization": {"mean": [float(v) for v in meta.mean], "std": [float(v) for v in meta.std]},
+        "patch_size": int(meta.patch_size),
+        "threshold": float(meta.threshold),
+        "epoch": int(meta.epoch),
+        "metrics": {k: float(v) for k, v in meta.metrics.items()},
+        "versions": {k: str(v) for k, v in (meta.versions or package_versions()).items()},
+        "train_config": dict(meta.train_config),
+    }
+
+
+def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | os.PathLike[str]) -> Path:
+    """Write a checkpoint atomically (a kill never leaves a half-written file)."""
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(checkpoint_dict(model, meta), tmp)
+    return Path(path)
+
+
+def _meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
+    try:
+        model = ModelConfig(**raw["model"])
+        norm = raw["normalization"]
+        return CheckpointMeta(
+            model=model,
+            bands=tuple(raw["bands"]),
+            mean=tuple(float(v) for v in norm["mean"]),
+            std=tuple(float(v) for v in norm["std"]),
+            patch_size=int(raw["patch_size"]),
+            threshold=float(raw.get("threshold", 0.5)),
+            epoch=int(raw.get("epoch", 0)),
+            metrics=dict(raw.get("metrics", {})),
+            versions=dict(raw.get("versions", {})),
+            train_config=dict(raw.get("train_config", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is incomplete ({exc!r}); retrain or re-export it") from exc
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """Read and check a checkpoint file without building the network."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found; give the .pth file written by 'geoglacier train'")
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{p}: refused to load: the file holds arbitrary Python objects, not a geoglacier checkpoint "
+            "(only weights-only checkpoints are loaded, for safety)"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - zip errors, EOF, bad magic ...
+        raise CheckpointError(
+            f"{p}: not a readable checkpoint ({type(exc).__name__}); check the file"
+        ) from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{p}: not a geoglacier checkpoint (no '{FORMAT}' marker); use a file written by 'geoglacier train'"
+        )
+    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint format {raw.get('format_version')} is newer than this geoglacier reads "
+            f"({FORMAT_VERSION}); upgrade geoglacier"
+        )
+    meta = _meta_from_dict(raw, p)
+    state = raw.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p}: checkpoint has no weights")
+    return meta, state
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    expected_bands: int | None = None,
+    expected_config: ModelConfig | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Build the network a checkpoint describes and load its weights (eval mode).
+
+    Raises:
+        CheckpointError: unreadable file, unsafe pickle, or a checkpoint whose band
+            count or architecture differs from what the caller expects.
+    """
+    p = Path(path)
+    meta, state = read_checkpoint(p)
+    if expected_bands is not None and meta.band_count != expected_bands:
+        raise CheckpointError(
+            f"{p}: the model was trained on {meta.band_count} bands but the data has {expected_bands}; "
+            "use a checkpoint trained on the same bands"
+        )
+    if expected_config is not None and (meta.model.arch, meta.model.encoder) != (
+        expected_config.arch,
+        expected_config.encoder,
+    ):
+        raise CheckpointError(
+            f"{p}: checkpoint is a {meta.model.arch}/{meta.model.encoder}, expected "
+            f"{expected_config.arch}/{expected_config.encoder}; pick matching --arch/--encoder or another file"
+        )
+    model = build_model(meta.model, encoder_weights=None)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{p}: weights do not fit a {meta.model.arch}/{meta.model.encoder} with "
+            f"{meta.band_count} bands ({str(exc).splitlines()[0]})"
+        ) from exc
+    model.eval()
+    model.to(device)
+    return model, meta

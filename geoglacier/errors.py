@@ -1,0 +1,64 @@
+"""Typed exceptions and warnings raised by the library.
+
+Every exception subclasses a built-in so callers can catch it generically, and a
+common :class:`GeoglacierError` base so the CLI can turn any of them into a
+one-line message. Messages say what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class GeoglacierError(Exception):
+    """Base class for every error the library raises on bad input."""
+
+
+class SceneNotFoundError(GeoglacierError, FileNotFoundError):
+    """A scene, mask or data file does not exist."""
+
+
+class InvalidRasterError(GeoglacierError, ValueError):
+    """A file is not a readable raster, is corrupt, or has the wrong shape or dtype."""
+
+
+class BandCountError(InvalidRasterError):
+    """A raster has a different number of bands than expected."""
+
+
+class MaskError(GeoglacierError, ValueError):
+    """A mask has unexpected values, bands or grid."""
+
+
+class GridMismatchError(MaskError):
+    """A mask is not on the grid of its scene (shape, transform or CRS differ)."""
+
+
+class LayoutError(GeoglacierError, ValueError):
+    """A data directory does not follow one of the supported layouts."""
+
+
+class CheckpointError(GeoglacierError, ValueError):
+    """A checkpoint is missing, unreadable, or does not fit the model or data."""
+
+
+class ConfigError(GeoglacierError, ValueError):
+    """An option value is out of range (window size, overlap, batch size, device ...)."""
+
+
+class WeightsUnavailableError(GeoglacierError, RuntimeError):
+    """Pretrained encoder weights could not be obtained (for example, no network)."""
+
+
+class OutputExistsError(GeoglacierError, FileExistsError):
+    """An output file exists and ``overwrite`` was not requested."""
+
+
+class OutputPathError(GeoglacierError, OSError):
+    """An output cannot be written where asked (missing or read-only folder)."""
+
+
+class CRSMissingError(GeoglacierError, ValueError):
+    """A scene has no CRS and no pixel size was given, so areas cannot be computed."""
+
+
+class GeoglacierWarning(UserWarning):
+    """Something odd but usable: a 0/255 mask, a scene without CRS, ..."""

@@ -1,0 +1,110 @@
+"""Read glacier masks and check them against their scenes.
+
+Masks are single-band rasters. In memory a mask is uint8 with 0 (not glacier),
+1 (glacier) and :data:`IGNORE` (nodata: counted in neither loss nor metrics).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoglacier.errors import GeoglacierWarning, GridMismatchError, MaskError
+from geoglacier.scene import SceneInfo, inspect_scene
+
+IGNORE: int = 255
+
+
+def inspect_mask(path: str | os.PathLike[str]) -> SceneInfo:
+    """Check that ``path`` is a readable single-band raster; return its header."""
+    info = inspect_scene(path, expected_bands=None, what="mask", warn_no_crs=False)
+    if info.count != 1:
+        raise MaskError(
+            f"{info.path}: a mask must have 1 band, found {info.count}; write the glacier mask as a "
+            "single-band 0/1 GeoTIFF"
+        )
+    return info
+
+
+def normalize_mask(values: np.ndarray, nodata: float | None, source: str | Path) -> np.ndarray:
+    """Map raw mask values to uint8 0/1 with :data:`IGNORE` for nodata.
+
+    {0, 1} is the norm; {0, 255} (a common export) is accepted with a warning and
+    255 becomes 1, unless 255 is the declared nodata value. Anything else is an error
+    that lists what was found.
+    """
+    arr = np.asarray(values)
+    ignore = np.zeros(arr.shape, dtype=bool)
+    if arr.dtype.kind == "f":
+        ignore |= ~np.isfinite(arr)
+    if nodata is not None and np.isfinite(nodata):
+        ignore |= arr == nodata
+    found = np.unique(arr[~ignore]) if (~ignore).any() else np.array([], dtype=arr.dtype)
+    found_set = {float(v) for v in found}
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if found_set <= {0.0, 1.0}:
+        out[arr == 1] = 1
+    elif found_set <= {0.0, 255.0}:
+        warnings.warn(
+            f"{source}: mask values are 0/255; reading 255 as glacier (1). Write 0/1 masks to silence this",
+            GeoglacierWarning,
+            stacklevel=2,
+        )
+        out[arr == 255] = 1
+    else:
+        shown = ", ".join(f"{v:g}" for v in sorted(found_set)[:10])
+        more = " ..." if len(found_set) > 10 else ""
+        raise MaskError(
+            f"{source}: mask values must be 0 (not glacier) and 1 (glacier), found {{{shown}{more}}}; "
+            "reclassify the mask to 0/1 (nodata may be set as the file's nodata value)"
+        )
+    out[ignore] = IGNORE
+    return out
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    window: Window | None = None,
+    info: SceneInfo | None = None,
+) -> np.ndarray:
+    """Read a mask (or a window of it) as uint8 0/1 with :data:`IGNORE` for nodata."""
+    info = info or inspect_mask(path)
+    with rasterio.open(info.path) as ds:
+        raw = ds.read(1, window=window)
+    return normalize_mask(raw, info.nodata, info.path)
+
+
+def check_mask_values(path: str | os.PathLike[str], info: SceneInfo | None = None) -> None:
+    """Scan a whole mask block by block and raise :class:`MaskError` on bad values.
+
+    Bounded memory: one block at a time, so a 20000 x 20000 mask is fine.
+    """
+    info = info or inspect_mask(path)
+    with rasterio.open(info.path) as ds:
+        for _, window in ds.block_windows(1):
+            normalize_mask(ds.read(1, window=window), info.nodata, info.path)
+
+
+def check_same_grid(scene: SceneInfo, mask: SceneInfo) -> None:
+    """Raise :class:`GridMismatchError` saying how the mask's grid differs from the scene's."""
+    diffs: list[str] = []
+    if (scene.height, scene.width) != (mask.height, mask.width):
+        diffs.append(f"shape {mask.height}x{mask.width} vs scene {scene.height}x{scene.width}")
+    if not mask.transform.almost_equals(scene.transform, precision=1e-6 * max(1.0, abs(scene.transform.a))):
+        diffs.append(f"transform {tuple(mask.transform)[:6]} vs scene {tuple(scene.transform)[:6]}")
+    if (scene.crs is None) != (mask.crs is None) or (scene.crs is not None and scene.crs != mask.crs):
+        diffs.append(
+            f"CRS {mask.crs.to_string() if mask.crs else None} vs scene "
+            f"{scene.crs.to_string() if scene.crs else None}"
+        )
+    if diffs:
+        raise GridMismatchError(
+            f"{mask.path} is not on the grid of {scene.path}: "
+            + "; ".join(diffs)
+            + "; resample the mask onto the scene's grid (e.g. gdalwarp -r near with the scene's extent)"
+        )

@@ -1,0 +1,236 @@
+"""Open multi-band GeoTIFF scenes lazily and check them.
+
+:func:`open_scene` returns a dask-backed :class:`xarray.DataArray` (through rioxarray)
+with dims ``(band, y, x)``: nothing is read until a window or a reduction asks for it.
+:func:`inspect_scene` checks a file with rasterio alone (cheap, no dask graph) and is
+what the training and inference code call before they start work.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from geoglacier.errors import (
+    BandCountError,
+    GeoglacierWarning,
+    InvalidRasterError,
+    SceneNotFoundError,
+)
+
+DEFAULT_BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
+SUPPORTED_DTYPES: frozenset[str] = frozenset(
+    {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
+)
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a scene file holds, read from its header."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    band_names: tuple[str, ...]
+    block_shape: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise SceneNotFoundError(f"{path}: {what} not found; check the path")
+    if path.is_dir():
+        raise InvalidRasterError(f"{path} is a directory; give the path of a GeoTIFF {what}")
+
+
+def inspect_scene(
+    path: str | os.PathLike[str],
+    expected_bands: int | None = 5,
+    *,
+    what: str = "scene",
+    warn_no_crs: bool = True,
+) -> SceneInfo:
+    """Check that ``path`` is a readable raster with the expected bands and a supported dtype.
+
+    The last block of the first band is read too: a truncated file usually loses its
+    tail, and failing here, with the file name, beats failing halfway through a job.
+
+    Raises:
+        SceneNotFoundError: the file does not exist.
+        InvalidRasterError: not a raster, corrupt, or an unsupported dtype.
+        BandCountError: the band count differs from ``expected_bands``.
+    """
+    p = Path(path)
+    _check_exists(p, what)
+    try:
+        with rasterio.open(p) as ds:
+            count, dtype = ds.count, ds.dtypes[0]
+            if len(set(ds.dtypes)) != 1:
+                raise InvalidRasterError(
+                    f"{p}: bands have different dtypes {sorted(set(ds.dtypes))}; "
+                    "rewrite the scene with one dtype (for example float32)"
+                )
+            if dtype not in SUPPORTED_DTYPES:
+                raise InvalidRasterError(
+                    f"{p}: dtype {dtype} is not supported; convert the scene to "
+                    "float32 or an integer type (for example with gdal_translate -ot Float32)"
+                )
+            if expected_bands is not None and count != expected_bands:
+                raise BandCountError(
+                    f"{p}: expected {expected_bands} bands (red, green, blue, nir, ndvi), "
+                    f"found {count}; stack the bands into one {expected_bands}-band GeoTIFF"
+                    if expected_bands == 5
+                    else f"{p}: expected {expected_bands} bands, found {count}"
+                )
+            bh, bw = ds.block_shapes[0]
+            last = Window(
+                (ds.width - 1) // bw * bw,
+                (ds.height - 1) // bh * bh,
+                min(bw, ds.width - (ds.width - 1) // bw * bw),
+                min(bh, ds.height - (ds.height - 1) // bh * bh),
+            )
+            ds.read(1, window=last)
+            names = tuple(
+                d if d else (DEFAULT_BAND_NAMES[i] if count == len(DEFAULT_BAND_NAMES) else f"band{i + 1}")
+                for i, d in enumerate(ds.descriptions)
+            )
+            info = SceneInfo(
+                path=p,
+                width=ds.width,
+                height=ds.height,
+                count=count,
+                dtype=dtype,
+                crs=ds.crs,
+                transform=ds.transform,
+                nodata=ds.nodata,
+                band_names=names,
+                block_shape=(bh, bw),
+            )
+    except RasterioIOError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise InvalidRasterError(
+            f"{p}: not a readable GeoTIFF or the file is corrupt ({detail}); check or re-export the file"
+        ) from exc
+    if info.crs is None and warn_no_crs:
+        warnings.warn(
+            f"{p} has no CRS: it can be segmented, but areas need --pixel-size",
+            GeoglacierWarning,
+            stacklevel=2,
+        )
+    return info
+
+
+def open_scene(
+    path: str | os.PathLike[str],
+    chunks: int | dict[str, int] | str | None = 512,
+    expected_bands: int | None = 5,
+) -> Any:
+    """Open a multi-band GeoTIFF as a lazy ``(band, y, x)`` float32 DataArray.
+
+    Args:
+        path: the GeoTIFF.
+        chunks: dask chunk size in pixels for y and x (all bands go in one chunk), a
+            dict as rioxarray takes it, or ``"auto"``. ``None`` still gives a lazy array
+            but without dask.
+        expected_bands: band count to enforce; ``None`` accepts any.
+
+    Returns:
+        A DataArray with ``rio.crs``, ``rio.transform()``, the original nodata value in
+        ``attrs["nodata"]`` (also ``rio.nodata``), ``attrs["band_names"]`` and
+        ``attrs["source_dtype"]``. Values are cast to float32 lazily.
+    """
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
+    info = inspect_scene(path, expected_bands)
+    if isinstance(chunks, int):
+        chunk_arg: Any = {"band": -1, "y": chunks, "x": chunks}
+    else:
+        chunk_arg = chunks
+    # lock=False: reads of different chunks may run in parallel threads (GDAL >= 3.x
+    # handles that with one dataset handle per thread in rioxarray's file manager).
+    da = rioxarray.open_rasterio(info.path, chunks=chunk_arg, masked=False, lock=False, cache=False)
+    if info.dtype != "float32":
+        da = da.astype(np.float32)
+    da.attrs["nodata"] = info.nodata
+    da.attrs["band_names"] = info.band_names
+    da.attrs["source_dtype"] = info.dtype
+    da.attrs["source_path"] = str(info.path)
+    if info.nodata is not None:
+        da = da.rio.write_nodata(info.nodata, encoded=False)
+    da.name = info.path.stem
+    return da
+
+
+def valid_pixels(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Per-pixel validity of a ``(bands, h, w)`` block.
+
+    A pixel is valid when every band is finite and none equals ``nodata``: one bad
+    band is enough to make a pixel unusable for the model.
+    """
+    ok = np.isfinite(block).all(axis=0)
+    if nodata is not None and np.isfinite(nodata):
+        ok &= (block != np.asarray(nodata, dtype=block.dtype)).all(axis=0)
+    return ok
+
+
+def nodata_mask(da: Any) -> Any:
+    """Lazy boolean ``(y, x)`` DataArray, True where any band is nodata or NaN."""
+    nodata = da.attrs.get("nodata")
+    bad = ~np.isfinite(da)
+    if nodata is not None and np.isfinite(nodata):
+        bad = bad | (da == np.float32(nodata))
+    return bad.any(dim="band")
+
+
+def read_window(
+    path_or_dataset: str | os.PathLike[str] | rasterio.io.DatasetReader,
+    row_off: int,
+    col_off: int,
+    height: int,
+    width: int,
+    fill: float = np.nan,
+) -> np.ndarray:
+    """Read a ``(bands, height, width)`` float32 window with rasterio.
+
+    Parts of the window outside the scene are filled with ``fill`` (``boundless``
+    reads), so edge windows come back at full size.
+    """
+    if isinstance(path_or_dataset, rasterio.io.DatasetReader):
+        return _read(path_or_dataset, row_off, col_off, height, width, fill)
+    with rasterio.open(path_or_dataset) as ds:
+        return _read(ds, row_off, col_off, height, width, fill)
+
+
+def _read(
+    ds: rasterio.io.DatasetReader, row_off: int, col_off: int, height: int, width: int, fill: float
+) -> np.ndarray:
+    inside = row_off >= 0 and col_off >= 0 and row_off + height <= ds.height and col_off + width <= ds.width
+    window = Window(col_off, row_off, width, height)
+    if inside:
+        return ds.read(window=window, out_dtype=np.float32)
+    out = np.full((ds.count, height, width), fill, dtype=np.float32)
+    r0, c0 = max(row_off, 0), max(col_off, 0)
+    r1, c1 = min(row_off + height, ds.height), min(col_off + width, ds.width)
+    if r1 > r0 and c1 > c0:
+        out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = ds.read(
+            window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32
+        )
+    return out

@@ -1,0 +1,46 @@
+"""geoglacier: glacier mapping from 5-band satellite rasters."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "geoglacier" / "_version.py").read_text(), version)
+
+setup(
+    name="geoglacier",
+    version=version["__version__"],
+    description="Map glaciers from 5-band satellite rasters with a U-Net++ (training, blended scene inference, true areas)",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The click front end lives in the top-level cli/ folder but is installed as
+    # geoglacier.cli: no top-level module named "cli" lands in site-packages.
+    packages=["geoglacier", "geoglacier.cli"],
+    package_dir={"geoglacier": "geoglacier", "geoglacier.cli": "cli"},
+    install_requires=[
+        "torch>=2.1,<=2.14.1",
+        "torchvision>=0.16,<=0.29.1",
+        "segmentation-models-pytorch>=0.3.3",
+        "albumentations>=1.4,<3",
+        "rasterio>=1.3",
+        "rioxarray>=0.15",
+        "xarray>=2023.1",
+        "dask[array]>=2023.1",
+        "distributed>=2023.1",
+        "numpy>=1.24",
+        "scikit-learn>=1.2",
+        "click>=8.1",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+        "pyproj>=3.4",
+        "shapely>=2.0",
+        "fiona>=1.9",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.80", "psutil>=5.9"],
+        "bench": ["monai>=1.3", "torchgeo>=0.5", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["geoglacier=geoglacier.cli.main:main"]},
+)
