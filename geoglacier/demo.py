@@ -51,6 +51,7 @@ def run_demo(
     *,
     size: int = 384,
     seed: int = 0,
+    quick: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> DemoResult:

@@ -1,0 +1,127 @@
+"""``geoglacier segment-scene``: map glaciers over a whole scene into a COG mask."""
+
+from __future__ import annotations
+
+import click
+
+from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
+
+_out_path = click.Path(dir_okay=False, path_type=str)
+
+
+@click.command("segment-scene")
+@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@model_opt
+@click.option(
+    "--out", required=True, type=_out_path, help="Mask COG to write (1 glacier, 0 not, 255 nodata)."
+)
+@click.option(
+    "--window",
+    type=int,
+    default=None,
+    help="Window edge in pixels, a multiple of 32.  [default: the checkpoint's patch size]",
+)
+@click.option(
+    "--overlap",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Fraction of a window shared with the next.",
+)
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward pass.")
+@click.option(
+    "--blend",
+    type=click.Choice(["gaussian", "cosine", "none"]),
+    default="gaussian",
+    show_default=True,
+    help="Weights for blending overlapping windows.",
+)
+@device_opt
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on CUDA or on a CPU with native bf16, else fp32.",
+)
+@click.option("--tta", is_flag=True, default=False, help="Average the four flips of each window (4x slower).")
+@click.option("--probabilities", type=_out_path, default=None, help="Also write the blended probability COG.")
+@click.option("--summary", type=_out_path, default=None, help="Also write the area summary as JSON.")
+@click.option(
+    "--outlines", type=_out_path, default=None, help="Also write glacier polygons (.gpkg or .geojson)."
+)
+@click.option(
+    "--min-area",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Drop outline polygons smaller than this (km2).",
+)
+@click.option(
+    "--pixel-size", type=float, default=None, help="Pixel side in metres, for areas of a scene without CRS."
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@overwrite_opt
+def segment_scene(
+    scene: str,
+    model_path: str,
+    out: str,
+    window: int | None,
+    overlap: float,
+    batch_size: int,
+    blend: str,
+    device: str,
+    precision: str,
+    tta: bool,
+    probabilities: str | None,
+    summary: str | None,
+    outlines: str | None,
+    min_area: float,
+    pixel_size: float | None,
+    progress: bool,
+    overwrite: bool,
+) -> None:
+    """Segment SCENE with sliding windows and write a georeferenced glacier mask.
+
+    Overlapping windows are blended, memory stays bounded whatever the scene height,
+    and every output appears only when complete.
+    """
+    from geoglacier.areas import format_summary
+    from geoglacier.inference import segment_scene as run
+
+    result = run(
+        scene,
+        model_path,
+        out,
+        window=window,
+        overlap=overlap,
+        batch_size=batch_size,
+        blend=blend,
+        device=device,
+        precision=precision,
+        tta=tta,
+        probabilities=probabilities,
+        summary=summary,
+        outlines=outlines,
+        min_area=min_area,
+        pixel_size=pixel_size,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    if result.summary is not None:
+        click.echo(format_summary(result.summary))
+    else:
+        click.echo("areas not computed: the scene has no CRS (pass --pixel-size METRES)")
+    click.echo(
+        f"{result.windows_run} windows run, {result.windows_skipped} skipped (nodata) in "
+        f"{result.seconds:.1f} s on {result.device} ({result.precision})"
+    )
+    for label, path in (
+        ("mask", result.mask),
+        ("probabilities", result.probabilities),
+        ("summary", result.summary_path),
+        ("outlines", result.outlines),
+    ):
+        if path is not None:
+            extra = f" ({result.outline_count} polygons)" if label == "outlines" else ""
+            click.echo(f"wrote {path}{extra}")

@@ -1,0 +1,35 @@
+"""``geoglacier demo`` does real work into one folder and refuses to clobber it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import rasterio
+from click.testing import CliRunner
+
+from geoglacier.cli.main import cli
+from geoglacier.masks import check_same_grid, inspect_mask
+from geoglacier.scene import inspect_scene
+
+
+def test_demo_writes_scenes_and_names_the_folder(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--size", "96", "--quick"])
+    assert result.exit_code == 0, result.output
+    assert f"All outputs are in {out.resolve()}" in result.output
+    scene, mask = out / "scene.tif", out / "reference_mask.tif"
+    check_same_grid(inspect_scene(scene), inspect_mask(mask))
+    with rasterio.open(mask) as ds:
+        values = ds.read(1)
+    fraction = (values == 1).sum() / (values != 255).sum()
+    assert f"{fraction:.1%}" in result.output
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--size", "96", "--quick"])
+    assert result.exit_code != 0
+    assert "--overwrite" in result.output
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
