@@ -5,5 +5,7 @@ from __future__ import annotations
 import click
 
 from geoglacier.cli.demo import demo
+from geoglacier.cli.evaluate import evaluate
+from geoglacier.cli.summarize import summarize
 
-ALL: list[click.Command] = [demo]
+ALL: list[click.Command] = [demo, summarize, evaluate]
