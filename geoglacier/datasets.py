@@ -1,0 +1,598 @@
+"""Patch datasets and window samplers for training.
+
+Samplers yield windows, datasets answer them. A window is ``(pair_index, row_off,
+col_off)`` in pixels; its size is the patch size. :func:`spatial_split` cuts every
+scene into square blocks and gives some blocks to validation;
+:func:`sample_train_windows` draws training windows that never touch a validation
+window; :class:`ScenePatchDataset` reads exactly the window asked for.
+
+The per-patch path is plain rasterio reading into a fresh array, NumPy normalisation
+and ``torch.from_numpy``: no dask, no xarray, no per-patch file opening (handles are
+opened lazily once per process, so they are valid after a DataLoader forks). Dask is
+used once per scene, for the statistics and a coarse validity map
+(:func:`geoglacier.normalization.scan_scene`).
+
+Every sample is a dict: ``image`` float32 ``(C, P, P)`` normalised with invalid
+pixels 0, ``mask`` float32 ``(P, P)`` in {0, 1} (0 where ignored), ``valid`` bool
+``(P, P)`` (False for nodata, mask nodata and padding), ``index`` int, and for scenes
+``window`` int64 ``[pair_index, row_off, col_off]``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from geoglacier.errors import ConfigError, GeoglacierWarning
+from geoglacier.layouts import ClassicPair, ScenePair, find_pairs
+from geoglacier.masks import IGNORE, read_mask
+from geoglacier.normalization import Moments, Normalization, scan_scene, stats_from_arrays
+from geoglacier.scene import DEFAULT_BAND_NAMES, valid_pixels
+
+AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+ValidFractionFn = Callable[[np.ndarray], np.ndarray]
+VALIDITY_CELL = 8
+
+
+def check_patch_size(patch_size: int) -> int:
+    """Raise :class:`ConfigError` unless ``patch_size`` is a positive multiple of 32 (U-Net++ needs it)."""
+    if not isinstance(patch_size, (int, np.integer)) or patch_size <= 0 or patch_size % 32:
+        raise ConfigError(
+            f"--patch-size must be a positive multiple of 32 (the U-Net++ encoder halves it 5 times), "
+            f"got {patch_size}; try {max(32, int(round(float(patch_size) / 32)) * 32)}"
+        )
+    return int(patch_size)
+
+
+def _mask_values(raw: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Raw mask values to uint8 0/1/IGNORE without a per-patch ``np.unique``.
+
+    The layout checks already guaranteed each mask is {0, 1} or {0, 255} (plus nodata),
+    so 1 and 255 both mean glacier unless they are the nodata value.
+    """
+    out = ((raw == 1) | (raw == 255)).view(np.uint8)
+    if raw.dtype.kind == "f":
+        out[~np.isfinite(raw)] = IGNORE
+    if nodata is not None and np.isfinite(nodata):
+        out[raw == nodata] = IGNORE
+    return out
+
+
+def _sample(
+    image: np.ndarray,
+    mask: np.ndarray,
+    valid: np.ndarray,
+    normalization: Normalization,
+    augment: AugmentFn | None,
+    index: int,
+) -> dict[str, Any]:
+    """Normalise (in place), augment and wrap one ``(C, P, P)`` block and its uint8 mask."""
+    valid &= mask != IGNORE
+    image = normalization.apply(image, valid, out=image)
+    if augment is not None:
+        mask[~valid] = IGNORE
+        hwc, mask = augment(np.ascontiguousarray(image.transpose(1, 2, 0)), mask)
+        image = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+        valid = mask != IGNORE
+        np.copyto(image, np.float32(0.0), where=~valid[None])
+    target = ((mask == 1) & valid).view(np.uint8).astype(np.float32)
+    return {
+        "image": torch.from_numpy(image),
+        "mask": torch.from_numpy(target),
+        "valid": torch.from_numpy(valid),
+        "index": int(index),
+    }
+
+
+class ClassicPatchDataset(Dataset):
+    """One patch per classic pair (``masked_NAME.npy`` + ``NAME.tif``).
+
+    Pairs larger than ``patch_size`` are cropped: at random when ``train`` (the offset
+    is drawn from ``(seed, epoch, index)``, so it does not depend on which worker
+    reads the sample), at the centre otherwise. Smaller pairs are placed top-left in
+    a ``patch_size`` square whose padding is invalid (mask ignored). Every sample has
+    the same shape, so batches collate.
+    """
+
+    def __init__(
+        self,
+        pairs: list[ClassicPair],
+        patch_size: int,
+        normalization: Normalization,
+        augment: AugmentFn | None = None,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.patch_size = check_patch_size(patch_size)
+        self.normalization = normalization
+        self.augment = augment
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self._arrays: dict[int, np.ndarray] = {}
+        self._masks: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"], state["_masks"] = {}, {}  # a memmap would pickle as a full copy
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make random crops depend on ``epoch`` (deterministically)."""
+        self.epoch = int(epoch)
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in self._arrays:
+            self._arrays[i] = np.load(self.pairs[i].image, mmap_mode="r")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", GeoglacierWarning)  # warned once by the layout check
+                self._masks[i] = read_mask(self.pairs[i].mask)
+        return self._arrays[i], self._masks[i]
+
+    def crop_offset(self, i: int) -> tuple[int, int]:
+        """Top-left corner of the crop taken from pair ``i``."""
+        h, w = self.pairs[i].shape
+        p = self.patch_size
+        if not self.train:
+            return max(h - p, 0) // 2, max(w - p, 0) // 2
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return int(rng.integers(0, max(h - p, 0) + 1)), int(rng.integers(0, max(w - p, 0) + 1))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        arr, full_mask = self._load(i)
+        p = self.patch_size
+        r, c = self.crop_offset(i)
+        part = arr[r : r + p, c : c + p, :]
+        h, w = part.shape[:2]
+        image = np.zeros((arr.shape[2], p, p), dtype=np.float32)
+        image[:, :h, :w] = part.transpose(2, 0, 1)
+        mask = np.full((p, p), IGNORE, dtype=np.uint8)
+        mask[:h, :w] = full_mask[r : r + p, c : c + p]
+        valid = np.zeros((p, p), dtype=bool)
+        valid[:h, :w] = valid_pixels(image[:, :h, :w], None)
+        return _sample(image, mask, valid, self.normalization, self.augment, i)
+
+
+class ScenePatchDataset(Dataset):
+    """Windows of large GeoTIFF scenes, read with rasterio exactly as asked.
+
+    Windows may reach past the scene edge; the outside is invalid (image 0 after
+    normalisation, mask ignored). File handles are opened on first use in each
+    process and kept in ``_handles[pid][pair_index]``, so a DataLoader worker never
+    uses a handle inherited from its parent and never reopens a file per patch.
+    """
+
+    def __init__(
+        self,
+        pairs: list[ScenePair],
+        windows: np.ndarray,
+        patch_size: int,
+        normalization: Normalization,
+        augment: AugmentFn | None = None,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.patch_size = check_patch_size(patch_size)
+        self.windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
+        self.normalization = normalization
+        self.augment = augment
+        self._nodata = [p.info.nodata for p in self.pairs]
+        self._mask_nodata: list[float | None] = [None] * len(self.pairs)
+        self._handles: dict[int, dict[int, tuple[Any, Any]]] = {}
+        self.opens: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}  # handles never cross a pickle (spawned workers reopen)
+        return state
+
+    def _open(self, k: int) -> tuple[Any, Any]:
+        pid = os.getpid()
+        handles = self._handles.setdefault(pid, {})
+        pair = handles.get(k)
+        if pair is None:
+            pair = handles[k] = (rasterio.open(self.pairs[k].image), rasterio.open(self.pairs[k].mask))
+            self._mask_nodata[k] = pair[1].nodata
+            self.opens[pid] = self.opens.get(pid, 0) + 2
+        return pair
+
+    def close(self) -> None:
+        """Close this process's handles."""
+        for img, msk in self._handles.pop(os.getpid(), {}).values():
+            img.close()
+            msk.close()
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw ``(C, P, P)`` float32 block (NaN outside the scene) and uint8 mask of window ``i``."""
+        k, row, col = (int(v) for v in self.windows[i])
+        img, msk = self._open(k)
+        p = self.patch_size
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + p, img.height), min(col + p, img.width)
+        if r0 == row and c0 == col and r1 - row == p and c1 - col == p:
+            window = Window(col, row, p, p)
+            block = img.read(window=window, out_dtype=np.float32)
+            mask = _mask_values(msk.read(1, window=window), self._mask_nodata[k])
+            return block, mask
+        block = np.full((img.count, p, p), np.nan, dtype=np.float32)
+        mask = np.full((p, p), IGNORE, dtype=np.uint8)
+        if r1 > r0 and c1 > c0:
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            inner = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+            block[(slice(None), *inner)] = img.read(window=window, out_dtype=np.float32)
+            mask[inner] = _mask_values(msk.read(1, window=window), self._mask_nodata[k])
+        return block, mask
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        block, mask = self.read(i)
+        valid = valid_pixels(block, self._nodata[int(self.windows[i, 0])])
+        sample = _sample(block, mask, valid, self.normalization, self.augment, i)
+        sample["window"] = torch.from_numpy(self.windows[i].copy())
+        return sample
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for DataLoaders: give each worker its own augmentation draws.
+
+    ``torch.initial_seed()`` differs per worker (base seed + worker id); pass a
+    seeded ``generator`` to the DataLoader for reproducible runs.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    augment = getattr(info.dataset, "augment", None) if info is not None else None
+    if augment is not None and hasattr(augment, "reseed"):
+        augment.reseed(seed)
+
+
+# ---------------------------------------------------------------------------------------
+# spatial split and window samplers
+
+
+@dataclass(frozen=True)
+class TrainRegions:
+    """The block grid of every scene and which blocks belong to validation.
+
+    Attributes:
+        shapes: ``(height, width)`` of each scene.
+        blocks: block size in pixels of each scene.
+        is_val: per scene, a bool ``(n_block_rows, n_block_cols)`` grid.
+    """
+
+    shapes: tuple[tuple[int, int], ...]
+    blocks: tuple[int, ...]
+    is_val: tuple[np.ndarray, ...]
+
+    def boxes(self, pair_index: int | None = None, train: bool = True) -> np.ndarray:
+        """``(M, 5)`` rectangles ``(pair_index, row_off, col_off, height, width)``, clipped to the scene."""
+        rows = []
+        for k, ((h, w), b, val) in enumerate(zip(self.shapes, self.blocks, self.is_val, strict=True)):
+            if pair_index is not None and k != pair_index:
+                continue
+            for i, j in zip(*np.nonzero(~val if train else val), strict=True):
+                r, c = int(i) * b, int(j) * b
+                rows.append((k, r, c, min(b, h - r), min(b, w - c)))
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+
+    def train_pixels(self) -> np.ndarray:
+        """Number of training pixels of each scene."""
+        boxes = self.boxes()
+        return np.bincount(boxes[:, 0], weights=boxes[:, 3] * boxes[:, 4], minlength=len(self.shapes))
+
+    def allowed(self, windows: np.ndarray, patch_size: int) -> np.ndarray:
+        """True for windows whose in-scene part lies entirely in training blocks."""
+        out = np.zeros(len(windows), dtype=bool)
+        for k in np.unique(windows[:, 0]) if len(windows) else []:
+            sel = windows[:, 0] == k
+            (h, w), b, val = self.shapes[k], self.blocks[k], self.is_val[k]
+            r, c = windows[sel, 1], windows[sel, 2]
+            r0, c0 = np.clip(r, 0, h - 1) // b, np.clip(c, 0, w - 1) // b
+            r1 = np.clip(np.minimum(r + patch_size, h) - 1, 0, h - 1) // b
+            c1 = np.clip(np.minimum(c + patch_size, w) - 1, 0, w - 1) // b
+            # A window spans at most two blocks per axis because block >= patch size.
+            bad = val[r0, c0] | val[r0, c1] | val[r1, c0] | val[r1, c1]
+            out[sel] = ~bad
+        return out
+
+
+def _val_starts(b0: int, b1: int, size: int, patch: int) -> list[int]:
+    """Window starts covering block ``[b0, b1)`` of an axis of length ``size``.
+
+    Windows tile the block from its start; a last window that would cross into the
+    next block is moved flush with the block end (an overlap inside the block), unless
+    the block ends at the scene edge, where it may hang outside (padding, invalid).
+    """
+    starts = list(range(b0, b1 - patch + 1, patch))
+    covered = starts[-1] + patch if starts else b0
+    if covered < b1:
+        starts.append(b1 - patch if b1 < size and b1 - patch >= b0 else covered)
+    return starts
+
+
+def spatial_split(
+    info_shapes: Sequence[tuple[int, int]],
+    patch_size: int,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    block: int | None = None,
+) -> tuple[TrainRegions, np.ndarray]:
+    """Split scenes into training and validation blocks.
+
+    Each scene is cut into square blocks (default ``2 * patch_size``; a scene that
+    would get a single block of that size gets blocks of ``patch_size`` instead) and
+    about ``val_fraction`` of its blocks, at least one when it has two or more, go to
+    validation, chosen by ``seed``. Neighbouring pixels are strongly correlated, so a
+    split by blocks rather than by random windows keeps validation honest.
+
+    Returns:
+        ``(train_regions, val_windows)``: the block grids, and an ``(N, 3)`` int64 array
+        of validation windows ``(pair_index, row_off, col_off)`` tiling the
+        validation blocks.
+    """
+    p = check_patch_size(patch_size)
+    if block is not None and block < p:
+        raise ConfigError(f"block size {block} is smaller than --patch-size {p}; use a block >= {p}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    shapes, blocks, grids, val_windows = [], [], [], []
+    for k, (h, w) in enumerate(info_shapes):
+        b = int(block) if block is not None else 2 * p
+        if block is None and -(-h // b) * -(-w // b) < 2:
+            b = p
+        nby, nbx = -(-h // b), -(-w // b)
+        nb = nby * nbx
+        n_val = int(round(val_fraction * nb))
+        if nb >= 2 and val_fraction > 0:
+            n_val = min(max(n_val, 1), nb - 1)
+        else:
+            n_val = 0
+        val = np.zeros(nb, dtype=bool)
+        val[rng.choice(nb, size=n_val, replace=False)] = True
+        val = val.reshape(nby, nbx)
+        for i, j in zip(*np.nonzero(val), strict=True):
+            r0, c0 = int(i) * b, int(j) * b
+            for r in _val_starts(r0, min(r0 + b, h), h, p):
+                for c in _val_starts(c0, min(c0 + b, w), w, p):
+                    val_windows.append((k, r, c))
+        shapes.append((int(h), int(w)))
+        blocks.append(b)
+        grids.append(val)
+    regions = TrainRegions(tuple(shapes), tuple(blocks), tuple(grids))
+    return regions, np.asarray(val_windows, dtype=np.int64).reshape(-1, 3)
+
+
+def coarse_valid_fraction(
+    maps: Sequence[np.ndarray], patch_size: int, cell: int = VALIDITY_CELL
+) -> ValidFractionFn:
+    """A ``valid_fraction_fn`` from coarse valid-pixel counts (see :func:`scan_scene`).
+
+    The fraction counts the valid pixels of every cell a window touches, divided by
+    the window area: exact for cell-aligned windows, a slight overestimate otherwise
+    (never an underestimate), and exactly 0 only when the window has no valid pixel.
+    """
+    integrals = []
+    for m in maps:
+        ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1), dtype=np.int64)
+        ii[1:, 1:] = m.astype(np.int64).cumsum(0).cumsum(1)
+        integrals.append(ii)
+
+    def fraction(windows: np.ndarray) -> np.ndarray:
+        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
+        out = np.zeros(len(windows))
+        for k in np.unique(windows[:, 0]):
+            sel = windows[:, 0] == k
+            ii = integrals[k]
+            ny, nx = ii.shape[0] - 1, ii.shape[1] - 1
+            r, c = windows[sel, 1], windows[sel, 2]
+            a, b = np.clip(r // cell, 0, ny), np.clip(-(-(r + patch_size) // cell), 0, ny)
+            d, e = np.clip(c // cell, 0, nx), np.clip(-(-(c + patch_size) // cell), 0, nx)
+            out[sel] = ii[b, e] - ii[a, e] - ii[b, d] + ii[a, d]
+        return np.minimum(out / float(patch_size * patch_size), 1.0)
+
+    return fraction
+
+
+def sample_train_windows(
+    train_regions: TrainRegions,
+    n: int,
+    patch_size: int,
+    rng: np.random.Generator,
+    valid_fraction_fn: ValidFractionFn | None = None,
+    min_valid: float = 0.5,
+) -> np.ndarray:
+    """Draw ``n`` training windows ``(pair_index, row_off, col_off)`` that avoid validation.
+
+    Scenes are picked in proportion to their training area; positions are uniform over
+    the scene and rejected when they touch a validation block or, with
+    ``valid_fraction_fn``, when less than ``min_valid`` of the window is valid (the
+    check uses the coarse validity map, so no pixels are read). When rejection keeps
+    failing (tiny training areas) windows are anchored inside single training blocks;
+    if even those are mostly nodata, the rest are taken regardless, with a warning.
+    """
+    p = check_patch_size(patch_size)
+    if n <= 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    weights = train_regions.train_pixels()
+    if weights.sum() <= 0:
+        raise ConfigError("no training blocks left after the validation split; lower --val-fraction")
+    weights = weights / weights.sum()
+    shapes = np.asarray(train_regions.shapes, dtype=np.int64)
+    found: list[np.ndarray] = []
+    count = 0
+
+    def keep(cands: np.ndarray, check_valid: bool = True) -> None:
+        nonlocal count
+        cands = cands[train_regions.allowed(cands, p)]
+        if check_valid and valid_fraction_fn is not None and len(cands):
+            cands = cands[valid_fraction_fn(cands) >= min_valid]
+        cands = cands[: n - count]
+        found.append(cands)
+        count += len(cands)
+
+    for _ in range(50):
+        if count >= n:
+            break
+        m = 2 * (n - count) + 16
+        k = rng.choice(len(weights), size=m, p=weights)
+        r = rng.integers(0, np.maximum(shapes[k, 0] - p, 0) + 1)
+        c = rng.integers(0, np.maximum(shapes[k, 1] - p, 0) + 1)
+        keep(np.stack([k, r, c], axis=1))
+    boxes = train_regions.boxes()
+    for check_valid in (True, False):
+        for _ in range(20):
+            if count >= n:
+                break
+            m = 2 * (n - count) + 16
+            pick = boxes[rng.integers(0, len(boxes), size=m)]
+            r = pick[:, 1] + rng.integers(0, np.maximum(pick[:, 3] - p, 0) + 1)
+            c = pick[:, 2] + rng.integers(0, np.maximum(pick[:, 4] - p, 0) + 1)
+            keep(np.stack([pick[:, 0], r, c], axis=1), check_valid)
+        if count < n and check_valid and valid_fraction_fn is not None:
+            warnings.warn(
+                f"only {count} of {n} training windows are at least {min_valid:.0%} valid; "
+                "the rest are mostly nodata",
+                GeoglacierWarning,
+                stacklevel=2,
+            )
+    return np.concatenate(found).astype(np.int64).reshape(-1, 3)[:n]
+
+
+# ---------------------------------------------------------------------------------------
+# putting it together
+
+
+@dataclass
+class TrainingData:
+    """Training and validation datasets built from one data directory.
+
+    Call :meth:`resample` at the start of every epoch, before creating the
+    DataLoader iterator (workers copy the dataset when the iterator starts, so with
+    ``persistent_workers=True`` new windows would not reach them).
+    """
+
+    train: ClassicPatchDataset | ScenePatchDataset
+    val: ClassicPatchDataset | ScenePatchDataset
+    normalization: Normalization
+    band_names: tuple[str, ...]
+    layout: Literal["classic", "scenes"]
+    patch_size: int
+    seed: int = 0
+    patches_per_epoch: int | None = None
+    regions: TrainRegions | None = None
+    valid_fraction_fn: ValidFractionFn | None = field(default=None, repr=False)
+
+    def resample(self, epoch: int) -> None:
+        """Redraw the random training windows (scenes) or crops (classic) from ``(seed, epoch)``."""
+        if isinstance(self.train, ScenePatchDataset):
+            assert self.regions is not None and self.patches_per_epoch is not None
+            rng = np.random.default_rng([self.seed, int(epoch)])
+            self.train.windows = sample_train_windows(
+                self.regions, self.patches_per_epoch, self.patch_size, rng, self.valid_fraction_fn
+            )
+        else:
+            self.train.set_epoch(epoch)
+
+
+def _band_names(bands: int) -> tuple[str, ...]:
+    return (
+        DEFAULT_BAND_NAMES
+        if bands == len(DEFAULT_BAND_NAMES)
+        else tuple(f"band{i + 1}" for i in range(bands))
+    )
+
+
+def make_datasets(
+    data_dir: str | os.PathLike[str],
+    patch_size: int = 256,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    patches_per_epoch: int | None = None,
+    bands: int = 5,
+    augment: bool = True,
+) -> TrainingData:
+    """Find the pairs in ``data_dir``, split them, compute statistics, build datasets.
+
+    classic layout: pairs are split ``1 - val_fraction`` / ``val_fraction`` at random
+    (seeded; at least one validation pair when there are two or more), statistics come
+    from the training arrays. scene layout: :func:`spatial_split` by blocks, statistics
+    from the training blocks only (one lazy dask pass per scene, which also yields the
+    coarse validity map used to skip mostly-nodata windows), ``patches_per_epoch``
+    random training windows per epoch (default: as many as tile the training area,
+    at least 8). Nodata never enters the statistics.
+    """
+    from geoglacier.augment import build_augment
+
+    p = check_patch_size(patch_size)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    layout, pairs = find_pairs(data_dir, bands)
+    aug = build_augment(seed) if augment else None
+    if layout == "classic":
+        classic: list[ClassicPair] = list(pairs)  # type: ignore[arg-type]
+        order = np.random.default_rng(seed).permutation(len(classic))
+        n_val = int(round(val_fraction * len(classic)))
+        if len(classic) >= 2 and val_fraction > 0:
+            n_val = min(max(n_val, 1), len(classic) - 1)
+        else:
+            n_val = 0
+        val_pairs = [classic[i] for i in sorted(order[:n_val])]
+        train_pairs = [classic[i] for i in sorted(order[n_val:])]
+        norm = stats_from_arrays(np.moveaxis(np.load(q.image, mmap_mode="r"), -1, 0) for q in train_pairs)
+        return TrainingData(
+            train=ClassicPatchDataset(train_pairs, p, norm, aug, train=True, seed=seed),
+            val=ClassicPatchDataset(val_pairs, p, norm, None, train=False, seed=seed),
+            normalization=norm,
+            band_names=_band_names(bands),
+            layout="classic",
+            patch_size=p,
+            seed=seed,
+            patches_per_epoch=len(train_pairs),
+        )
+    scenes: list[ScenePair] = list(pairs)  # type: ignore[arg-type]
+    regions, val_windows = spatial_split([q.info.shape for q in scenes], p, val_fraction, seed)
+    total = Moments.empty(bands)
+    maps = []
+    for k, q in enumerate(scenes):
+        boxes = regions.boxes(k)[:, 1:]
+        moments, coarse = scan_scene(q.image, regions=boxes, cell=VALIDITY_CELL)
+        total = total.merge(moments)
+        maps.append(coarse)
+    norm = total.normalization(f"the training blocks of {Path(data_dir)}")
+    fraction = coarse_valid_fraction(maps, p)
+    if len(val_windows):
+        val_windows = val_windows[fraction(val_windows) > 0]
+    if patches_per_epoch is None:
+        patches_per_epoch = max(8, int(np.ceil(regions.train_pixels().sum() / (p * p))))
+    data = TrainingData(
+        train=ScenePatchDataset(scenes, np.zeros((0, 3), dtype=np.int64), p, norm, aug),
+        val=ScenePatchDataset(scenes, val_windows, p, norm, None),
+        normalization=norm,
+        band_names=scenes[0].info.band_names,
+        layout="scenes",
+        patch_size=p,
+        seed=seed,
+        patches_per_epoch=int(patches_per_epoch),
+        regions=regions,
+        valid_fraction_fn=fraction,
+    )
+    data.resample(0)
+    return data
