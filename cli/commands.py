@@ -7,5 +7,6 @@ import click
 from geoglacier.cli.demo import demo
 from geoglacier.cli.evaluate import evaluate
 from geoglacier.cli.summarize import summarize
+from geoglacier.cli.train import train
 
-ALL: list[click.Command] = [demo, summarize, evaluate]
+ALL: list[click.Command] = [demo, train, summarize, evaluate]

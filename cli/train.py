@@ -1,0 +1,65 @@
+"""``geoglacier train``: train the U-Net++ glacier model on a data folder.
+
+Option names are the fields of :class:`geoglacier.training.TrainConfig`; an option
+left out keeps the recipe's default (shown in brackets), so the defaults live in one
+place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from geoglacier.cli.options import overwrite_opt
+
+
+@click.command("train")
+@click.argument("data_dir", type=click.Path(path_type=str))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Checkpoint to write (best epoch by val MCC); NAME.metrics.csv/.png and NAME.pth.state go beside it.",
+)
+@click.option("--arch", default=None, help="smp architecture [UnetPlusPlus].")
+@click.option("--encoder", default=None, help="smp encoder [resnet34].")
+@click.option(
+    "--encoder-weights", default=None, help="imagenet, none or PATH of an encoder state dict [imagenet]."
+)
+@click.option("--bands", type=int, default=None, help="Number of image bands [5].")
+@click.option("--epochs", type=int, default=None, help="Total number of epochs [150].")
+@click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
+@click.option("--lr", type=float, default=None, help="AdamW learning rate [1e-4].")
+@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay [0.01].")
+@click.option("--alpha", type=float, default=None, help="Loss = alpha*BCE + (1-alpha)*Dice [0.7].")
+@click.option("--patch-size", type=int, default=None, help="Training window side, multiple of 32 [256].")
+@click.option(
+    "--patches-per-epoch", type=int, default=None, help="Training windows per epoch, scenes [tile the area]."
+)
+@click.option("--val-fraction", type=float, default=None, help="Share held out for validation [0.2].")
+@click.option("--seed", type=int, default=None, help="Seed of split, windows, augmentation, init [0].")
+@click.option("--num-workers", type=int, default=None, help="DataLoader workers [min(4, CPUs)].")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
+@click.option("--augment/--no-augment", default=None, help="Augment training patches [on].")
+@click.option("--lr-factor", type=float, default=None, help="ReduceLROnPlateau factor [0.1].")
+@click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")
+@click.option("--threshold", type=float, default=None, help="Glacier probability threshold [0.5].")
+@click.option(
+    "--resume", is_flag=True, default=False, help="Continue an interrupted run from NAME.pth.state."
+)
+@overwrite_opt
+def train(data_dir: str, out: str, resume: bool, overwrite: bool, **options: Any) -> None:
+    """Train on DATA_DIR (classic masked_NAME.npy + NAME.tif pairs, or images/ + masks/ scenes).
+
+    Prints one line per epoch and keeps the best epoch by validation MCC in --out.
+    """
+    from geoglacier.training import train as run_training
+
+    overrides = {name: value for name, value in options.items() if value is not None}
+    result = run_training(data_dir, out, overwrite=overwrite, resume=resume, log=click.echo, **overrides)
+    click.echo(
+        f"Best epoch {result.best_epoch} of {result.epochs} (Val MCC: {result.best_val_mcc:.4f}); "
+        f"wrote {result.paths.checkpoint}, {result.paths.metrics_csv}, {result.paths.metrics_png}"
+    )

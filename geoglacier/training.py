@@ -1,0 +1,756 @@
+"""The training loop: the seed recipe for U-Net++ glacier segmentation.
+
+Recipe (every value a field of :class:`TrainConfig` and a ``geoglacier train`` option
+of the same name): smp U-Net++ / ResNet34 with ImageNet encoder weights, loss
+``alpha * BCE + (1 - alpha) * Dice`` on valid pixels only, AdamW, ReduceLROnPlateau
+on the validation MCC, the epoch's MCC from its summed confusion counts, the best
+epoch by validation MCC kept as the checkpoint.
+
+Files written beside ``out`` (``model.pth`` gives ``model.metrics.csv``,
+``model.metrics.png`` and ``model.pth.state``), each atomically after every epoch, so
+two runs in one folder never collide and a killed run leaves only complete files:
+
+- the checkpoint (:mod:`geoglacier.checkpoint`), rewritten when validation MCC improves;
+- ``<stem>.metrics.csv``: one row per epoch (epoch, loss, val_loss, train_mcc, val_mcc,
+  lr, seconds);
+- ``<stem>.metrics.png``: the loss and MCC curves;
+- ``<out>.state``: the training state (weights, optimizer, scheduler, scaler, RNG
+  states, best score, metrics history) that ``resume=True`` continues from. It is
+  kept after the last epoch so a finished run can be extended with more epochs.
+
+Reproducibility: every epoch reseeds torch, NumPy, Python's ``random``, the
+augmentation and the DataLoader generator (hence the worker seeds) from
+``(seed, epoch)``, so on the CPU the same seed on the same data gives the same
+metrics, and a resumed run gives the same metrics as an uninterrupted one.
+
+Scale-out: started by ``torchrun`` (``WORLD_SIZE`` > 1), each process trains on its
+share of the windows (DistributedSampler) inside DistributedDataParallel; loss sums
+and confusion counts are all-reduced, so epoch figures are those of the whole data;
+only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from geoglacier.atomic import atomic_output, check_output_path
+from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
+from geoglacier.losses import BCEDiceLoss
+from geoglacier.metrics import confusion_counts, mcc_from_counts
+
+STATE_FORMAT = "geoglacier-train-state"
+CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "seconds")
+# Fields that define the run: resuming with a different value would mix two recipes.
+RESUME_LOCKED = (
+    "arch",
+    "encoder",
+    "bands",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "alpha",
+    "patch_size",
+    "patches_per_epoch",
+    "val_fraction",
+    "seed",
+    "augment",
+    "lr_factor",
+    "lr_patience",
+    "threshold",
+)
+
+Log = Callable[[str], None]
+
+
+def default_num_workers() -> int:
+    """``min(4, CPU count)`` DataLoader workers."""
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe; field names are the ``geoglacier train`` option names.
+
+    Attributes:
+        arch: smp architecture (UnetPlusPlus, Unet, FPN, DeepLabV3Plus, Linknet).
+        encoder: smp encoder name (resnet34; tests use resnet18).
+        encoder_weights: ``imagenet``, ``none`` or the path of an encoder state dict.
+        bands: number of image bands.
+        epochs: total number of epochs (a resumed run ends at the same count).
+        batch_size: patches per optimiser step (per process under torchrun).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        alpha: weight of BCE against Dice in the loss.
+        patch_size: training window side in pixels (multiple of 32).
+        patches_per_epoch: training windows per epoch for scenes (None: tile the training area).
+        val_fraction: share of pairs (classic) or scene blocks (scenes) held out for validation.
+        seed: seeds the split, the windows, augmentation, weights init and batch order.
+        num_workers: DataLoader worker processes (None: ``min(4, CPU count)``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
+        augment: flips, rotations, affine and gain/offset on training patches.
+        lr_factor: ReduceLROnPlateau factor.
+        lr_patience: ReduceLROnPlateau patience in epochs.
+        threshold: probability above which a pixel counts as glacier (metrics, checkpoint).
+    """
+
+    arch: str = "UnetPlusPlus"
+    encoder: str = "resnet34"
+    encoder_weights: str = "imagenet"
+    bands: int = 5
+    epochs: int = 150
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    alpha: float = 0.7
+    patch_size: int = 256
+    patches_per_epoch: int | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+    num_workers: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    augment: bool = True
+    lr_factor: float = 0.1
+    lr_patience: int = 10
+    threshold: float = 0.5
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`ConfigError` naming the option for values out of range."""
+        checks: list[tuple[bool, str]] = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0.0 <= self.alpha <= 1.0, f"--alpha must be between 0 and 1, got {self.alpha}"),
+            (0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
+            (
+                self.patches_per_epoch is None or self.patches_per_epoch >= 1,
+                f"--patches-per-epoch must be at least 1, got {self.patches_per_epoch}",
+            ),
+            (
+                self.num_workers is None or self.num_workers >= 0,
+                f"--num-workers must be >= 0, got {self.num_workers}",
+            ),
+            (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
+            (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
+            (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
+            (self.bands >= 1, f"--bands must be at least 1, got {self.bands}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, as stored in checkpoints and the training state."""
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with some fields replaced; unknown names raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """The files of one training run, named from the checkpoint path."""
+
+    checkpoint: Path
+    metrics_csv: Path
+    metrics_png: Path
+    state: Path
+
+    @classmethod
+    def for_checkpoint(cls, out: str | os.PathLike[str]) -> TrainPaths:
+        p = Path(out)
+        stem = p.parent / p.stem
+        return cls(
+            checkpoint=p,
+            metrics_csv=Path(f"{stem}.metrics.csv"),
+            metrics_png=Path(f"{stem}.metrics.png"),
+            state=Path(f"{p}.state"),
+        )
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.checkpoint, self.metrics_csv, self.metrics_png, self.state)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    ``best_val_mcc`` is the score that chose the checkpoint: validation MCC, or
+    training MCC when there is no validation data (``val_fraction=0``).
+    """
+
+    paths: TrainPaths
+    best_epoch: int
+    best_val_mcc: float
+    epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The metrics row of the last epoch."""
+        return self.history[-1] if self.history else {}
+
+
+# ---------------------------------------------------------------------------------------
+# seeding and RNG state
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed derived from ``(seed, epoch)`` (independent streams per epoch)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy's global RNG and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, CUDA, NumPy and Python RNG states as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    nps = state["numpy"]
+    np.random.set_state(
+        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["cached"])
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------
+# torchrun
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    return Distributed(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` in order: each sample exactly once over all ranks.
+
+    Unlike DistributedSampler it never pads with repeated samples, so all-reduced
+    validation counts equal those of a single process.
+    """
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _all_reduce(tensor: torch.Tensor, dist_info: Distributed) -> torch.Tensor:
+    if dist_info.active:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _agree(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
+    """True when any process says True (so all ranks leave the loop together)."""
+    if not dist_info.active:
+        return flag
+    return bool(_all_reduce(torch.tensor([int(flag)], device=device), dist_info).item() > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# output files
+
+
+def write_metrics_csv(history: list[dict[str, float]], path: str | os.PathLike[str]) -> Path:
+    """Write all epochs' rows (atomically; the whole file each time)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (int(row[k]) if k == "epoch" else repr(float(row[k]))) for k in CSV_FIELDS})
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(buffer.getvalue())
+    return Path(path)
+
+
+def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """Rows of a metrics CSV as dicts of floats (``epoch`` as int)."""
+    with open(path, newline="") as fh:
+        return [
+            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)
+        ]
+
+
+def _check_outputs(paths: TrainPaths, overwrite: bool, resume: bool) -> bool:
+    """Check the outputs before any work; return True when a run is to be resumed."""
+    if resume and paths.state.is_file():
+        check_output_path(paths.checkpoint, overwrite=True)
+        return True
+    if resume and paths.checkpoint.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{paths.checkpoint} exists but there is no training state {paths.state} to resume from; "
+            "pass --overwrite to start again"
+        )
+    for p in paths.all():
+        check_output_path(p, overwrite)
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+
+
+def _loader(
+    dataset: Dataset,
+    config: TrainConfig,
+    num_workers: int,
+    device: torch.device,
+    seed: int,
+    dist_info: Distributed,
+    train: bool,
+) -> DataLoader:
+    from geoglacier.datasets import seed_worker
+
+    generator = torch.Generator().manual_seed(seed)
+    sampler: Sampler[int] | None = None
+    if dist_info.active:
+        if train:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(
+                dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True, seed=seed
+            )
+        else:
+            sampler = ShardSampler(len(dataset), dist_info.rank, dist_info.world_size)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=False,
+    )
+
+
+def _progress(loader: DataLoader, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _run_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: BCEDiceLoss,
+    device: torch.device,
+    config: TrainConfig,
+    amp_dtype: torch.dtype | None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: bool = False,
+    desc: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass; returns ``([loss_sum, n_samples] float64, [tp, fp, tn, fn] int64)`` on ``device``."""
+    training = optimizer is not None
+    model.train(training)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    counts = torch.zeros(4, dtype=torch.int64, device=device)
+    non_blocking = device.type == "cuda"
+    with torch.set_grad_enabled(training):
+        for batch in _progress(loader, desc, progress):
+            image = batch["image"].to(device, non_blocking=non_blocking)
+            target = batch["mask"].to(device, non_blocking=non_blocking)
+            valid = batch["valid"].to(device, non_blocking=non_blocking)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(image)
+            loss = criterion(logits.float(), target, valid)
+            if training:
+                assert optimizer is not None and scaler is not None
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            n = image.shape[0]
+            sums[0] += loss.detach().double() * n
+            sums[1] += n
+            counts += confusion_counts(logits.detach(), target, valid, config.threshold)
+    return sums, counts
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not config.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig, state_path: Path) -> None:
+    for name in RESUME_LOCKED:
+        if name in saved and saved[name] != getattr(config, name):
+            raise ConfigError(
+                f"{state_path}: the run was started with --{name.replace('_', '-')} {saved[name]}, "
+                f"not {getattr(config, name)}; resume with the same value or start again with --overwrite"
+            )
+
+
+def train(
+    data_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    log: Log = print,
+    progress: bool | None = None,
+    stop: Callable[[dict[str, float]], bool] | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a glacier segmentation model on ``data_dir`` and write the best epoch to ``out``.
+
+    Args:
+        data_dir: a classic or scene layout folder (see :mod:`geoglacier.layouts`).
+        out: checkpoint path (``.pth``); the metrics CSV/PNG and training state go beside it.
+        config: the recipe; ``None`` for the defaults.
+        overwrite: replace existing outputs (and forget an earlier run's state).
+        resume: continue from ``<out>.state`` after the last completed epoch; a run
+            ends after ``config.epochs`` epochs in all, interrupted or not.
+        log: receives one line per epoch and per saved checkpoint.
+        progress: tqdm bar within epochs (``None``: when stderr is a terminal).
+        stop: called with each epoch's metrics row once its files are written;
+            returning True ends training there (a wall-clock budget, early stopping).
+            The training state stays resumable.
+        **overrides: fields of :class:`TrainConfig` to change (``epochs=2``).
+
+    Raises:
+        OutputExistsError: ``out`` (or a file beside it) exists, without overwrite/resume.
+        ConfigError: bad option values, unknown encoder or device, or resuming with a
+            different recipe.
+        WeightsUnavailableError: ImageNet weights cannot be fetched (offline).
+    """
+    from geoglacier.device import resolve_device
+    from geoglacier.model import ModelConfig, check_config
+
+    config = (config or TrainConfig()).with_overrides(**overrides).validate()
+    paths = TrainPaths.for_checkpoint(out)
+    resuming = _check_outputs(paths, overwrite, resume)
+    dist_info = distributed_from_env()
+    if dist_info.active and torch.cuda.is_available() and config.device != "cpu":
+        device = resolve_device(f"cuda:{dist_info.local_rank}")
+    else:
+        device = resolve_device(config.device)
+    model_config = ModelConfig(arch=config.arch, encoder=config.encoder, in_channels=config.bands)
+    check_config(model_config)
+    state: dict[str, Any] | None = None
+    if resuming:
+        try:
+            state = torch.load(paths.state, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe file: same advice
+            raise CheckpointError(
+                f"{paths.state}: unreadable training state ({type(exc).__name__}); "
+                "start again with --overwrite"
+            ) from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(
+                f"{paths.state} is not a geoglacier training state; start again with --overwrite"
+            )
+        _check_resume_config(state["config"], config, paths.state)
+    if not dist_info.is_main:
+        log = _silent
+    started_group = False
+    if dist_info.active:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend=backend)
+            started_group = True
+    try:
+        return _train(
+            data_dir, paths, config, model_config, device, dist_info, state, overwrite, log, progress, stop
+        )
+    finally:
+        if started_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+def _train(
+    data_dir: str | os.PathLike[str],
+    paths: TrainPaths,
+    config: TrainConfig,
+    model_config: Any,
+    device: torch.device,
+    dist_info: Distributed,
+    state: dict[str, Any] | None,
+    overwrite: bool,
+    log: Log,
+    progress: bool | None,
+    stop: Callable[[dict[str, float]], bool] | None = None,
+) -> TrainResult:
+    from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+    from geoglacier.datasets import make_datasets
+    from geoglacier.model import build_model
+
+    seed_everything(config.seed)
+    weights = None if state is not None else config.encoder_weights
+    model = build_model(model_config, encoder_weights=weights)
+    data = make_datasets(
+        data_dir,
+        patch_size=config.patch_size,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        patches_per_epoch=config.patches_per_epoch,
+        bands=config.bands,
+        augment=config.augment,
+    )
+    if dist_info.is_main and state is None and overwrite:
+        paths.state.unlink(missing_ok=True)  # a stale state must not be resumed later
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
+    )
+    amp_dtype = _amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    criterion = BCEDiceLoss(config.alpha)
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, start = -math.inf, 0, 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        history = [dict(row) for row in state["history"]]
+        best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        start = int(state["epoch"]) + 1
+        log(f"Resuming from epoch {start - 1} of {config.epochs} (best Val MCC so far: {best_score:.2f})")
+    if dist_info.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    num_workers = default_num_workers() if config.num_workers is None else config.num_workers
+    show = (sys.stderr.isatty() if progress is None else progress) and dist_info.is_main
+    has_val = len(data.val) > 0
+    if not has_val:
+        log("No validation windows (--val-fraction 0): the best epoch is chosen by training MCC")
+    meta_base = dict(
+        model=model_config,
+        bands=tuple(data.band_names),
+        mean=tuple(data.normalization.mean),
+        std=tuple(data.normalization.std),
+        patch_size=config.patch_size,
+        threshold=config.threshold,
+        train_config=config.to_dict(),
+    )
+    for epoch in range(start, config.epochs + 1):
+        t0 = time.perf_counter()
+        seed = epoch_seed(config.seed, epoch)
+        seed_everything(seed)
+        data.resample(epoch)
+        augment = getattr(data.train, "augment", None)
+        if augment is not None and hasattr(augment, "reseed"):
+            augment.reseed(seed)  # for num_workers=0; workers reseed from the loader's generator
+        train_loader = _loader(data.train, config, num_workers, device, seed, dist_info, train=True)
+        if isinstance(train_loader.sampler, torch.utils.data.distributed.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        lr = float(optimizer.param_groups[0]["lr"])
+        sums, counts = _run_epoch(
+            model,
+            train_loader,
+            criterion,
+            device,
+            config,
+            amp_dtype,
+            optimizer,
+            scaler,
+            show,
+            f"epoch {epoch}",
+        )
+        if has_val:
+            val_loader = _loader(data.val, config, num_workers, device, seed, dist_info, train=False)
+            val_sums, val_counts = _run_epoch(
+                model, val_loader, criterion, device, config, amp_dtype, progress=show, desc="validation"
+            )
+        else:
+            val_sums = torch.zeros(2, dtype=torch.float64, device=device)
+            val_counts = torch.zeros(4, dtype=torch.int64, device=device)
+        totals = _all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
+        confusion = _all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
+        train_mcc = mcc_from_counts(*confusion[:4])
+        val_mcc = mcc_from_counts(*confusion[4:]) if has_val else float("nan")
+        row = {
+            "epoch": epoch,
+            "loss": totals[0] / max(totals[1], 1.0),
+            "val_loss": totals[2] / totals[3] if totals[3] > 0 else float("nan"),
+            "train_mcc": train_mcc,
+            "val_mcc": val_mcc,
+            "lr": lr,
+            "seconds": time.perf_counter() - t0,
+        }
+        score = val_mcc if has_val else train_mcc
+        scheduler.step(score)
+        history.append(row)
+        log(f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {train_mcc:.2f} | Val MCC: {val_mcc:.2f}")
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch
+        if dist_info.is_main:
+            if improved:
+                metrics = {k: row[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
+                meta = CheckpointMeta(epoch=epoch, metrics=metrics, **meta_base)
+                save_checkpoint(model, meta, paths.checkpoint)
+                log(f"Model saved (Best Val MCC: {best_score:.2f})")
+            write_metrics_csv(history, paths.metrics_csv)
+            _plot(history, paths.metrics_png, log)
+            _save_state(
+                paths.state,
+                model,
+                optimizer,
+                scheduler,
+                scaler,
+                config,
+                epoch,
+                best_score,
+                best_epoch,
+                history,
+            )
+        if dist_info.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if stop is not None and _agree(bool(stop(dict(row))), dist_info, device):
+            break
+    return TrainResult(
+        paths=paths,
+        best_epoch=best_epoch,
+        best_val_mcc=best_score,
+        epochs=len(history),
+        history=history,
+        resumed_from=start - 1,
+    )
+
+
+def _plot(history: list[dict[str, float]], path: Path, log: Log) -> None:
+    from geoglacier.plots import plot_metrics
+
+    try:
+        plot_metrics(history, path)
+    except Exception as exc:  # noqa: BLE001 - a failed figure must not end a long training run
+        log(f"warning: could not draw {path} ({type(exc).__name__}: {exc})")
+
+
+def _save_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    config: TrainConfig,
+    epoch: int,
+    best_score: float,
+    best_epoch: int,
+    history: list[dict[str, float]],
+) -> None:
+    inner = getattr(model, "module", model)
+    state = {
+        "format": STATE_FORMAT,
+        "epoch": int(epoch),
+        "model": inner.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "best_score": float(best_score),
+        "best_epoch": int(best_epoch),
+        "history": [dict(row) for row in history],
+        "config": config.to_dict(),
+    }
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(state, tmp)

@@ -1,0 +1,226 @@
+"""Tests of ``geoglacier train``: options, one-line errors, SIGKILL + --resume, torchrun."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+
+from geoglacier.checkpoint import load_checkpoint
+from geoglacier.cli.main import _Group
+from geoglacier.cli.train import train as train_command
+from geoglacier.training import TrainConfig, TrainPaths, read_metrics_csv
+from tests.test_training import write_separable_scenes
+
+FAST_ARGS = [
+    "--arch", "Unet", "--encoder", "resnet18", "--encoder-weights", "none", "--patch-size", "64",
+    "--batch-size", "4", "--val-fraction", "0.25", "--device", "cpu",
+]  # fmt: skip
+
+# A stand-in for `python -m geoglacier` that works whether or not the lead has
+# registered the command yet (add_command is idempotent for the same name).
+RUNNER = (
+    "from geoglacier.cli.main import cli\n"
+    "from geoglacier.cli.train import train\n"
+    "cli.add_command(train)\n"
+    "cli(prog_name='geoglacier')\n"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Train on one thread: on a busy 2-core machine two OpenMP threads spin and run ~3x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_separable_scenes(tmp_path_factory.mktemp("cli") / "data")
+
+
+@pytest.fixture
+def group() -> click.Group:
+    """A group like ``geoglacier``'s, which turns library errors into one-line messages."""
+
+    @click.group(cls=_Group)
+    def cli() -> None:
+        pass
+
+    cli.add_command(train_command)
+    return cli
+
+
+@pytest.fixture
+def runner_script(tmp_path: Path) -> Path:
+    path = tmp_path / "geoglacier_cli.py"
+    path.write_text(RUNNER)
+    return path
+
+
+def _invoke(group: click.Group, *args: str | Path) -> click.testing.Result:
+    return CliRunner().invoke(group, ["train", *map(str, args)])
+
+
+def test_every_config_field_is_an_option_of_the_same_name() -> None:
+    options = {p.name for p in train_command.params}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields <= options
+    assert options - fields == {"data_dir", "out", "resume", "overwrite"}
+
+
+def test_train_writes_checkpoint_and_resume_extends_a_run(
+    group: click.Group, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model.pth"
+    common = [data, "--out", out, *FAST_ARGS, "--patches-per-epoch", "8", "--num-workers", "0"]
+    result = _invoke(group, *common, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "Epoch 1 | Loss: " in result.output
+    assert "Model saved (Best Val MCC: " in result.output
+    assert "Best epoch 1 of 1" in result.output
+    _, meta = load_checkpoint(out)
+    assert meta.epoch == 1 and meta.train_config["epochs"] == 1
+    before = out.read_bytes()
+    again = _invoke(group, *common, "--epochs", "1")
+    assert again.exit_code != 0
+    assert "already exists" in again.output and "--overwrite" in again.output
+    assert out.read_bytes() == before
+    more = _invoke(group, *common, "--epochs", "2", "--resume")
+    assert more.exit_code == 0, more.output
+    assert "Resuming from epoch 1 of 2" in more.output and "Epoch 2 | " in more.output
+    assert [r["epoch"] for r in read_metrics_csv(tmp_path / "model.metrics.csv")] == [1, 2]
+
+
+def test_existing_output_fails_before_any_work(group: click.Group, tmp_path: Path) -> None:
+    out = tmp_path / "model.pth"
+    out.write_bytes(b"precious")
+    result = _invoke(group, tmp_path / "no-such-data", "--out", out, *FAST_ARGS)
+    assert result.exit_code != 0
+    assert "model.pth already exists; pass --overwrite" in result.output
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--encoder", "resnet0"], "--encoder 'resnet0' is not an smp encoder"),
+        (["--device", "tpu"], "--device 'tpu' is not a device"),
+        (["--patch-size", "50"], "--patch-size must be a positive multiple of 32"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+    ],
+)
+def test_bad_options_give_one_line_errors(
+    group: click.Group, data: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _invoke(group, data, "--out", tmp_path / "m.pth", *FAST_ARGS, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_imagenet_weights_offline_is_a_one_line_error(
+    data: Path, tmp_path: Path, runner_script: Path
+) -> None:
+    # An empty Hugging Face cache and offline mode: the weights cannot come from anywhere.
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    args = [str(data), "--out", str(tmp_path / "m.pth"), "--encoder", "resnet18", "--device", "cpu"]
+    proc = subprocess.run(
+        [sys.executable, str(runner_script), "train", *args, "--encoder-weights", "imagenet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot download ImageNet weights for encoder resnet18" in lines[0]
+    assert "--encoder-weights none" in lines[0]
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_resume_after_sigkill_completes_the_run(
+    group: click.Group, data: Path, tmp_path: Path, runner_script: Path
+) -> None:
+    out = tmp_path / "model.pth"
+    paths = TrainPaths.for_checkpoint(out)
+    epochs = 3
+    args = [str(data), "--out", str(out), *FAST_ARGS, "--epochs", str(epochs), "--patches-per-epoch", "8"]
+    args += ["--num-workers", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, str(runner_script), "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not paths.state.exists():  # written atomically: complete once it exists
+            if proc.poll() is not None:
+                pytest.fail(f"training ended before its first epoch: {proc.stdout.read().decode()}")
+            assert time.monotonic() < deadline, "no training state after 300 s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed_at = torch.load(paths.state, map_location="cpu", weights_only=True)["epoch"]
+    assert 1 <= killed_at < epochs
+    result = _invoke(group, *args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert f"Resuming from epoch {killed_at} of {epochs}" in result.output
+    rows = read_metrics_csv(paths.metrics_csv)
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    model, meta = load_checkpoint(out)
+    best = max(rows, key=lambda r: r["val_mcc"])
+    assert meta.epoch == best["epoch"]
+    assert meta.metrics["val_mcc"] == pytest.approx(best["val_mcc"])
+    assert torch.load(paths.state, map_location="cpu", weights_only=True)["epoch"] == epochs
+
+
+def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script: Path) -> None:
+    from geoglacier.datasets import make_datasets
+    from geoglacier.metrics import confusion_counts, mcc_from_counts
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    out = tmp_path / "ddp.pth"
+    args = [str(data), "--out", str(out), *FAST_ARGS, "--epochs", "1", "--patches-per-epoch", "16"]
+    args += ["--num-workers", "0"]
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(runner_script), "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("Epoch 1 | ") == 1  # only rank 0 prints
+    model, meta = load_checkpoint(out)
+    assert meta.epoch == 1
+    # Validation counts were all-reduced over both ranks: one process over all of the
+    # validation windows finds the same MCC with the saved weights.
+    val = make_datasets(data, patch_size=64, val_fraction=0.25, seed=0, augment=False).val
+    counts = torch.zeros(4, dtype=torch.int64)
+    with torch.no_grad():
+        for i in range(len(val)):
+            sample = val[i]
+            logits = model(sample["image"][None])
+            counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
+    assert mcc_from_counts(*counts.tolist()) == pytest.approx(meta.metrics["val_mcc"], abs=1e-3)
