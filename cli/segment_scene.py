@@ -42,7 +42,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     default="auto",
     show_default=True,
-    help="auto: bf16 on CUDA or on a CPU with native bf16, else fp32.",
+    help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU.",
 )
 @click.option("--tta", is_flag=True, default=False, help="Average the four flips of each window (4x slower).")
 @click.option("--probabilities", type=_out_path, default=None, help="Also write the blended probability COG.")

@@ -63,9 +63,15 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     """
     target = check_output_path(path, overwrite)
     remove_stale_temporaries(target)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f"{TMP_PREFIX}{target.name}.", suffix=target.suffix, dir=target.parent
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f"{TMP_PREFIX}{target.name}.", suffix=target.suffix, dir=target.parent
+        )
+    except OSError as exc:  # a folder that passes os.access but refuses files (/proc, some mounts)
+        raise OutputPathError(
+            f"{target}: cannot create files in folder {target.parent} ({exc.strerror or exc}); "
+            "choose another output path"
+        ) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     # Writers such as GDAL's GPKG driver refuse an existing file: hand out a free name.

@@ -125,6 +125,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # no class or function refused: garbage or another format
+            raise CheckpointError(
+                f"{p}: not a readable checkpoint (not a PyTorch file, or corrupt); check the file, or give "
+                "the .pth file written by 'geoglacier train'"
+            ) from exc
         raise CheckpointError(
             f"{p}: refused to load: the file holds arbitrary Python objects, not a geoglacier checkpoint "
             "(only weights-only checkpoints are loaded, for safety)"
@@ -183,7 +188,8 @@ def load_checkpoint(
     except RuntimeError as exc:
         raise CheckpointError(
             f"{p}: weights do not fit a {meta.model.arch}/{meta.model.encoder} with "
-            f"{meta.band_count} bands ({str(exc).splitlines()[0]})"
+            f"{meta.band_count} bands, as the file says it holds; the checkpoint is damaged or was edited: "
+            "retrain, or use another checkpoint"
         ) from exc
     model.eval()
     model.to(device)

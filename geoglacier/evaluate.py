@@ -15,7 +15,6 @@ denominator is 0 (scikit-learn's ``zero_division`` default).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,27 +26,10 @@ from geoglacier.areas import _TILE, _make_field, _read_windows, crs_label
 from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import GridMismatchError
 from geoglacier.masks import IGNORE, inspect_mask, normalize_mask
+from geoglacier.metrics import mcc_from_counts
 from geoglacier.scene import SceneInfo
 
 __all__ = ["evaluate_masks", "format_metrics", "mcc_from_counts", "metrics_from_counts", "write_metrics_json"]
-
-
-def mcc_from_counts(tp: int, fp: int, tn: int, fn: int) -> float:
-    """Matthews correlation coefficient from binary confusion counts.
-
-    Equal to :func:`sklearn.metrics.matthews_corrcoef` on the same labels, including
-    its degenerate case: 0.0 when either the truth or the prediction holds one class
-    only (a zero marginal). Integer arithmetic keeps it exact for billions of pixels.
-    """
-    tp, fp, tn, fn = (int(v) for v in (tp, fp, tn, fn))
-    if min(tp, fp, tn, fn) < 0:
-        raise ValueError(f"confusion counts must be >= 0, got tp={tp} fp={fp} tn={tn} fn={fn}")
-    denominator = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
-    if denominator == 0:
-        return 0.0
-    numerator = tp * tn - fp * fn
-    # Exact integer products; only the final square root and division round.
-    return float(numerator / math.sqrt(denominator))
 
 
 def _ratio(num: int, den: int) -> float:
