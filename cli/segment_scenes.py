@@ -1,0 +1,100 @@
+"""``geoglacier segment-scenes``: many scenes as tasks on a dask.distributed cluster."""
+
+from __future__ import annotations
+
+import click
+
+from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
+
+
+@click.command("segment-scenes")
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(path_type=str))
+@model_opt
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for all outputs.",
+)
+@click.option(
+    "--workers", default=2, show_default=True, type=int, help="Processes of the LocalCluster started here."
+)
+@click.option(
+    "--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786) instead."
+)
+@click.option("--window", default=None, type=int, help="Window size (px); default: the training patch size.")
+@click.option(
+    "--overlap", default=0.25, show_default=True, type=float, help="Window overlap fraction in [0, 1)."
+)
+@click.option("--batch-size", default=4, show_default=True, type=int, help="Windows per model call.")
+@click.option(
+    "--blend", default="gaussian", show_default=True, type=click.Choice(["gaussian", "cosine", "none"])
+)
+@click.option(
+    "--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"])
+)
+@click.option(
+    "--outlines",
+    "outlines",
+    default=None,
+    type=click.Choice(["gpkg", "geojson"]),
+    help="Also write outlines.",
+)
+@click.option(
+    "--min-area", default=0.0, show_default=True, type=float, help="Drop outline polygons below this (km²)."
+)
+@click.option("--pixel-size", default=None, type=float, help="Pixel size (m) for scenes without a CRS.")
+@device_opt
+@overwrite_opt
+def segment_scenes(
+    scenes: tuple[str, ...],
+    model_path: str,
+    out_dir: str,
+    workers: int,
+    scheduler: str | None,
+    window: int | None,
+    overlap: float,
+    batch_size: int,
+    blend: str,
+    precision: str,
+    outlines: str | None,
+    min_area: float,
+    pixel_size: float | None,
+    device: str,
+    overwrite: bool,
+) -> None:
+    """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv."""
+    from geoglacier.batch import segment_scenes as run
+
+    client = None
+    if scheduler:
+        from distributed import Client
+
+        client = Client(scheduler)
+    try:
+        result = run(
+            scenes,
+            model_path,
+            out_dir,
+            client=client,
+            workers=workers,
+            device=device,
+            outlines=outlines,
+            overwrite=overwrite,
+            log=lambda m: click.echo(m, err=True),
+            window=window,
+            overlap=overlap,
+            batch_size=batch_size,
+            blend=blend,
+            precision=precision,
+            min_area=min_area,
+            pixel_size=pixel_size,
+        )
+    finally:
+        if client is not None:
+            client.close()
+    click.echo(f"{len(result.done)} of {len(result.rows)} scene(s) segmented; table: {result.summary_csv}")
+    if result.failed:
+        raise click.ClickException(
+            f"{len(result.failed)} scene(s) failed: " + ", ".join(r["scene"] for r in result.failed)
+        )

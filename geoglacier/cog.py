@@ -1,0 +1,261 @@
+"""Write single-band rasters row by row and publish them as Cloud-Optimized GeoTIFFs.
+
+A COG needs its overviews and the full-resolution tiles laid out in a fixed order,
+which cannot be produced while rows are still arriving. Rows therefore go into a
+tiled *staging* GeoTIFF beside the target (block row by block row, so GDAL never
+rewrites a compressed tile), and :meth:`CogWriter.finish` builds the final file from
+it with GDAL's ``COG`` driver. Both files live under :mod:`geoglacier.atomic` names:
+the final COG appears under the user's name only when everything succeeded, the
+staging file is always removed, and both carry the temporary prefix so that a run
+after a SIGKILL clears them (:func:`geoglacier.atomic.remove_stale_temporaries`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from geoglacier.atomic import TMP_PREFIX, atomic_output
+
+#: Tile edge for large outputs, and for outputs smaller than :data:`LARGE_MIN_SIDE` on a side.
+LARGE_BLOCK: int = 512
+SMALL_BLOCK: int = 256
+LARGE_MIN_SIDE: int = 1024
+
+BlockCallback = Callable[[np.ndarray, int, int], None]
+
+
+def cog_blocksize(height: int, width: int) -> int:
+    """Tile edge for a ``height`` x ``width`` output: 512, or 256 when a side is under 1024 px.
+
+    Small tiles keep small rasters from being mostly padding; large ones cut the tile
+    count (and index size) of big scenes.
+    """
+    return LARGE_BLOCK if min(height, width) >= LARGE_MIN_SIDE else SMALL_BLOCK
+
+
+@dataclass(frozen=True)
+class RasterSpec:
+    """Grid and encoding of a single-band output raster.
+
+    Attributes:
+        height, width, crs, transform: the grid, copied from the input scene.
+        dtype: numpy/GDAL dtype name (``"uint8"``, ``"float32"``).
+        nodata: nodata value written to the file (``255``, ``nan``).
+        resampling: overview resampling for the COG driver (``"NEAREST"``, ``"AVERAGE"``, ``"MODE"``).
+        description: band description.
+        tags: dataset metadata tags.
+        blocksize: tile edge; ``None`` picks :func:`cog_blocksize`.
+    """
+
+    height: int
+    width: int
+    crs: CRS | None
+    transform: Affine
+    dtype: str
+    nodata: float | None
+    resampling: str = "NEAREST"
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    blocksize: int | None = None
+
+    @property
+    def block(self) -> int:
+        return self.blocksize or cog_blocksize(self.height, self.width)
+
+
+def staging_path(target: str | os.PathLike[str]) -> Path:
+    """A free temporary name beside ``target`` that stale-temporary cleanup recognises."""
+    t = Path(target)
+    fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{t.name}.stage-", suffix=".tif", dir=t.parent)
+    os.close(fd)
+    return Path(name)
+
+
+class BlockRowWriter:
+    """Accept consecutive rows of any height; write them to a tiled dataset in whole block rows.
+
+    Writing partial tiles of a compressed GeoTIFF makes GDAL decompress and append
+    the tile again when its other half arrives; buffering up to one block row of the
+    full width avoids that and bounds memory by ``block x width``.
+
+    Args:
+        dataset: a single-band dataset opened for writing.
+        block_height: the dataset's tile height.
+        on_block: called with ``(block, row_off, col_off)`` after each block row is
+            written (used to feed an area accumulator without reading the file back).
+    """
+
+    def __init__(self, dataset: Any, block_height: int, on_block: BlockCallback | None = None) -> None:
+        self._ds = dataset
+        self._height = int(dataset.height)
+        self._width = int(dataset.width)
+        self._block = int(block_height)
+        self._dtype = np.dtype(dataset.dtypes[0])
+        self._pending = np.empty((min(self._block, self._height), self._width), dtype=self._dtype)
+        self._n = 0  # rows held in _pending
+        self._start = 0  # scene row of _pending[0]
+        self._on_block = on_block
+
+    @property
+    def rows_written(self) -> int:
+        """Rows handed to :meth:`write` so far."""
+        return self._start + self._n
+
+    def write(self, rows: np.ndarray, row_off: int) -> None:
+        """Add ``rows`` (``(h, width)``) starting at scene row ``row_off`` (must follow the last)."""
+        if row_off != self.rows_written:
+            raise ValueError(f"rows must arrive in order: expected row {self.rows_written}, got {row_off}")
+        if rows.ndim != 2 or rows.shape[1] != self._width:
+            raise ValueError(f"rows must be (h, {self._width}), got {rows.shape}")
+        if row_off + rows.shape[0] > self._height:
+            raise ValueError(f"rows {row_off}..{row_off + rows.shape[0]} exceed the height {self._height}")
+        i = 0
+        while i < rows.shape[0]:
+            target = min(self._block, self._height - self._start)
+            take = min(target - self._n, rows.shape[0] - i)
+            self._pending[self._n : self._n + take] = rows[i : i + take]
+            self._n += take
+            i += take
+            if self._n == target:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._n == 0:
+            return
+        block = self._pending[: self._n]
+        self._ds.write(block, 1, window=Window(0, self._start, self._width, self._n))
+        if self._on_block is not None:
+            self._on_block(block, self._start, 0)
+        self._start += self._n
+        self._n = 0
+
+    def close(self) -> None:
+        """Write what is pending; check that every row arrived."""
+        self._flush()
+        if self._start != self._height:
+            raise ValueError(f"only {self._start} of {self._height} rows were written")
+
+
+def cog_options(spec: RasterSpec) -> dict[str, str]:
+    """Creation options of GDAL's COG driver for ``spec``."""
+    options = {
+        "COMPRESS": "DEFLATE",
+        "BLOCKSIZE": str(spec.block),
+        "OVERVIEW_RESAMPLING": spec.resampling,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if np.dtype(spec.dtype).kind == "f":
+        options["PREDICTOR"] = "YES"  # the floating-point predictor
+    return options
+
+
+def translate_to_cog(src: str | os.PathLike[str], dst: str | os.PathLike[str], spec: RasterSpec) -> None:
+    """Build a COG at ``dst`` (which must not exist) from the tiled GeoTIFF ``src``."""
+    rasterio.shutil.copy(str(src), str(dst), driver="COG", **cog_options(spec))
+
+
+class CogWriter:
+    """Rows in, a COG out: a staging GeoTIFF plus the final file's temporary name.
+
+    Use through :func:`cog_output`. Call :meth:`write` with consecutive rows, then
+    :meth:`finish` to build the COG (it returns the temporary path, so a caller can
+    derive more outputs from the finished raster before it is renamed into place).
+    """
+
+    def __init__(
+        self, final_tmp: Path, stage: Path, spec: RasterSpec, on_block: BlockCallback | None
+    ) -> None:
+        self.final_tmp = final_tmp
+        self.stage = stage
+        self.spec = spec
+        profile: dict[str, Any] = {
+            "driver": "GTiff",
+            "height": spec.height,
+            "width": spec.width,
+            "count": 1,
+            "dtype": spec.dtype,
+            "nodata": spec.nodata,
+            "transform": spec.transform,
+            "tiled": True,
+            "blockxsize": spec.block,
+            "blockysize": spec.block,
+            "compress": "deflate",
+            "zlevel": 1,  # the staging file is read once; speed over size
+            "bigtiff": "IF_SAFER",
+        }
+        if spec.crs is not None:
+            profile["crs"] = spec.crs
+        self._ds = rasterio.open(stage, "w", **profile)
+        if spec.description:
+            self._ds.set_band_description(1, spec.description)
+        if spec.tags:
+            self._ds.update_tags(**spec.tags)
+        self._rows = BlockRowWriter(self._ds, spec.block, on_block)
+        self.finished = False
+
+    def write(self, rows: np.ndarray, row_off: int) -> None:
+        """Add consecutive rows (see :class:`BlockRowWriter`)."""
+        self._rows.write(rows, row_off)
+
+    def finish(self) -> Path:
+        """Close the staging file, build the COG at :attr:`final_tmp`, remove the staging file."""
+        if not self.finished:
+            self._rows.close()
+            self._ds.close()
+            translate_to_cog(self.stage, self.final_tmp, self.spec)
+            self.stage.unlink(missing_ok=True)
+            self.finished = True
+        return self.final_tmp
+
+    def discard(self) -> None:
+        """Close and remove the staging file (after a failure)."""
+        with contextlib.suppress(Exception):
+            if not self._ds.closed:
+                self._ds.close()
+        self.stage.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def cog_output(
+    target: str | os.PathLike[str],
+    spec: RasterSpec,
+    overwrite: bool = False,
+    on_block: BlockCallback | None = None,
+) -> Iterator[CogWriter]:
+    """Write a COG to ``target`` atomically, row by row.
+
+    Yields a :class:`CogWriter`; when the block ends without error, :meth:`CogWriter.finish`
+    runs (if the caller did not call it) and the COG is renamed onto ``target``. On any
+    exception or interrupt neither the COG nor the staging file is left behind.
+
+    Raises:
+        OutputExistsError: ``target`` exists and ``overwrite`` is False.
+        OutputPathError: the folder is missing or not writable.
+    """
+    with atomic_output(target, overwrite) as final_tmp:
+        stage = staging_path(target)
+        writer: CogWriter | None = None
+        try:
+            stage.unlink()  # GDAL creates the file itself
+            writer = CogWriter(final_tmp, stage, spec, on_block)
+            yield writer
+            writer.finish()
+        finally:
+            if writer is not None:
+                writer.discard()
+            stage.unlink(missing_ok=True)
+            # GDAL's COG driver keeps overviews in "<dst>.ovr.tmp" while it works.
+            Path(f"{final_tmp}.ovr.tmp").unlink(missing_ok=True)

@@ -1,0 +1,453 @@
+"""Tests of geoglacier.inference: blending without seams, nodata, grids, COG outputs, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from torch import nn
+
+from geoglacier import inference
+from geoglacier.atomic import TMP_PREFIX
+from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+from geoglacier.errors import (
+    CheckpointError,
+    ConfigError,
+    CRSMissingError,
+    OutputExistsError,
+    OutputPathError,
+)
+from geoglacier.inference import InferenceConfig, Segmenter, segment_scene
+from geoglacier.model import ModelConfig, build_model
+from geoglacier.windows import tile_grid
+from tests.data import GEO_TRANSFORM, UTM_TRANSFORM, scene_array, write_raster, write_scene
+
+BANDS = ("red", "green", "blue", "nir", "ndvi")
+MEAN, STD = 127.0, 60.0
+
+
+def stand_in_meta(patch_size: int = 64, threshold: float = 0.5) -> CheckpointMeta:
+    return CheckpointMeta(
+        model=ModelConfig(encoder="resnet18"),
+        bands=BANDS,
+        mean=(MEAN,) * 5,
+        std=(STD,) * 5,
+        patch_size=patch_size,
+        threshold=threshold,
+    )
+
+
+class ConvNet(nn.Module):
+    """A seeded k x k convolution: translation-equivariant except within k//2 px of a window edge."""
+
+    def __init__(self, k: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(5, 1, k, padding=k // 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen) * 0.4)
+            self.conv.bias.fill_(0.1)
+        self.calls = 0
+        self.windows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.windows += x.shape[0]
+        return self.conv(x)
+
+
+class ConstantNet(nn.Module):
+    """Predicts the same logit everywhere and counts the windows it sees."""
+
+    def __init__(
+        self, logit: float = 10.0, fail_on_call: int | None = None, exc: BaseException | None = None
+    ):
+        super().__init__()
+        self.logit = logit
+        self.calls = 0
+        self.windows = 0
+        self.fail_on_call = fail_on_call
+        self.exc = exc or RuntimeError("injected failure")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.fail_on_call is not None and self.calls >= self.fail_on_call:
+            raise self.exc
+        self.windows += x.shape[0]
+        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit, dtype=x.dtype, device=x.device)
+
+
+class SigtermNet(ConstantNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().forward(x)
+
+
+def fp32(**kwargs) -> InferenceConfig:
+    return InferenceConfig(device="cpu", precision="fp32", **kwargs)
+
+
+def predict_array(seg: Segmenter, scene: Path) -> np.ndarray:
+    """Concatenate the finished rows, checking they arrive in order and cover the scene once."""
+    blocks = list(seg.predict(scene))
+    expected = 0
+    for block in blocks:
+        assert block.row_off == expected
+        expected += block.probabilities.shape[0]
+    return np.concatenate([b.probabilities for b in blocks])
+
+
+def whole_image(model: nn.Module, data: np.ndarray) -> np.ndarray:
+    """The model on the whole normalised scene at once: the seam-free reference."""
+    x = torch.from_numpy((data - MEAN) / STD).float()[None]
+    with torch.no_grad():
+        return torch.sigmoid(model(x))[0, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weights U-Net++/ResNet18 checkpoint with patch size 64."""
+    torch.manual_seed(0)
+    config = ModelConfig(encoder="resnet18")
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    meta = CheckpointMeta(model=config, bands=BANDS, mean=(MEAN,) * 5, std=(STD,) * 5, patch_size=64)
+    return save_checkpoint(build_model(config, None), meta, path)
+
+
+# ------------------------------------------------------------------------------- seams
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "cosine", "none"])
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+def test_blend_has_no_seams(tmp_path: Path, blend: str, overlap: float) -> None:
+    height, width, window = 176, 208, 64
+    data = scene_array(height, width, seed=4)
+    scene = write_raster(tmp_path / "s.tif", data)
+    model = ConvNet()
+    seg = Segmenter(model, stand_in_meta(), fp32(window=window, overlap=overlap, blend=blend, batch_size=3))
+    got = predict_array(seg, scene)
+    ref = whole_image(model, data)
+    # A 3x3 zero-padded conv differs from the whole-image result only on a window's
+    # outer ring where that ring is not the scene edge: everywhere else must match.
+    dirty = np.zeros((height, width), dtype=bool)
+    for r, c in tile_grid(height, width, window, overlap):
+        if r > 0:
+            dirty[r, c : c + window] = True
+        if r + window < height:
+            dirty[r + window - 1, c : c + window] = True
+        if c > 0:
+            dirty[r : r + window, c] = True
+        if c + window < width:
+            dirty[r : r + window, c + window - 1] = True
+    assert (~dirty).mean() > 0.75
+    np.testing.assert_allclose(got[~dirty], ref[~dirty], atol=1e-5)
+    assert seg.stats.windows_run == len(tile_grid(height, width, window, overlap))
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "cosine", "none"])
+def test_pointwise_model_matches_whole_image_everywhere(tmp_path: Path, blend: str) -> None:
+    """With a 1x1 model no pixel has edge effects, so blending must reproduce it exactly (and cover all)."""
+    data = scene_array(150, 130, seed=5)
+    scene = write_raster(tmp_path / "s.tif", data)
+    model = ConvNet(k=1)
+    got = predict_array(Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.25, blend=blend)), scene)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, whole_image(model, data), atol=1e-5)
+
+
+def test_every_pixel_covered_with_positive_weight(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=161, width=97, seed=2)
+    got = predict_array(Segmenter(ConstantNet(0.4), stand_in_meta(), fp32(window=64, overlap=0.3)), scene)
+    # A pixel with zero total weight would come back as NaN (the fill), not sigmoid(0.4).
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-0.4)), atol=1e-6)
+
+
+def test_scene_smaller_than_window(tmp_path: Path) -> None:
+    data = scene_array(40, 50, seed=6)
+    scene = write_raster(tmp_path / "s.tif", data)
+    model = ConvNet(k=1)
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64))
+    got = predict_array(seg, scene)
+    assert got.shape == (40, 50)
+    np.testing.assert_allclose(got, whole_image(model, data), atol=1e-5)
+    assert seg.stats.windows_run == 1
+    result = seg.run(scene, tmp_path / "mask.tif")
+    with rasterio.open(result.mask) as ds:
+        assert (ds.height, ds.width) == (40, 50)
+
+
+def test_tta_averages_the_four_flips(tmp_path: Path) -> None:
+    data = scene_array(64, 64, seed=7)
+    scene = write_raster(tmp_path / "s.tif", data)
+    model = ConvNet(k=3, seed=3)
+    got = predict_array(Segmenter(model, stand_in_meta(), fp32(window=64, tta=True)), scene)
+    x = torch.from_numpy((data - MEAN) / STD).float()[None]
+    ref = torch.zeros(64, 64)
+    with torch.no_grad():
+        for dims in ((), (-1,), (-2,), (-2, -1)):
+            p = torch.sigmoid(model(torch.flip(x, dims) if dims else x))
+            ref += (torch.flip(p, dims) if dims else p)[0, 0] / 4
+    np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
+    plain = predict_array(Segmenter(model, stand_in_meta(), fp32(window=64)), scene)
+    assert np.abs(plain - got).max() > 1e-3  # the flips really changed something
+
+
+# ------------------------------------------------------------------------------ nodata
+
+
+def test_nodata_pixels_are_255_and_empty_windows_skip_the_model(tmp_path: Path) -> None:
+    data = scene_array(128, 192, seed=8)
+    data[:, :64, :64] = -9999.0  # one whole window of nodata
+    data[2, 100:110, 20:30] = -9999.0  # nodata value in one band only
+    data[0, 70:75, 150:170] = np.nan  # NaN in one band only
+    scene = write_raster(tmp_path / "s.tif", data, nodata=-9999.0)
+    model = ConstantNet(10.0)  # says glacier everywhere it is asked
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.0))
+    result = seg.run(
+        scene, tmp_path / "mask.tif", probabilities=tmp_path / "p.tif", summary=tmp_path / "s.json"
+    )
+    bad = (data == -9999.0).any(axis=0) | np.isnan(data).any(axis=0)
+    with rasterio.open(result.mask) as ds:
+        mask = ds.read(1)
+        assert ds.nodata == 255
+    assert np.array_equal(mask == 255, bad)
+    assert np.all(mask[~bad] == 1)
+    with rasterio.open(result.probabilities) as ds:
+        prob = ds.read(1)
+        assert np.isnan(ds.nodata)
+    assert np.array_equal(np.isnan(prob), bad)
+    assert (result.windows_run, result.windows_skipped) == (5, 1)
+    assert model.windows == 5
+    assert result.summary is not None
+    assert result.summary.nodata_pixels == int(bad.sum())
+    assert json.loads(Path(result.summary_path).read_text())["glacier_pixels"] == int((~bad).sum())
+
+
+def test_skipped_windows_counted_with_overlap(tmp_path: Path) -> None:
+    data = scene_array(160, 160, seed=9)
+    data[:, :100, :] = np.nan
+    scene = write_raster(tmp_path / "s.tif", data)
+    model = ConstantNet(-10.0)
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.25, batch_size=2))
+    mask_probs = predict_array(seg, scene)
+    offsets = tile_grid(160, 160, 64, 0.25)
+    expected_run = sum(not np.isnan(data[0, r : r + 64, c : c + 64]).all() for r, c in offsets)
+    assert model.windows == expected_run == seg.stats.windows_run
+    assert seg.stats.windows_skipped == len(offsets) - expected_run > 0
+    assert np.isnan(mask_probs[:100]).all() and np.isfinite(mask_probs[100:]).all()
+
+
+# ------------------------------------------------------------------------ grid and COG
+
+
+@pytest.mark.parametrize(("crs", "transform"), [("EPSG:32645", UTM_TRANSFORM), ("EPSG:4326", GEO_TRANSFORM)])
+def test_mask_keeps_the_scene_grid(tmp_path: Path, checkpoint: Path, crs: str, transform) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=150, width=170, seed=1, crs=crs, transform=transform)
+    result = segment_scene(
+        scene, checkpoint, tmp_path / "mask.tif", summary=tmp_path / "s.json", progress=False
+    )
+    with rasterio.open(scene) as src, rasterio.open(result.mask) as ds:
+        assert ds.crs == src.crs
+        assert ds.transform == src.transform
+        assert (ds.height, ds.width, ds.count) == (src.height, src.width, 1)
+        assert ds.dtypes[0] == "uint8"
+        assert ds.nodata == 255
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
+        assert set(np.unique(ds.read(1))) <= {0, 1}
+    summary = json.loads(Path(result.summary_path).read_text())
+    assert summary["crs"] == crs
+    assert summary["valid_pixels"] == 150 * 170
+    assert "geographic" in summary["method"] if crs == "EPSG:4326" else "projected" in summary["method"]
+
+
+def test_cog_outputs_have_overviews(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=600, width=530, seed=2)
+    seg = Segmenter(ConvNet(k=1), stand_in_meta(), fp32(window=128, overlap=0.0, batch_size=8))
+    result = seg.run(scene, tmp_path / "mask.tif", probabilities=tmp_path / "p.tif")
+    for path, dtype in ((result.mask, "uint8"), (result.probabilities, "float32")):
+        with rasterio.open(path) as ds:
+            assert ds.dtypes[0] == dtype
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("COMPRESSION") == "DEFLATE"
+            assert ds.overviews(1), "a 600 px COG with 256 px tiles needs an overview"
+            assert ds.profile["tiled"]
+    with rasterio.open(result.mask) as m, rasterio.open(result.probabilities) as p:
+        assert np.array_equal(m.read(1), (p.read(1) > 0.5).astype(np.uint8))
+
+
+def test_threshold_comes_from_the_checkpoint(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64)
+    seg = Segmenter(ConstantNet(0.0), stand_in_meta(threshold=0.6), fp32(window=64))  # p = 0.5 < 0.6
+    with rasterio.open(seg.run(scene, tmp_path / "m.tif").mask) as ds:
+        assert (ds.read(1) == 0).all()
+
+
+# -------------------------------------------------------------------- atomic outputs
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_failure_mid_run_leaves_nothing(tmp_path: Path, exc: BaseException) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=200, width=100, seed=3)
+    before = sorted(os.listdir(tmp_path))
+    seg = Segmenter(ConstantNet(fail_on_call=3, exc=exc), stand_in_meta(), fp32(window=64, batch_size=1))
+    with pytest.raises(type(exc)):
+        seg.run(scene, tmp_path / "mask.tif", probabilities=tmp_path / "p.tif", summary=tmp_path / "s.json")
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_sigterm_leaves_nothing_and_handler_is_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=200, width=100, seed=3)
+    monkeypatch.setattr(inference, "load_checkpoint", lambda *a, **k: (SigtermNet(), stand_in_meta()))
+    before_files = sorted(os.listdir(tmp_path))
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        segment_scene(
+            scene, "unused.pth", tmp_path / "mask.tif", precision="fp32", batch_size=1, progress=False
+        )
+    assert sorted(os.listdir(tmp_path)) == before_files
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_stale_temporaries_of_a_killed_run_are_cleared(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64)
+    stale = [tmp_path / f"{TMP_PREFIX}mask.tif.stage-abc.tif", tmp_path / f"{TMP_PREFIX}mask.tif.x1.tif"]
+    for path in stale:
+        path.write_bytes(b"half a tiff")
+    Segmenter(ConstantNet(), stand_in_meta(), fp32(window=64)).run(scene, tmp_path / "mask.tif")
+    assert sorted(os.listdir(tmp_path)) == ["mask.tif", "s.tif"]
+
+
+def test_existing_outputs_kept_unless_overwrite(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64)
+    (tmp_path / "s.json").write_text("keep")
+    model = ConstantNet()
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64))
+    with pytest.raises(OutputExistsError, match="s.json"):
+        seg.run(scene, tmp_path / "mask.tif", summary=tmp_path / "s.json")
+    assert model.calls == 0 and not (tmp_path / "mask.tif").exists()
+    assert (tmp_path / "s.json").read_text() == "keep"
+    seg.run(scene, tmp_path / "mask.tif", summary=tmp_path / "s.json", overwrite=True)
+    assert json.loads((tmp_path / "s.json").read_text())["glacier_pixels"] == 64 * 64
+    with pytest.raises(OutputExistsError):
+        seg.run(scene, tmp_path / "mask.tif")
+    seg.run(scene, tmp_path / "mask.tif", overwrite=True)
+
+
+# ------------------------------------------------------------------ checks before work
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"window": 48}, ConfigError, "multiple of 32"),
+        ({"overlap": 1.0}, ConfigError, "overlap"),
+        ({"batch_size": 0}, ConfigError, "batch-size"),
+        ({"blend": "linear"}, ConfigError, "blend"),
+        ({"precision": "fp8"}, ConfigError, "precision"),
+        ({"device": "tpu"}, ConfigError, "device"),
+        ({"outlines": "o.shp"}, ConfigError, "outline format"),
+        ({"min_area": -1.0}, ConfigError, "min-area"),
+        ({"probabilities": "mask.tif"}, OutputPathError, "both"),
+    ],
+)
+def test_bad_options_fail_before_work(tmp_path: Path, checkpoint: Path, kwargs, error, match) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64)
+    for key in ("outlines", "probabilities"):
+        if key in kwargs:
+            kwargs[key] = tmp_path / kwargs[key]
+    with pytest.raises(error, match=match):
+        segment_scene(scene, checkpoint, tmp_path / "mask.tif", progress=False, **kwargs)
+    assert sorted(os.listdir(tmp_path)) == ["s.tif"]
+
+
+def test_band_count_mismatch(tmp_path: Path, checkpoint: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, bands=4)
+    with pytest.raises(CheckpointError, match="5 bands"):
+        segment_scene(scene, checkpoint, tmp_path / "mask.tif", progress=False)
+
+
+def test_missing_crs(tmp_path: Path, checkpoint: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, crs=None)
+    with pytest.raises(CRSMissingError, match="pixel-size"):
+        segment_scene(scene, checkpoint, tmp_path / "mask.tif", summary=tmp_path / "s.json", progress=False)
+    with pytest.raises(CRSMissingError):
+        segment_scene(
+            scene,
+            checkpoint,
+            tmp_path / "mask.tif",
+            outlines=tmp_path / "o.gpkg",
+            pixel_size=30,
+            progress=False,
+        )
+    assert sorted(os.listdir(tmp_path)) == ["s.tif"]
+    result = segment_scene(
+        scene, checkpoint, tmp_path / "mask.tif", summary=tmp_path / "s.json", pixel_size=30.0, progress=False
+    )
+    assert result.summary is not None
+    assert result.summary.valid_area_km2 == pytest.approx(64 * 64 * 900 / 1e6)
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64)
+    with pytest.raises(CheckpointError):
+        segment_scene(scene, tmp_path / "nope.pth", tmp_path / "mask.tif", progress=False)
+
+
+# ------------------------------------------------------------------ precision, memory
+
+
+def test_reduced_precision_agrees_with_fp32(tmp_path: Path, checkpoint: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=128, width=96, seed=11)
+    ref = predict_array(Segmenter.from_checkpoint(checkpoint, fp32()), scene)
+    low = predict_array(
+        Segmenter.from_checkpoint(checkpoint, InferenceConfig(device="cpu", precision="bf16")), scene
+    )
+    assert np.abs(ref - low).max() < 0.05
+    cpu = torch.device("cpu")
+    assert inference.resolve_precision("auto", cpu) == torch.float32  # bf16 only when asked for on CPU
+    assert inference.resolve_precision("bf16", cpu) == torch.bfloat16
+
+
+def test_buffers_do_not_grow_with_scene_height(tmp_path: Path) -> None:
+    peaks = {}
+    for height in (256, 1024):
+        scene = write_scene(tmp_path / f"s{height}.tif", height=height, width=96, seed=1)
+        seg = Segmenter(ConstantNet(), stand_in_meta(), fp32(window=64, overlap=0.25))
+        tracemalloc.start()
+        for _ in seg.predict(scene):
+            pass
+        peaks[height] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert seg.stats.max_buffer_rows <= 2 * 64
+    assert peaks[1024] < 1.2 * peaks[256]
+
+
+def test_narrow_scenes_fill_whole_batches(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=256, width=256, seed=1)  # 5 x 5 windows
+    model = ConstantNet()
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.25, batch_size=4))
+    got = predict_array(seg, scene)
+    assert np.isfinite(got).all()
+    assert (model.windows, model.calls) == (25, 7)  # ceil(25 / 4): only the last batch is partial
+    assert seg.stats.max_buffer_rows == 3 * 48 + 64  # four window rows per strip
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "n_cols", "batch", "expected"),
+    [(10, 5, 4, 4), (10, 6, 4, 2), (10, 8, 4, 1), (10, 16, 4, 1), (2, 5, 4, 2), (10, 3, 1, 1), (10, 7, 8, 8)],
+)
+def test_rows_per_strip(n_rows: int, n_cols: int, batch: int, expected: int) -> None:
+    k = inference.rows_per_strip(n_rows, n_cols, batch)
+    assert k == expected
+    assert (k * n_cols) % batch == 0 or k == n_rows or n_cols >= 4 * batch
