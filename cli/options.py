@@ -17,7 +17,7 @@ model_opt = click.option(
     "--model",
     "model_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Checkpoint written by 'geoglacier train'.",
 )
 bands_opt = click.option(

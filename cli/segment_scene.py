@@ -10,7 +10,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 
 
 @click.command("segment-scene")
-@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("scene", type=click.Path(path_type=str))
 @model_opt
 @click.option(
     "--out", required=True, type=_out_path, help="Mask COG to write (1 glacier, 0 not, 255 nodata)."

@@ -223,6 +223,11 @@ def segment_scenes(
         raise ConfigError(f"--outlines-format {outlines!r}: use gpkg or geojson")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    config_options, _ = _split_options(options)
+    from geoglacier.inference import InferenceConfig
+
+    # Bad options fail here, once, before a cluster starts.
+    InferenceConfig(device=device, **config_options).validate()
     model = str(Path(model_path).resolve())
     from geoglacier.checkpoint import read_checkpoint
 
@@ -238,7 +243,6 @@ def segment_scenes(
             todo.append(plan)
     if result.rows:
         log(f"Skipping {len(result.rows)} scene(s) whose outputs are complete (--overwrite redoes them)")
-    _split_options(options)  # unknown options fail here, not on every worker
     own_cluster = None
     threads: int | None = None
     if todo:

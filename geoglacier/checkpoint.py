@@ -120,6 +120,8 @@ def _meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
     """Read and check a checkpoint file without building the network."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory; give the .pth file written by 'geoglacier train'")
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found; give the .pth file written by 'geoglacier train'")
     try:

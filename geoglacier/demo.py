@@ -10,8 +10,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import rasterio
 
 from geoglacier.errors import OutputExistsError, OutputPathError
@@ -23,6 +23,7 @@ class DemoResult:
 
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def _describe(path: Path) -> str:
@@ -55,16 +56,25 @@ def run_demo(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Generate a synthetic training scene and a second scene to segment, and describe them."""
+    """Generate scenes, train briefly, segment a second scene, summarise and evaluate.
+
+    The default run uses the real recipe's network (U-Net++ / ResNet34, no pretrained
+    weights: the demo must work offline) for a few short epochs on 128 px patches and
+    takes a few minutes on a 2-core CPU; ``quick`` trains a small U-Net for one epoch.
+    """
+    from geoglacier.evaluate import evaluate_masks, format_metrics
+    from geoglacier.inference import segment_scene
+    from geoglacier.quicklook import write_quicklook
     from geoglacier.synthetic import generate_scene
+    from geoglacier.training import train
 
     root = prepare_out_dir(out_dir, overwrite)
     result = DemoResult(root)
     train_dir = root / "train"
     (train_dir / "images").mkdir(parents=True, exist_ok=True)
     (train_dir / "masks").mkdir(parents=True, exist_ok=True)
-    log(f"Generating a {size} x {size} synthetic training scene (seed {seed}) ...")
-    train = generate_scene(
+    log(f"1/5 Generating a {size} x {size} synthetic training scene (seed {seed}) ...")
+    train_scene = generate_scene(
         train_dir / "images" / "example.tif",
         train_dir / "masks" / "example.tif",
         height=size,
@@ -72,7 +82,7 @@ def run_demo(
         seed=seed,
         overwrite=overwrite,
     )
-    log(f"Generating a second scene to segment (seed {seed + 1}, nodata border) ...")
+    log(f"    and a second scene to segment (seed {seed + 1}, with a nodata border) ...")
     test = generate_scene(
         root / "scene.tif",
         root / "reference_mask.tif",
@@ -83,20 +93,96 @@ def run_demo(
         overwrite=overwrite,
     )
     result.files.update(
-        train_scene=train.scene_path,
-        train_mask=train.mask_path,
+        train_scene=train_scene.scene_path,
+        train_mask=train_scene.mask_path,
         scene=test.scene_path,
         reference_mask=test.mask_path,
     )
-    for role, path in result.files.items():
-        log(f"  {role:15s} {path}: {_describe(path)}")
+    for role in ("train_scene", "scene"):
+        log(f"    {role}: {_describe(result.files[role])}")
     with rasterio.open(test.mask_path) as ds:
-        mask = ds.read(1)
-    valid = mask != 255
+        ref = ds.read(1)
+    valid = ref != 255
     log(
-        f"  glacier fraction of the scene to segment: {float((mask[valid] == 1).mean()):.1%} "
+        f"    glacier fraction of the scene to segment: {float((ref[valid] == 1).mean()):.1%} "
         f"of {int(valid.sum())} valid pixels ({int((~valid).sum())} nodata)"
     )
+
+    recipe = (
+        dict(arch="Unet", encoder="resnet18", epochs=1, patch_size=64, patches_per_epoch=16, lr=1e-3)
+        if quick
+        else dict(
+            arch="UnetPlusPlus", encoder="resnet34", epochs=6, patch_size=128, patches_per_epoch=32, lr=1e-3
+        )
+    )
+    log(
+        f"2/5 Training {recipe['arch']}/{recipe['encoder']} for {recipe['epochs']} epoch(s) on {recipe['patch_size']} px patches ..."
+    )
+    model_path = root / "model.pth"
+    trained = train(
+        train_dir,
+        model_path,
+        encoder_weights="none",
+        batch_size=4,
+        num_workers=0,
+        device="auto",
+        seed=seed,
+        overwrite=overwrite,
+        log=lambda line: log("    " + line),
+        **recipe,
+    )
+    result.files.update(
+        model=model_path, metrics_csv=trained.paths.metrics_csv, metrics_png=trained.paths.metrics_png
+    )
+
+    log("3/5 Segmenting the second scene (blended sliding windows) ...")
+    mask_path, summary_path = root / "mask.tif", root / "summary.json"
+    segmented = segment_scene(
+        test.scene_path,
+        model_path,
+        mask_path,
+        overlap=0.25,
+        summary=summary_path,
+        outlines=root / "glaciers.gpkg",
+        probabilities=root / "probability.tif",
+        overwrite=overwrite,
+        progress=False,
+    )
+    result.files.update(
+        mask=mask_path,
+        probabilities=root / "probability.tif",
+        summary=summary_path,
+        outlines=root / "glaciers.gpkg",
+    )
+    log(
+        f"    {segmented.windows_run} windows through the model, {segmented.windows_skipped} skipped (all nodata), "
+        f"{segmented.seconds:.1f} s; {segmented.outline_count} glacier polygons"
+    )
+    if segmented.summary is not None:
+        from geoglacier.areas import format_summary
+
+        log(_indent(format_summary(segmented.summary)))
+
+    log("4/5 Evaluating the mask against the reference ...")
+    metrics = evaluate_masks(mask_path, test.mask_path)
+    log(_indent(format_metrics(metrics)))
+    metrics_path = root / "evaluation.json"
+    from geoglacier.evaluate import write_metrics_json
+
+    write_metrics_json(metrics, metrics_path, overwrite=True)
+    result.files["evaluation"] = metrics_path
+    result.metrics = metrics
+
+    log("5/5 Writing a quicklook PNG ...")
+    result.files["quicklook"] = write_quicklook(
+        test.scene_path, mask_path, root / "quicklook.png", reference=test.mask_path, overwrite=overwrite
+    )
+    log("Outputs:")
+    for role, path in result.files.items():
+        log(f"    {role:15s} {path}")
     log(f"All outputs are in {root.resolve()}")
-    _ = np  # numpy is used by later stages
     return result
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())

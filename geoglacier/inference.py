@@ -54,6 +54,7 @@ from geoglacier.cog import RasterSpec, cog_output
 from geoglacier.device import resolve_device
 from geoglacier.errors import (
     CheckpointError,
+    InvalidRasterError,
     ConfigError,
     CRSMissingError,
     GeoglacierWarning,
@@ -533,6 +534,12 @@ class Segmenter:
                 mask_out.write(mask, rows.row_off)
                 if prob_out is not None:
                     prob_out.write(p, rows.row_off)
+            if self.stats.windows_run == 0:
+                nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
+                raise InvalidRasterError(
+                    f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
+                    "check the scene and its nodata value"
+                )
             mask_tmp = mask_out.finish()
             if prob_out is not None:
                 prob_out.finish()
