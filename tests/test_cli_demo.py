@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import rasterio
 from click.testing import CliRunner
 
+from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.main import cli
+from geoglacier.evaluate import evaluate_masks
 from geoglacier.masks import check_same_grid, inspect_mask
 from geoglacier.scene import inspect_scene
 
@@ -23,6 +27,17 @@ def test_demo_writes_scenes_and_names_the_folder(tmp_path: Path) -> None:
         values = ds.read(1)
     fraction = (values == 1).sum() / (values != 255).sum()
     assert f"{fraction:.1%}" in result.output
+    # The whole path ran: a checkpoint, a mask on the scene's grid, an evaluation that
+    # agrees with evaluating the files again, and a quicklook.
+    load_checkpoint(out / "model.pth")
+    with rasterio.open(scene) as src, rasterio.open(out / "mask.tif") as pred:
+        assert (pred.crs, pred.transform, pred.shape) == (src.crs, src.transform, src.shape)
+        assert set(pred.read(1).ravel().tolist()) <= {0, 1, 255}
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["mcc"] == pytest.approx(evaluate_masks(out / "mask.tif", mask)["mcc"])
+    assert f"{saved['mcc']:.4f}" in result.output
+    assert json.loads((out / "summary.json").read_text())["valid_pixels"] == int((values != 255).sum())
+    assert (out / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
