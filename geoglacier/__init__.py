@@ -22,6 +22,13 @@ _EXPORTS = {
     "load_checkpoint": "geoglacier.checkpoint",
     "save_checkpoint": "geoglacier.checkpoint",
     "generate_scene": "geoglacier.synthetic",
+    "train": "geoglacier.training",
+    "TrainConfig": "geoglacier.training",
+    "segment_scene": "geoglacier.inference",
+    "Segmenter": "geoglacier.inference",
+    "segment_scenes": "geoglacier.batch",
+    "summarize_mask": "geoglacier.areas",
+    "evaluate_masks": "geoglacier.evaluate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
