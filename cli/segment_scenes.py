@@ -44,6 +44,7 @@ from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
     "--min-area", default=0.0, show_default=True, type=float, help="Drop outline polygons below this (km²)."
 )
 @click.option("--pixel-size", default=None, type=float, help="Pixel size (m) for scenes without a CRS.")
+@click.option("--tta", is_flag=True, help="Average the four flips of each window (4x slower).")
 @device_opt
 @overwrite_opt
 def segment_scenes(
@@ -57,6 +58,7 @@ def segment_scenes(
     batch_size: int,
     blend: str,
     precision: str,
+    tta: bool,
     outlines: str | None,
     min_area: float,
     pixel_size: float | None,
@@ -87,6 +89,7 @@ def segment_scenes(
             batch_size=batch_size,
             blend=blend,
             precision=precision,
+            tta=tta,
             min_area=min_area,
             pixel_size=pixel_size,
         )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoglacier.atomic import atomic_output, check_output_path
-from geoglacier.errors import ConfigError, CRSMissingError
+from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning
 from geoglacier.masks import IGNORE, inspect_mask, normalize_mask
 
 DEFAULT_STEP: int = 64
@@ -320,6 +321,13 @@ def _make_field(
     if pixel_size is not None:
         if not (pixel_size > 0 and math.isfinite(pixel_size)):
             raise ConfigError(f"--pixel-size must be a positive number of metres, got {pixel_size}")
+        if crs is not None:
+            warnings.warn(
+                f"{source} has a CRS; --pixel-size {pixel_size:g} overrides it, so the areas are nominal "
+                "(leave --pixel-size out to get true areas)",
+                GeoglacierWarning,
+                stacklevel=3,
+            )
         return _ConstantField(float(pixel_size) ** 2, "nominal: --pixel-size")
     if crs is None:
         raise CRSMissingError(f"{source} has no CRS; pass --pixel-size METRES to compute areas")

@@ -13,6 +13,8 @@ import csv
 import io
 import json
 import os
+import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ _CSV_FIELDS = (
     "error",
 )
 _MODELS: dict[tuple[Any, ...], Any] = {}
+_MODELS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,15 @@ def _worker_segmenter(
     from geoglacier.inference import InferenceConfig, Segmenter
 
     key = (model_path, os.path.getmtime(model_path), device, tuple(sorted(config_options.items())))
-    segmenter = _MODELS.get(key)
-    if segmenter is None:
-        if threads:
-            torch.set_num_threads(threads)
-        _MODELS.clear()
-        config = InferenceConfig(device=device, **config_options)
-        segmenter = Segmenter.from_checkpoint(model_path, config=config)
-        _MODELS[key] = segmenter
+    with _MODELS_LOCK:  # threads of one worker share the loaded model
+        segmenter = _MODELS.get(key)
+        if segmenter is None:
+            if threads:
+                torch.set_num_threads(threads)
+            _MODELS.clear()
+            config = InferenceConfig(device=device, **config_options)
+            segmenter = Segmenter.from_checkpoint(model_path, config=config)
+            _MODELS[key] = segmenter
     return segmenter
 
 
@@ -220,7 +224,7 @@ def segment_scenes(
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
     if outlines not in (None, "gpkg", "geojson"):
-        raise ConfigError(f"--outlines-format {outlines!r}: use gpkg or geojson")
+        raise ConfigError(f"--outlines {outlines!r}: use gpkg or geojson")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     config_options, _ = _split_options(options)
@@ -253,7 +257,11 @@ def segment_scenes(
                 processes=True,
                 dashboard_address=None,
             )
-            client = Client(own_cluster)
+            try:
+                client = Client(own_cluster)
+            except BaseException:
+                own_cluster.close()
+                raise
             # Share the machine's cores between the worker processes instead of
             # letting every torch runtime start one thread per core.
             threads = max(1, (os.cpu_count() or 1) // workers)
@@ -267,10 +275,10 @@ def segment_scenes(
                     options,
                     overwrite,
                     threads,
-                    key=f"segment-{plan.scene.stem}-{i}",
+                    key=f"segment-{plan.scene.stem}-{uuid.uuid4().hex}",
                     pure=False,
                 )
-                for i, plan in enumerate(todo)
+                for plan in todo
             ]
             bar = tqdm(total=len(plans), initial=len(plans) - len(todo), unit="scene", disable=not progress)
             for future in as_completed(futures):

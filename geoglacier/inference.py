@@ -54,13 +54,14 @@ from geoglacier.cog import RasterSpec, cog_output
 from geoglacier.device import resolve_device
 from geoglacier.errors import (
     CheckpointError,
-    InvalidRasterError,
     ConfigError,
     CRSMissingError,
     GeoglacierWarning,
+    InvalidRasterError,
     OutputPathError,
 )
 from geoglacier.masks import IGNORE
+from geoglacier.normalization import STD_FLOOR
 from geoglacier.scene import SceneInfo, inspect_scene, read_window, valid_pixels
 from geoglacier.windows import (
     BLEND_MODES,
@@ -280,8 +281,8 @@ class Segmenter:
                 f"the checkpoint's normalisation has {len(meta.mean)} means and {len(meta.std)} stds "
                 f"for {meta.band_count} bands; re-export the checkpoint"
             )
-        if not all(s > 0 and math.isfinite(s) for s in meta.std):
-            raise CheckpointError(f"the checkpoint's band std {meta.std} must be positive")
+        if not all(s >= 0 and math.isfinite(s) for s in meta.std):
+            raise CheckpointError(f"the checkpoint's band std {meta.std} must be finite and >= 0")
         self.config = config
         self.meta = meta
         self.device = resolve_device(config.device)
@@ -290,7 +291,8 @@ class Segmenter:
         if self.device.type in ("cpu", "cuda"):
             self.model = self.model.to(memory_format=torch.channels_last)
         self._mean = np.asarray(meta.mean, dtype=np.float32)[:, None, None]
-        self._std = np.asarray(meta.std, dtype=np.float32)[:, None, None]
+        # The same floor as training's Normalization.apply, for constant bands.
+        self._std = np.maximum(np.asarray(meta.std, dtype=np.float32), STD_FLOOR)[:, None, None]
         self.stats = RunStats()
 
     @classmethod
@@ -356,12 +358,17 @@ class Segmenter:
         return x, valid
 
     def predict(
-        self, scene: str | os.PathLike[str] | SceneInfo, progress: bool = False
+        self,
+        scene: str | os.PathLike[str] | SceneInfo,
+        progress: bool = False,
+        stats: RunStats | None = None,
     ) -> Iterator[FinishedRows]:
         """Yield the scene's blended probabilities, top to bottom, in consecutive row blocks.
 
         Memory is bounded by a few ``(strip rows, width)`` arrays whatever the scene height.
-        Counters of the pass are in :attr:`stats` (reset at each call).
+        Counters of the pass go into ``stats`` when given (one per call, so threads
+        sharing this segmenter on a dask worker never mix their counts), and are also
+        left in :attr:`stats` for single-threaded callers.
 
         Raises:
             BandCountError, InvalidRasterError, SceneNotFoundError: for a bad scene.
@@ -378,10 +385,10 @@ class Segmenter:
         buf_rows = max(s.buffer_height for s in strips)
         sum_buf = np.zeros((buf_rows, pw), dtype=np.float32)
         weight_buf = np.zeros((buf_rows, pw), dtype=np.float32)
-        self.stats = stats = RunStats(
-            windows_total=sum(len(s.row_starts) * len(s.col_starts) for s in strips),
-            max_buffer_rows=buf_rows,
-        )
+        stats = stats if stats is not None else RunStats()
+        stats.windows_total = sum(len(s.row_starts) * len(s.col_starts) for s in strips)
+        stats.max_buffer_rows = buf_rows
+        self.stats = stats
         bar = None
         if progress:
             from tqdm import tqdm
@@ -404,7 +411,7 @@ class Segmenter:
                     sum_buf[keep:] = 0.0
                     weight_buf[keep:] = 0.0
                 origin = strip.origin
-                self._run_strip(x, valid, strip, sum_buf, weight_buf, weights, bar)
+                self._run_strip(x, valid, strip, sum_buf, weight_buf, weights, bar, stats)
                 a, b = strip.flush
                 probs = finalize(
                     sum_buf[a - origin : b - origin, : info.width],
@@ -427,8 +434,9 @@ class Segmenter:
         weight_buf: np.ndarray,
         weights: np.ndarray,
         bar: Any,
+        stats: RunStats,
     ) -> None:
-        window, stats = self.window, self.stats
+        window = self.window
         todo: list[tuple[int, int]] = []
         for r, c in strip.offsets.tolist():
             lr = r - strip.origin
@@ -482,7 +490,7 @@ class Segmenter:
         See :func:`segment_scene` for the arguments. All checks happen before any window runs.
         """
         start = time.perf_counter()
-        targets = check_outputs(out, probabilities, summary, outlines, overwrite)
+        targets = check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
         check_min_area(min_area)
         info = self.inspect(scene)
         check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
@@ -528,13 +536,14 @@ class Segmenter:
                 if "outlines" in targets
                 else None
             )
-            for rows in self.predict(info, progress=progress):
+            stats = RunStats()
+            for rows in self.predict(info, progress=progress, stats=stats):
                 p = rows.probabilities
                 mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
                 mask_out.write(mask, rows.row_off)
                 if prob_out is not None:
                     prob_out.write(p, rows.row_off)
-            if self.stats.windows_run == 0:
+            if stats.windows_run == 0:
                 nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
                 raise InvalidRasterError(
                     f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
@@ -552,7 +561,6 @@ class Segmenter:
                 from geoglacier.outlines import write_outlines
 
                 outline_count = write_outlines(mask_tmp, outlines_tmp, min_area_km2=min_area, overwrite=True)
-        stats = self.stats
         return SegmentResult(
             mask=targets["mask"],
             probabilities=targets.get("probabilities"),
@@ -579,6 +587,7 @@ def check_outputs(
     summary: str | os.PathLike[str] | None,
     outlines: str | os.PathLike[str] | None,
     overwrite: bool,
+    scene: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
     """Check every requested output path before work; return them by role.
 
@@ -590,15 +599,17 @@ def check_outputs(
     requested = {"mask": out, "probabilities": probabilities, "summary": summary, "outlines": outlines}
     targets: dict[str, Path] = {}
     seen: dict[Path, str] = {}
+    if scene is not None:
+        seen[Path(scene).resolve()] = "input scene"
     for role, path in requested.items():
         if path is None:
             continue
-        target = check_output_path(path, overwrite)
-        key = target.resolve()
+        key = Path(path).resolve()
         if key in seen:
             raise OutputPathError(
-                f"{target}: used for both the {seen[key]} and the {role} output; give distinct files"
+                f"{path}: used for both the {seen[key]} and the {role} output; give distinct files"
             )
+        target = check_output_path(path, overwrite)
         seen[key] = role
         targets[role] = target
     if outlines is not None:
@@ -747,7 +758,7 @@ def segment_scene(
         precision=precision,
         tta=tta,
     ).validate()
-    check_outputs(out, probabilities, summary, outlines, overwrite)
+    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
     check_min_area(min_area)
     torch_device = resolve_device(device)
     resolve_precision(precision, torch_device)

@@ -122,7 +122,9 @@ class Moments:
                 f"no valid pixels in {what} to compute normalisation statistics from; "
                 "check the nodata value and the masks"
             )
-        std = np.sqrt(self.m2 / self.count)
+        # A constant band (a saturated one, an all-zero index) has std 0: floor it, as
+        # apply() does, so the stored statistics are the ones training used.
+        std = np.maximum(np.sqrt(self.m2 / self.count), STD_FLOOR)
         return Normalization(tuple(float(v) for v in self.mean), tuple(float(v) for v in std))
 
 

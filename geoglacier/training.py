@@ -358,9 +358,18 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:
 
 def _check_outputs(paths: TrainPaths, overwrite: bool, resume: bool) -> bool:
     """Check the outputs before any work; return True when a run is to be resumed."""
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume and --overwrite conflict: --resume continues a run, --overwrite starts again"
+        )
     if resume and paths.state.is_file():
         check_output_path(paths.checkpoint, overwrite=True)
         return True
+    if not resume and not overwrite and paths.state.is_file():
+        raise OutputExistsError(
+            f"{paths.state} already exists (a previous run's state); pass --resume to continue that run "
+            "or --overwrite to start again"
+        )
     if resume and paths.checkpoint.exists() and not overwrite:
         raise OutputExistsError(
             f"{paths.checkpoint} exists but there is no training state {paths.state} to resume from; "

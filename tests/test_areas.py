@@ -346,3 +346,11 @@ def test_cli_summarize(tmp_path: Path) -> None:
     no_crs = write_mask(tmp_path / "n.tif", mask, Affine(10, 0, 0, 0, -10, 0), None)
     res = runner.invoke(group, ["summarize", str(no_crs)])
     assert res.exit_code == 1 and "--pixel-size" in res.output
+
+
+def test_pixel_size_with_a_crs_warns() -> None:
+    from geoglacier.errors import GeoglacierWarning
+
+    mask = np.ones((4, 4), dtype=np.uint8)
+    with pytest.warns(GeoglacierWarning, match="overrides it"):
+        area_summary(mask, utm_transform(), UTM, pixel_size=20.0)

@@ -68,7 +68,9 @@ def test_two_workers_three_scenes_one_corrupt(batch_inputs: tuple[list[Path], Pa
     assert status == {"s0.tif": "skipped", "broken.tif": "failed", "s1.tif": "skipped"}
     assert (out / "s0_mask.tif").stat().st_mtime_ns == mtime
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert float({Path(r["scene"]).name: r for r in rows}["s1.tif"]["glacier_area_km2"]) == pytest.approx(expected)
+    assert float({Path(r["scene"]).name: r for r in rows}["s1.tif"]["glacier_area_km2"]) == pytest.approx(
+        expected
+    )
 
 
 def test_cli_exit_code_says_some_failed(batch_inputs: tuple[list[Path], Path], tmp_path: Path) -> None:

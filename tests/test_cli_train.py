@@ -97,6 +97,10 @@ def test_train_writes_checkpoint_and_resume_extends_a_run(
     again = _invoke(group, *common, "--epochs", "1")
     assert again.exit_code != 0
     assert "already exists" in again.output and "--overwrite" in again.output
+    assert "--resume" in again.output
+    assert out.read_bytes() == before
+    both = _invoke(group, *common, "--epochs", "2", "--resume", "--overwrite")
+    assert both.exit_code != 0 and "conflict" in both.output
     assert out.read_bytes() == before
     more = _invoke(group, *common, "--epochs", "2", "--resume")
     assert more.exit_code == 0, more.output

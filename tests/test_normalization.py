@@ -129,3 +129,13 @@ def test_scene_statistics_accepts_open_dataarray(tmp_path: Path) -> None:
     norm = scene_statistics(open_scene(path, chunks=20))  # chunks not a multiple of the map cell
     mean, _ = _numpy_stats([data], -9999.0)
     np.testing.assert_allclose(norm.mean, mean, rtol=1e-9)
+
+
+def test_constant_band_std_is_floored_as_apply_uses_it() -> None:
+    from geoglacier.normalization import STD_FLOOR, stats_from_arrays
+
+    block = np.ones((2, 4, 4), dtype=np.float32)
+    block[0] = np.arange(16, dtype=np.float32).reshape(4, 4)
+    norm = stats_from_arrays([block])
+    assert norm.std[1] == STD_FLOOR
+    assert norm.std[0] == pytest.approx(np.arange(16).std())
