@@ -112,7 +112,7 @@ def run_demo(
         dict(arch="Unet", encoder="resnet18", epochs=1, patch_size=64, patches_per_epoch=16, lr=1e-3)
         if quick
         else dict(
-            arch="UnetPlusPlus", encoder="resnet34", epochs=6, patch_size=128, patches_per_epoch=32, lr=1e-3
+            arch="UnetPlusPlus", encoder="resnet34", epochs=8, patch_size=128, patches_per_epoch=32, lr=1e-3
         )
     )
     log(
