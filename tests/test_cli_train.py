@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 import pytest
+import rasterio
 import torch
 from click.testing import CliRunner
 
@@ -228,3 +229,11 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script
             logits = model(sample["image"][None])
             counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
     assert mcc_from_counts(*counts.tolist()) == pytest.approx(meta.metrics["val_mcc"], abs=1e-3)
+    # ... and the checkpoint segments a scene.
+    from geoglacier.inference import segment_scene
+
+    scene = sorted((data / "images").glob("*.tif"))[0]
+    segmented = segment_scene(scene, out, tmp_path / "ddp_mask.tif", device="cpu", progress=False)
+    assert segmented.windows_run > 0
+    with rasterio.open(scene) as src, rasterio.open(segmented.mask) as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
