@@ -62,7 +62,7 @@ from geoglacier.errors import (
 )
 from geoglacier.masks import IGNORE
 from geoglacier.normalization import STD_FLOOR
-from geoglacier.scene import SceneInfo, inspect_scene, read_window, valid_pixels
+from geoglacier.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
 from geoglacier.windows import (
     BLEND_MODES,
     Strip,
@@ -83,7 +83,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 #: GDAL block cache during a run (bytes). GDAL's default (5 % of RAM) would let the
 #: cache, not the strip buffers, set the peak memory on a large scene.
-GDAL_CACHE_BYTES: int = 64 * 1024 * 1024
+GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
 
 #: Test-time augmentation: the identity and the three flips (dims of an NCHW tensor).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))

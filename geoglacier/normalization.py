@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 
 from geoglacier.errors import ConfigError
-from geoglacier.scene import valid_pixels
+from geoglacier.scene import GDAL_CACHE_MB, valid_pixels
 
 STD_FLOOR = 1e-6
-GDAL_CACHE_MB = 64
 
 
 @dataclass(frozen=True)

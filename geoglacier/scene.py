@@ -29,6 +29,9 @@ from geoglacier.errors import (
 )
 
 DEFAULT_BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
+#: GDAL block-cache cap (MB) for whole-scene passes (statistics, inference, synthesis):
+#: without it GDAL keeps up to 5 % of RAM of decoded tiles, which would set peak memory.
+GDAL_CACHE_MB: int = 64
 SUPPORTED_DTYPES: frozenset[str] = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 )

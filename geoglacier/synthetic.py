@@ -45,6 +45,7 @@ from rasterio.windows import Window
 
 from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import ConfigError
+from geoglacier.scene import GDAL_CACHE_MB
 
 BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
 NODATA: float = -9999.0
@@ -538,7 +539,7 @@ def generate_scene(
     tags = {"GEOGLACIER_SYNTHETIC_SEED": str(seed), "GEOGLACIER_SYNTHETIC": "1"}
     try:
         with (
-            rasterio.Env(GDAL_CACHEMAX=64),  # MB: the cache, not the scene size, bounds GDAL's memory
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),  # the cache, not the scene size, bounds GDAL's memory
             atomic_output(scene_path, overwrite) as tmp_scene,
             atomic_output(mask_path, overwrite) as tmp_mask,
             rasterio.open(tmp_scene, "w", **scene_profile) as dst,

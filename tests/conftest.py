@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.data import EVEREST, write_scene
 
@@ -13,6 +15,15 @@ from tests.data import EVEREST, write_scene
 def scene_path(tmp_path: Path) -> Path:
     """A 5-band 64 x 80 float32 scene in UTM 45N."""
     return write_scene(tmp_path / "scene.tif", height=64, width=80, seed=1)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Train on one thread: on a busy 2-core machine two OpenMP threads spin and run ~3x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
