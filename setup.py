@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 version = {}
@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.10",
     # The click front end lives in the top-level cli/ folder but is installed as
     # geoglacier.cli: no top-level module named "cli" lands in site-packages.
-    packages=["geoglacier", "geoglacier.cli"],
+    packages=[*find_packages(include=["geoglacier", "geoglacier.*"]), "geoglacier.cli"],
     package_dir={"geoglacier": "geoglacier", "geoglacier.cli": "cli"},
     install_requires=[
         "torch>=2.1,<=2.14.1",

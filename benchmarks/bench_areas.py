@@ -6,7 +6,7 @@ grid, and times
 
 * ``read``: reading every block with rasterio (the floor for any file-based summary),
 * ``summarize_mask``: the whole file-based summary,
-* ``accumulate``: :class:`~geoglacier.areas.AreaAccumulator` on in-memory 512 x 512
+* ``accumulate``: :class:`~geoglacier.measure.areas.AreaAccumulator` on in-memory 512 x 512
   blocks (what ``segment-scene`` pays, since it already holds each block).
 
 It also measures the largest relative error of the interpolated pixel areas against
@@ -32,7 +32,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geoglacier.areas import AreaAccumulator, pixel_area_at, pixel_area_grid, summarize_mask
+from geoglacier.measure.areas import AreaAccumulator, pixel_area_at, pixel_area_grid, summarize_mask
 
 GRIDS = {
     # name: (crs, lon, lat, pixel size in CRS units)

@@ -7,7 +7,7 @@ same window, overlap and batch size for everyone):
   the floor any sliding-window tool can reach at that precision.
 * ``monai``: ``monai.inferers.sliding_window_inference(mode="gaussian")`` on the
   whole normalised scene held in memory.
-* ``ours fp32`` / ``ours bf16``: :meth:`geoglacier.inference.Segmenter.run` from the
+* ``ours fp32`` / ``ours bf16``: :meth:`geoglacier.inference.segment.Segmenter.run` from the
   GeoTIFF on disk to the mask and probability COGs (reading, prefetch, blending and
   COG writing included); ``bf16`` is CPU autocast (``--precision bf16``).
 
@@ -45,10 +45,10 @@ import rasterio
 import torch
 
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
-from geoglacier.inference import InferenceConfig, Segmenter, cpu_has_bf16
+from geoglacier.inference.segment import InferenceConfig, Segmenter, cpu_has_bf16
+from geoglacier.inference.windows import tile_grid
 from geoglacier.model import ModelConfig, build_model
 from geoglacier.synthetic import generate_scene
-from geoglacier.windows import tile_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BANDS = ("red", "green", "blue", "nir", "ndvi")

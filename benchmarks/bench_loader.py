@@ -129,11 +129,11 @@ def bench_readers(scene: Path, mask: Path, windows: np.ndarray, workers: list[in
     import torch
     from rasterio.windows import Window
 
-    from geoglacier.augment import build_augment
-    from geoglacier.datasets import ScenePatchDataset, seed_worker
-    from geoglacier.layouts import ScenePair
-    from geoglacier.normalization import Normalization
-    from geoglacier.scene import inspect_scene, open_scene
+    from geoglacier.io.layouts import ScenePair
+    from geoglacier.io.scene import inspect_scene, open_scene
+    from geoglacier.training.augment import build_augment
+    from geoglacier.training.datasets import ScenePatchDataset, seed_worker
+    from geoglacier.training.normalization import Normalization
 
     info = inspect_scene(scene)
     pair = ScenePair(scene.stem, scene, mask, info)
@@ -289,7 +289,7 @@ def bench_transport(batch: int = 4, reps: int = 50) -> dict:
 def bench_stats(scene: Path) -> dict:
     import psutil
 
-    from geoglacier.normalization import scene_statistics
+    from geoglacier.training.normalization import scene_statistics
 
     proc = psutil.Process()
     base = proc.memory_info().rss
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.torch_threads)
 
-    from geoglacier.atomic import atomic_output
+    from geoglacier.io.atomic import atomic_output
 
     stats_size = args.stats_size or (20000 if args.big else 8192)
     if stats_size >= 20000 and not args.big:

@@ -69,9 +69,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from geoglacier.atomic import atomic_output
-    from geoglacier.datasets import make_datasets
-    from geoglacier.training import TrainConfig, train
+    from geoglacier.io.atomic import atomic_output
+    from geoglacier.training.datasets import make_datasets
+    from geoglacier.training.loop import TrainConfig, train
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="train_everest_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,8 @@ def evaluate(pred: str, ref: str, pixel_size: float | None, json_path: str | Non
 
     Both masks must be on the same grid; pixels that are nodata in either are left out.
     """
-    from geoglacier.atomic import check_output_path
-    from geoglacier.evaluate import evaluate_masks, format_metrics, write_metrics_json
+    from geoglacier.io.atomic import check_output_path
+    from geoglacier.measure.evaluate import evaluate_masks, format_metrics, write_metrics_json
 
     if json_path is not None:
         check_output_path(json_path, overwrite)  # fail before reading the masks

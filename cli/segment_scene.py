@@ -86,8 +86,8 @@ def segment_scene(
     Overlapping windows are blended, memory stays bounded whatever the scene height,
     and every output appears only when complete.
     """
-    from geoglacier.areas import format_summary
-    from geoglacier.inference import segment_scene as run
+    from geoglacier.inference.segment import segment_scene as run
+    from geoglacier.measure.areas import format_summary
 
     result = run(
         scene,

@@ -66,7 +66,7 @@ def segment_scenes(
     overwrite: bool,
 ) -> None:
     """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv."""
-    from geoglacier.batch import segment_scenes as run
+    from geoglacier.inference.batch import segment_scenes as run
 
     client = None
     if scheduler:

@@ -29,8 +29,8 @@ def summarize(mask: str, pixel_size: float | None, json_path: str | None, overwr
     True areas are ellipsoidal ground areas, correct on every projection; nominal
     areas are pixel count times the pixel's map area.
     """
-    from geoglacier.areas import format_summary, summarize_mask, write_summary_json
-    from geoglacier.atomic import check_output_path
+    from geoglacier.io.atomic import check_output_path
+    from geoglacier.measure.areas import format_summary, summarize_mask, write_summary_json
 
     if json_path is not None:
         check_output_path(json_path, overwrite)  # fail before reading the mask

@@ -1,6 +1,6 @@
 """``geoglacier train``: train the U-Net++ glacier model on a data folder.
 
-Option names are the fields of :class:`geoglacier.training.TrainConfig`; an option
+Option names are the fields of :class:`geoglacier.training.loop.TrainConfig`; an option
 left out keeps the recipe's default (shown in brackets), so the defaults live in one
 place.
 """
@@ -55,7 +55,7 @@ def train(data_dir: str, out: str, resume: bool, overwrite: bool, **options: Any
 
     Prints one line per epoch and keeps the best epoch by validation MCC in --out.
     """
-    from geoglacier.training import train as run_training
+    from geoglacier.training.loop import train as run_training
 
     overrides = {name: value for name, value in options.items() if value is not None}
     result = run_training(data_dir, out, overwrite=overwrite, resume=resume, log=click.echo, **overrides)

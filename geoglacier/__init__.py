@@ -12,23 +12,23 @@ from typing import Any
 from geoglacier._version import __version__
 
 _EXPORTS = {
-    "open_scene": "geoglacier.scene",
-    "inspect_scene": "geoglacier.scene",
-    "read_mask": "geoglacier.masks",
-    "find_pairs": "geoglacier.layouts",
-    "detect_layout": "geoglacier.layouts",
+    "open_scene": "geoglacier.io.scene",
+    "inspect_scene": "geoglacier.io.scene",
+    "read_mask": "geoglacier.io.masks",
+    "find_pairs": "geoglacier.io.layouts",
+    "detect_layout": "geoglacier.io.layouts",
     "build_model": "geoglacier.model",
     "ModelConfig": "geoglacier.model",
     "load_checkpoint": "geoglacier.checkpoint",
     "save_checkpoint": "geoglacier.checkpoint",
     "generate_scene": "geoglacier.synthetic",
-    "train": "geoglacier.training",
-    "TrainConfig": "geoglacier.training",
-    "segment_scene": "geoglacier.inference",
-    "Segmenter": "geoglacier.inference",
-    "segment_scenes": "geoglacier.batch",
-    "summarize_mask": "geoglacier.areas",
-    "evaluate_masks": "geoglacier.evaluate",
+    "train": "geoglacier.training.loop",
+    "TrainConfig": "geoglacier.training.loop",
+    "segment_scene": "geoglacier.inference.segment",
+    "Segmenter": "geoglacier.inference.segment",
+    "segment_scenes": "geoglacier.inference.batch",
+    "summarize_mask": "geoglacier.measure.areas",
+    "evaluate_masks": "geoglacier.measure.evaluate",
 }
 
 __all__ = ["__version__", *_EXPORTS]

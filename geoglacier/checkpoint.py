@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from geoglacier.atomic import atomic_output
 from geoglacier.errors import CheckpointError
+from geoglacier.io.atomic import atomic_output
 from geoglacier.model import ModelConfig, build_model
 
 FORMAT = "geoglacier-checkpoint"

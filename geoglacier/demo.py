@@ -62,11 +62,11 @@ def run_demo(
     weights: the demo must work offline) for a few short epochs on 128 px patches and
     takes a few minutes on a 2-core CPU; ``quick`` trains a small U-Net for one epoch.
     """
-    from geoglacier.evaluate import evaluate_masks, format_metrics
-    from geoglacier.inference import segment_scene
+    from geoglacier.inference.segment import segment_scene
+    from geoglacier.measure.evaluate import evaluate_masks, format_metrics
     from geoglacier.quicklook import write_quicklook
     from geoglacier.synthetic import generate_scene
-    from geoglacier.training import train
+    from geoglacier.training.loop import train
 
     root = prepare_out_dir(out_dir, overwrite)
     result = DemoResult(root)
@@ -159,7 +159,7 @@ def run_demo(
         f"{segmented.seconds:.1f} s; {segmented.outline_count} glacier polygons"
     )
     if segmented.summary is not None:
-        from geoglacier.areas import format_summary
+        from geoglacier.measure.areas import format_summary
 
         log(_indent(format_summary(segmented.summary)))
 
@@ -167,7 +167,7 @@ def run_demo(
     metrics = evaluate_masks(mask_path, test.mask_path)
     log(_indent(format_metrics(metrics)))
     metrics_path = root / "evaluation.json"
-    from geoglacier.evaluate import write_metrics_json
+    from geoglacier.measure.evaluate import write_metrics_json
 
     write_metrics_json(metrics, metrics_path, overwrite=True)
     result.files["evaluation"] = metrics_path

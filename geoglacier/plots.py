@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geoglacier.atomic import atomic_output
+from geoglacier.io.atomic import atomic_output
 
 
 def plot_metrics(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:

@@ -9,8 +9,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from geoglacier.atomic import atomic_output
-from geoglacier.masks import IGNORE
+from geoglacier.io.atomic import atomic_output
+from geoglacier.io.masks import IGNORE
 
 
 def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:

@@ -43,9 +43,9 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.windows import Window
 
-from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import ConfigError
-from geoglacier.scene import GDAL_CACHE_MB
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.scene import GDAL_CACHE_MB
 
 BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
 NODATA: float = -9999.0

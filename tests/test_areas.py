@@ -1,4 +1,4 @@
-"""True areas on every projection: geoglacier.areas against hand computations and pyproj.Geod."""
+"""True areas on every projection: geoglacier.measure.areas against hand computations and pyproj.Geod."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
 
-from geoglacier.areas import (
+from geoglacier.errors import ConfigError, CRSMissingError, OutputExistsError
+from geoglacier.measure.areas import (
     AreaAccumulator,
     AreaSummary,
     area_summary,
@@ -25,7 +26,6 @@ from geoglacier.areas import (
     summarize_mask,
     write_summary_json,
 )
-from geoglacier.errors import ConfigError, CRSMissingError, OutputExistsError
 
 # A 256 x 256, 30 m grid in UTM 23N centred near 61 N, 45 W (south Greenland) on the
 # zone's central meridian, where UTM's areal scale is exactly 0.9996^2.

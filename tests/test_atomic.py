@@ -1,4 +1,4 @@
-"""Tests of geoglacier.atomic: temporary files, rename on success, nothing on failure."""
+"""Tests of geoglacier.io.atomic: temporary files, rename on success, nothing on failure."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from geoglacier.atomic import TMP_PREFIX, atomic_output, check_output_path, remove_stale_temporaries
 from geoglacier.errors import OutputExistsError, OutputPathError
+from geoglacier.io.atomic import TMP_PREFIX, atomic_output, check_output_path, remove_stale_temporaries
 
 
 def test_success_renames(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 
-from geoglacier.augment import Augment, GainOffset, build_augment
-from geoglacier.masks import IGNORE
+from geoglacier.io.masks import IGNORE
+from geoglacier.training.augment import Augment, GainOffset, build_augment
 
 
 def _patch(seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,10 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
-from geoglacier.batch import plan_outputs, segment_scenes
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
 from geoglacier.cli.main import cli
 from geoglacier.errors import ConfigError
+from geoglacier.inference.batch import plan_outputs, segment_scenes
 from geoglacier.model import ModelConfig, build_model
 from tests.data import write_scene
 

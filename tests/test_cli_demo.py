@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.main import cli
-from geoglacier.evaluate import evaluate_masks
-from geoglacier.masks import check_same_grid, inspect_mask
-from geoglacier.scene import inspect_scene
+from geoglacier.io.masks import check_same_grid, inspect_mask
+from geoglacier.io.scene import inspect_scene
+from geoglacier.measure.evaluate import evaluate_masks
 
 
 def test_demo_writes_scenes_and_names_the_folder(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.main import _Group
 from geoglacier.cli.train import train as train_command
-from geoglacier.training import TrainConfig, TrainPaths, read_metrics_csv
+from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
 from tests.test_training import write_separable_scenes
 
 FAST_ARGS = [
@@ -192,8 +192,8 @@ def test_resume_after_sigkill_completes_the_run(
 
 
 def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script: Path) -> None:
-    from geoglacier.datasets import make_datasets
-    from geoglacier.metrics import confusion_counts, mcc_from_counts
+    from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
+    from geoglacier.training.datasets import make_datasets
 
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
@@ -223,7 +223,7 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script
             counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
     assert mcc_from_counts(*counts.tolist()) == pytest.approx(meta.metrics["val_mcc"], abs=1e-3)
     # ... and the checkpoint segments a scene.
-    from geoglacier.inference import segment_scene
+    from geoglacier.inference.segment import segment_scene
 
     scene = sorted((data / "images").glob("*.tif"))[0]
     segmented = segment_scene(scene, out, tmp_path / "ddp_mask.tif", device="cpu", progress=False)

@@ -11,7 +11,10 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from geoglacier.datasets import (
+from geoglacier.errors import ConfigError
+from geoglacier.io.layouts import classic_pairs, scene_pairs
+from geoglacier.io.masks import IGNORE
+from geoglacier.training.datasets import (
     ClassicPatchDataset,
     ScenePatchDataset,
     TrainRegions,
@@ -22,10 +25,7 @@ from geoglacier.datasets import (
     seed_worker,
     spatial_split,
 )
-from geoglacier.errors import ConfigError
-from geoglacier.layouts import classic_pairs, scene_pairs
-from geoglacier.masks import IGNORE
-from geoglacier.normalization import Normalization
+from geoglacier.training.normalization import Normalization
 from tests.data import EVEREST, glacier_mask, scene_array, write_raster
 
 NODATA = -9999.0

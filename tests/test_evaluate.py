@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from rasterio.crs import CRS
 from sklearn.metrics import f1_score, jaccard_score, matthews_corrcoef, precision_score, recall_score
 
-from geoglacier.areas import area_summary
 from geoglacier.cli.evaluate import evaluate
 from geoglacier.cli.main import _Group
 from geoglacier.errors import GeoglacierWarning, GridMismatchError
-from geoglacier.evaluate import evaluate_masks, mcc_from_counts
+from geoglacier.measure.areas import area_summary
+from geoglacier.measure.evaluate import evaluate_masks, mcc_from_counts
 
 UTM = "EPSG:32645"
 TRANSFORM = Affine(30.0, 0, 450000.0, 0, -30.0, 3100000.0)

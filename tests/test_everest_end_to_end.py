@@ -10,10 +10,10 @@ import rasterio
 import torch
 
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
-from geoglacier.evaluate import evaluate_masks
-from geoglacier.inference import segment_scene
+from geoglacier.inference.segment import segment_scene
+from geoglacier.measure.evaluate import evaluate_masks
 from geoglacier.model import ModelConfig, build_model
-from geoglacier.normalization import scene_statistics
+from geoglacier.training.normalization import scene_statistics
 
 
 def test_everest_scene_segments_end_to_end(everest: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of geoglacier.inference: blending without seams, nodata, grids, COG outputs, atomicity."""
+"""Tests of geoglacier.inference.segment: blending without seams, nodata, grids, COG outputs, atomicity."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import rasterio
 import torch
 from torch import nn
 
-from geoglacier import inference
-from geoglacier.atomic import TMP_PREFIX
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
 from geoglacier.errors import (
     CheckpointError,
@@ -24,9 +22,11 @@ from geoglacier.errors import (
     OutputExistsError,
     OutputPathError,
 )
-from geoglacier.inference import InferenceConfig, Segmenter, segment_scene
+from geoglacier.inference import segment as inference
+from geoglacier.inference.segment import InferenceConfig, Segmenter, segment_scene
+from geoglacier.inference.windows import tile_grid
+from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.model import ModelConfig, build_model
-from geoglacier.windows import tile_grid
 from tests.data import GEO_TRANSFORM, UTM_TRANSFORM, scene_array, write_raster, write_scene
 
 BANDS = ("red", "green", "blue", "nir", "ndvi")

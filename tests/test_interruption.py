@@ -25,9 +25,9 @@ import pytest
 import rasterio
 import torch
 
-from geoglacier.atomic import TMP_PREFIX
 from geoglacier.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from geoglacier.cli.main import cli
+from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.model import ModelConfig, build_model
 from tests.data import write_scene
 

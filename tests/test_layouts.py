@@ -1,4 +1,4 @@
-"""Tests of geoglacier.layouts: the classic and scene layouts and their errors."""
+"""Tests of geoglacier.io.layouts: the classic and scene layouts and their errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from geoglacier.errors import BandCountError, LayoutError, MaskError, SceneNotFoundError
-from geoglacier.layouts import detect_layout, find_pairs
+from geoglacier.io.layouts import detect_layout, find_pairs
 from tests.data import glacier_mask, scene_array, write_raster, write_scene
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from geoglacier.errors import ConfigError
-from geoglacier.losses import BCEDiceLoss, masked_bce, masked_soft_dice
+from geoglacier.training.losses import BCEDiceLoss, masked_bce, masked_soft_dice
 
 
 def _batch(seed: int = 0, shape: tuple[int, ...] = (3, 16, 16)) -> tuple[torch.Tensor, ...]:

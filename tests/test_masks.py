@@ -1,4 +1,4 @@
-"""Tests of geoglacier.masks: values, nodata, grid checks."""
+"""Tests of geoglacier.io.masks: values, nodata, grid checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from affine import Affine
 
 from geoglacier.errors import GeoglacierWarning, GridMismatchError, MaskError
-from geoglacier.masks import IGNORE, check_mask_values, check_same_grid, inspect_mask, read_mask
-from geoglacier.scene import inspect_scene
+from geoglacier.io.masks import IGNORE, check_mask_values, check_same_grid, inspect_mask, read_mask
+from geoglacier.io.scene import inspect_scene
 from tests.data import UTM_TRANSFORM, write_raster
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix, matthews_corrcoef
 
-from geoglacier.metrics import Confusion, confusion_counts, mcc_from_counts
+from geoglacier.measure.metrics import Confusion, confusion_counts, mcc_from_counts
 
 
 def _counts(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from geoglacier.errors import ConfigError
-from geoglacier.normalization import Normalization, scan_scene, scene_statistics, stats_from_arrays
+from geoglacier.training.normalization import Normalization, scan_scene, scene_statistics, stats_from_arrays
 from tests.data import scene_array, write_raster
 
 
@@ -123,7 +123,7 @@ def test_scan_scene_coarse_map_counts_valid_pixels(tmp_path: Path) -> None:
 
 
 def test_scene_statistics_accepts_open_dataarray(tmp_path: Path) -> None:
-    from geoglacier.scene import open_scene
+    from geoglacier.io.scene import open_scene
 
     path, data = _nodata_scene(tmp_path)
     norm = scene_statistics(open_scene(path, chunks=20))  # chunks not a multiple of the map cell
@@ -132,7 +132,7 @@ def test_scene_statistics_accepts_open_dataarray(tmp_path: Path) -> None:
 
 
 def test_constant_band_std_is_floored_as_apply_uses_it() -> None:
-    from geoglacier.normalization import STD_FLOOR, stats_from_arrays
+    from geoglacier.training.normalization import STD_FLOOR, stats_from_arrays
 
     block = np.ones((2, 4, 4), dtype=np.float32)
     block[0] = np.arange(16, dtype=np.float32).reshape(4, 4)

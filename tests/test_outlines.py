@@ -14,9 +14,9 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.geometry import shape
 
-from geoglacier.areas import summarize_mask
 from geoglacier.errors import ConfigError, CRSMissingError, OutputExistsError
-from geoglacier.outlines import write_outlines
+from geoglacier.measure.areas import summarize_mask
+from geoglacier.measure.outlines import write_outlines
 
 UTM = "EPSG:32623"
 

@@ -34,7 +34,9 @@ def test_wheel_holds_geoglacier_cli_and_no_top_level_cli(tmp_path: Path) -> None
     (wheel,) = tmp_path.glob("geoglacier-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "geoglacier/cli/main.py" in names
-    assert "geoglacier/scene.py" in names
+    for sub in ("io", "training", "inference", "measure", "products", "glaciers"):
+        assert f"geoglacier/{sub}/__init__.py" in names, sub
+    assert "geoglacier/io/scene.py" in names
     assert not [n for n in names if n.startswith("cli/")]
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "geoglacier = geoglacier.cli.main:main" in zipfile.ZipFile(wheel).read(entry).decode()

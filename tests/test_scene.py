@@ -1,4 +1,4 @@
-"""Tests of geoglacier.scene: lazy opening, checks, nodata, the real Everest scene."""
+"""Tests of geoglacier.io.scene: lazy opening, checks, nodata, the real Everest scene."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geoglacier.errors import BandCountError, GeoglacierWarning, InvalidRasterError, SceneNotFoundError
-from geoglacier.scene import inspect_scene, nodata_mask, open_scene, read_window, valid_pixels
+from geoglacier.io.scene import inspect_scene, nodata_mask, open_scene, read_window, valid_pixels
 from tests.data import UTM_TRANSFORM, scene_array, write_raster, write_scene
 
 

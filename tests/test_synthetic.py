@@ -15,9 +15,9 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 
 from geoglacier.errors import ConfigError, OutputExistsError
-from geoglacier.layouts import classic_pairs, detect_layout
-from geoglacier.masks import check_same_grid, inspect_mask, read_mask
-from geoglacier.scene import inspect_scene
+from geoglacier.io.layouts import classic_pairs, detect_layout
+from geoglacier.io.masks import check_same_grid, inspect_mask, read_mask
+from geoglacier.io.scene import inspect_scene
 from geoglacier.synthetic import (
     BAND_NAMES,
     MASK_NODATA,

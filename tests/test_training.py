@@ -13,8 +13,8 @@ import torch
 
 from geoglacier.checkpoint import load_checkpoint, read_checkpoint
 from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
-from geoglacier.metrics import confusion_counts, mcc_from_counts
-from geoglacier.training import (
+from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
+from geoglacier.training.loop import (
     CSV_FIELDS,
     TrainConfig,
     TrainPaths,
@@ -122,7 +122,7 @@ def test_metrics_files_beside_the_checkpoint(learned: tuple[Path, object, list[s
 
 
 def test_checkpoint_holds_the_best_epoch(learned: tuple[Path, object, list[str]], separable: Path) -> None:
-    from geoglacier.datasets import make_datasets
+    from geoglacier.training.datasets import make_datasets
 
     out, result, _ = learned
     raw = torch.load(out, map_location="cpu", weights_only=True)  # plain data only

@@ -1,4 +1,4 @@
-"""Tests for geoglacier.windows: window geometry, padding, blend weights, strips, blending."""
+"""Tests for geoglacier.inference.windows: window geometry, padding, blend weights, strips, blending."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from geoglacier.errors import ConfigError
-from geoglacier.windows import (
+from geoglacier.inference.windows import (
     BLEND_MODES,
     DEFAULT_WEIGHT_FLOOR,
     accumulate,

@@ -2,7 +2,7 @@
 
 Both masks are read block by block (bounded memory) into a confusion matrix; a pixel
 that is nodata in either mask is left out. Mask values are read as
-:func:`geoglacier.masks.normalize_mask` reads them: 0/1 with the file's nodata value
+:func:`geoglacier.io.masks.normalize_mask` reads them: 0/1 with the file's nodata value
 (if any) as nodata; a {0, 255} mask without nodata=255 is accepted with a
 :class:`~geoglacier.errors.GeoglacierWarning` and 255 read as glacier. Values are
 checked per block, so a file mixing {0, 1} blocks with {0, 255} blocks is not detected.
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from geoglacier.areas import _TILE, _make_field, _read_windows, crs_label
-from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import GridMismatchError
-from geoglacier.masks import IGNORE, inspect_mask, normalize_mask
-from geoglacier.metrics import mcc_from_counts
-from geoglacier.scene import SceneInfo
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
+from geoglacier.io.scene import SceneInfo
+from geoglacier.measure.areas import _TILE, _make_field, _read_windows, crs_label
+from geoglacier.measure.metrics import mcc_from_counts
 
 __all__ = ["evaluate_masks", "format_metrics", "mcc_from_counts", "metrics_from_counts", "write_metrics_json"]
 

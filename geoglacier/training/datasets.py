@@ -10,7 +10,7 @@ The per-patch path is plain rasterio reading into a fresh array, NumPy normalisa
 and ``torch.from_numpy``: no dask, no xarray, no per-patch file opening (handles are
 opened lazily once per process, so they are valid after a DataLoader forks). Dask is
 used once per scene, for the statistics and a coarse validity map
-(:func:`geoglacier.normalization.scan_scene`).
+(:func:`geoglacier.training.normalization.scan_scene`).
 
 Every sample is a dict: ``image`` float32 ``(C, P, P)`` normalised with invalid
 pixels 0, ``mask`` float32 ``(P, P)`` in {0, 1} (0 where ignored), ``valid`` bool
@@ -35,10 +35,10 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from geoglacier.errors import ConfigError, GeoglacierWarning
-from geoglacier.layouts import ClassicPair, ScenePair, find_pairs
-from geoglacier.masks import IGNORE, read_mask
-from geoglacier.normalization import Moments, Normalization, scan_scene, stats_from_arrays
-from geoglacier.scene import DEFAULT_BAND_NAMES, valid_pixels
+from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
+from geoglacier.io.masks import IGNORE, read_mask
+from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
+from geoglacier.training.normalization import Moments, Normalization, scan_scene, stats_from_arrays
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 ValidFractionFn = Callable[[np.ndarray], np.ndarray]
@@ -539,7 +539,7 @@ def make_datasets(
     random training windows per epoch (default: as many as tile the training area,
     at least 8). Nodata never enters the statistics.
     """
-    from geoglacier.augment import build_augment
+    from geoglacier.training.augment import build_augment
 
     p = check_patch_size(patch_size)
     if not 0.0 <= val_fraction < 1.0:

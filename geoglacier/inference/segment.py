@@ -1,6 +1,6 @@
 """Blended sliding-window inference over whole scenes, in memory bounded by the scene width.
 
-The scene is cut into windows (:func:`geoglacier.windows.tile_grid` geometry: a
+The scene is cut into windows (:func:`geoglacier.inference.windows.tile_grid` geometry: a
 ``window`` px grid with ``overlap``, the last row and column flush with the edges)
 and processed one *strip* at a time: one window row, or a few for narrow scenes so
 that batches are full (:func:`rows_per_strip`):
@@ -12,8 +12,8 @@ that batches are full (:func:`rows_per_strip`):
 3. windows go through the model in batches (``torch.inference_mode``, channels-last,
    optional bf16/fp16 autocast, optional flip test-time augmentation);
 4. probabilities are blended into a ``(rows, width)`` float32 buffer of weighted
-   sums (:func:`geoglacier.windows.accumulate`), and the rows no later window touches
-   (:func:`geoglacier.windows.finalized_rows`) are divided out and handed on, while the
+   sums (:func:`geoglacier.inference.windows.accumulate`), and the rows no later window touches
+   (:func:`geoglacier.inference.windows.finalized_rows`) are divided out and handed on, while the
    rows the next strip still overlaps are carried over.
 
 Each pixel's probability is therefore the weighted mean of every window covering it,
@@ -47,10 +47,7 @@ import rasterio
 import torch
 from torch import nn
 
-from geoglacier.areas import AreaAccumulator, AreaSummary, write_summary_json
-from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.checkpoint import CheckpointMeta, load_checkpoint
-from geoglacier.cog import RasterSpec, cog_output
 from geoglacier.device import resolve_device
 from geoglacier.errors import (
     CheckpointError,
@@ -60,10 +57,7 @@ from geoglacier.errors import (
     InvalidRasterError,
     OutputPathError,
 )
-from geoglacier.masks import IGNORE
-from geoglacier.normalization import STD_FLOOR
-from geoglacier.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
-from geoglacier.windows import (
+from geoglacier.inference.windows import (
     BLEND_MODES,
     Strip,
     accumulate,
@@ -77,6 +71,12 @@ from geoglacier.windows import (
     strip_plan,
     window_starts,
 )
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.cog import RasterSpec, cog_output
+from geoglacier.io.masks import IGNORE
+from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
+from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+from geoglacier.training.normalization import STD_FLOOR
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -558,7 +558,7 @@ class Segmenter:
                 assert area is not None
                 write_summary_json(area, summary_tmp, overwrite=True)
             if outlines_tmp is not None:
-                from geoglacier.outlines import write_outlines
+                from geoglacier.measure.outlines import write_outlines
 
                 outline_count = write_outlines(mask_tmp, outlines_tmp, min_area_km2=min_area, overwrite=True)
         return SegmentResult(
@@ -613,7 +613,7 @@ def check_outputs(
         seen[key] = role
         targets[role] = target
     if outlines is not None:
-        from geoglacier.outlines import DRIVERS
+        from geoglacier.measure.outlines import DRIVERS
 
         if targets["outlines"].suffix.lower() not in DRIVERS:
             raise ConfigError(

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoglacier.atomic import atomic_output
 from geoglacier.errors import ConfigError, OutputPathError
+from geoglacier.io.atomic import atomic_output
 
 SUMMARY_CSV = "summary.csv"
 _CSV_FIELDS = (
@@ -114,7 +114,7 @@ def _worker_segmenter(
     """Load the model once per worker process and keep it for later scenes."""
     import torch
 
-    from geoglacier.inference import InferenceConfig, Segmenter
+    from geoglacier.inference.segment import InferenceConfig, Segmenter
 
     key = (model_path, os.path.getmtime(model_path), device, tuple(sorted(config_options.items())))
     with _MODELS_LOCK:  # threads of one worker share the loaded model
@@ -228,7 +228,7 @@ def segment_scenes(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     config_options, _ = _split_options(options)
-    from geoglacier.inference import InferenceConfig
+    from geoglacier.inference.segment import InferenceConfig
 
     # Bad options fail here, once, before a cluster starts.
     InferenceConfig(device=device, **config_options).validate()

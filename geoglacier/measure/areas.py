@@ -15,7 +15,7 @@ and ``k`` varies smoothly, so it is evaluated on a coarse grid of pixel centres 
 bilinearly; :func:`pixel_area_at` gives the exact per-pixel value to check that (the
 tests and ``benchmarks/bench_areas.py`` show the error stays far below 0.01 %).
 
-Mask values follow :mod:`geoglacier.masks`: 1 glacier, 0 not glacier, 255 nodata.
+Mask values follow :mod:`geoglacier.io.masks`: 1 glacier, 0 not glacier, 255 nodata.
 :class:`AreaAccumulator` sums areas block by block so that ``segment-scene`` can feed
 blocks as it writes them; :func:`summarize_mask` does the same from a file.
 """
@@ -36,9 +36,9 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning
-from geoglacier.masks import IGNORE, inspect_mask, normalize_mask
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
 
 DEFAULT_STEP: int = 64
 """Spacing in pixels of the grid on which areal scale factors are evaluated exactly."""
@@ -523,7 +523,7 @@ def summarize_mask(
 ) -> AreaSummary:
     """Area summary of a mask file, read block by block (bounded memory).
 
-    Values are read as :func:`geoglacier.masks.normalize_mask` reads them (0/255 masks
+    Values are read as :func:`geoglacier.io.masks.normalize_mask` reads them (0/255 masks
     warn and 255 becomes glacier unless 255 is the nodata value).
 
     Raises:

@@ -4,7 +4,7 @@ Polygons follow pixel edges, which are straight lines in the mask's CRS but curv
 the ellipsoid. Each ring is therefore densified (at most :data:`SEGMENT_M` metres per
 segment) before it is moved to geographic coordinates, and its area is the geodesic
 area on the CRS's own ellipsoid, so outline areas agree with
-:func:`geoglacier.areas.summarize_mask` whatever the projection.
+:func:`geoglacier.measure.areas.summarize_mask` whatever the projection.
 
 GeoPackage output stays in the mask's CRS; GeoJSON is written in EPSG:4326 with
 longitude/latitude order, as RFC 7946 requires.
@@ -25,10 +25,10 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from geoglacier.areas import to_pyproj_crs
-from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import ConfigError, CRSMissingError
-from geoglacier.masks import inspect_mask, read_mask
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.masks import inspect_mask, read_mask
+from geoglacier.measure.areas import to_pyproj_crs
 
 SEGMENT_M: float = 1000.0
 """Longest polygon segment, in metres, before reprojection (straight map lines bend on the globe)."""

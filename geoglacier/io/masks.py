@@ -15,7 +15,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geoglacier.errors import GeoglacierWarning, GridMismatchError, MaskError
-from geoglacier.scene import SceneInfo, inspect_scene
+from geoglacier.io.scene import SceneInfo, inspect_scene
 
 IGNORE: int = 255
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from geoglacier.errors import ConfigError
-from geoglacier.scene import GDAL_CACHE_MB, valid_pixels
+from geoglacier.io.scene import GDAL_CACHE_MB, valid_pixels
 
 STD_FLOOR = 1e-6
 
@@ -195,7 +195,7 @@ def scan_scene(
     still scanned for the map when ``regions`` is given (the map covers the scene).
 
     Args:
-        path_or_dataarray: a GeoTIFF path or a DataArray from :func:`geoglacier.scene.open_scene`.
+        path_or_dataarray: a GeoTIFF path or a DataArray from :func:`geoglacier.io.scene.open_scene`.
         nodata: overrides the scene's nodata value (``None``: use the file's).
         chunks: dask chunk size (rounded up to a multiple of ``cell``).
         regions: optional ``(M, 4)`` rectangles ``(row_off, col_off, height, width)``
@@ -208,7 +208,7 @@ def scan_scene(
     import dask
     import rasterio
 
-    from geoglacier.scene import open_scene
+    from geoglacier.io.scene import open_scene
 
     chunks = -(-int(chunks) // cell) * cell
     if isinstance(path_or_dataarray, (str, os.PathLike)):

@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 
 from geoglacier.errors import BandCountError, LayoutError, SceneNotFoundError
-from geoglacier.masks import check_mask_values, check_same_grid, inspect_mask
-from geoglacier.scene import SceneInfo, inspect_scene
+from geoglacier.io.masks import check_mask_values, check_same_grid, inspect_mask
+from geoglacier.io.scene import SceneInfo, inspect_scene
 
 Layout = Literal["classic", "scenes"]
 CLASSIC_PREFIX = "masked_"

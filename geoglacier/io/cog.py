@@ -4,10 +4,10 @@ A COG needs its overviews and the full-resolution tiles laid out in a fixed orde
 which cannot be produced while rows are still arriving. Rows therefore go into a
 tiled *staging* GeoTIFF beside the target (block row by block row, so GDAL never
 rewrites a compressed tile), and :meth:`CogWriter.finish` builds the final file from
-it with GDAL's ``COG`` driver. Both files live under :mod:`geoglacier.atomic` names:
+it with GDAL's ``COG`` driver. Both files live under :mod:`geoglacier.io.atomic` names:
 the final COG appears under the user's name only when everything succeeded, the
 staging file is always removed, and both carry the temporary prefix so that a run
-after a SIGKILL clears them (:func:`geoglacier.atomic.remove_stale_temporaries`).
+after a SIGKILL clears them (:func:`geoglacier.io.atomic.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoglacier.atomic import TMP_PREFIX, atomic_output
+from geoglacier.io.atomic import TMP_PREFIX, atomic_output
 
 #: Tile edge for large outputs, and for outputs smaller than :data:`LARGE_MIN_SIDE` on a side.
 LARGE_BLOCK: int = 512

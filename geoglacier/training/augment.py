@@ -9,7 +9,7 @@ applied to all bands alike and never clipped.
 
 Geometric transforms move image and mask together; the mask is resampled with
 nearest neighbour and areas the affine transform brings in from outside the patch are
-filled with 0 in the image and :data:`geoglacier.masks.IGNORE` in the mask, so the loss
+filled with 0 in the image and :data:`geoglacier.io.masks.IGNORE` in the mask, so the loss
 ignores them.
 """
 
@@ -22,7 +22,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from geoglacier.masks import IGNORE
+from geoglacier.io.masks import IGNORE
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 

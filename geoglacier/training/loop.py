@@ -49,10 +49,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from geoglacier.atomic import atomic_output, check_output_path
 from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
-from geoglacier.losses import BCEDiceLoss
-from geoglacier.metrics import confusion_counts, mcc_from_counts
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
+from geoglacier.training.losses import BCEDiceLoss
 
 STATE_FORMAT = "geoglacier-train-state"
 CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "seconds")
@@ -393,7 +393,7 @@ def _loader(
     dist_info: Distributed,
     train: bool,
 ) -> DataLoader:
-    from geoglacier.datasets import seed_worker
+    from geoglacier.training.datasets import seed_worker
 
     generator = torch.Generator().manual_seed(seed)
     sampler: Sampler[int] | None = None
@@ -496,7 +496,7 @@ def train(
     """Train a glacier segmentation model on ``data_dir`` and write the best epoch to ``out``.
 
     Args:
-        data_dir: a classic or scene layout folder (see :mod:`geoglacier.layouts`).
+        data_dir: a classic or scene layout folder (see :mod:`geoglacier.io.layouts`).
         out: checkpoint path (``.pth``); the metrics CSV/PNG and training state go beside it.
         config: the recipe; ``None`` for the defaults.
         overwrite: replace existing outputs (and forget an earlier run's state).
@@ -583,8 +583,8 @@ def _train(
     stop: Callable[[dict[str, float]], bool] | None = None,
 ) -> TrainResult:
     from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
-    from geoglacier.datasets import make_datasets
     from geoglacier.model import build_model
+    from geoglacier.training.datasets import make_datasets
 
     seed_everything(config.seed)
     weights = None if state is not None else config.encoder_weights

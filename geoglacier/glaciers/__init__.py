@@ -1,0 +1,1 @@
+"""Per-glacier numbers: inventory zones, areas with uncertainty, change between dates."""

@@ -1,0 +1,1 @@
+"""Inference: window arithmetic, blended scene segmentation, many scenes on dask."""

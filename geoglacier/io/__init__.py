@@ -1,0 +1,1 @@
+"""Reading scenes and masks, finding training pairs, writing COGs atomically."""

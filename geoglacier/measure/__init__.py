@@ -1,0 +1,1 @@
+"""Measuring masks: true areas, outlines, scores against a reference."""

@@ -1,0 +1,1 @@
+"""Training: patch datasets, augmentation, loss, normalisation statistics and the loop."""
