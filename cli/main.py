@@ -25,8 +25,13 @@ class _Group(click.Group):
             raise
         except click.ClickException:
             raise
-        except KeyboardInterrupt:
-            click.echo("Interrupted; no output was left behind.", err=True)
+        except KeyboardInterrupt as exc:
+            from geoglacier.errors import Interrupted
+
+            if isinstance(exc, Interrupted) and str(exc):
+                click.echo(str(exc), err=True)
+            else:
+                click.echo("Interrupted; no output was left behind.", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the edge where errors become messages
             from geoglacier.errors import GeoglacierError

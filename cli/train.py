@@ -47,6 +47,12 @@ from geoglacier.cli.options import overwrite_opt
 @click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")
 @click.option("--threshold", type=float, default=None, help="Glacier probability threshold [0.5].")
 @click.option(
+    "--dist-timeout",
+    type=float,
+    default=None,
+    help="torchrun: seconds to wait for the other processes before failing [1800].",
+)
+@click.option(
     "--resume", is_flag=True, default=False, help="Continue an interrupted run from NAME.pth.state."
 )
 @overwrite_opt

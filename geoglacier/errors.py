@@ -60,5 +60,17 @@ class CRSMissingError(GeoglacierError, ValueError):
     """A scene has no CRS and no pixel size was given, so areas cannot be computed."""
 
 
+class DistributedError(GeoglacierError, RuntimeError):
+    """A process of a distributed (torchrun) job failed or waited past its timeout."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, with a message for the user about what was kept.
+
+    A ``KeyboardInterrupt`` so that every ``finally`` and temporary-file cleanup runs as
+    for a plain Ctrl-C; the CLI prints its message and exits 130.
+    """
+
+
 class GeoglacierWarning(UserWarning):
     """Something odd but usable: a 0/255 mask, a scene without CRS, ..."""

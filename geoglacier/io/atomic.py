@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from geoglacier.errors import OutputExistsError, OutputPathError
 
@@ -85,3 +88,25 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt inside the block, so cleanup runs; restore afterwards.
+
+    Job schedulers stop jobs with SIGTERM: this lets atomic outputs and training state
+    end as cleanly as after Ctrl-C. Only the main thread can install handlers; elsewhere
+    (a dask worker thread) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

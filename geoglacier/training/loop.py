@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.errors import CheckpointError, ConfigError, DistributedError, Interrupted, OutputExistsError
+from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
 from geoglacier.training.losses import BCEDiceLoss
 
@@ -108,6 +109,8 @@ class TrainConfig:
         lr_factor: ReduceLROnPlateau factor.
         lr_patience: ReduceLROnPlateau patience in epochs.
         threshold: probability above which a pixel counts as glacier (metrics, checkpoint).
+        dist_timeout: seconds a torchrun process waits for the others in a collective
+            before it ends with an error (a stalled or dead peer never hangs the job).
     """
 
     arch: str = "UnetPlusPlus"
@@ -130,6 +133,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     lr_patience: int = 10
     threshold: float = 0.5
+    dist_timeout: float = 1800.0
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` naming the option for values out of range."""
@@ -152,6 +156,7 @@ class TrainConfig:
             (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
             (self.bands >= 1, f"--bands must be at least 1, got {self.bands}"),
+            (self.dist_timeout > 0, f"--dist-timeout must be positive, got {self.dist_timeout}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -317,12 +322,41 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+def _collective(name: str, call: Callable[[], Any], dist_info: Distributed) -> Any:
+    """Run one collective; a peer that failed or stalled past the timeout becomes one clear error."""
+    try:
+        return call()
+    except RuntimeError as exc:  # gloo/NCCL timeouts and lost peers (DistBackendError is one)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistributedError(
+            f"rank {dist_info.rank} of {dist_info.world_size}: {name} failed ({first}); another process "
+            "stopped or waited longer than --dist-timeout; see the other ranks' messages"
+        ) from exc
+
+
 def _all_reduce(tensor: torch.Tensor, dist_info: Distributed) -> torch.Tensor:
     if dist_info.active:
         import torch.distributed as dist
 
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        _collective("all_reduce", lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM), dist_info)
     return tensor
+
+
+def _barrier(dist_info: Distributed) -> None:
+    if dist_info.active:
+        import torch.distributed as dist
+
+        _collective("barrier", dist.barrier, dist_info)
+
+
+def _sync_buffers(module: nn.Module, dist_info: Distributed) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics)."""
+    if not dist_info.active:
+        return
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        _collective("broadcast of buffers", lambda b=buffer: dist.broadcast(b, src=0), dist_info)
 
 
 def _agree(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
@@ -552,12 +586,23 @@ def train(
             backend = "nccl" if device.type == "cuda" else "gloo"
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=config.dist_timeout))
             started_group = True
     try:
-        return _train(
-            data_dir, paths, config, model_config, device, dist_info, state, overwrite, log, progress, stop
-        )
+        with sigterm_as_interrupt():
+            return _train(
+                data_dir,
+                paths,
+                config,
+                model_config,
+                device,
+                dist_info,
+                state,
+                overwrite,
+                log,
+                progress,
+                stop,
+            )
     finally:
         if started_group:
             import torch.distributed as dist
@@ -567,6 +612,29 @@ def train(
 
 def _silent(_: str) -> None:
     return None
+
+
+@dataclass
+class _Run:
+    """Everything one training run carries from epoch to epoch."""
+
+    model: nn.Module
+    data: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    criterion: BCEDiceLoss
+    amp_dtype: torch.dtype | None
+    meta_base: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    start: int = 1
+
+    @property
+    def module(self) -> nn.Module:
+        """The bare network (inside DistributedDataParallel under torchrun)."""
+        return getattr(self.model, "module", self.model)
 
 
 def _train(
@@ -582,7 +650,49 @@ def _train(
     progress: bool | None,
     stop: Callable[[dict[str, float]], bool] | None = None,
 ) -> TrainResult:
-    from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+    run = _setup(data_dir, config, model_config, device, state, log)
+    if dist_info.is_main and state is None and overwrite:
+        paths.state.unlink(missing_ok=True)  # a stale state must not be resumed later
+    if dist_info.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.model = DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    num_workers = default_num_workers() if config.num_workers is None else config.num_workers
+    show = (sys.stderr.isatty() if progress is None else progress) and dist_info.is_main
+    if len(run.data.val) == 0:
+        log("No validation windows (--val-fraction 0): the best epoch is chosen by training MCC")
+    for epoch in range(run.start, config.epochs + 1):
+        try:
+            row = _epoch(run, epoch, config, device, dist_info, num_workers, show)
+        except KeyboardInterrupt:
+            raise _interrupted(paths, run, config, epoch) from None
+        log(
+            f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {row['train_mcc']:.2f} | Val MCC: {row['val_mcc']:.2f}"
+        )
+        _record(run, row, paths, config, dist_info, log)
+        if stop is not None and _agree(bool(stop(dict(row))), dist_info, device):
+            break
+    return TrainResult(
+        paths=paths,
+        best_epoch=run.best_epoch,
+        best_val_mcc=run.best_score,
+        epochs=len(run.history),
+        history=run.history,
+        resumed_from=run.start - 1,
+    )
+
+
+def _setup(
+    data_dir: str | os.PathLike[str],
+    config: TrainConfig,
+    model_config: Any,
+    device: torch.device,
+    state: dict[str, Any] | None,
+    log: Log,
+) -> _Run:
+    """Data, network, optimiser and scheduler, restored from ``state`` when resuming."""
     from geoglacier.model import build_model
     from geoglacier.training.datasets import make_datasets
 
@@ -598,37 +708,12 @@ def _train(
         bands=config.bands,
         augment=config.augment,
     )
-    if dist_info.is_main and state is None and overwrite:
-        paths.state.unlink(missing_ok=True)  # a stale state must not be resumed later
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
     )
     amp_dtype = _amp_dtype(config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = BCEDiceLoss(config.alpha)
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, start = -math.inf, 0, 1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history = [dict(row) for row in state["history"]]
-        best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
-        start = int(state["epoch"]) + 1
-        log(f"Resuming from epoch {start - 1} of {config.epochs} (best Val MCC so far: {best_score:.2f})")
-    if dist_info.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    num_workers = default_num_workers() if config.num_workers is None else config.num_workers
-    show = (sys.stderr.isatty() if progress is None else progress) and dist_info.is_main
-    has_val = len(data.val) > 0
-    if not has_val:
-        log("No validation windows (--val-fraction 0): the best epoch is chosen by training MCC")
     meta_base = dict(
         model=model_config,
         bands=tuple(data.band_names),
@@ -638,91 +723,138 @@ def _train(
         threshold=config.threshold,
         train_config=config.to_dict(),
     )
-    for epoch in range(start, config.epochs + 1):
-        t0 = time.perf_counter()
-        seed = epoch_seed(config.seed, epoch)
-        seed_everything(seed)
-        data.resample(epoch)
-        augment = getattr(data.train, "augment", None)
-        if augment is not None and hasattr(augment, "reseed"):
-            augment.reseed(seed)  # for num_workers=0; workers reseed from the loader's generator
-        train_loader = _loader(data.train, config, num_workers, device, seed, dist_info, train=True)
-        if isinstance(train_loader.sampler, torch.utils.data.distributed.DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        lr = float(optimizer.param_groups[0]["lr"])
-        sums, counts = _run_epoch(
-            model,
-            train_loader,
-            criterion,
-            device,
-            config,
-            amp_dtype,
-            optimizer,
-            scaler,
-            show,
-            f"epoch {epoch}",
+    run = _Run(
+        model=model,
+        data=data,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        criterion=BCEDiceLoss(config.alpha),
+        amp_dtype=amp_dtype,
+        meta_base=meta_base,
+    )
+    if state is not None:
+        _restore(run, state)
+        log(
+            f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
         )
-        if has_val:
-            val_loader = _loader(data.val, config, num_workers, device, seed, dist_info, train=False)
-            val_sums, val_counts = _run_epoch(
-                model, val_loader, criterion, device, config, amp_dtype, progress=show, desc="validation"
-            )
-        else:
-            val_sums = torch.zeros(2, dtype=torch.float64, device=device)
-            val_counts = torch.zeros(4, dtype=torch.int64, device=device)
-        totals = _all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
-        confusion = _all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
-        train_mcc = mcc_from_counts(*confusion[:4])
-        val_mcc = mcc_from_counts(*confusion[4:]) if has_val else float("nan")
-        row = {
-            "epoch": epoch,
-            "loss": totals[0] / max(totals[1], 1.0),
-            "val_loss": totals[2] / totals[3] if totals[3] > 0 else float("nan"),
-            "train_mcc": train_mcc,
-            "val_mcc": val_mcc,
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-        }
-        score = val_mcc if has_val else train_mcc
-        scheduler.step(score)
-        history.append(row)
-        log(f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {train_mcc:.2f} | Val MCC: {val_mcc:.2f}")
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch = score, epoch
-        if dist_info.is_main:
-            if improved:
-                metrics = {k: row[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
-                meta = CheckpointMeta(epoch=epoch, metrics=metrics, **meta_base)
-                save_checkpoint(model, meta, paths.checkpoint)
-                log(f"Model saved (Best Val MCC: {best_score:.2f})")
-            write_metrics_csv(history, paths.metrics_csv)
-            _plot(history, paths.metrics_png, log)
-            _save_state(
-                paths.state,
-                model,
-                optimizer,
-                scheduler,
-                scaler,
-                config,
-                epoch,
-                best_score,
-                best_epoch,
-                history,
-            )
-        if dist_info.active:
-            import torch.distributed as dist
+    return run
 
-            dist.barrier()
-        if stop is not None and _agree(bool(stop(dict(row))), dist_info, device):
-            break
-    return TrainResult(
-        paths=paths,
-        best_epoch=best_epoch,
-        best_val_mcc=best_score,
-        epochs=len(history),
-        history=history,
-        resumed_from=start - 1,
+
+def _restore(run: _Run, state: dict[str, Any]) -> None:
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    run.history = [dict(row) for row in state["history"]]
+    run.best_score, run.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+    run.start = int(state["epoch"]) + 1
+
+
+def _epoch(
+    run: _Run,
+    epoch: int,
+    config: TrainConfig,
+    device: torch.device,
+    dist_info: Distributed,
+    num_workers: int,
+    show: bool,
+) -> dict[str, float]:
+    """Train one epoch, validate, and return its metrics row (figures of all ranks together)."""
+    t0 = time.perf_counter()
+    seed = epoch_seed(config.seed, epoch)
+    seed_everything(seed)
+    run.data.resample(epoch)
+    augment = getattr(run.data.train, "augment", None)
+    if augment is not None and hasattr(augment, "reseed"):
+        augment.reseed(seed)  # for num_workers=0; workers reseed from the loader's generator
+    train_loader = _loader(run.data.train, config, num_workers, device, seed, dist_info, train=True)
+    if isinstance(train_loader.sampler, torch.utils.data.distributed.DistributedSampler):
+        train_loader.sampler.set_epoch(epoch)
+    lr = float(run.optimizer.param_groups[0]["lr"])
+    # DistributedSampler pads every rank to the same number of batches: DDP's collectives match.
+    sums, counts = _run_epoch(
+        run.model, train_loader, run.criterion, device, config, run.amp_dtype,
+        run.optimizer, run.scaler, show, f"epoch {epoch}",
+    )  # fmt: skip
+    val_sums, val_counts = _validate(run, config, device, dist_info, num_workers, seed, show)
+    totals = _all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
+    confusion = _all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
+    has_val = len(run.data.val) > 0
+    return {
+        "epoch": epoch,
+        "loss": totals[0] / max(totals[1], 1.0),
+        "val_loss": totals[2] / totals[3] if totals[3] > 0 else float("nan"),
+        "train_mcc": mcc_from_counts(*confusion[:4]),
+        "val_mcc": mcc_from_counts(*confusion[4:]) if has_val else float("nan"),
+        "lr": lr,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _validate(
+    run: _Run,
+    config: TrainConfig,
+    device: torch.device,
+    dist_info: Distributed,
+    num_workers: int,
+    seed: int,
+    show: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's validation sums and counts.
+
+    Ranks may hold different numbers of validation samples (none at all, when there are
+    fewer samples than ranks), so the pass runs the bare module: DistributedDataParallel's
+    forward would broadcast buffers, a collective that a rank with fewer batches never
+    joins. Rank 0's BatchNorm statistics (those saved in the checkpoint) are broadcast
+    first, by every rank, so each scores with the weights the checkpoint will hold.
+    """
+    if len(run.data.val) == 0:
+        return torch.zeros(2, dtype=torch.float64, device=device), torch.zeros(
+            4, dtype=torch.int64, device=device
+        )
+    _sync_buffers(run.module, dist_info)
+    loader = _loader(run.data.val, config, num_workers, device, seed, dist_info, train=False)
+    return _run_epoch(
+        run.module, loader, run.criterion, device, config, run.amp_dtype, progress=show, desc="validation"
+    )
+
+
+def _record(
+    run: _Run, row: dict[str, float], paths: TrainPaths, config: TrainConfig, dist_info: Distributed, log: Log
+) -> None:
+    """Step the scheduler, keep the best epoch, and (rank 0) write the epoch's files."""
+    from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+
+    score = row["val_mcc"] if len(run.data.val) > 0 else row["train_mcc"]
+    run.scheduler.step(score)
+    run.history.append(row)
+    improved = score > run.best_score
+    if improved:
+        run.best_score, run.best_epoch = score, int(row["epoch"])
+    if dist_info.is_main:
+        if improved:
+            metrics = {k: row[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
+            meta = CheckpointMeta(epoch=int(row["epoch"]), metrics=metrics, **run.meta_base)
+            save_checkpoint(run.model, meta, paths.checkpoint)
+            log(f"Model saved (Best Val MCC: {run.best_score:.2f})")
+        write_metrics_csv(run.history, paths.metrics_csv)
+        _plot(run.history, paths.metrics_png, log)
+        _save_state(paths.state, run, config, int(row["epoch"]))
+    _barrier(dist_info)
+
+
+def _interrupted(paths: TrainPaths, run: _Run, config: TrainConfig, epoch: int) -> Interrupted:
+    done = epoch - 1
+    if done < 1:
+        return Interrupted(
+            f"Training interrupted during epoch {epoch}: no epoch was complete, nothing was kept; "
+            "run the same command again to start over"
+        )
+    return Interrupted(
+        f"Training interrupted during epoch {epoch}; {paths.state} keeps epoch {done} of {config.epochs} "
+        f"(best {paths.checkpoint}): run the same command with --resume to continue"
     )
 
 
@@ -735,30 +867,18 @@ def _plot(history: list[dict[str, float]], path: Path, log: Log) -> None:
         log(f"warning: could not draw {path} ({type(exc).__name__}: {exc})")
 
 
-def _save_state(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    config: TrainConfig,
-    epoch: int,
-    best_score: float,
-    best_epoch: int,
-    history: list[dict[str, float]],
-) -> None:
-    inner = getattr(model, "module", model)
+def _save_state(path: Path, run: _Run, config: TrainConfig, epoch: int) -> None:
     state = {
         "format": STATE_FORMAT,
         "epoch": int(epoch),
-        "model": inner.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": run.module.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "rng": rng_state(),
-        "best_score": float(best_score),
-        "best_epoch": int(best_epoch),
-        "history": [dict(row) for row in history],
+        "best_score": float(run.best_score),
+        "best_epoch": int(run.best_epoch),
+        "history": [dict(row) for row in run.history],
         "config": config.to_dict(),
     }
     with atomic_output(path, overwrite=True) as tmp:
