@@ -45,7 +45,14 @@ from geoglacier.cli.options import overwrite_opt
 @click.option("--augment/--no-augment", default=None, help="Augment training patches [on].")
 @click.option("--lr-factor", type=float, default=None, help="ReduceLROnPlateau factor [0.1].")
 @click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")
-@click.option("--threshold", type=float, default=None, help="Glacier probability threshold [0.5].")
+@click.option(
+    "--threshold", type=float, default=None, help="Probability threshold of the epoch metrics [0.5]."
+)
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=None,
+    help="Fit temperature and MCC-best threshold on validation into the checkpoint [on].",
+)
 @click.option(
     "--dist-timeout",
     type=float,

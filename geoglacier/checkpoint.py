@@ -11,7 +11,8 @@ pickled objects is refused. Keys::
     bands           band names, in order
     normalization   {"mean": [...], "std": [...]} per band, applied as (x - mean) / std
     patch_size      training patch size in pixels (segment-scene's default window)
-    threshold       probability above which a pixel is glacier
+    threshold       probability above which a pixel is glacier (on the calibrated scale)
+    temperature     logits are divided by it before the sigmoid (1 = uncalibrated)
     epoch           the epoch these weights come from (1-based)
     metrics         {"val_mcc": ..., "train_mcc": ..., "loss": ...} of that epoch
     versions        {"geoglacier": ..., "torch": ..., "segmentation_models_pytorch": ...}
@@ -47,10 +48,17 @@ class CheckpointMeta:
     std: tuple[float, ...]
     patch_size: int
     threshold: float = 0.5
+    temperature: float = 1.0
     epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.threshold < 1.0 and self.temperature > 0.0):
+            raise ValueError(
+                f"threshold {self.threshold} must be in (0, 1) and temperature {self.temperature} positive"
+            )
 
     @property
     def band_count(self) -> int:
@@ -83,6 +91,7 @@ def checkpoint_dict(model: nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
         "normalization": {"mean": [float(v) for v in meta.mean], "std": [float(v) for v in meta.std]},
         "patch_size": int(meta.patch_size),
         "threshold": float(meta.threshold),
+        "temperature": float(meta.temperature),
         "epoch": int(meta.epoch),
         "metrics": {k: float(v) for k, v in meta.metrics.items()},
         "versions": {k: str(v) for k, v in (meta.versions or package_versions()).items()},
@@ -108,6 +117,7 @@ def _meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
             std=tuple(float(v) for v in norm["std"]),
             patch_size=int(raw["patch_size"]),
             threshold=float(raw.get("threshold", 0.5)),
+            temperature=float(raw.get("temperature", 1.0)),
             epoch=int(raw.get("epoch", 0)),
             metrics=dict(raw.get("metrics", {})),
             versions=dict(raw.get("versions", {})),

@@ -132,9 +132,14 @@ def test_checkpoint_holds_the_best_epoch(learned: tuple[Path, object, list[str]]
         assert torch.equal(value, state[key]), key
     best = max(result.history, key=lambda r: r["val_mcc"])
     assert meta.epoch == result.best_epoch == best["epoch"]
-    assert meta.metrics == pytest.approx({k: best[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")})
+    epoch_metrics = {k: best[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
+    assert {k: meta.metrics[k] for k in epoch_metrics} == pytest.approx(epoch_metrics)
     assert (meta.model.arch, meta.model.encoder, meta.model.in_channels) == ("Unet", "resnet18", 5)
-    assert meta.patch_size == 64 and meta.threshold == 0.5
+    # Calibration (on by default) chose the threshold and temperature on validation.
+    assert meta.patch_size == 64
+    assert meta.threshold == pytest.approx(result.calibration.threshold)
+    assert meta.temperature == pytest.approx(result.calibration.temperature)
+    assert meta.metrics["val_mcc_calibrated"] >= best["val_mcc"] - 0.01
     assert meta.bands == ("red", "green", "blue", "nir", "ndvi")
     data = make_datasets(separable, patch_size=64, val_fraction=0.25, seed=0, augment=False)
     assert meta.mean == pytest.approx(data.normalization.mean)

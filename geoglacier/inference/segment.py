@@ -332,7 +332,7 @@ class Segmenter:
                         f"the model returned shape {tuple(logits.shape)} for input {tuple(x.shape)}; "
                         "expected (N, 1, h, w) logits"
                     )
-                prob = torch.sigmoid(logits.float())
+                prob = torch.sigmoid(logits.float() / self.meta.temperature)  # calibrated
                 prob = torch.flip(prob, dims) if dims else prob
                 total = prob if total is None else total + prob
         assert total is not None

@@ -108,7 +108,11 @@ class TrainConfig:
         augment: flips, rotations, affine and gain/offset on training patches.
         lr_factor: ReduceLROnPlateau factor.
         lr_patience: ReduceLROnPlateau patience in epochs.
-        threshold: probability above which a pixel counts as glacier (metrics, checkpoint).
+        threshold: probability above which a pixel counts as glacier in the epoch metrics
+            (and in the checkpoint without ``calibrate``).
+        calibrate: after training, fit a temperature and choose the threshold that
+            maximises validation MCC (:mod:`geoglacier.training.calibrate`); both go
+            into the checkpoint.
         dist_timeout: seconds a torchrun process waits for the others in a collective
             before it ends with an error (a stalled or dead peer never hangs the job).
     """
@@ -133,6 +137,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     lr_patience: int = 10
     threshold: float = 0.5
+    calibrate: bool = True
     dist_timeout: float = 1800.0
 
     def validate(self) -> TrainConfig:
@@ -216,6 +221,7 @@ class TrainResult:
     epochs: int
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
+    calibration: Any = None
 
     @property
     def final(self) -> dict[str, float]:
@@ -674,6 +680,9 @@ def _train(
         _record(run, row, paths, config, dist_info, log)
         if stop is not None and _agree(bool(stop(dict(row))), dist_info, device):
             break
+    calibration = None
+    if config.calibrate and len(run.data.val) > 0 and run.best_epoch > 0:
+        calibration = _calibrate(run, paths, config, device, dist_info, log)
     return TrainResult(
         paths=paths,
         best_epoch=run.best_epoch,
@@ -681,7 +690,29 @@ def _train(
         epochs=len(run.history),
         history=run.history,
         resumed_from=run.start - 1,
+        calibration=calibration,
     )
+
+
+def _calibrate(
+    run: _Run, paths: TrainPaths, config: TrainConfig, device: torch.device, dist_info: Distributed, log: Log
+) -> Any:
+    """Fit temperature and threshold on validation with the best epoch's weights; rewrite its checkpoint.
+
+    Rank 0 alone scores the whole validation set (no collectives inside); the others wait.
+    """
+    from geoglacier.checkpoint import read_checkpoint, save_checkpoint
+    from geoglacier.training.calibrate import calibrate_checkpoint
+
+    calibration = None
+    if dist_info.is_main:
+        meta, state = read_checkpoint(paths.checkpoint)
+        run.module.load_state_dict(state)
+        calibration, meta = calibrate_checkpoint(run.module, meta, run.data.val, device, config.threshold)
+        save_checkpoint(run.module, meta, paths.checkpoint)
+        log(calibration.describe(config.threshold))
+    _barrier(dist_info)
+    return calibration
 
 
 def _setup(

@@ -1,0 +1,242 @@
+"""Spatial k-fold cross-validation of a training recipe on the real Everest west scene.
+
+The scene (``../shared/data/everest``, 655 x 480 px of Landsat 7 at 30 m) is cut into
+``--folds`` horizontal strips. The glaciers of this part of the Khumbu run mostly east to
+west, so a strip holds whole valley sections: its ice, its debris tongues and its snow
+fields are terrain the model has not seen. For each fold the model trains on the other
+strips (each a scene of its own, a ``--gap`` of pixels on both sides of the test strip
+left out so that no training window touches it) with the recipe's own block hold-out
+choosing the best epoch, then ``segment_scene`` maps the test strip and
+``evaluate_masks`` scores it against the RGI-burned reference mask.
+
+Each fold trains for a fixed number of epochs (not a wall-clock budget), so a run gives
+the same figures whatever else the machine is doing; run it under ``nice`` beside other
+work. Results (per fold: MCC, relative area error, best epoch, seconds; mean and spread)
+go to ``benchmarks/results/cv_everest.json`` under ``runs[<name>]`` and a table to
+``cv_everest.md``.
+
+    .venv/bin/python benchmarks/cv_everest.py --name baseline
+    .venv/bin/python benchmarks/cv_everest.py --name gain-aug --set augment_radiometric=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EVEREST = ROOT.parent / "shared" / "data" / "everest"
+RESULTS = ROOT / "benchmarks" / "results" / "cv_everest.json"
+
+
+def strips(height: int, folds: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of ``folds`` horizontal strips of near-equal height."""
+    edges = np.linspace(0, height, folds + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _crop(src_path: Path, rows: tuple[int, int], dst: Path) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(src_path) as src:
+        window = Window(0, rows[0], src.width, rows[1] - rows[0])
+        profile = src.profile | {
+            "height": rows[1] - rows[0],
+            "transform": src.window_transform(window),
+            "tiled": False,
+        }
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(src.read(window=window))
+            for i in range(1, src.count + 1):
+                if src.descriptions[i - 1]:
+                    out.set_band_description(i, src.descriptions[i - 1])
+
+
+def make_fold(work: Path, test: tuple[int, int], height: int, gap: int, patch: int) -> Path:
+    """``work/data/{images,masks}/*.tif`` (training strips) and ``work/test_{scene,mask}.tif``."""
+    for sub in ("images", "masks"):
+        (work / "data" / sub).mkdir(parents=True, exist_ok=True)
+    parts = [("above", (0, test[0] - gap)), ("below", (test[1] + gap, height))]
+    for name, rows in parts:
+        if rows[1] - rows[0] >= patch:
+            _crop(EVEREST / "west_scene.tif", rows, work / "data" / "images" / f"{name}.tif")
+            _crop(EVEREST / "west_mask.tif", rows, work / "data" / "masks" / f"{name}.tif")
+    _crop(EVEREST / "west_scene.tif", test, work / "test_scene.tif")
+    _crop(EVEREST / "west_mask.tif", test, work / "test_mask.tif")
+    return work / "data"
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def run_fold(k: int, rows: tuple[int, int], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import rasterio
+
+    from geoglacier.inference.segment import segment_scene
+    from geoglacier.measure.evaluate import evaluate_masks
+    from geoglacier.training.loop import TrainConfig, train
+
+    with rasterio.open(EVEREST / "west_scene.tif") as src:
+        height = src.height
+    fold = work / f"fold{k}"
+    data = make_fold(fold, rows, height, args.gap, args.patch_size)
+    config = TrainConfig(
+        arch=args.arch,
+        encoder=args.encoder,
+        encoder_weights="none",
+        epochs=args.epochs,
+        patch_size=args.patch_size,
+        patches_per_epoch=args.patches_per_epoch,
+        seed=args.seed,
+        num_workers=0,
+        device="cpu",
+    ).with_overrides(**_parse_sets(args.set))
+    t0 = time.perf_counter()
+    result = train(data, fold / "model.pth", config, overwrite=True, log=lambda _: None, progress=False)
+    train_s = time.perf_counter() - t0
+    segment_scene(
+        fold / "test_scene.tif",
+        fold / "model.pth",
+        fold / "pred.tif",
+        device="cpu",
+        overwrite=True,
+        progress=False,
+        **_parse_sets(args.segment_set),
+    )
+    scores = evaluate_masks(fold / "pred.tif", fold / "test_mask.tif")
+    row = {
+        "fold": k,
+        "rows": list(rows),
+        "mcc": round(float(scores["mcc"]), 4),
+        "area_error_relative": round(float(scores["area_error_relative"]), 4),
+        "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
+        "pred_area_km2": round(float(scores["pred_area_km2"]), 3),
+        "best_epoch": result.best_epoch,
+        "inner_val_mcc": round(float(result.best_val_mcc), 4),
+        "train_seconds": round(train_s, 1),
+    }
+    print(
+        f"  fold {k} rows {rows[0]}-{rows[1]}: MCC {row['mcc']:.3f}, area error "
+        f"{row['area_error_relative']:+.1%}, inner val MCC {row['inner_val_mcc']:.3f} "
+        f"(best epoch {row['best_epoch']}), {train_s / 60:.1f} min",
+        flush=True,
+    )
+    return row
+
+
+def summarize(folds: list[dict[str, Any]]) -> dict[str, float]:
+    mcc = [f["mcc"] for f in folds]
+    err = [f["area_error_relative"] for f in folds]
+    spread = statistics.stdev if len(folds) > 1 else (lambda _: 0.0)
+    return {
+        "mcc_mean": round(statistics.fmean(mcc), 4),
+        "mcc_std": round(spread(mcc), 4),
+        "area_error_mean": round(statistics.fmean(err), 4),
+        "area_error_std": round(spread(err), 4),
+        "area_error_max_abs": round(max(abs(e) for e in err), 4),
+    }
+
+
+def write_table(report: dict[str, Any], path: Path) -> None:
+    lines = [
+        "| recipe | folds | MCC mean ± sd | area error mean ± sd | max abs area error | per-fold MCC |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, run in report["runs"].items():
+        s = run["summary"]
+        per = ", ".join(f"{f['mcc']:.3f}" for f in run["folds"])
+        lines.append(
+            f"| {name} | {len(run['folds'])} | {s['mcc_mean']:.3f} ± {s['mcc_std']:.3f} | "
+            f"{s['area_error_mean']:+.1%} ± {s['area_error_std']:.1%} | {s['area_error_max_abs']:.1%} | {per} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--name", required=True, help="name of this recipe in the results")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--gap", type=int, default=16, help="rows left out on both sides of the test strip")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument("--patches-per-epoch", type=int, default=48)
+    parser.add_argument("--arch", default="UnetPlusPlus")
+    parser.add_argument("--encoder", default="resnet34")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="TrainConfig field=value (repeatable)")
+    parser.add_argument("--segment-set", action="append", default=[], help="segment_scene option=value")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if not (EVEREST / "west_scene.tif").exists():
+        raise SystemExit(f"{EVEREST} is not here; this benchmark needs the shared Everest data")
+    import rasterio
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from geoglacier.io.atomic import atomic_output
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="cv_everest_"))
+    with rasterio.open(EVEREST / "west_scene.tif") as src:
+        height = src.height
+    print(
+        f"{args.name}: {args.folds} folds of rows, gap {args.gap}, {args.epochs} epochs x "
+        f"{args.patches_per_epoch} patches of {args.patch_size} px; work in {work}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    folds = [run_fold(k, rows, args, work) for k, rows in enumerate(strips(height, args.folds))]
+    summary = summarize(folds)
+    report = json.loads(args.json.read_text()) if args.json.exists() else {"runs": {}}
+    report["runs"][args.name] = {
+        "summary": summary,
+        "folds": folds,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.platform(),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(args.json, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    write_table(report, args.json.with_suffix(".md"))
+    print(
+        f"{args.name}: MCC {summary['mcc_mean']:.3f} ± {summary['mcc_std']:.3f}, area error "
+        f"{summary['area_error_mean']:+.1%} ± {summary['area_error_std']:.1%}; wrote {args.json}"
+    )
+
+
+if __name__ == "__main__":
+    main()
