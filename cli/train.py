@@ -43,6 +43,11 @@ from geoglacier.cli.options import overwrite_opt
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
 @click.option("--augment/--no-augment", default=None, help="Augment training patches [on].")
+@click.option(
+    "--augment-radiometric/--no-augment-radiometric",
+    default=None,
+    help="Also per-band gain/offset, saturation and gamma [off].",
+)
 @click.option("--lr-factor", type=float, default=None, help="ReduceLROnPlateau factor [0.1].")
 @click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")
 @click.option(

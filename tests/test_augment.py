@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 
 from geoglacier.io.masks import IGNORE
 from geoglacier.training.augment import Augment, GainOffset, build_augment
@@ -125,3 +126,69 @@ def test_padding_is_ignored_and_zero() -> None:
             vals = out[core]
             assert np.allclose(vals, vals[:, :1], atol=1e-5)
     assert found
+
+
+# ------------------------------------------------------------------ radiometric shifts
+
+
+def _run(transform: object, image: np.ndarray, seed: int = 0) -> np.ndarray:
+    import albumentations as A
+
+    pipeline = A.Compose([transform], seed=seed)
+    return pipeline(image=image)["image"]
+
+
+def test_band_shift_is_an_affine_map_per_band() -> None:
+    from geoglacier.training.augment import BandShift
+
+    image, _ = _patch(1)
+    out = _run(BandShift(p=1.0), image)
+    gains = []
+    for b in range(image.shape[-1]):
+        x, y = image[..., b].ravel(), out[..., b].ravel()
+        gain, offset = np.polyfit(x, y, 1)
+        np.testing.assert_allclose(y, gain * x + offset, atol=1e-4)
+        assert 0.85 - 1e-6 <= gain <= 1.15 + 1e-6 and -0.3 - 1e-6 <= offset <= 0.3 + 1e-6
+        gains.append(gain)
+    assert len(set(np.round(gains, 6))) > 1  # bands shift unequally
+
+
+def test_saturate_clips_bright_values_only() -> None:
+    from geoglacier.training.augment import Saturate
+
+    image, _ = _patch(2)
+    out = _run(Saturate(p=1.0), image, seed=4)
+    assert np.all(out <= image + 1e-7)
+    changed = [b for b in range(5) if not np.array_equal(out[..., b], image[..., b])]
+    assert changed, "no band was clipped"
+    for b in changed:
+        level = out[..., b].max()
+        below = image[..., b] < level
+        np.testing.assert_array_equal(out[..., b][below], image[..., b][below])  # darker pixels untouched
+        assert (out[..., b] == level).mean() >= 0.05  # a flat, saturated top
+
+
+def test_patch_gamma_keeps_order_and_range() -> None:
+    from geoglacier.training.augment import PatchGamma
+
+    image, _ = _patch(3)
+    out = _run(PatchGamma(gamma=(0.5, 0.5), p=1.0), image)
+    for b in range(5):
+        x, y = image[..., b].ravel(), out[..., b].ravel()
+        order = np.argsort(x, kind="stable")
+        assert np.all(np.diff(y[order]) >= -1e-5)  # monotonic
+        assert y.min() == pytest.approx(x.min(), abs=1e-5) and y.max() == pytest.approx(x.max(), abs=1e-4)
+        mid = (x.min() + x.max()) / 2
+        assert np.mean(y[x < mid] - x[x < mid]) > 0  # gamma 0.5 lifts the darker half
+
+
+def test_radiometric_pipeline_seeded_and_mask_untouched_by_shifts() -> None:
+    image, mask = _patch(4)
+    a, b = build_augment(5, radiometric=True), build_augment(5, radiometric=True)
+    for _ in range(4):
+        (ia, ma), (ib, mb) = a(image, mask), b(image, mask)
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ma, mb)
+        assert set(np.unique(ma)) <= {0, 1, IGNORE}
+    plain = build_augment(5)
+    assert not any(isinstance(t, type(a.pipeline.transforms[-1])) for t in plain.pipeline.transforms)

@@ -528,6 +528,7 @@ def make_datasets(
     patches_per_epoch: int | None = None,
     bands: int = 5,
     augment: bool = True,
+    radiometric: bool = False,
 ) -> TrainingData:
     """Find the pairs in ``data_dir``, split them, compute statistics, build datasets.
 
@@ -545,7 +546,7 @@ def make_datasets(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     layout, pairs = find_pairs(data_dir, bands)
-    aug = build_augment(seed) if augment else None
+    aug = build_augment(seed, radiometric) if augment else None
     if layout == "classic":
         classic: list[ClassicPair] = list(pairs)  # type: ignore[arg-type]
         order = np.random.default_rng(seed).permutation(len(classic))

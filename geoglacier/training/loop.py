@@ -71,6 +71,7 @@ RESUME_LOCKED = (
     "val_fraction",
     "seed",
     "augment",
+    "augment_radiometric",
     "lr_factor",
     "lr_patience",
     "threshold",
@@ -106,6 +107,8 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
         augment: flips, rotations, affine and gain/offset on training patches.
+        augment_radiometric: also per-band gain/offset, saturation and gamma
+            (:func:`geoglacier.training.augment.build_augment`).
         lr_factor: ReduceLROnPlateau factor.
         lr_patience: ReduceLROnPlateau patience in epochs.
         threshold: probability above which a pixel counts as glacier in the epoch metrics
@@ -134,6 +137,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     augment: bool = True
+    augment_radiometric: bool = False
     lr_factor: float = 0.1
     lr_patience: int = 10
     threshold: float = 0.5
@@ -738,6 +742,7 @@ def _setup(
         patches_per_epoch=config.patches_per_epoch,
         bands=config.bands,
         augment=config.augment,
+        radiometric=config.augment_radiometric,
     )
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
