@@ -72,7 +72,7 @@ from geoglacier.inference.windows import (
     window_starts,
 )
 from geoglacier.io.atomic import atomic_output, check_output_path
-from geoglacier.io.cog import RasterSpec, cog_output
+from geoglacier.io.cog import CogWriter, RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
 from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
@@ -253,6 +253,55 @@ def rows_per_strip(n_rows: int, n_cols: int, batch_size: int) -> int:
     return max(1, min(batch_size // math.gcd(n_cols, batch_size), n_rows))
 
 
+def check_segmentation_meta(meta: CheckpointMeta) -> None:
+    """Check that a checkpoint can segment: one output class, one mean and std per band.
+
+    Raises:
+        CheckpointError: naming what is wrong and how to fix it.
+    """
+    if meta.model.classes != 1:
+        raise CheckpointError(
+            f"the checkpoint has {meta.model.classes} output classes; segment-scene needs a "
+            "binary glacier model (classes=1)"
+        )
+    if len(meta.mean) != meta.band_count or len(meta.std) != meta.band_count:
+        raise CheckpointError(
+            f"the checkpoint's normalisation has {len(meta.mean)} means and {len(meta.std)} stds "
+            f"for {meta.band_count} bands; re-export the checkpoint"
+        )
+    if not all(s >= 0 and math.isfinite(s) for s in meta.std):
+        raise CheckpointError(f"the checkpoint's band std {meta.std} must be finite and >= 0")
+
+
+def progress_bar(total: int, name: str) -> Any:
+    """A tqdm bar of ``total`` windows on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="window", file=sys.stderr, desc=name)
+
+
+def carry_rows(sum_buf: np.ndarray, weight_buf: np.ndarray, shift: int) -> None:
+    """Move the buffers' rows up by ``shift`` (the rows the next strip still overlaps), zero the rest."""
+    if not shift:
+        return
+    keep = max(sum_buf.shape[0] - shift, 0)
+    if keep:
+        sum_buf[:keep] = sum_buf[shift:]
+        weight_buf[:keep] = weight_buf[shift:]
+    sum_buf[keep:] = 0.0
+    weight_buf[keep:] = 0.0
+
+
+def windows_with_data(valid: np.ndarray, strip: Strip, window: int) -> list[tuple[int, int]]:
+    """Offsets of the strip's windows holding at least one valid pixel (the others skip the model)."""
+    todo: list[tuple[int, int]] = []
+    for r, c in strip.offsets.tolist():
+        lr = r - strip.origin
+        if valid[lr : lr + window, c : c + window].any():
+            todo.append((r, c))
+    return todo
+
+
 class Segmenter:
     """Run a loaded network over whole scenes; reusable across scenes (load the model once).
 
@@ -271,18 +320,7 @@ class Segmenter:
         config = (config or InferenceConfig()).validate()
         if config.window is None:
             config = replace(config, window=check_window(int(meta.patch_size)))
-        if meta.model.classes != 1:
-            raise CheckpointError(
-                f"the checkpoint has {meta.model.classes} output classes; segment-scene needs a "
-                "binary glacier model (classes=1)"
-            )
-        if len(meta.mean) != meta.band_count or len(meta.std) != meta.band_count:
-            raise CheckpointError(
-                f"the checkpoint's normalisation has {len(meta.mean)} means and {len(meta.std)} stds "
-                f"for {meta.band_count} bands; re-export the checkpoint"
-            )
-        if not all(s >= 0 and math.isfinite(s) for s in meta.std):
-            raise CheckpointError(f"the checkpoint's band std {meta.std} must be finite and >= 0")
+        check_segmentation_meta(meta)
         self.config = config
         self.meta = meta
         self.device = resolve_device(config.device)
@@ -316,13 +354,8 @@ class Segmenter:
         """Probabilities ``(N, h, w)`` float32 of normalised windows ``(N, bands, h, w)``."""
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
         flips = TTA_FLIPS if self.config.tta else ((),)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._autocast():
             total: torch.Tensor | None = None
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
@@ -338,6 +371,12 @@ class Segmenter:
         assert total is not None
         out = total[:, 0] / len(flips)
         return out.to("cpu", torch.float32).numpy()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast to the compute dtype, or nothing for fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     # ------------------------------------------------------------------------ data side
 
@@ -357,6 +396,14 @@ class Segmenter:
             valid = padded
         return x, valid
 
+    def _strips(self, info: SceneInfo) -> list[Strip]:
+        """The strips of window rows for ``info``, sized so that batches are full."""
+        stride = stride_for(self.window, self.config.overlap)
+        n_rows = len(window_starts(info.height, self.window, stride))
+        n_cols = len(window_starts(info.width, self.window, stride))
+        per_strip = rows_per_strip(n_rows, n_cols, self.config.batch_size)
+        return strip_plan(info.height, info.width, self.window, self.config.overlap, rows_per_strip=per_strip)
+
     def predict(
         self,
         scene: str | os.PathLike[str] | SceneInfo,
@@ -374,14 +421,9 @@ class Segmenter:
             BandCountError, InvalidRasterError, SceneNotFoundError: for a bad scene.
         """
         info = scene if isinstance(scene, SceneInfo) else self.inspect(scene)
-        window = self.window
-        stride = stride_for(window, self.config.overlap)
-        n_rows = len(window_starts(info.height, window, stride))
-        n_cols = len(window_starts(info.width, window, stride))
-        per_strip = rows_per_strip(n_rows, n_cols, self.config.batch_size)
-        strips = strip_plan(info.height, info.width, window, self.config.overlap, rows_per_strip=per_strip)
-        pw = padded_size(info.width, window)
-        weights = blend_weights(window, self.config.blend)  # type: ignore[arg-type]
+        strips = self._strips(info)
+        pw = padded_size(info.width, self.window)
+        weights = blend_weights(self.window, self.config.blend)  # type: ignore[arg-type]
         buf_rows = max(s.buffer_height for s in strips)
         sum_buf = np.zeros((buf_rows, pw), dtype=np.float32)
         weight_buf = np.zeros((buf_rows, pw), dtype=np.float32)
@@ -389,11 +431,7 @@ class Segmenter:
         stats.windows_total = sum(len(s.row_starts) * len(s.col_starts) for s in strips)
         stats.max_buffer_rows = buf_rows
         self.stats = stats
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=stats.windows_total, unit="window", file=sys.stderr, desc=info.path.name)
+        bar = progress_bar(stats.windows_total, info.path.name) if progress else None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoglacier-read")
         try:
             future: Future[tuple[np.ndarray, np.ndarray]] = pool.submit(self._load_strip, info, strips[0], pw)
@@ -402,14 +440,7 @@ class Segmenter:
                 x, valid = future.result()
                 if i + 1 < len(strips):  # prefetch while the model works
                     future = pool.submit(self._load_strip, info, strips[i + 1], pw)
-                shift = strip.origin - origin
-                if shift:  # carry the rows the new strip still overlaps to the top
-                    keep = max(buf_rows - shift, 0)
-                    if keep:
-                        sum_buf[:keep] = sum_buf[shift:]
-                        weight_buf[:keep] = weight_buf[shift:]
-                    sum_buf[keep:] = 0.0
-                    weight_buf[keep:] = 0.0
+                carry_rows(sum_buf, weight_buf, strip.origin - origin)
                 origin = strip.origin
                 self._run_strip(x, valid, strip, sum_buf, weight_buf, weights, bar, stats)
                 a, b = strip.flush
@@ -437,13 +468,8 @@ class Segmenter:
         stats: RunStats,
     ) -> None:
         window = self.window
-        todo: list[tuple[int, int]] = []
-        for r, c in strip.offsets.tolist():
-            lr = r - strip.origin
-            if valid[lr : lr + window, c : c + window].any():
-                todo.append((r, c))
-            else:
-                stats.windows_skipped += 1
+        todo = windows_with_data(valid, strip, window)
+        stats.windows_skipped += len(strip.offsets) - len(todo)
         if bar is not None and len(todo) < len(strip.offsets):
             bar.update(len(strip.offsets) - len(todo))
         bs = self.config.batch_size
@@ -495,72 +521,14 @@ class Segmenter:
         info = self.inspect(scene)
         check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
         accumulator = make_accumulator(info, pixel_size, needed=summary is not None, source=out)
-        tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(self.window)}
-        mask_spec = RasterSpec(
-            info.height,
-            info.width,
-            info.crs,
-            info.transform,
-            "uint8",
-            IGNORE,
-            resampling="NEAREST",
-            description="glacier",
-            tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
-        )
-        prob_spec = replace(
-            mask_spec,
-            dtype="float32",
-            nodata=float("nan"),
-            resampling="AVERAGE",
-            description="glacier probability",
-            tags=tags,
-        )
-        threshold = float(self.meta.threshold)
-        on_block = None if accumulator is None else accumulator.add
-        outline_count: int | None = None
-        area: AreaSummary | None = None
+        mask_spec, prob_spec = output_specs(info, self.window)
+        stats = RunStats()
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as stack:
-            mask_out = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
-            prob_out = (
-                stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
-                if "probabilities" in targets
-                else None
-            )
-            summary_tmp = (
-                stack.enter_context(atomic_output(targets["summary"], overwrite))
-                if "summary" in targets
-                else None
-            )
-            outlines_tmp = (
-                stack.enter_context(atomic_output(targets["outlines"], overwrite))
-                if "outlines" in targets
-                else None
-            )
-            stats = RunStats()
+            outputs = RunOutputs.open(stack, targets, mask_spec, prob_spec, overwrite, accumulator)
             for rows in self.predict(info, progress=progress, stats=stats):
-                p = rows.probabilities
-                mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
-                mask_out.write(mask, rows.row_off)
-                if prob_out is not None:
-                    prob_out.write(p, rows.row_off)
-            if stats.windows_run == 0:
-                nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
-                raise InvalidRasterError(
-                    f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
-                    "check the scene and its nodata value"
-                )
-            mask_tmp = mask_out.finish()
-            if prob_out is not None:
-                prob_out.finish()
-            if accumulator is not None:
-                area = accumulator.result()
-            if summary_tmp is not None:
-                assert area is not None
-                write_summary_json(area, summary_tmp, overwrite=True)
-            if outlines_tmp is not None:
-                from geoglacier.measure.outlines import write_outlines
-
-                outline_count = write_outlines(mask_tmp, outlines_tmp, min_area_km2=min_area, overwrite=True)
+                outputs.write(rows, float(self.meta.threshold))
+            check_something_ran(info, stats)
+            area, outline_count = outputs.finish(min_area)
         return SegmentResult(
             mask=targets["mask"],
             probabilities=targets.get("probabilities"),
@@ -576,6 +544,120 @@ class Segmenter:
             precision=precision_name(self.dtype),
             extra={"windows_total": stats.windows_total, "batches": stats.batches, "window": self.window},
         )
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def output_specs(info: SceneInfo, window: int) -> tuple[RasterSpec, RasterSpec]:
+    """Grid, encoding and tags of the mask COG and the probability COG of ``info``."""
+    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window)}
+    mask_spec = RasterSpec(
+        info.height,
+        info.width,
+        info.crs,
+        info.transform,
+        "uint8",
+        IGNORE,
+        resampling="NEAREST",
+        description="glacier",
+        tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
+    )
+    prob_spec = replace(
+        mask_spec,
+        dtype="float32",
+        nodata=float("nan"),
+        resampling="AVERAGE",
+        description="glacier probability",
+        tags=tags,
+    )
+    return mask_spec, prob_spec
+
+
+def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
+    """Raise when every window was skipped: the scene is nodata throughout.
+
+    Raises:
+        InvalidRasterError: naming the scene and its nodata value.
+    """
+    if stats.windows_run == 0:
+        nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
+        raise InvalidRasterError(
+            f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
+            "check the scene and its nodata value"
+        )
+
+
+@dataclass
+class RunOutputs:
+    """The outputs of one run, open under temporary names until the run succeeds.
+
+    Attributes:
+        mask, probabilities: COG writers (``probabilities`` only when asked for).
+        summary, outlines: temporary paths of the optional summary JSON and outline file.
+        accumulator: counts areas from the mask blocks as they are written (``None``
+            when areas cannot be computed).
+    """
+
+    mask: CogWriter
+    probabilities: CogWriter | None
+    summary: Path | None
+    outlines: Path | None
+    accumulator: AreaAccumulator | None
+
+    @classmethod
+    def open(
+        cls,
+        stack: ExitStack,
+        targets: dict[str, Path],
+        mask_spec: RasterSpec,
+        prob_spec: RasterSpec,
+        overwrite: bool,
+        accumulator: AreaAccumulator | None,
+    ) -> RunOutputs:
+        """Enter every requested output's atomic context on ``stack``."""
+        on_block = None if accumulator is None else accumulator.add
+        mask = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
+        probabilities = (
+            stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
+            if "probabilities" in targets
+            else None
+        )
+        summary = (
+            stack.enter_context(atomic_output(targets["summary"], overwrite))
+            if "summary" in targets
+            else None
+        )
+        outlines = (
+            stack.enter_context(atomic_output(targets["outlines"], overwrite))
+            if "outlines" in targets
+            else None
+        )
+        return cls(mask, probabilities, summary, outlines, accumulator)
+
+    def write(self, rows: FinishedRows, threshold: float) -> None:
+        """Threshold finished rows into the mask (255 where nodata) and store their probabilities."""
+        p = rows.probabilities
+        mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
+        self.mask.write(mask, rows.row_off)
+        if self.probabilities is not None:
+            self.probabilities.write(p, rows.row_off)
+
+    def finish(self, min_area: float) -> tuple[AreaSummary | None, int | None]:
+        """Build the COGs, then the summary and outlines from them; return the areas and polygon count."""
+        mask_tmp = self.mask.finish()
+        if self.probabilities is not None:
+            self.probabilities.finish()
+        area = self.accumulator.result() if self.accumulator is not None else None
+        if self.summary is not None:
+            assert area is not None
+            write_summary_json(area, self.summary, overwrite=True)
+        outline_count: int | None = None
+        if self.outlines is not None:
+            from geoglacier.measure.outlines import write_outlines
+
+            outline_count = write_outlines(mask_tmp, self.outlines, min_area_km2=min_area, overwrite=True)
+        return area, outline_count
 
 
 # ------------------------------------------------------------------------------ checks
