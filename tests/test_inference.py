@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from geoglacier.errors import (
     CheckpointError,
     ConfigError,
     CRSMissingError,
+    GeoglacierWarning,
     OutputExistsError,
     OutputPathError,
 )
@@ -521,6 +523,19 @@ def test_wide_scene_in_small_blocks_writes_the_same_outputs(tmp_path: Path) -> N
     assert small is not None and big is not None
     assert small.glacier_pixels == big.glacier_pixels
     assert small.glacier_area_km2 == pytest.approx(big.glacier_area_km2, rel=1e-12)
+
+
+def test_striped_wide_scene_warns_and_still_segments(tmp_path: Path) -> None:
+    data = scene_array(40, 300, seed=15)
+    striped = write_raster(tmp_path / "striped.tif", data, tiled=False)
+    tiled = write_raster(tmp_path / "tiled.tif", data)
+    config = fp32(window=32, block_size=64)
+    with pytest.warns(GeoglacierWarning, match="full-width strips.*TILED=YES"):
+        from_strips = predict_array(Segmenter(ConvNet(), stand_in_meta(patch_size=32), config), striped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_tiles = predict_array(Segmenter(ConvNet(), stand_in_meta(patch_size=32), config), tiled)
+    np.testing.assert_array_equal(from_strips, from_tiles)
 
 
 def test_block_size_is_validated() -> None:
