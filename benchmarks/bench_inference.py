@@ -315,9 +315,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"## Peak memory of `{memory['command']}` ({memory['model']})",
             "",
             "Peak RSS of the whole process, `import torch` (a CUDA build: about 650 MiB here) included. "
-            "What grows with the scene is bounded by its width: the strip being processed and the one "
-            "prefetched (bands x window x width float32 each), the blending buffers (2 x window x width "
-            "float32) and GDAL's block cache, capped at 64 MiB during a run.",
+            "What grows with the scene is bounded by its shorter side: the block of windows being "
+            "processed and the one prefetched (bands x 1024 x 1024 float32 each), the output tiles open "
+            "along the front of processed blocks (a band of about 600-1000 px across the shorter side, "
+            "9 bytes a pixel) and GDAL's block cache, capped at 64 MiB during a run.",
             "",
             "| scene | windows | seconds | peak RSS (MiB) | / smallest |",
             "|---:|---:|---:|---:|---:|",

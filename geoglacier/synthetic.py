@@ -241,6 +241,205 @@ def _footprint(rows: np.ndarray, cols: np.ndarray, scene_shape: tuple[int, int],
     return (np.abs(u) <= a / 2.0) & (np.abs(v) <= b / 2.0)
 
 
+@dataclass(frozen=True)
+class _Terrain:
+    """Elevation-derived fields of one block (float32, the block's shape)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    elev: np.ndarray
+    valley: np.ndarray
+    level: np.ndarray
+    gx: np.ndarray
+    gy: np.ndarray
+    slope2: np.ndarray  # tan(slope)^2 of the detailed surface
+    macro_slope2: np.ndarray  # the same for the smooth massif surface
+
+
+def _terrain(row_off: int, col_off: int, height: int, width: int, seed: int) -> _Terrain:
+    """Elevation, valleys, massif level and slopes of a block."""
+    # One pixel of halo so slopes come from central differences of global elevations.
+    rows_h = np.arange(row_off - 1, row_off + height + 1, dtype=np.int64)
+    cols_h = np.arange(col_off - 1, col_off + width + 1, dtype=np.int64)
+    elev_h, macro_h, valley_h, level_h = _elevation(rows_h, cols_h, seed)
+    gx, gy = _gradient(elev_h)
+    mx, my = _gradient(macro_h)
+    return _Terrain(
+        rows=rows_h[1:-1],
+        cols=cols_h[1:-1],
+        elev=elev_h[1:-1, 1:-1],
+        valley=valley_h[1:-1, 1:-1],
+        level=level_h[1:-1, 1:-1],
+        gx=gx,
+        gy=gy,
+        slope2=gx * gx + gy * gy,
+        macro_slope2=mx * mx + my * my,
+    )
+
+
+def _illumination(t: _Terrain) -> np.ndarray:
+    """Lambertian shading plus diffuse light; the sun sits in the south-east, as for a Landsat morning pass."""
+    az, el = math.radians(_SUN_AZIMUTH_DEG), math.radians(_SUN_ELEVATION_DEG)
+    sx, sy, sz = math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)
+    cos_i = (np.float32(sz) - t.gx * np.float32(sx) - t.gy * np.float32(sy)) / np.sqrt(
+        t.slope2 + np.float32(1.0)
+    )
+    illum = np.maximum(cos_i, np.float32(0.0), out=cos_i)
+    illum *= np.float32((1.0 - _DIFFUSE) / sz)
+    illum += np.float32(_DIFFUSE)
+    np.minimum(illum, np.float32(1.7), out=illum)
+    return illum
+
+
+def _north_facing(t: _Terrain) -> np.ndarray:
+    """+1 on slopes facing north, -1 facing south, near 0 on flats (north faces keep snow longer)."""
+    north = -t.gy / np.maximum(np.sqrt(t.slope2), np.float32(1e-3))
+    north *= _smooth01(t.slope2, 0.01, 0.09)
+    return north
+
+
+@dataclass(frozen=True)
+class _IceClasses:
+    """Where the glaciers are and which surface they show."""
+
+    below: np.ndarray  # metres below the local snowline (negative above it)
+    glacier: np.ndarray
+    debris: np.ndarray
+    ice: np.ndarray
+    firn: np.ndarray
+
+
+def _glacier_classes(t: _Terrain, seed: int) -> _IceClasses:
+    """Glaciers: above the snowline on gentle slopes, further down along valley floors.
+
+    Higher massifs have higher snowlines (the mass-elevation effect): it also keeps the
+    glacier fraction of small scenes in a plausible range wherever they fall.
+    """
+    rows, cols = t.rows, t.cols
+    ela = np.float32(_ELA) + np.float32(120.0) * _fbm(rows, cols, seed, 10, (97.0, 41.0))
+    ela += np.float32(_MASS_EFFECT) * t.level
+    below = ela - t.elev
+    reach = np.minimum(np.float32(1.2) * t.valley, np.float32(550.0))
+    reach -= below
+    glacier = (reach > 0) & (t.macro_slope2 < np.float32(_MAX_GLACIER_SLOPE**2))
+    debris_noise = _fbm(rows, cols, seed, 11, (29.0, 13.0, 6.0))
+    debris = glacier & (below + np.float32(160.0) * debris_noise > np.float32(140.0))
+    ice = glacier & ~debris & (below > np.float32(-60.0))
+    firn = glacier & ~debris & ~ice
+    return _IceClasses(below, glacier, debris, ice, firn)
+
+
+def _snow_fraction(
+    rows: np.ndarray, cols: np.ndarray, seed: int, below: np.ndarray, north: np.ndarray
+) -> np.ndarray:
+    """Seasonal snow off the glaciers: patchy, likelier high up, on north faces and steep faces."""
+    snow = _fbm(rows, cols, seed, 12, (37.0, 17.0, 7.0, 3.0))
+    snow *= np.float32(0.9)
+    snow -= below * np.float32(1.0 / 700.0)
+    snow += np.float32(0.35) * north
+    return _smooth01(snow, -0.35, 0.25)
+
+
+@dataclass(frozen=True)
+class _Cover:
+    """Surface classes and the per-pixel factors the spectra are mixed from."""
+
+    cls: np.ndarray  # uint8 index into the spectra: rock, debris, ice, firn, lake
+    mult: np.ndarray  # brightness texture per class
+    veg_tex: np.ndarray
+    veg_frac: np.ndarray
+    snow_frac: np.ndarray
+    grain: np.ndarray  # per-pixel hash for sensor noise
+
+
+def _land_cover(t: _Terrain, g: _IceClasses, snow_frac: np.ndarray, seed: int) -> _Cover:
+    """Lakes, vegetation, rock brightness and the class map of a block."""
+    rows, cols, below = t.rows, t.cols, g.below
+    # Lakes: rare dark blobs on valley floors below the snowline, never on glaciers.
+    lake = _fbm(rows, cols, seed, 13, (31.0, 13.0), gain=0.4) > np.float32(0.6)
+    lake &= (t.valley > np.float32(60.0)) & (below > 0) & ~g.glacier & (t.slope2 < np.float32(0.5**2))
+    # Vegetation in the lowest valleys; lithology varies rock brightness regionally.
+    veg_frac = _smooth01(below, 1300.0, 1900.0)
+    veg_frac *= _smooth01(_fbm(rows, cols, seed, 14, (53.0, 19.0)), -0.2, 0.3)
+    texture = np.float32(0.05) * _value_noise(rows, cols, 2.0, _key(seed, 16))
+    mult = np.float32(0.22) * _fbm(rows, cols, seed, 15, (149.0, 61.0, 17.0, 4.0))
+    mult += np.float32(1.0)
+    mult += texture
+    cls = np.zeros(below.shape, dtype=np.uint8)
+    cls[g.debris] = 1
+    cls[g.ice] = 2
+    cls[g.firn] = 3
+    cls[lake] = 4
+    np.copyto(mult, mult + np.float32(1.5) * texture, where=g.debris)
+    np.copyto(mult, np.float32(1.0) + np.float32(0.6) * texture, where=g.ice)
+    np.copyto(mult, np.float32(1.0), where=g.firn | lake)
+    veg_tex = np.float32(1.0) + texture
+    snow_frac[g.glacier | lake] = 0.0
+    veg_frac[lake] = 0.0
+    grain = _hash2(rows[:, None], cols[None, :], _key(seed, 17))
+    return _Cover(cls, mult, veg_tex, veg_frac, snow_frac, grain)
+
+
+def _clouds(rows: np.ndarray, cols: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud cover in [0, 1] and the brightness factor of their shadows (offset to the south-west)."""
+    cloud = _smooth01(_fbm(rows, cols, seed, 20, _CLOUD_OCTAVES), 0.08, 0.45)
+    cloud_shadow = _smooth01(_fbm(rows - 37, cols + 53, seed, 20, _CLOUD_OCTAVES), 0.08, 0.45)
+    cloud_shadow *= np.float32(-0.55)
+    cloud_shadow += np.float32(1.0)
+    return cloud, cloud_shadow
+
+
+def _spectra(cover: _Cover, illum: np.ndarray, haze: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Red, green, blue and nir DN (bands 0-3 of a 5-band float32 array; band 4 is left for NDVI)."""
+    height, width = cover.cls.shape
+    bands = np.empty((5, height, width), dtype=np.float32)
+    for b in range(4):
+        lut = np.array([_ROCK[b], _DEBRIS[b], _ICE[b], _FIRN[b], _LAKE[b]], dtype=np.float32)
+        dn = lut[cover.cls]
+        dn *= cover.mult
+        dn += (np.float32(_VEG[b]) * cover.veg_tex - dn) * cover.veg_frac
+        dn += (np.float32(_SNOW[b]) - dn) * cover.snow_frac
+        dn *= illum
+        dn += np.float32(_PATH[b])
+        if haze is not None:
+            cloud, cloud_shadow = haze
+            dn *= cloud_shadow
+            dn += (np.float32(_CLOUD[b]) - dn) * cloud
+        # Sensor noise: one 8-bit slice of the per-pixel hash per band, +-3 DN.
+        noise = ((cover.grain >> _U32(8 * b)) & _U32(0xFF)).astype(np.float32)
+        noise *= np.float32(6.0 / 255.0)
+        dn += noise
+        dn -= np.float32(3.0)
+        np.clip(dn, 0.0, 255.0, out=dn)
+        np.rint(dn, out=bands[b])
+    return bands
+
+
+def _add_ndvi(bands: np.ndarray) -> None:
+    """Fill band 4 with (nir - red) / (nir + red), 0 where both are 0."""
+    red, nir = bands[0], bands[3]
+    total = nir + red
+    bands[4] = np.where(total > 0, (nir - red) / np.where(total > 0, total, np.float32(1.0)), np.float32(0.0))
+
+
+def _apply_footprint(
+    bands: np.ndarray,
+    mask: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    scene_shape: tuple[int, int],
+    seed: int,
+    nodata: float,
+) -> None:
+    """Set bands to ``nodata`` and the mask to 255 outside the scene's footprint, in place."""
+    corner_rows, corner_cols = rows[[0, -1]], cols[[0, -1]]
+    # The footprint is convex: a block whose corners are inside lies wholly inside.
+    if not _footprint(corner_rows, corner_cols, scene_shape, seed).all():
+        outside = ~_footprint(rows, cols, scene_shape, seed)
+        bands[:, outside] = np.float32(nodata)
+        mask[outside] = MASK_NODATA
+
+
 def render_block(
     row_off: int,
     col_off: int,
@@ -277,121 +476,21 @@ def render_block(
     if nodata_border and scene_shape is None:
         raise ConfigError("nodata_border=True needs scene_shape=(height, width) of the whole scene")
     seed = int(seed)
-    # One pixel of halo so slopes come from central differences of global elevations.
-    rows_h = np.arange(row_off - 1, row_off + height + 1, dtype=np.int64)
-    cols_h = np.arange(col_off - 1, col_off + width + 1, dtype=np.int64)
-    elev_h, macro_h, valley_h, level_h = _elevation(rows_h, cols_h, seed)
-    rows, cols = rows_h[1:-1], cols_h[1:-1]
-    gx, gy = _gradient(elev_h)
-    mx, my = _gradient(macro_h)
-    elev = elev_h[1:-1, 1:-1]
-    valley = valley_h[1:-1, 1:-1]
-    level = level_h[1:-1, 1:-1]
-    del elev_h, macro_h, valley_h, level_h
-    slope2 = gx * gx + gy * gy  # tan(slope)^2 of the detailed surface
-    macro_slope2 = mx * mx + my * my
-    del mx, my
-
-    # Lambertian shading; the sun sits in the south-east, as for a Landsat morning pass.
-    az, el = math.radians(_SUN_AZIMUTH_DEG), math.radians(_SUN_ELEVATION_DEG)
-    sx, sy, sz = math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)
-    cos_i = (np.float32(sz) - gx * np.float32(sx) - gy * np.float32(sy)) / np.sqrt(slope2 + np.float32(1.0))
-    illum = np.maximum(cos_i, np.float32(0.0), out=cos_i)
-    illum *= np.float32((1.0 - _DIFFUSE) / sz)
-    illum += np.float32(_DIFFUSE)
-    np.minimum(illum, np.float32(1.7), out=illum)
-    # North-facing slopes keep snow longer: +1 facing north, -1 facing south.
-    north = -gy / np.maximum(np.sqrt(slope2), np.float32(1e-3))
-    north *= _smooth01(slope2, 0.01, 0.09)
-    del gx, gy
-
-    # Glaciers: above the snowline on gentle slopes, further down along valley floors.
-    # Higher massifs have higher snowlines (the mass-elevation effect): it also keeps the
-    # glacier fraction of small scenes in a plausible range wherever they fall.
-    ela = np.float32(_ELA) + np.float32(120.0) * _fbm(rows, cols, seed, 10, (97.0, 41.0))
-    ela += np.float32(_MASS_EFFECT) * level
-    del level
-    below = ela - elev
-    reach = np.minimum(np.float32(1.2) * valley, np.float32(550.0))
-    reach -= below
-    glacier = (reach > 0) & (macro_slope2 < np.float32(_MAX_GLACIER_SLOPE**2))
-    debris_noise = _fbm(rows, cols, seed, 11, (29.0, 13.0, 6.0))
-    debris = glacier & (below + np.float32(160.0) * debris_noise > np.float32(140.0))
-    ice = glacier & ~debris & (below > np.float32(-60.0))
-    firn = glacier & ~debris & ~ice
-    del reach, debris_noise, macro_slope2
-
-    # Seasonal snow off the glaciers: patchy, likelier high up, on north faces and steep faces.
-    snow = _fbm(rows, cols, seed, 12, (37.0, 17.0, 7.0, 3.0))
-    snow *= np.float32(0.9)
-    snow -= below * np.float32(1.0 / 700.0)
-    snow += np.float32(0.35) * north
-    snow_frac = _smooth01(snow, -0.35, 0.25)
-    del snow, north
-
-    # Lakes: rare dark blobs on valley floors below the snowline, never on glaciers.
-    lake = _fbm(rows, cols, seed, 13, (31.0, 13.0), gain=0.4) > np.float32(0.6)
-    lake &= (valley > np.float32(60.0)) & (below > 0) & ~glacier & (slope2 < np.float32(0.5**2))
-
-    # Vegetation in the lowest valleys; lithology varies rock brightness regionally.
-    veg_frac = _smooth01(below, 1300.0, 1900.0)
-    veg_frac *= _smooth01(_fbm(rows, cols, seed, 14, (53.0, 19.0)), -0.2, 0.3)
-    texture = np.float32(0.05) * _value_noise(rows, cols, 2.0, _key(seed, 16))
-    mult = np.float32(0.22) * _fbm(rows, cols, seed, 15, (149.0, 61.0, 17.0, 4.0))
-    mult += np.float32(1.0)
-    mult += texture
-    # Classes index the spectra; ``mult`` carries brightness texture per class.
-    cls = np.zeros((height, width), dtype=np.uint8)
-    cls[debris] = 1
-    cls[ice] = 2
-    cls[firn] = 3
-    cls[lake] = 4
-    np.copyto(mult, mult + np.float32(1.5) * texture, where=debris)
-    np.copyto(mult, np.float32(1.0) + np.float32(0.6) * texture, where=ice)
-    np.copyto(mult, np.float32(1.0), where=firn | lake)
-    veg_tex = np.float32(1.0) + texture
-    snow_frac[glacier | lake] = 0.0
-    veg_frac[lake] = 0.0
-    grain = _hash2(rows[:, None], cols[None, :], _key(seed, 17))
-    del debris, ice, firn, lake, texture, valley
-
-    if clouds:
-        cloud = _smooth01(_fbm(rows, cols, seed, 20, _CLOUD_OCTAVES), 0.08, 0.45)
-        cloud_shadow = _smooth01(_fbm(rows - 37, cols + 53, seed, 20, _CLOUD_OCTAVES), 0.08, 0.45)
-        cloud_shadow *= np.float32(-0.55)
-        cloud_shadow += np.float32(1.0)
-
-    bands = np.empty((5, height, width), dtype=np.float32)
-    for b in range(4):
-        lut = np.array([_ROCK[b], _DEBRIS[b], _ICE[b], _FIRN[b], _LAKE[b]], dtype=np.float32)
-        dn = lut[cls]
-        dn *= mult
-        dn += (np.float32(_VEG[b]) * veg_tex - dn) * veg_frac
-        dn += (np.float32(_SNOW[b]) - dn) * snow_frac
-        dn *= illum
-        dn += np.float32(_PATH[b])
-        if clouds:
-            dn *= cloud_shadow
-            dn += (np.float32(_CLOUD[b]) - dn) * cloud
-        # Sensor noise: one 8-bit slice of the per-pixel hash per band, +-3 DN.
-        noise = ((grain >> _U32(8 * b)) & _U32(0xFF)).astype(np.float32)
-        noise *= np.float32(6.0 / 255.0)
-        dn += noise
-        dn -= np.float32(3.0)
-        np.clip(dn, 0.0, 255.0, out=dn)
-        np.rint(dn, out=bands[b])
-    red, nir = bands[0], bands[3]
-    total = nir + red
-    bands[4] = np.where(total > 0, (nir - red) / np.where(total > 0, total, np.float32(1.0)), np.float32(0.0))
-    mask = glacier.astype(np.uint8)
+    terrain = _terrain(row_off, col_off, height, width, seed)
+    rows, cols = terrain.rows, terrain.cols
+    illum = _illumination(terrain)
+    north = _north_facing(terrain)
+    ice_classes = _glacier_classes(terrain, seed)
+    snow_frac = _snow_fraction(rows, cols, seed, ice_classes.below, north)
+    del north
+    cover = _land_cover(terrain, ice_classes, snow_frac, seed)
+    haze = _clouds(rows, cols, seed) if clouds else None
+    bands = _spectra(cover, illum, haze)
+    _add_ndvi(bands)
+    mask = ice_classes.glacier.astype(np.uint8)
     if nodata_border:
         assert scene_shape is not None
-        corner_rows, corner_cols = rows[[0, -1]], cols[[0, -1]]
-        # The footprint is convex: a block whose corners are inside lies wholly inside.
-        if not _footprint(corner_rows, corner_cols, scene_shape, seed).all():
-            outside = ~_footprint(rows, cols, scene_shape, seed)
-            bands[:, outside] = np.float32(nodata)
-            mask[outside] = MASK_NODATA
+        _apply_footprint(bands, mask, rows, cols, scene_shape, seed, nodata)
     return bands, mask
 
 

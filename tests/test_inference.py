@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from geoglacier.errors import (
     CheckpointError,
     ConfigError,
     CRSMissingError,
+    GeoglacierWarning,
     OutputExistsError,
     OutputPathError,
 )
@@ -95,14 +97,18 @@ def fp32(**kwargs) -> InferenceConfig:
     return InferenceConfig(device="cpu", precision="fp32", **kwargs)
 
 
-def predict_array(seg: Segmenter, scene: Path) -> np.ndarray:
-    """Concatenate the finished rows, checking they arrive in order and cover the scene once."""
-    blocks = list(seg.predict(scene))
-    expected = 0
-    for block in blocks:
-        assert block.row_off == expected
-        expected += block.probabilities.shape[0]
-    return np.concatenate([b.probabilities for b in blocks])
+def predict_array(seg: Segmenter, scene: Path, tile: int | None = None) -> np.ndarray:
+    """Assemble the finished tiles, checking they cover the scene exactly once."""
+    with rasterio.open(scene) as ds:
+        height, width = ds.height, ds.width
+    out = np.zeros((height, width), dtype=np.float32)
+    seen = np.zeros((height, width), dtype=np.int64)
+    for t in seg.predict(scene, tile=tile):
+        h, w = t.probabilities.shape
+        out[t.row_off : t.row_off + h, t.col_off : t.col_off + w] = t.probabilities
+        seen[t.row_off : t.row_off + h, t.col_off : t.col_off + w] += 1
+    assert (seen == 1).all()
+    return out
 
 
 def whole_image(model: nn.Module, data: np.ndarray) -> np.ndarray:
@@ -419,19 +425,24 @@ def test_reduced_precision_agrees_with_fp32(tmp_path: Path, checkpoint: Path) ->
     assert inference.resolve_precision("bf16", cpu) == torch.bfloat16
 
 
-def test_buffers_do_not_grow_with_scene_height(tmp_path: Path) -> None:
-    peaks = {}
-    for height in (256, 2048):
-        scene = write_scene(tmp_path / f"s{height}.tif", height=height, width=96, seed=1)
-        seg = Segmenter(ConstantNet(), stand_in_meta(), fp32(window=64, overlap=0.25))
+@pytest.mark.parametrize("axis", ["height", "width"])
+def test_memory_does_not_grow_with_scene_length(tmp_path: Path, axis: str) -> None:
+    """Neither a taller nor a wider scene holds more: blocks and open tiles stay put."""
+    peaks, open_pixels = {}, {}
+    for length in (256, 2048):
+        shape = {"height": length, "width": 96} if axis == "height" else {"height": 96, "width": length}
+        scene = write_scene(tmp_path / f"s{length}.tif", seed=1, **shape)
+        seg = Segmenter(ConstantNet(), stand_in_meta(), fp32(window=64, overlap=0.25, block_size=128))
         tracemalloc.start()
-        for _ in seg.predict(scene):
+        for _ in seg.predict(scene, tile=64):
             pass
-        peaks[height] = tracemalloc.get_traced_memory()[1]
+        peaks[length] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert seg.stats.max_buffer_rows <= 2 * 64
-    # Had the buffers grown with the scene, the extra 1792 rows (3.4 MB of float32
-    # bands) would show in the peak; a quarter of that absorbs allocator noise.
+        open_pixels[length] = seg.stats.max_open_pixels
+    # The open tiles form a band across the short side: about a block plus a window long.
+    assert open_pixels[2048] == open_pixels[256] <= (128 + 64 + 64) * 96
+    # Had anything grown with the scene, the extra 1792 px (3.4 MB of float32 bands)
+    # would show in the peak; a quarter of that absorbs allocator noise.
     extra_scene_bytes = (2048 - 256) * 96 * 5 * 4
     assert peaks[2048] - peaks[256] < 0.25 * extra_scene_bytes
 
@@ -439,21 +450,97 @@ def test_buffers_do_not_grow_with_scene_height(tmp_path: Path) -> None:
 def test_narrow_scenes_fill_whole_batches(tmp_path: Path) -> None:
     scene = write_scene(tmp_path / "s.tif", height=256, width=256, seed=1)  # 5 x 5 windows
     model = ConstantNet()
-    seg = Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.25, batch_size=4))
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.25, batch_size=4, block_size=128))
     got = predict_array(seg, scene)
     assert np.isfinite(got).all()
-    assert (model.windows, model.calls) == (25, 7)  # ceil(25 / 4): only the last batch is partial
-    assert seg.stats.max_buffer_rows == 3 * 48 + 64  # four window rows per strip
+    # Batches run on across block edges: only the very last one is partial.
+    assert (model.windows, model.calls) == (25, 7)
 
 
-@pytest.mark.parametrize(
-    ("n_rows", "n_cols", "batch", "expected"),
-    [(10, 5, 4, 4), (10, 6, 4, 2), (10, 8, 4, 1), (10, 16, 4, 1), (2, 5, 4, 2), (10, 3, 1, 1), (10, 7, 8, 8)],
-)
-def test_rows_per_strip(n_rows: int, n_cols: int, batch: int, expected: int) -> None:
-    k = inference.rows_per_strip(n_rows, n_cols, batch)
-    assert k == expected
-    assert (k * n_cols) % batch == 0 or k == n_rows or n_cols >= 4 * batch
+# ------------------------------------------------------------------- blocks of windows
+
+
+@pytest.mark.parametrize(("height", "width"), [(80, 256), (256, 80), (200, 232)])
+@pytest.mark.parametrize("tile", [32, 48, 256])
+def test_blend_is_exact_across_block_edges(tmp_path: Path, height: int, width: int, tile: int) -> None:
+    """Small blocks (several along each axis) give the whole-image blend, seams included."""
+    data = scene_array(height, width, seed=12)
+    scene = write_raster(tmp_path / "s.tif", data)
+    window, overlap = 32, 0.25
+    model = ConvNet(k=3, seed=2)
+    small = fp32(window=window, overlap=overlap, batch_size=3, block_size=64)  # 2 x 2 windows a block
+    got = predict_array(Segmenter(model, stand_in_meta(patch_size=32), small), scene, tile=tile)
+    one = fp32(window=window, overlap=overlap, batch_size=3, block_size=4096)  # a single block
+    whole = predict_array(Segmenter(model, stand_in_meta(patch_size=32), one), scene, tile=tile)
+    # The same windows blended in another order: equal up to float32 rounding.
+    np.testing.assert_allclose(got, whole, rtol=0, atol=2e-6)
+    # And the seam-free reference where a 3x3 conv sees no window edge.
+    ref = whole_image(model, data)
+    dirty = np.zeros((height, width), dtype=bool)
+    for r, c in tile_grid(height, width, window, overlap):
+        dirty[r, c : c + window] |= r > 0
+        dirty[r + window - 1, c : c + window] |= r + window < height
+        dirty[r : r + window, c] |= c > 0
+        dirty[r : r + window, c + window - 1] |= c + window < width
+    assert (~dirty).mean() > 0.5
+    np.testing.assert_allclose(got[~dirty], ref[~dirty], atol=1e-5)
+    pointwise = ConvNet(k=1)
+    exact = predict_array(Segmenter(pointwise, stand_in_meta(patch_size=32), small), scene, tile=tile)
+    np.testing.assert_allclose(exact, whole_image(pointwise, data), atol=1e-5)
+
+
+def test_nodata_and_skipped_windows_across_block_edges(tmp_path: Path) -> None:
+    data = scene_array(96, 320, seed=13)
+    data[:, :, 40:150] = np.nan  # several whole windows and blocks without data
+    data[1, 60:70, 200:230] = np.nan
+    scene = write_raster(tmp_path / "s.tif", data)
+    model = ConstantNet(0.3)
+    seg = Segmenter(model, stand_in_meta(patch_size=32), fp32(window=32, overlap=0.5, block_size=64))
+    got = predict_array(seg, scene, tile=48)
+    bad = np.isnan(data).any(axis=0)
+    assert np.array_equal(np.isnan(got), bad)
+    np.testing.assert_allclose(got[~bad], 1 / (1 + np.exp(-0.3)), atol=1e-6)
+    offsets = tile_grid(96, 320, 32, 0.5)
+    expected_run = sum(not bad[r : r + 32, c : c + 32].all() for r, c in offsets)
+    assert seg.stats.windows_run == model.windows == expected_run
+    assert seg.stats.windows_skipped == len(offsets) - expected_run > 0
+
+
+def test_wide_scene_in_small_blocks_writes_the_same_outputs(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=72, width=300, seed=14)
+    results = {}
+    for block in (64, 4096):
+        seg = Segmenter(ConvNet(k=3, seed=5), stand_in_meta(patch_size=32), fp32(window=32, block_size=block))
+        out = tmp_path / str(block)
+        out.mkdir()
+        results[block] = seg.run(scene, out / "mask.tif", probabilities=out / "p.tif", summary=out / "s.json")
+    with rasterio.open(results[64].mask) as a, rasterio.open(results[4096].mask) as b:
+        assert a.profile == b.profile
+        assert np.array_equal(a.read(1), b.read(1))
+    with rasterio.open(results[64].probabilities) as a, rasterio.open(results[4096].probabilities) as b:
+        np.testing.assert_allclose(a.read(1), b.read(1), rtol=0, atol=2e-6)
+    small, big = results[64].summary, results[4096].summary
+    assert small is not None and big is not None
+    assert small.glacier_pixels == big.glacier_pixels
+    assert small.glacier_area_km2 == pytest.approx(big.glacier_area_km2, rel=1e-12)
+
+
+def test_striped_wide_scene_warns_and_still_segments(tmp_path: Path) -> None:
+    data = scene_array(40, 300, seed=15)
+    striped = write_raster(tmp_path / "striped.tif", data, tiled=False)
+    tiled = write_raster(tmp_path / "tiled.tif", data)
+    config = fp32(window=32, block_size=64)
+    with pytest.warns(GeoglacierWarning, match="full-width strips.*TILED=YES"):
+        from_strips = predict_array(Segmenter(ConvNet(), stand_in_meta(patch_size=32), config), striped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_tiles = predict_array(Segmenter(ConvNet(), stand_in_meta(patch_size=32), config), tiled)
+    np.testing.assert_array_equal(from_strips, from_tiles)
+
+
+def test_block_size_is_validated() -> None:
+    with pytest.raises(ConfigError, match="block_size"):
+        InferenceConfig(block_size=0).validate()
 
 
 def test_output_may_not_replace_the_input_scene(tmp_path: Path, checkpoint: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for geoglacier.inference.windows: window geometry, padding, blend weights, strips, blending."""
+"""Tests for geoglacier.inference.windows: window geometry, padding, blend weights, blocks, tiles, blending."""
 
 from __future__ import annotations
 
@@ -15,16 +15,21 @@ from geoglacier.inference.windows import (
     DEFAULT_WEIGHT_FLOOR,
     accumulate,
     blend_weights,
+    block_plan,
     check_overlap,
     check_window,
     finalize,
-    finalized_rows,
     pad_reflect,
     padded_size,
     stride_for,
-    strip_plan,
+    tile_bounds,
     tile_grid,
+    tile_shape,
+    tile_window_counts,
     window_starts,
+    window_tile_pieces,
+    window_tile_ranges,
+    windows_per_block,
 )
 
 windows_st = st.integers(1, 16).map(lambda k: 32 * k)
@@ -107,15 +112,15 @@ def test_stride_for_hand_values(window, overlap, stride):
     assert stride_for(window, overlap) == stride
 
 
-def test_tile_grid_and_strip_plan_validate_options():
+def test_tile_grid_and_block_plan_validate_options():
     with pytest.raises(ConfigError, match="--window"):
         tile_grid(100, 100, 100, 0.5)
     with pytest.raises(ConfigError, match="--overlap"):
         tile_grid(100, 100, 64, 1.0)
     with pytest.raises(ConfigError, match="--window"):
-        strip_plan(100, 100, 48, 0.5)
-    with pytest.raises(ConfigError, match="rows_per_strip"):
-        strip_plan(100, 100, 64, 0.5, rows_per_strip=0)
+        block_plan(100, 100, 48, 0.5, 256)
+    with pytest.raises(ConfigError, match="block"):
+        block_plan(100, 100, 64, 0.5, 0)
 
 
 # -------------------------------------------------------------------------------- geometry
@@ -330,80 +335,117 @@ def test_blend_weights_rejects_bad_arguments():
         blend_weights(0, "none")
 
 
-# ------------------------------------------------------------------------------- strips
-
-
-def assert_partition(ranges: list[tuple[int, int]], height: int) -> None:
-    assert ranges[0][0] == 0 and ranges[-1][1] == height
-    for (a, b), (c, _) in zip(ranges, ranges[1:], strict=False):
-        assert a <= b == c
-    counts = np.zeros(height, dtype=np.int64)
-    for a, b in ranges:
-        counts[a:b] += 1
-    assert np.all(counts == 1)
-
-
-def test_finalized_rows_hand_case():
-    starts = window_starts(100, 32, 16)  # [0, 16, 32, 48, 64, 68]
-    assert finalized_rows(starts, 32, 100) == [(0, 16), (16, 32), (32, 48), (48, 64), (64, 68), (68, 100)]
-    assert finalized_rows([0], 32, 20) == [(0, 20)]  # padded scene
-
-
-@settings(max_examples=200, deadline=None)
-@given(height=st.integers(1, 3000), window=windows_st, overlap=overlaps_st)
-def test_finalized_rows_each_row_once_and_safe(height, window, overlap):
-    starts = window_starts(height, window, stride_for(window, overlap))
-    ranges = finalized_rows(starts, window, height)
-    assert len(ranges) == starts.size
-    assert_partition(ranges, height)
-    for i, (a, b) in enumerate(ranges):
-        assert a < b
-        # no later window touches a flushed row ...
-        assert np.all(starts[i + 1 :] >= b)
-        # ... and every flushed row was covered by a window already processed
-        rows = np.arange(a, b)
-        covered = (rows[:, None] >= starts[None, : i + 1]) & (rows[:, None] < starts[None, : i + 1] + window)
-        assert covered.any(axis=1).all()
+# ----------------------------------------------------------------------- blocks and tiles
 
 
 @pytest.mark.parametrize(
-    "starts", [[], [5, 20], [0, 0, 10], [0, 20, 10], [0, 40], [[0, 10]]], ids=lambda s: str(s)
+    ("block", "window", "stride", "expected"),
+    [
+        (1024, 256, 192, 5),
+        (1024, 1024, 1, 1),
+        (100, 256, 192, 1),
+        (64, 32, 24, 2),
+        (56, 32, 24, 2),
+        (55, 32, 24, 1),
+    ],
 )
-def test_finalized_rows_rejects_bad_starts(starts):
-    with pytest.raises(ConfigError):
-        finalized_rows(starts, 32, 60)
+def test_windows_per_block_hand_values(block, window, stride, expected):
+    n = windows_per_block(block, window, stride)
+    assert n == expected
+    assert n == 1 or (n - 1) * stride + window <= block < n * stride + window
 
 
-def test_finalized_rows_rejects_short_coverage():
-    with pytest.raises(ConfigError, match="height"):
-        finalized_rows([0, 16], 32, 100)
-
-
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
-    height=st.integers(1, 2000),
-    width=st.integers(1, 300),
-    window=windows_st,
+    height=st.integers(1, 1500),
+    width=st.integers(1, 1500),
+    window=st.sampled_from([32, 64, 96, 256]),
     overlap=overlaps_st,
-    k=st.integers(1, 5),
+    block=st.integers(1, 1200),
 )
-def test_strip_plan_structure(height, width, window, overlap, k):
+@example(height=1024, width=65536, window=256, overlap=0.25, block=1024)
+@example(height=20, width=7, window=64, overlap=0.5, block=1)
+def test_block_plan_holds_every_window_once_along_the_long_axis(height, width, window, overlap, block):
+    blocks = block_plan(height, width, window, overlap, block)
     stride = stride_for(window, overlap)
-    strips = strip_plan(height, width, window, overlap, rows_per_strip=k)
-    rows = window_starts(height, window, stride)
-    assert [r for s in strips for r in s.row_starts] == rows.tolist()
-    assert_partition([s.flush for s in strips], height)
-    for s, nxt in zip(strips, strips[1:], strict=False):
-        assert nxt.origin == s.flush[1]  # carried rows start where flushing stopped
-    for s in strips:
-        assert 1 <= len(s.row_starts) <= k
-        assert s.origin == s.row_starts[0] == s.flush[0]
-        assert s.buffer_height == s.row_starts[-1] + window - s.origin
-        assert s.buffer_height <= (k - 1) * stride + window
-        assert s.flush[1] - s.origin <= s.buffer_height
+    n = windows_per_block(block, window, stride)
+    grid = tile_grid(height, width, window, overlap)
+    got = np.concatenate([b.offsets for b in blocks])
+    assert len(got) == len(grid)
+    assert {tuple(o) for o in got.tolist()} == {tuple(o) for o in grid.tolist()}
+    for b in blocks:
+        assert 1 <= len(b.row_starts) <= n and 1 <= len(b.col_starts) <= n
+        h, w = b.shape
+        assert (h <= block or len(b.row_starts) == 1) and (w <= block or len(b.col_starts) == 1)
+        assert b.origin == (b.offsets[:, 0].min(), b.offsets[:, 1].min())
+        assert (h, w) == (
+            b.offsets[:, 0].max() + window - b.origin[0],
+            b.offsets[:, 1].max() + window - b.origin[1],
+        )
+    # Along the longer axis: the shorter axis's block index changes fastest.
+    fast = 1 if height >= width else 0
+    keys = [(b.origin[1 - fast], b.origin[fast]) for b in blocks]
+    assert keys == sorted(keys)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "expected"),
+    [(1024, 1024, 512, (2, 2)), (1, 1, 512, (1, 1)), (513, 100, 256, (3, 1))],
+)
+def test_tile_shape(height, width, tile, expected):
+    assert tile_shape(height, width, tile) == expected
+
+
+def test_window_tile_ranges_hand_case():
+    # 100 x 70 scene, 64 px windows, 32 px tiles (4 x 3 tiles)
+    offsets = np.array([[0, 0], [36, 6], [0, 6]])
     np.testing.assert_array_equal(
-        np.concatenate([s.offsets for s in strips]), tile_grid(height, width, window, overlap)
+        window_tile_ranges(offsets, 64, 32, 100, 70), [[0, 2, 0, 2], [1, 4, 0, 3], [0, 2, 0, 3]]
     )
+    # a padded scene: the window reaches past the edge, only the scene's tile counts
+    np.testing.assert_array_equal(window_tile_ranges(np.array([[0, 0]]), 64, 32, 20, 30), [[0, 1, 0, 1]])
+    with pytest.raises(ConfigError, match="inside"):
+        window_tile_ranges(np.array([[100, 0]]), 64, 32, 100, 70)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    height=st.integers(1, 260),
+    width=st.integers(1, 260),
+    window=st.sampled_from([32, 64, 96]),
+    overlap=overlaps_st,
+    tile=st.integers(1, 300),
+)
+@example(height=260, width=260, window=32, overlap=0.0, tile=32)
+@example(height=1, width=260, window=96, overlap=0.5, tile=1)
+def test_tile_counts_and_pieces_match_a_pixel_reference(height, width, window, overlap, tile):
+    offsets = tile_grid(height, width, window, overlap)
+    ny, nx = tile_shape(height, width, tile)
+    counts = tile_window_counts(offsets, window, tile, height, width)
+    expected = np.zeros((ny, nx), dtype=np.int64)
+    cover = np.zeros((height, width), dtype=np.int64)
+    for r, c in offsets.tolist():
+        touched = np.zeros((height, width), dtype=bool)
+        touched[r : r + window, c : c + window] = True  # numpy clips at the scene edge
+        cover += touched
+        for ty in range(ny):
+            for tx in range(nx):
+                r0, r1, c0, c1 = tile_bounds(ty, tx, tile, height, width)
+                expected[ty, tx] += touched[r0:r1, c0:c1].any()
+        # The pieces cut exactly the window's part inside the scene, each pixel once,
+        # and map tile and window coordinates onto the same scene pixels.
+        hits = np.zeros((height, width), dtype=np.int64)
+        for ty, tx, in_tile, in_window in window_tile_pieces(r, c, window, tile, height, width):
+            r0, r1, c0, c1 = tile_bounds(ty, tx, tile, height, width)
+            rows = np.arange(r0, r1)[in_tile[0]]
+            cols = np.arange(c0, c1)[in_tile[1]]
+            assert rows.size and cols.size
+            np.testing.assert_array_equal(rows, r + np.arange(window)[in_window[0]])
+            np.testing.assert_array_equal(cols, c + np.arange(window)[in_window[1]])
+            hits[np.ix_(rows, cols)] += 1
+        assert np.array_equal(hits, touched.astype(np.int64))
+    np.testing.assert_array_equal(counts, expected)
+    assert (counts > 0).all() and (cover > 0).all()
 
 
 # ------------------------------------------------------------------------------ blending
@@ -467,47 +509,6 @@ def test_accumulate_matches_naive_per_pixel_loop(mode, channels):
                     den += wt
             expected[..., y, x] = num / den
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    height=st.integers(1, 200),
-    width=st.integers(1, 120),
-    window=st.sampled_from([32, 64]),
-    overlap=overlaps_st,
-    k=st.integers(1, 4),
-    seed=st.integers(0, 2**16),
-)
-@example(height=200, width=120, window=32, overlap=0.85, k=3, seed=1)
-@example(height=20, width=7, window=64, overlap=0.5, k=1, seed=2)
-def test_strip_wise_blending_equals_whole_scene(height, width, window, overlap, k, seed):
-    weights = blend_weights(window, "gaussian")
-    offsets = tile_grid(height, width, window, overlap)
-    rng = np.random.default_rng(seed)
-    probs = rng.random((len(offsets), window, window)).astype(np.float32)
-    whole = blend_full(probs, offsets, weights, height, width, window)
-
-    # rolling strip buffers, as bounded-memory inference would use them
-    pw = padded_size(width, window)
-    out = np.full((height, width), np.nan, dtype=np.float32)
-    carry_sum = np.zeros((0, pw))
-    carry_w = np.zeros((0, pw))
-    done = 0
-    for strip in strip_plan(height, width, window, overlap, rows_per_strip=k):
-        sums = np.zeros((strip.buffer_height, pw))
-        wsum = np.zeros((strip.buffer_height, pw))
-        sums[: len(carry_sum)] = carry_sum
-        wsum[: len(carry_w)] = carry_w
-        mine = (offsets[:, 0] >= strip.row_starts[0]) & (offsets[:, 0] <= strip.row_starts[-1])
-        accumulate(sums, wsum, probs[mine], offsets[mine], weights, origin_row=strip.origin)
-        a, b = strip.flush
-        out[a:b] = finalize(
-            sums[a - strip.origin : b - strip.origin], wsum[a - strip.origin : b - strip.origin]
-        )[:, :width]
-        carry_sum, carry_w = sums[b - strip.origin :], wsum[b - strip.origin :]
-        done += b - a
-    assert done == height
-    np.testing.assert_allclose(out, whole, rtol=0, atol=1e-6)
 
 
 def test_accumulate_rejects_mismatches():

@@ -1,27 +1,28 @@
-"""Blended sliding-window inference over whole scenes, in memory bounded by the scene width.
+"""Blended sliding-window inference over whole scenes, in memory bounded by the scene's shorter side.
 
 The scene is cut into windows (:func:`geoglacier.inference.windows.tile_grid` geometry: a
-``window`` px grid with ``overlap``, the last row and column flush with the edges)
-and processed one *strip* at a time: one window row, or a few for narrow scenes so
-that batches are full (:func:`rows_per_strip`):
+``window`` px grid with ``overlap``, the last row and column flush with the edges),
+grouped into *blocks* of at most ``block_size`` x ``block_size`` pixels
+(:func:`geoglacier.inference.windows.block_plan`) taken along the scene's longer axis:
 
-1. a background thread reads the rows of the next strip (rasterio windowed read)
-   while the model works on the current one;
+1. a background thread reads the next block (rasterio windowed read) while the model
+   works on the current one;
 2. bands are normalised with the checkpoint's statistics, nodata pixels set to 0;
    windows without a single valid pixel skip the model;
-3. windows go through the model in batches (``torch.inference_mode``, channels-last,
-   optional bf16/fp16 autocast, optional flip test-time augmentation);
-4. probabilities are blended into a ``(rows, width)`` float32 buffer of weighted
-   sums (:func:`geoglacier.inference.windows.accumulate`), and the rows no later window touches
-   (:func:`geoglacier.inference.windows.finalized_rows`) are divided out and handed on, while the
-   rows the next strip still overlaps are carried over.
+3. windows go through the model in batches, which run on across block edges
+   (``torch.inference_mode``, channels-last, optional bf16/fp16 autocast, optional
+   flip test-time augmentation);
+4. probabilities are blended into the output tiles they touch
+   (:class:`geoglacier.inference.blend.TileBlender`, float32 weighted sums); a tile is
+   divided out and handed on as soon as the last window touching it is done.
 
 Each pixel's probability is therefore the weighted mean of every window covering it,
-exactly as if the whole scene were blended at once, while the buffers hold one strip
-of rows (one window for scenes wider than four batches of windows), never more as the
-scene grows taller. :class:`Segmenter` yields those finished rows
-(:meth:`Segmenter.predict`) or writes them as COG masks (:meth:`Segmenter.run`);
-:func:`segment_scene` checks everything, loads the checkpoint and runs it.
+as if the whole scene were blended at once, while memory holds two blocks of input and
+the open tiles along the front of processed blocks: a band across the scene's shorter
+side, so neither a taller nor a wider scene needs more. :class:`Segmenter` yields the
+finished tiles (:meth:`Segmenter.predict`) or writes them as COG masks
+(:meth:`Segmenter.run`); :func:`segment_scene` checks everything, loads the checkpoint
+and runs it.
 """
 
 from __future__ import annotations
@@ -57,22 +58,19 @@ from geoglacier.errors import (
     InvalidRasterError,
     OutputPathError,
 )
+from geoglacier.inference.blend import FinishedTile, TileBlender
 from geoglacier.inference.windows import (
     BLEND_MODES,
-    Strip,
-    accumulate,
+    WindowBlock,
     blend_weights,
+    block_plan,
     check_overlap,
     check_window,
-    finalize,
     pad_reflect,
-    padded_size,
-    stride_for,
-    strip_plan,
-    window_starts,
+    tile_grid,
 )
 from geoglacier.io.atomic import atomic_output, check_output_path
-from geoglacier.io.cog import RasterSpec, cog_output
+from geoglacier.io.cog import CogWriter, RasterSpec, cog_blocksize, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
 from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
@@ -84,6 +82,9 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: GDAL block cache during a run (bytes). GDAL's default (5 % of RAM) would let the
 #: cache, not the strip buffers, set the peak memory on a large scene.
 GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
+
+#: Edge in pixels of the blocks of windows read and blended together (see InferenceConfig).
+DEFAULT_BLOCK_SIZE: int = 1024
 
 #: Test-time augmentation: the identity and the three flips (dims of an NCHW tensor).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -106,6 +107,9 @@ class InferenceConfig:
         precision: ``auto`` (bf16 on CUDA, fp16 on older GPUs, fp32 on CPU), ``fp32``,
             ``bf16`` or ``fp16``.
         tta: average the predictions of the four flips of each window.
+        block_size: largest edge in pixels of the blocks of windows read and blended
+            together; memory follows it (two blocks of input bands and about a
+            block-wide band of output tiles), not the scene size.
     """
 
     window: int | None = None
@@ -115,6 +119,7 @@ class InferenceConfig:
     device: str = "auto"
     precision: str = "auto"
     tta: bool = False
+    block_size: int = DEFAULT_BLOCK_SIZE
 
     def validate(self) -> InferenceConfig:
         """Check every field (not the device's availability); return ``self``.
@@ -131,6 +136,14 @@ class InferenceConfig:
             or self.batch_size < 1
         ):
             raise ConfigError(f"--batch-size must be a positive integer (got {self.batch_size!r}); use 4")
+        if (
+            isinstance(self.block_size, bool)
+            or not isinstance(self.block_size, numbers.Integral)
+            or self.block_size < 1
+        ):
+            raise ConfigError(
+                f"block_size must be a positive number of pixels (got {self.block_size!r}); use {DEFAULT_BLOCK_SIZE}"
+            )
         if self.blend not in BLEND_MODES:
             raise ConfigError(f"--blend must be one of {', '.join(BLEND_MODES)} (got {self.blend!r})")
         if self.precision not in PRECISIONS:
@@ -183,17 +196,6 @@ def precision_name(dtype: torch.dtype) -> str:
 # ------------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class FinishedRows:
-    """Rows ``[row_off, row_off + len(probabilities))`` of the scene, blended and final.
-
-    ``probabilities`` is ``(h, width)`` float32, NaN where the scene has nodata.
-    """
-
-    row_off: int
-    probabilities: np.ndarray
-
-
 @dataclass
 class RunStats:
     """Counters of one pass over a scene."""
@@ -202,7 +204,7 @@ class RunStats:
     windows_run: int = 0
     windows_skipped: int = 0
     batches: int = 0
-    max_buffer_rows: int = 0
+    max_open_pixels: int = 0
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,8 @@ class SegmentResult:
         outline_count: polygons written to ``outlines``.
         windows_run, windows_skipped: windows through the model / skipped as all-nodata.
         seconds: wall time of the run.
-        max_buffer_rows: rows of the blending buffers (one strip; independent of the scene height).
+        max_open_pixels: most pixels held at once in open blending tiles (bounded by the
+            block size and the scene's shorter side, not by its area).
         device, precision: what the model ran on.
     """
 
@@ -230,7 +233,7 @@ class SegmentResult:
     windows_run: int = 0
     windows_skipped: int = 0
     seconds: float = 0.0
-    max_buffer_rows: int = 0
+    max_open_pixels: int = 0
     device: str = "cpu"
     precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -239,18 +242,80 @@ class SegmentResult:
 # --------------------------------------------------------------------------------- engine
 
 
-def rows_per_strip(n_rows: int, n_cols: int, batch_size: int) -> int:
-    """Window rows per strip, so that a strip's windows fill whole batches.
+def check_segmentation_meta(meta: CheckpointMeta) -> None:
+    """Check that a checkpoint can segment: one output class, one mean and std per band.
 
-    Batches do not span strips, so with 5 windows per row and batches of 4 every other
-    forward pass would carry a single window (slower per window on CPU, wasteful on a
-    GPU). Taking ``batch_size / gcd(n_cols, batch_size)`` rows (at most ``batch_size``)
-    makes every batch full; wide scenes (>= 4 batches per row) keep one row, so the
-    buffer stays at one window of rows. Either way it is independent of the scene height.
+    Raises:
+        CheckpointError: naming what is wrong and how to fix it.
     """
-    if n_cols >= 4 * batch_size:
-        return 1
-    return max(1, min(batch_size // math.gcd(n_cols, batch_size), n_rows))
+    if meta.model.classes != 1:
+        raise CheckpointError(
+            f"the checkpoint has {meta.model.classes} output classes; segment-scene needs a "
+            "binary glacier model (classes=1)"
+        )
+    if len(meta.mean) != meta.band_count or len(meta.std) != meta.band_count:
+        raise CheckpointError(
+            f"the checkpoint's normalisation has {len(meta.mean)} means and {len(meta.std)} stds "
+            f"for {meta.band_count} bands; re-export the checkpoint"
+        )
+    if not all(s >= 0 and math.isfinite(s) for s in meta.std):
+        raise CheckpointError(f"the checkpoint's band std {meta.std} must be finite and >= 0")
+
+
+def progress_bar(total: int, name: str) -> Any:
+    """A tqdm bar of ``total`` windows on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="window", file=sys.stderr, desc=name)
+
+
+def normalise_block(
+    raw: np.ndarray, nodata: float | None, mean: np.ndarray, std: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised bands of a block read from the scene, nodata set to 0, padded up to one window.
+
+    Returns:
+        ``(bands, h, w)`` float32 and the ``(h, w)`` validity (False on padding), where
+        ``h, w`` are the block's sides, or ``window`` for a side of a scene smaller than one.
+    """
+    valid = valid_pixels(raw, nodata)
+    raw -= mean  # in place: the block is the largest array held, keep one copy
+    raw /= std
+    raw[:, ~valid] = 0.0
+    x = pad_reflect(raw, window)
+    if valid.shape != x.shape[1:]:
+        padded = np.zeros(x.shape[1:], dtype=bool)
+        padded[: valid.shape[0], : valid.shape[1]] = valid
+        valid = padded
+    return x, valid
+
+
+def warn_if_striped(info: SceneInfo, block_size: int) -> None:
+    """Warn when a scene wider than one block is stored in full-width strips.
+
+    A block read decodes every strip it crosses in full, so such a file is decoded
+    once for every block across its width: reading time grows with the square of the
+    width (about 6x that of a tiled copy for a 16384 px wide float32 scene).
+    """
+    block_height, block_width = info.block_shape
+    if block_width >= info.width > block_size:
+        warnings.warn(
+            f"{info.path} is stored in full-width strips ({block_height} x {block_width} px): segment-scene "
+            f"reads it in {block_size} px blocks and so decodes each strip again for every block across "
+            "the width, which is slow on a wide scene; make a tiled copy first "
+            f"(gdal_translate -co TILED=YES -co COMPRESS=DEFLATE {info.path.name} tiled.tif)",
+            GeoglacierWarning,
+            stacklevel=2,
+        )
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A window waiting for its batch: offset, normalised bands and validity."""
+
+    offset: tuple[int, int]
+    bands: np.ndarray
+    valid: np.ndarray
 
 
 class Segmenter:
@@ -271,18 +336,7 @@ class Segmenter:
         config = (config or InferenceConfig()).validate()
         if config.window is None:
             config = replace(config, window=check_window(int(meta.patch_size)))
-        if meta.model.classes != 1:
-            raise CheckpointError(
-                f"the checkpoint has {meta.model.classes} output classes; segment-scene needs a "
-                "binary glacier model (classes=1)"
-            )
-        if len(meta.mean) != meta.band_count or len(meta.std) != meta.band_count:
-            raise CheckpointError(
-                f"the checkpoint's normalisation has {len(meta.mean)} means and {len(meta.std)} stds "
-                f"for {meta.band_count} bands; re-export the checkpoint"
-            )
-        if not all(s >= 0 and math.isfinite(s) for s in meta.std):
-            raise CheckpointError(f"the checkpoint's band std {meta.std} must be finite and >= 0")
+        check_segmentation_meta(meta)
         self.config = config
         self.meta = meta
         self.device = resolve_device(config.device)
@@ -316,13 +370,8 @@ class Segmenter:
         """Probabilities ``(N, h, w)`` float32 of normalised windows ``(N, bands, h, w)``."""
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
         flips = TTA_FLIPS if self.config.tta else ((),)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._autocast():
             total: torch.Tensor | None = None
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
@@ -339,132 +388,124 @@ class Segmenter:
         out = total[:, 0] / len(flips)
         return out.to("cpu", torch.float32).numpy()
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast to the compute dtype, or nothing for fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
     # ------------------------------------------------------------------------ data side
 
-    def _load_strip(self, info: SceneInfo, strip: Strip, padded_width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised ``(bands, window, padded_width)`` rows of ``strip`` and their validity."""
-        window = self.window
-        rows = min(strip.buffer_height, info.height - strip.origin)
-        raw = read_window(info.path, strip.origin, 0, rows, info.width)
-        valid = valid_pixels(raw, info.nodata)
-        raw -= self._mean  # in place: the strip is the largest array held, keep one copy
-        raw /= self._std
-        raw[:, ~valid] = 0.0
-        x = pad_reflect(raw, window)
-        if valid.shape != x.shape[1:]:
-            padded = np.zeros(x.shape[1:], dtype=bool)
-            padded[: valid.shape[0], : valid.shape[1]] = valid
-            valid = padded
-        return x, valid
+    def _load_block(self, info: SceneInfo, block: WindowBlock) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised bands and validity of the pixels covered by ``block``'s windows."""
+        (r0, c0), (h, w) = block.origin, block.shape
+        raw = read_window(info.path, r0, c0, min(h, info.height - r0), min(w, info.width - c0))
+        return normalise_block(raw, info.nodata, self._mean, self._std, self.window)
+
+    def _read_ahead(
+        self, info: SceneInfo, blocks: list[WindowBlock]
+    ) -> Iterator[tuple[WindowBlock, np.ndarray, np.ndarray]]:
+        """Yield each block with its bands and validity, reading the next one while the model works."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoglacier-read")
+        try:
+            future: Future[tuple[np.ndarray, np.ndarray]] = pool.submit(self._load_block, info, blocks[0])
+            for i, block in enumerate(blocks):
+                x, valid = future.result()
+                if i + 1 < len(blocks):
+                    future = pool.submit(self._load_block, info, blocks[i + 1])
+                yield block, x, valid
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def predict(
         self,
         scene: str | os.PathLike[str] | SceneInfo,
         progress: bool = False,
         stats: RunStats | None = None,
-    ) -> Iterator[FinishedRows]:
-        """Yield the scene's blended probabilities, top to bottom, in consecutive row blocks.
+        tile: int | None = None,
+    ) -> Iterator[FinishedTile]:
+        """Yield the scene's blended probabilities, one output tile at a time, as each becomes final.
 
-        Memory is bounded by a few ``(strip rows, width)`` arrays whatever the scene height.
+        Tiles come in the order they finish (roughly along the scene's longer axis);
+        together they cover the scene once. Memory is bounded by the block size and
+        the scene's shorter side (see the module docstring), whatever the scene's area.
         Counters of the pass go into ``stats`` when given (one per call, so threads
         sharing this segmenter on a dask worker never mix their counts), and are also
         left in :attr:`stats` for single-threaded callers.
+
+        Args:
+            scene: the scene, or its :class:`SceneInfo`.
+            progress: show a progress bar of windows on stderr.
+            stats: counters to fill.
+            tile: output tile edge in pixels; default :func:`geoglacier.io.cog.cog_blocksize`.
 
         Raises:
             BandCountError, InvalidRasterError, SceneNotFoundError: for a bad scene.
         """
         info = scene if isinstance(scene, SceneInfo) else self.inspect(scene)
-        window = self.window
-        stride = stride_for(window, self.config.overlap)
-        n_rows = len(window_starts(info.height, window, stride))
-        n_cols = len(window_starts(info.width, window, stride))
-        per_strip = rows_per_strip(n_rows, n_cols, self.config.batch_size)
-        strips = strip_plan(info.height, info.width, window, self.config.overlap, rows_per_strip=per_strip)
-        pw = padded_size(info.width, window)
-        weights = blend_weights(window, self.config.blend)  # type: ignore[arg-type]
-        buf_rows = max(s.buffer_height for s in strips)
-        sum_buf = np.zeros((buf_rows, pw), dtype=np.float32)
-        weight_buf = np.zeros((buf_rows, pw), dtype=np.float32)
+        warn_if_striped(info, self.config.block_size)
+        offsets = tile_grid(info.height, info.width, self.window, self.config.overlap)
+        weights = blend_weights(self.window, self.config.blend)  # type: ignore[arg-type]
+        blender = TileBlender(
+            info.height, info.width, offsets, weights, tile or cog_blocksize(info.height, info.width)
+        )
         stats = stats if stats is not None else RunStats()
-        stats.windows_total = sum(len(s.row_starts) * len(s.col_starts) for s in strips)
-        stats.max_buffer_rows = buf_rows
+        stats.windows_total = len(offsets)
         self.stats = stats
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=stats.windows_total, unit="window", file=sys.stderr, desc=info.path.name)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoglacier-read")
+        blocks = block_plan(info.height, info.width, self.window, self.config.overlap, self.config.block_size)
+        bar = progress_bar(stats.windows_total, info.path.name) if progress else None
+        reader = self._read_ahead(info, blocks)
         try:
-            future: Future[tuple[np.ndarray, np.ndarray]] = pool.submit(self._load_strip, info, strips[0], pw)
-            origin = 0
-            for i, strip in enumerate(strips):
-                x, valid = future.result()
-                if i + 1 < len(strips):  # prefetch while the model works
-                    future = pool.submit(self._load_strip, info, strips[i + 1], pw)
-                shift = strip.origin - origin
-                if shift:  # carry the rows the new strip still overlaps to the top
-                    keep = max(buf_rows - shift, 0)
-                    if keep:
-                        sum_buf[:keep] = sum_buf[shift:]
-                        weight_buf[:keep] = weight_buf[shift:]
-                    sum_buf[keep:] = 0.0
-                    weight_buf[keep:] = 0.0
-                origin = strip.origin
-                self._run_strip(x, valid, strip, sum_buf, weight_buf, weights, bar, stats)
-                a, b = strip.flush
-                probs = finalize(
-                    sum_buf[a - origin : b - origin, : info.width],
-                    weight_buf[a - origin : b - origin, : info.width],
-                    fill=np.nan,
-                )
-                probs[~valid[a - origin : b - origin, : info.width]] = np.nan
-                yield FinishedRows(a, probs)
+            pending: list[_Pending] = []
+            for block, x, valid in reader:
+                for item in self._windows_of(block, x, valid):
+                    if isinstance(item, tuple):  # no data: skip the model
+                        stats.windows_skipped += 1
+                        if bar is not None:
+                            bar.update(1)
+                        yield from blender.skip(np.array([item]))
+                        continue
+                    pending.append(item)
+                    if len(pending) == self.config.batch_size:
+                        yield from self._run_batch(pending, blender, stats, bar)
+                        pending = []
+                # The batch runs on into the next block: keep copies, not the block.
+                pending = [_Pending(p.offset, p.bands.copy(), p.valid.copy()) for p in pending]
+            if pending:
+                yield from self._run_batch(pending, blender, stats, bar)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            reader.close()
+            stats.max_open_pixels = blender.max_open_pixels
             if bar is not None:
                 bar.close()
 
-    def _run_strip(
-        self,
-        x: np.ndarray,
-        valid: np.ndarray,
-        strip: Strip,
-        sum_buf: np.ndarray,
-        weight_buf: np.ndarray,
-        weights: np.ndarray,
-        bar: Any,
-        stats: RunStats,
-    ) -> None:
+    def _windows_of(
+        self, block: WindowBlock, x: np.ndarray, valid: np.ndarray
+    ) -> Iterator[_Pending | tuple[int, int]]:
+        """The block's windows: a :class:`_Pending` with data, or the bare offset of one without."""
         window = self.window
-        todo: list[tuple[int, int]] = []
-        for r, c in strip.offsets.tolist():
-            lr = r - strip.origin
-            if valid[lr : lr + window, c : c + window].any():
-                todo.append((r, c))
+        r0, c0 = block.origin
+        for r, c in block.offsets.tolist():
+            ok = valid[r - r0 : r - r0 + window, c - c0 : c - c0 + window]
+            if ok.any():
+                yield _Pending((r, c), x[:, r - r0 : r - r0 + window, c - c0 : c - c0 + window], ok)
             else:
-                stats.windows_skipped += 1
-        if bar is not None and len(todo) < len(strip.offsets):
-            bar.update(len(strip.offsets) - len(todo))
-        bs = self.config.batch_size
-        for k in range(0, len(todo), bs):
-            chunk = todo[k : k + bs]
-            batch = np.stack(
-                [x[:, r - strip.origin : r - strip.origin + window, c : c + window] for r, c in chunk]
-            )
-            probs = self.predict_windows(batch)
-            accumulate(
-                sum_buf,
-                weight_buf,
-                probs,
-                np.asarray(chunk, dtype=np.int64),
-                weights,
-                origin_row=strip.origin,
-            )
-            stats.windows_run += len(chunk)
-            stats.batches += 1
-            if bar is not None:
-                bar.update(len(chunk))
+                yield (r, c)
+
+    def _run_batch(
+        self, pending: list[_Pending], blender: TileBlender, stats: RunStats, bar: Any
+    ) -> list[FinishedTile]:
+        """Run one batch through the model and blend it; return the tiles it finishes."""
+        probs = self.predict_windows(np.stack([p.bands for p in pending]))
+        finished = blender.add(
+            probs, np.array([p.offset for p in pending], dtype=np.int64), np.stack([p.valid for p in pending])
+        )
+        stats.windows_run += len(pending)
+        stats.batches += 1
+        stats.max_open_pixels = blender.max_open_pixels
+        if bar is not None:
+            bar.update(len(pending))
+        return finished
 
     # ---------------------------------------------------------------------------- output
 
@@ -495,72 +536,14 @@ class Segmenter:
         info = self.inspect(scene)
         check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
         accumulator = make_accumulator(info, pixel_size, needed=summary is not None, source=out)
-        tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(self.window)}
-        mask_spec = RasterSpec(
-            info.height,
-            info.width,
-            info.crs,
-            info.transform,
-            "uint8",
-            IGNORE,
-            resampling="NEAREST",
-            description="glacier",
-            tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
-        )
-        prob_spec = replace(
-            mask_spec,
-            dtype="float32",
-            nodata=float("nan"),
-            resampling="AVERAGE",
-            description="glacier probability",
-            tags=tags,
-        )
-        threshold = float(self.meta.threshold)
-        on_block = None if accumulator is None else accumulator.add
-        outline_count: int | None = None
-        area: AreaSummary | None = None
+        mask_spec, prob_spec = output_specs(info, self.window)
+        stats = RunStats()
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as stack:
-            mask_out = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
-            prob_out = (
-                stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
-                if "probabilities" in targets
-                else None
-            )
-            summary_tmp = (
-                stack.enter_context(atomic_output(targets["summary"], overwrite))
-                if "summary" in targets
-                else None
-            )
-            outlines_tmp = (
-                stack.enter_context(atomic_output(targets["outlines"], overwrite))
-                if "outlines" in targets
-                else None
-            )
-            stats = RunStats()
-            for rows in self.predict(info, progress=progress, stats=stats):
-                p = rows.probabilities
-                mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
-                mask_out.write(mask, rows.row_off)
-                if prob_out is not None:
-                    prob_out.write(p, rows.row_off)
-            if stats.windows_run == 0:
-                nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
-                raise InvalidRasterError(
-                    f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
-                    "check the scene and its nodata value"
-                )
-            mask_tmp = mask_out.finish()
-            if prob_out is not None:
-                prob_out.finish()
-            if accumulator is not None:
-                area = accumulator.result()
-            if summary_tmp is not None:
-                assert area is not None
-                write_summary_json(area, summary_tmp, overwrite=True)
-            if outlines_tmp is not None:
-                from geoglacier.measure.outlines import write_outlines
-
-                outline_count = write_outlines(mask_tmp, outlines_tmp, min_area_km2=min_area, overwrite=True)
+            outputs = RunOutputs.open(stack, targets, mask_spec, prob_spec, overwrite, accumulator)
+            for tile in self.predict(info, progress=progress, stats=stats, tile=mask_spec.block):
+                outputs.write(tile, float(self.meta.threshold))
+            check_something_ran(info, stats)
+            area, outline_count = outputs.finish(min_area)
         return SegmentResult(
             mask=targets["mask"],
             probabilities=targets.get("probabilities"),
@@ -571,11 +554,125 @@ class Segmenter:
             windows_run=stats.windows_run,
             windows_skipped=stats.windows_skipped,
             seconds=time.perf_counter() - start,
-            max_buffer_rows=stats.max_buffer_rows,
+            max_open_pixels=stats.max_open_pixels,
             device=str(self.device),
             precision=precision_name(self.dtype),
             extra={"windows_total": stats.windows_total, "batches": stats.batches, "window": self.window},
         )
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def output_specs(info: SceneInfo, window: int) -> tuple[RasterSpec, RasterSpec]:
+    """Grid, encoding and tags of the mask COG and the probability COG of ``info``."""
+    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window)}
+    mask_spec = RasterSpec(
+        info.height,
+        info.width,
+        info.crs,
+        info.transform,
+        "uint8",
+        IGNORE,
+        resampling="NEAREST",
+        description="glacier",
+        tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
+    )
+    prob_spec = replace(
+        mask_spec,
+        dtype="float32",
+        nodata=float("nan"),
+        resampling="AVERAGE",
+        description="glacier probability",
+        tags=tags,
+    )
+    return mask_spec, prob_spec
+
+
+def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
+    """Raise when every window was skipped: the scene is nodata throughout.
+
+    Raises:
+        InvalidRasterError: naming the scene and its nodata value.
+    """
+    if stats.windows_run == 0:
+        nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
+        raise InvalidRasterError(
+            f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
+            "check the scene and its nodata value"
+        )
+
+
+@dataclass
+class RunOutputs:
+    """The outputs of one run, open under temporary names until the run succeeds.
+
+    Attributes:
+        mask, probabilities: COG writers (``probabilities`` only when asked for).
+        summary, outlines: temporary paths of the optional summary JSON and outline file.
+        accumulator: counts areas from the mask blocks as they are written (``None``
+            when areas cannot be computed).
+    """
+
+    mask: CogWriter
+    probabilities: CogWriter | None
+    summary: Path | None
+    outlines: Path | None
+    accumulator: AreaAccumulator | None
+
+    @classmethod
+    def open(
+        cls,
+        stack: ExitStack,
+        targets: dict[str, Path],
+        mask_spec: RasterSpec,
+        prob_spec: RasterSpec,
+        overwrite: bool,
+        accumulator: AreaAccumulator | None,
+    ) -> RunOutputs:
+        """Enter every requested output's atomic context on ``stack``."""
+        on_block = None if accumulator is None else accumulator.add
+        mask = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
+        probabilities = (
+            stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
+            if "probabilities" in targets
+            else None
+        )
+        summary = (
+            stack.enter_context(atomic_output(targets["summary"], overwrite))
+            if "summary" in targets
+            else None
+        )
+        outlines = (
+            stack.enter_context(atomic_output(targets["outlines"], overwrite))
+            if "outlines" in targets
+            else None
+        )
+        return cls(mask, probabilities, summary, outlines, accumulator)
+
+    def write(self, tile: FinishedTile, threshold: float) -> None:
+        """Threshold a finished tile into the mask (255 where nodata) and store its probabilities."""
+        p = tile.probabilities
+        mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
+        self.mask.write_tile(mask, tile.row_off, tile.col_off)
+        if self.probabilities is not None:
+            self.probabilities.write_tile(p, tile.row_off, tile.col_off)
+
+    def finish(self, min_area: float) -> tuple[AreaSummary | None, int | None]:
+        """Build the COGs, then the summary and outlines from them; return the areas and polygon count."""
+        mask_tmp = self.mask.finish()
+        if self.probabilities is not None:
+            self.probabilities.finish()
+        area = self.accumulator.result() if self.accumulator is not None else None
+        if self.summary is not None:
+            assert area is not None
+            write_summary_json(area, self.summary, overwrite=True)
+        outline_count: int | None = None
+        if self.outlines is not None:
+            from geoglacier.measure.outlines import write_outlines
+
+            outline_count = write_outlines(mask_tmp, self.outlines, min_area_km2=min_area, overwrite=True)
+        return area, outline_count
 
 
 # ------------------------------------------------------------------------------ checks

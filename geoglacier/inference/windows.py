@@ -22,9 +22,11 @@ multiplied by a weight map that is highest in the centre (where the network sees
 most context) and small but positive at the edges, summed into a buffer together with
 the weights, and divided at the end (:func:`accumulate`, :func:`finalize`).
 
-For bounded memory, windows are processed one band of window rows ("strip") at a time
-(:func:`strip_plan`, :func:`finalized_rows`): once a strip is done, the output rows
-above the next strip's first window row can never be touched again and are written out.
+For bounded memory, windows are read and run in blocks (:func:`block_plan`) and
+blended into output tiles (the output file's tiles): a tile is divided out and written
+as soon as every window that touches it is done (:func:`tile_window_counts`,
+:func:`window_tile_pieces`), in whatever order the windows come, so only the tiles along
+the front of processed blocks are held, never a whole row of the scene.
 """
 
 from __future__ import annotations
@@ -255,66 +257,51 @@ def blend_weights(
     return _blend_weights_cached(window, mode, floor)
 
 
-# ----------------------------------------------------------------------- strip planning
+# ---------------------------------------------------------------------- block planning
 
 
-def finalized_rows(starts: np.ndarray | list[int], window: int, height: int) -> list[tuple[int, int]]:
-    """Output rows that become final after each window row is processed.
+def windows_per_block(block: int, window: int, stride: int) -> int:
+    """Windows along one side of a block of at most ``block`` pixels (at least one).
 
-    Windows are processed in order of their row start. After window row ``i`` no later
-    window touches a row above ``starts[i + 1]`` (starts increase), so rows
-    ``[starts[i], starts[i + 1])`` can be flushed; after the last window row, all rows
-    up to ``height`` can. Ranges are clipped to ``height`` (rows of a padded scene
-    beyond it are dropped).
-
-    Args:
-        starts: Strictly increasing window row starts beginning at 0, as from
-            :func:`window_starts`; the last window must reach ``height``.
-        window: Window height in pixels.
-        height: Scene height in pixels (unpadded).
-
-    Returns:
-        One half-open range ``(a, b)`` per window row; together they partition
-        ``[0, height)`` in order (each row exactly once). Ranges are non-empty for
-        starts from :func:`window_starts`; a start at or beyond ``height`` gives an empty one.
+    The largest ``n`` with ``(n - 1) * stride + window <= block``, or 1 when even one
+    window is larger than ``block``.
     """
+    block = _check_positive_int(block, "block")
     window = _check_positive_int(window, "window")
-    height = _check_positive_int(height, "height")
-    s = np.asarray(starts, dtype=np.int64)
-    if s.ndim != 1 or s.size == 0 or s[0] != 0 or np.any(np.diff(s) <= 0):
-        raise ConfigError(f"window row starts must be strictly increasing and begin at 0 (got {s.tolist()})")
-    if np.any(np.diff(s) > window):
-        raise ConfigError(f"window row starts {s.tolist()} leave gaps larger than the window {window}")
-    if s[-1] + window < height:
-        raise ConfigError(f"the last window row (start {int(s[-1])}) does not reach height {height}")
-    ends = np.minimum(np.append(s[1:], height), height)
-    begins = np.minimum(s, height)
-    return [(int(a), int(b)) for a, b in zip(begins, ends, strict=True)]
+    stride = _check_positive_int(stride, "stride")
+    return max(1, 1 + (block - window) // stride) if block >= window else 1
 
 
 @dataclass(frozen=True)
-class Strip:
-    """One band of window rows processed together with a bounded buffer.
+class WindowBlock:
+    """A rectangle of windows that is read from the scene and sent to the model together.
 
     Attributes:
-        row_starts: Window row starts in this strip (scene coordinates).
-        col_starts: Window column starts, the same for every strip.
-        origin: Scene row of the buffer's first row (``row_starts[0]``).
-        buffer_height: Rows the buffer needs: ``row_starts[-1] + window - origin``.
-        flush: Half-open scene rows ``(a, b)`` final once this strip is accumulated;
-            ``a == origin`` and the next strip's ``origin == b`` (unless clipped to the
-            scene height), so buffer rows ``[b - origin, buffer_height)`` carry over.
+        row_starts: Window row starts of the block (scene coordinates, increasing).
+        col_starts: Window column starts of the block.
+        window: Window edge in pixels.
     """
 
     row_starts: tuple[int, ...]
     col_starts: tuple[int, ...]
-    origin: int
-    buffer_height: int
-    flush: tuple[int, int]
+    window: int
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """Scene ``(row, col)`` of the block's top-left pixel."""
+        return self.row_starts[0], self.col_starts[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Pixels the block's windows cover, in the padded scene: ``last start + window - first start``."""
+        return (
+            self.row_starts[-1] + self.window - self.row_starts[0],
+            self.col_starts[-1] + self.window - self.col_starts[0],
+        )
 
     @property
     def offsets(self) -> np.ndarray:
-        """``(N, 2)`` int64 ``(row_off, col_off)`` of this strip's windows, row-major."""
+        """``(N, 2)`` int64 ``(row_off, col_off)`` of the block's windows, row-major."""
         rr, cc = np.meshgrid(
             np.asarray(self.row_starts, dtype=np.int64),
             np.asarray(self.col_starts, dtype=np.int64),
@@ -323,46 +310,125 @@ class Strip:
         return np.stack([rr.ravel(), cc.ravel()], axis=1)
 
 
-def strip_plan(height: int, width: int, window: int, overlap: float, rows_per_strip: int = 1) -> list[Strip]:
-    """Group the window rows of a scene into strips for bounded-memory inference.
+def block_plan(height: int, width: int, window: int, overlap: float, block: int) -> list[WindowBlock]:
+    """Group the windows of a scene into blocks of at most ``block`` x ``block`` pixels.
 
-    Usage: for each strip, allocate (or roll) buffers of ``(buffer_height,
-    padded_size(width, window))``, :func:`accumulate` the strip's windows with
-    ``origin_row=strip.origin``, then write out buffer rows ``flush[0] - origin`` to
-    ``flush[1] - origin`` after :func:`finalize`, and carry the remaining rows into the
-    next strip's buffer. Peak buffer height is at most
-    ``(rows_per_strip - 1) * stride + window`` instead of the scene height.
+    Each block holds ``n x n`` consecutive windows of :func:`tile_grid`, with ``n =``
+    :func:`windows_per_block` (fewer at the scene's far edges); together the blocks hold
+    every window exactly once. Blocks are ordered along the scene's longer axis: row by
+    row of blocks when ``height >= width``, column by column otherwise. Blended
+    inference can finish an output tile only once every window touching it is done
+    (:func:`tile_window_counts`), so the tiles held open at any time are those along
+    the front between processed and pending blocks; walking along the longer axis keeps
+    that front across the shorter one, so a very wide (or very tall) scene needs no more
+    memory than a square one whose side is its short side.
 
     Args:
         height: Scene height in pixels.
         width: Scene width in pixels.
         window: Window size (positive multiple of 32).
         overlap: Overlap fraction in [0, 1).
-        rows_per_strip: Window rows per strip (>= 1); more rows mean larger batches but
-            a taller buffer.
+        block: Largest block edge in pixels (a block holds at least one window).
 
     Returns:
-        Strips in processing order; their ``flush`` ranges partition ``[0, height)``.
+        Blocks in processing order.
     """
     stride = stride_for(window, overlap)
-    rows_per_strip = _check_positive_int(rows_per_strip, "rows_per_strip")
-    rows = window_starts(height, window, stride)
-    cols = tuple(int(c) for c in window_starts(width, window, stride))
-    final = finalized_rows(rows, window, height)
-    strips = []
-    for i in range(0, rows.size, rows_per_strip):
-        group = tuple(int(r) for r in rows[i : i + rows_per_strip])
-        last = i + len(group) - 1
-        strips.append(
-            Strip(
-                row_starts=group,
-                col_starts=cols,
-                origin=group[0],
-                buffer_height=group[-1] + window - group[0],
-                flush=(final[i][0], final[last][1]),
-            )
-        )
-    return strips
+    n = windows_per_block(block, window, stride)
+    rows = [int(r) for r in window_starts(height, window, stride)]
+    cols = [int(c) for c in window_starts(width, window, stride)]
+    row_groups = [tuple(rows[i : i + n]) for i in range(0, len(rows), n)]
+    col_groups = [tuple(cols[i : i + n]) for i in range(0, len(cols), n)]
+    if height >= width:
+        return [WindowBlock(r, c, window) for r in row_groups for c in col_groups]
+    return [WindowBlock(r, c, window) for c in col_groups for r in row_groups]
+
+
+# ------------------------------------------------------------------------- output tiles
+
+
+def tile_shape(height: int, width: int, tile: int) -> tuple[int, int]:
+    """Number of ``tile`` x ``tile`` output tiles along each axis (the last ones clipped)."""
+    height = _check_positive_int(height, "height")
+    width = _check_positive_int(width, "width")
+    tile = _check_positive_int(tile, "tile")
+    return -(-height // tile), -(-width // tile)
+
+
+def tile_bounds(ty: int, tx: int, tile: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Scene pixels ``(r0, r1, c0, c1)`` (half-open) of output tile ``(ty, tx)``, clipped to the scene."""
+    r0, c0 = ty * tile, tx * tile
+    return r0, min(r0 + tile, height), c0, min(c0 + tile, width)
+
+
+def window_tile_ranges(offsets: np.ndarray, window: int, tile: int, height: int, width: int) -> np.ndarray:
+    """Output tiles each window touches, as half-open index ranges.
+
+    A window at ``(r, c)`` covers scene pixels ``[r, min(r + window, height))`` x
+    ``[c, min(c + window, width))`` (pixels of a padded scene beyond its edge are not
+    output), so it touches tile rows ``r // tile`` to ``(min(r + window, height) - 1) // tile``
+    and the same for columns.
+
+    Args:
+        offsets: ``(N, 2)`` window ``(row_off, col_off)`` as from :func:`tile_grid`.
+        window: Window size in pixels.
+        tile: Output tile edge in pixels.
+        height, width: Scene size in pixels.
+
+    Returns:
+        ``(N, 4)`` int64 ``(ty0, ty1, tx0, tx1)`` per window.
+    """
+    window = _check_positive_int(window, "window")
+    tile = _check_positive_int(tile, "tile")
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    if off.size and (off.min() < 0 or off[:, 0].max() >= height or off[:, 1].max() >= width):
+        raise ConfigError(f"window offsets must lie inside the {height}x{width} scene")
+    r_end = np.minimum(off[:, 0] + window, height)
+    c_end = np.minimum(off[:, 1] + window, width)
+    return np.stack(
+        [off[:, 0] // tile, (r_end - 1) // tile + 1, off[:, 1] // tile, (c_end - 1) // tile + 1], axis=1
+    )
+
+
+def tile_window_counts(offsets: np.ndarray, window: int, tile: int, height: int, width: int) -> np.ndarray:
+    """How many windows touch each output tile: ``(tiles_y, tiles_x)`` int64.
+
+    A tile's blended values are final once that many of its windows are accumulated
+    (or skipped), whatever the order the windows come in.
+    """
+    ranges = window_tile_ranges(offsets, window, tile, height, width)
+    ny, nx = tile_shape(height, width, tile)
+    diff = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    # 2-D difference array: +1 at each range's corner, cumulative sums fill the rectangle.
+    np.add.at(diff, (ranges[:, 0], ranges[:, 2]), 1)
+    np.add.at(diff, (ranges[:, 0], ranges[:, 3]), -1)
+    np.add.at(diff, (ranges[:, 1], ranges[:, 2]), -1)
+    np.add.at(diff, (ranges[:, 1], ranges[:, 3]), 1)
+    return diff.cumsum(axis=0).cumsum(axis=1)[:ny, :nx]
+
+
+def window_tile_pieces(
+    row_off: int, col_off: int, window: int, tile: int, height: int, width: int
+) -> list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
+    """Cut one window along the output tile grid.
+
+    Returns:
+        One ``(ty, tx, in_tile, in_window)`` per tile the window touches: ``in_tile``
+        indexes the tile's ``(h, w)`` array and ``in_window`` the window's, over the
+        same scene pixels. Together the pieces cover the window's part inside the scene
+        once.
+    """
+    (ty0, ty1, tx0, tx1) = window_tile_ranges(np.array([[row_off, col_off]]), window, tile, height, width)[0]
+    r_end, c_end = min(row_off + window, height), min(col_off + window, width)
+    pieces = []
+    for ty in range(int(ty0), int(ty1)):
+        a, b = max(row_off, ty * tile), min(r_end, (ty + 1) * tile)
+        for tx in range(int(tx0), int(tx1)):
+            c, d = max(col_off, tx * tile), min(c_end, (tx + 1) * tile)
+            in_tile = (slice(a - ty * tile, b - ty * tile), slice(c - tx * tile, d - tx * tile))
+            in_window = (slice(a - row_off, b - row_off), slice(c - col_off, d - col_off))
+            pieces.append((ty, tx, in_tile, in_window))
+    return pieces
 
 
 # ----------------------------------------------------------------------------- blending
@@ -438,17 +504,22 @@ __all__ = [
     "GAUSSIAN_SIGMA_SCALE",
     "WINDOW_MULTIPLE",
     "BlendMode",
-    "Strip",
+    "WindowBlock",
     "accumulate",
     "blend_weights",
     "check_overlap",
     "check_window",
     "finalize",
-    "finalized_rows",
     "padded_size",
     "pad_reflect",
     "stride_for",
-    "strip_plan",
+    "tile_bounds",
+    "tile_shape",
+    "tile_window_counts",
+    "window_tile_pieces",
+    "window_tile_ranges",
+    "windows_per_block",
+    "block_plan",
     "tile_grid",
     "window_starts",
 ]

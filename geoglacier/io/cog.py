@@ -1,9 +1,11 @@
 """Write single-band rasters row by row and publish them as Cloud-Optimized GeoTIFFs.
 
 A COG needs its overviews and the full-resolution tiles laid out in a fixed order,
-which cannot be produced while rows are still arriving. Rows therefore go into a
-tiled *staging* GeoTIFF beside the target (block row by block row, so GDAL never
-rewrites a compressed tile), and :meth:`CogWriter.finish` builds the final file from
+which cannot be produced while data is still arriving. Data therefore goes into a
+tiled *staging* GeoTIFF beside the target, either as whole tiles in any order
+(:class:`TileWriter`, memory independent of the raster size) or as consecutive rows
+buffered into whole block rows (:class:`BlockRowWriter`, memory one block row of the
+full width); either way GDAL never rewrites a compressed tile. Then :meth:`CogWriter.finish` builds the final file from
 it with GDAL's ``COG`` driver. Both files live under :mod:`geoglacier.io.atomic` names:
 the final COG appears under the user's name only when everything succeeded, the
 staging file is always removed, and both carry the temporary prefix so that a run
@@ -149,6 +151,49 @@ class BlockRowWriter:
             raise ValueError(f"only {self._start} of {self._height} rows were written")
 
 
+class TileWriter:
+    """Accept the whole tiles of a tiled dataset, in any order, and write each one once.
+
+    Nothing is buffered, so memory does not depend on the raster's size; tiles on the
+    right and bottom edges are clipped to the raster.
+
+    Args:
+        dataset: a single-band dataset opened for writing, tiled ``tile`` x ``tile``.
+        tile: the dataset's tile edge.
+        on_block: called with ``(tile, row_off, col_off)`` after each tile is written.
+    """
+
+    def __init__(self, dataset: Any, tile: int, on_block: BlockCallback | None = None) -> None:
+        self._ds = dataset
+        self._height = int(dataset.height)
+        self._width = int(dataset.width)
+        self._tile = int(tile)
+        self._written = np.zeros((-(-self._height // self._tile), -(-self._width // self._tile)), dtype=bool)
+        self._on_block = on_block
+
+    def write(self, tile: np.ndarray, row_off: int, col_off: int) -> None:
+        """Write the tile whose top-left pixel is ``(row_off, col_off)`` (a multiple of the tile edge)."""
+        t = self._tile
+        if row_off % t or col_off % t or not (0 <= row_off < self._height and 0 <= col_off < self._width):
+            raise ValueError(f"({row_off}, {col_off}) is not the corner of a {t} px tile of the raster")
+        shape = (min(t, self._height - row_off), min(t, self._width - col_off))
+        if tile.shape != shape:
+            raise ValueError(f"the tile at ({row_off}, {col_off}) must be {shape}, got {tile.shape}")
+        index = (row_off // t, col_off // t)
+        if self._written[index]:
+            raise ValueError(f"the tile at ({row_off}, {col_off}) was already written")
+        self._ds.write(tile, 1, window=Window(col_off, row_off, shape[1], shape[0]))
+        self._written[index] = True
+        if self._on_block is not None:
+            self._on_block(tile, row_off, col_off)
+
+    def close(self) -> None:
+        """Check that every tile arrived."""
+        if not self._written.all():
+            missing = int((~self._written).sum())
+            raise ValueError(f"{missing} of {self._written.size} tiles were never written")
+
+
 def cog_options(spec: RasterSpec) -> dict[str, str]:
     """Creation options of GDAL's COG driver for ``spec``."""
     options = {
@@ -170,7 +215,8 @@ def translate_to_cog(src: str | os.PathLike[str], dst: str | os.PathLike[str], s
 class CogWriter:
     """Rows in, a COG out: a staging GeoTIFF plus the final file's temporary name.
 
-    Use through :func:`cog_output`. Call :meth:`write` with consecutive rows, then
+    Use through :func:`cog_output`. Call :meth:`write` with consecutive rows, or
+    :meth:`write_tile` with whole tiles in any order, then
     :meth:`finish` to build the COG (it returns the temporary path, so a caller can
     derive more outputs from the finished raster before it is renamed into place).
     """
@@ -203,17 +249,32 @@ class CogWriter:
             self._ds.set_band_description(1, spec.description)
         if spec.tags:
             self._ds.update_tags(**spec.tags)
-        self._rows = BlockRowWriter(self._ds, spec.block, on_block)
+        self._on_block = on_block
+        self._sink: BlockRowWriter | TileWriter | None = None
         self.finished = False
 
     def write(self, rows: np.ndarray, row_off: int) -> None:
         """Add consecutive rows (see :class:`BlockRowWriter`)."""
-        self._rows.write(rows, row_off)
+        if self._sink is None:
+            self._sink = BlockRowWriter(self._ds, self.spec.block, self._on_block)
+        if not isinstance(self._sink, BlockRowWriter):
+            raise ValueError("this writer already takes tiles; rows and tiles cannot be mixed")
+        self._sink.write(rows, row_off)
+
+    def write_tile(self, tile: np.ndarray, row_off: int, col_off: int) -> None:
+        """Add one whole tile of :attr:`spec`'s block size, in any order (see :class:`TileWriter`)."""
+        if self._sink is None:
+            self._sink = TileWriter(self._ds, self.spec.block, self._on_block)
+        if not isinstance(self._sink, TileWriter):
+            raise ValueError("this writer already takes rows; rows and tiles cannot be mixed")
+        self._sink.write(tile, row_off, col_off)
 
     def finish(self) -> Path:
         """Close the staging file, build the COG at :attr:`final_tmp`, remove the staging file."""
         if not self.finished:
-            self._rows.close()
+            if self._sink is None:
+                raise ValueError("nothing was written")
+            self._sink.close()
             self._ds.close()
             translate_to_cog(self.stage, self.final_tmp, self.spec)
             self.stage.unlink(missing_ok=True)
