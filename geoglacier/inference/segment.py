@@ -31,9 +31,7 @@ import contextlib
 import math
 import numbers
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -69,7 +67,7 @@ from geoglacier.inference.windows import (
     pad_reflect,
     tile_grid,
 )
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
 from geoglacier.io.cog import CogWriter, RasterSpec, cog_blocksize, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
@@ -766,27 +764,6 @@ def make_accumulator(
         )
         return None
     return AreaAccumulator(info.transform, info.crs, info.height, info.width, pixel_size, source=source)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt inside the block, so cleanup runs; restore afterwards.
-
-    Only the main thread can install handlers; elsewhere (a dask worker thread) the
-    block runs unchanged.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- top level
