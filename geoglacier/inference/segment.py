@@ -78,7 +78,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 #: GDAL block cache during a run (bytes). GDAL's default (5 % of RAM) would let the
-#: cache, not the strip buffers, set the peak memory on a large scene.
+#: cache, not the blocks and tiles of a run, set the peak memory on a large scene.
 GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
 
 #: Edge in pixels of the blocks of windows read and blended together (see InferenceConfig).

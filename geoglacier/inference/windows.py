@@ -454,7 +454,7 @@ def accumulate(
         probs: ``(N, h, w)`` or ``(N, C, h, w)`` window predictions, matching ``sum_buf``.
         offsets: ``(N, 2)`` scene ``(row_off, col_off)`` of each window.
         weights: ``(h, w)`` blend weights (see :func:`blend_weights`).
-        origin_row: Scene row of the buffers' first row (a strip's ``origin``).
+        origin_row: Scene row of the buffers' first row.
 
     Raises:
         ConfigError: If shapes disagree or a window falls outside the buffers.
