@@ -515,3 +515,51 @@ def run_glaciers(
     if summary is not None:
         write_totals_json(result.totals, summary, overwrite)
     return result
+
+
+def prepare_glacier_table(
+    inventory: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None,
+    *,
+    crs: Any,
+    transform: Any,
+    height: int,
+    width: int,
+    other_paths: list[str | os.PathLike[str] | None] | None = None,
+    id_column: str | None = None,
+    overwrite: bool = False,
+) -> Inventory | None:
+    """Check a per-glacier table request of a run that has not written its mask yet.
+
+    Used by ``segment-scene --inventory --glaciers``: the inventory is read onto the
+    scene's grid and the output path checked *before* the model runs, so a bad
+    inventory fails in a second, not after the scene. Returns ``None`` when no table
+    was asked for.
+
+    Raises:
+        ConfigError: only one of ``inventory`` and ``out`` was given.
+        OutputPathError: ``out`` is also another output (or the input) of the run.
+        CRSMissingError: the grid has no CRS.
+        InventoryError, SceneNotFoundError, OutputExistsError: see :func:`read_inventory`
+            and :func:`check_table_path`.
+    """
+    from geoglacier.errors import OutputPathError
+
+    if inventory is None and out is None:
+        return None
+    if inventory is None or out is None:
+        raise ConfigError(
+            "--inventory and --glaciers go together: the outlines to measure and the table to write"
+        )
+    target = check_table_path(out, overwrite)
+    for other in other_paths or []:
+        if other is not None and Path(other).resolve() == target.resolve():
+            raise OutputPathError(
+                f"{out}: used for the glacier table and another file of the run; give distinct files"
+            )
+    if crs is None:
+        raise CRSMissingError(
+            "the scene has no CRS, so inventory outlines cannot be placed on it; assign the CRS "
+            "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    return read_inventory(inventory, crs, region=footprint(transform, height, width), id_column=id_column)
