@@ -431,6 +431,22 @@ def format_totals(totals: GlacierTotals) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def format_table(table: pd.DataFrame, rows: int = 10) -> str:
+    """The largest ``rows`` glaciers of a table as text: area, mapped area +/- buffer, coverage, recall."""
+    top = table.sort_values("outline_area_km2", ascending=False).head(rows)
+    lines = [f"{'id':<16} {'outline km2':>11} {'mapped km2':>21} {'coverage':>8} {'recall':>6}"]
+    for r in top.itertuples(index=False):
+        mapped = f"{r.mapped_area_km2:.3f} +/- {r.uncertainty_buffer_km2:.3f}"
+        flag = "  (low coverage)" if r.low_coverage else ""
+        recall = "n/a" if pd.isna(r.recall) else f"{r.recall:.2f}"
+        lines.append(
+            f"{str(r.glacier_id):<16} {r.outline_area_km2:>11.3f} {mapped:>21} {r.coverage:>8.2f} {recall:>6}{flag}"
+        )
+    if len(table) > rows:
+        lines.append(f"... and {len(table) - rows} more")
+    return "\n".join(lines)
+
+
 def _table_format(path: Path) -> str:
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
