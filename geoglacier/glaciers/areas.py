@@ -149,34 +149,63 @@ def zone_sums(
     windows = list(grid_windows(info.height, info.width, info.block_shape, size=window))
     from tqdm.auto import tqdm
 
+    # One weighted bincount per window does all sums: each pixel's code is
+    # label * classes + class, with the label of ZoneRasterizer.labels (0 none, 1..m
+    # rings, m+1..2m outlines) and the class nodata / not glacier / glacier, times three
+    # probability bands (below low, between, at or above high) when probabilities are given.
+    m = len(zones)
+    bands = 1 if prob_info is None else 3
+    classes = 3 * bands
+    lut = np.zeros(256, dtype=np.int64)
+    lut[0], lut[1] = 1, 2  # everything else (255) is nodata: class 0
+    acc = np.zeros((2 * m + 1, bands, 3))
+    counts = np.zeros(2 * m + 1, dtype=np.int64)
     with rasterio.open(info.path) as ds, _maybe_open(prob_info) as pds:
         for win in tqdm(windows, desc="glaciers", unit="win", disable=not progress, leave=False):
-            block = normalize_mask(ds.read(1, window=win), info.nodata, info.path)
+            block = _read_block(ds, win, info)
             h, w = block.shape
             area = np.broadcast_to(
                 field_.block_area(int(win.row_off), int(win.col_off), h, w), (h, w)
             ).ravel()
-            z, rings = zones.zones_and_rings(win)
-            z = z.ravel()
-            flat = block.ravel()
-            glacier = flat == 1
-            valid = flat != IGNORE
-            sums.grid_area += float(area.sum())
-            sums.grid_pixels += h * w
-            sums.mask_glacier += float(area[glacier].sum())
-            sums.zone += np.bincount(z, weights=area, minlength=n)
-            sums.pixels += np.bincount(z, minlength=n)
-            sums.valid += np.bincount(z[valid], weights=area[valid], minlength=n)
-            sums.mapped += np.bincount(z[glacier], weights=area[glacier], minlength=n)
-            r = rings.ravel()
-            sums.ring_mapped += np.bincount(r[glacier], weights=area[glacier], minlength=n)
-            if pds is not None and sums.prob_low is not None and sums.prob_high is not None:
+            labels = zones.labels(win).ravel()
+            code = lut[block.ravel()]
+            if pds is not None:
                 p = pds.read(1, window=win).ravel()
-                ok = valid & np.isfinite(p)
-                for t, acc in ((thresholds[0], sums.prob_low), (thresholds[1], sums.prob_high)):
-                    sel = ok & (p >= t)
-                    acc += np.bincount(z[sel], weights=area[sel], minlength=n)
+                code += 3 * ((p >= thresholds[0]).astype(np.int64) + (p >= thresholds[1]))  # NaN: band 0
+            code += labels.astype(np.int64) * classes
+            acc += np.bincount(code, weights=area, minlength=(2 * m + 1) * classes).reshape(
+                2 * m + 1, bands, 3
+            )
+            counts += np.bincount(labels, minlength=2 * m + 1)
+            sums.grid_pixels += h * w
+    by_class = acc.sum(axis=1)  # (2m+1, 3): nodata, not glacier, glacier
+    outlines = np.r_[0, m + 1 : 2 * m + 1]  # "no outline" first, then glacier 1..m
+    rings = np.r_[0, 1 : m + 1]
+    sums.zone = by_class[outlines].sum(axis=1)
+    sums.valid = by_class[outlines, 1:].sum(axis=1)
+    sums.mapped = by_class[outlines, 2].copy()
+    sums.mapped[0] += by_class[1 : m + 1, 2].sum()  # ring pixels lie outside every outline
+    sums.pixels = counts[outlines].copy()
+    sums.ring_mapped = by_class[rings, 2].copy()
+    sums.ring_mapped[0] = 0.0
+    sums.grid_area = float(by_class.sum())
+    sums.mask_glacier = float(by_class[:, 2].sum())
+    if sums.prob_low is not None and sums.prob_high is not None:
+        valid_by_band = acc[outlines][:, :, 1:].sum(axis=2)  # (m+1, 3): below, between, above
+        sums.prob_low = valid_by_band[:, 1:].sum(axis=1)
+        sums.prob_high = valid_by_band[:, 2].copy()
     return sums
+
+
+def _read_block(ds: Any, window: Any, info: SceneInfo) -> np.ndarray:
+    """A mask window as 0/1/255, skipping the full value check when it is already so."""
+    raw = ds.read(1, window=window)
+    if raw.dtype == np.uint8 and info.nodata in (None, float(IGNORE)):
+        if raw.max(initial=0) <= 1:
+            return raw
+        if info.nodata is not None and np.count_nonzero(raw > 1) == np.count_nonzero(raw == IGNORE):
+            return raw
+    return normalize_mask(raw, info.nodata, info.path)
 
 
 class _Null:

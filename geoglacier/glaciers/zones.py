@@ -138,10 +138,42 @@ class ZoneRasterizer:
         ring[zones != 0] = 0
         return ring
 
+    def labels(self, window: Window | None = None) -> np.ndarray:
+        """Zones and rings of ``window`` in one int32 raster, burned in one pass.
+
+        ``0``: neither; ``i + 1``: the ring of glacier ``i``; ``n + i + 1``: glacier ``i``
+        itself (``n`` outlines). Rings are burned first and outlines over them, so an
+        outline pixel is never a ring pixel; within each layer the lowest index wins.
+        """
+        window = window or Window(0, 0, self.width, self.height)
+        shape = (int(window.height), int(window.width))
+        box = self._box(window)
+        n = len(self.geometries)
+        zone_idx = np.sort(self._tree.query(box, predicate="intersects"))
+        shapes = []
+        if self._buffered is not None and self._ring_tree is not None:
+            ring_idx = np.sort(self._ring_tree.query(box, predicate="intersects"))
+            shapes += [(self._buffered[i], int(i) + 1) for i in ring_idx[::-1]]
+        shapes += [(self.geometries[i], n + int(i) + 1) for i in zone_idx[::-1]]
+        if not shapes:
+            return np.zeros(shape, dtype=ZONE_DTYPE)
+        return rasterio.features.rasterize(
+            shapes,
+            out_shape=shape,
+            transform=rasterio.windows.transform(window, self.transform),
+            fill=0,
+            dtype=ZONE_DTYPE,
+            all_touched=False,
+        )
+
     def zones_and_rings(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Both rasters of one window."""
-        zones = self.zones(window)
-        return zones, self.rings(window, zones)
+        """Both rasters of one window (from :meth:`labels`, one rasterization)."""
+        both = self.labels(window)
+        n = len(self.geometries)
+        is_zone = both > n
+        zones = np.where(is_zone, both - n, 0).astype(ZONE_DTYPE, copy=False)
+        rings = np.where(is_zone, 0, both).astype(ZONE_DTYPE, copy=False)
+        return zones, rings
 
 
 def rasterize_zones(
