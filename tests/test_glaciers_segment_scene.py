@@ -100,3 +100,31 @@ def test_bad_inventory_fails_before_the_model_runs(
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and match in lines[0], res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["far.gpkg", "inv.gpkg", "s.tif"]
+
+
+def test_outlines_carry_the_inventory_id(tmp_path: Path, checkpoint: Path, one_torch_thread: None) -> None:
+    import fiona
+    from shapely.geometry import shape
+
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=2)
+    outlines = [px_box(0, 0, 32, 64, UTM_TRANSFORM), px_box(32, 0, 64, 64, UTM_TRANSFORM)]
+    inv = write_outlines(tmp_path / "inv.gpkg", outlines)
+    args = [str(scene), "--model", str(checkpoint), "--out", str(tmp_path / "m.tif"), "--window", "64"]
+    args += [
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--inventory",
+        str(inv),
+        "--glaciers",
+        str(tmp_path / "g.csv"),
+    ]
+    args += ["--outlines", str(tmp_path / "o.gpkg")]
+    res = CliRunner().invoke(cli, ["segment-scene", *args])
+    assert res.exit_code == 0, res.output
+    with fiona.open(tmp_path / "o.gpkg") as src:
+        feats = [(shape(f.geometry), f.properties["glacier_id"]) for f in src]
+    assert feats and f"({len(feats)} polygons)" in res.output
+    for poly, gid in feats:
+        overlaps = [poly.intersection(o).area for o in outlines]
+        assert gid == f"G{int(np.argmax(overlaps)) + 1}"

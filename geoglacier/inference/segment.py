@@ -745,7 +745,8 @@ def segment_scene(
         inventory, glaciers: glacier outlines and the per-glacier table (.gpkg or .csv) to
             write from the finished mask (:mod:`geoglacier.glaciers.areas`); both or neither.
             The table's path and totals land in ``result.extra["glaciers"]`` and
-            ``result.extra["glacier_totals"]``.
+            ``result.extra["glacier_totals"]``; ``outlines`` polygons then carry the
+            ``glacier_id`` of the inventory glacier they overlap most.
         id_column: the inventory's id column (default: found automatically).
 
     Returns:
@@ -793,7 +794,7 @@ def segment_scene(
             out,
             probabilities=probabilities,
             summary=summary,
-            outlines=outlines,
+            outlines=outlines if inv is None else None,  # with an inventory: traced below, with ids
             min_area=min_area,
             pixel_size=pixel_size,
             overwrite=overwrite,
@@ -805,4 +806,11 @@ def segment_scene(
             )
             extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
             result = replace(result, extra=extra)
+            if outlines is not None:
+                from geoglacier.measure.outlines import write_outlines
+
+                count = write_outlines(
+                    result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids)
+                )
+                result = replace(result, outlines=Path(outlines), outline_count=count)
     return result
