@@ -61,12 +61,12 @@ import rasterio
 import shapely
 from shapely.geometry import mapping
 
-from geoglacier.errors import ConfigError, CRSMissingError, InventoryError
+from geoglacier.errors import ConfigError, CRSMissingError, InventoryError, NoOverlapError
 from geoglacier.glaciers.inventory import Inventory, footprint, geodesic_area_perimeter, read_inventory
 from geoglacier.glaciers.zones import WINDOW, ZoneRasterizer, grid_windows
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.masks import IGNORE, check_same_grid, inspect_mask, normalize_mask
-from geoglacier.io.scene import SceneInfo, inspect_scene
+from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene
 from geoglacier.measure.areas import crs_label, pixel_area_field, to_pyproj_crs
 
 DEFAULT_MIN_COVERAGE: float = 0.9
@@ -160,7 +160,12 @@ def zone_sums(
     lut[0], lut[1] = 1, 2  # everything else (255) is nodata: class 0
     acc = np.zeros((2 * m + 1, bands, 3))
     counts = np.zeros(2 * m + 1, dtype=np.int64)
-    with rasterio.open(info.path) as ds, _maybe_open(prob_info) as pds:
+    # the cache, not the scene size, bounds GDAL's memory (its default is 5 % of RAM)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+        rasterio.open(info.path) as ds,
+        _maybe_open(prob_info) as pds,
+    ):
         for win in tqdm(windows, desc="glaciers", unit="win", disable=not progress, leave=False):
             block = _read_block(ds, win, info)
             h, w = block.shape
@@ -327,7 +332,7 @@ def glacier_areas(
             )
         hit = shapely.intersects(inv.geometries, grid)
         if not hit.any():
-            raise InventoryError(f"{inv.source}: none of its {len(inv)} outlines overlaps {info.path}")
+            raise NoOverlapError(f"{inv.source}: none of its {len(inv)} outlines overlaps {info.path}")
     else:
         inv = read_inventory(inventory, info.crs, region=grid, id_column=id_column, layer=layer)
     zr = ZoneRasterizer(inv.geometries, info.transform, info.height, info.width, ring_pixels=ring_pixels)
@@ -608,3 +613,32 @@ def prepare_glacier_table(
             "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
         )
     return read_inventory(inventory, crs, region=footprint(transform, height, width), id_column=id_column)
+
+
+def best_coverage(tables: list[tuple[str, str, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per glacier from several scenes' tables: the scene that covers it best.
+
+    Args:
+        tables: ``(scene, acquisition date or "", table)`` per scene.
+
+    Returns:
+        The rows with the highest ``coverage`` per ``glacier_id``, ties broken by the
+        latest date (ISO dates sort as text; a missing date counts as earliest), then by
+        the order given; ``scene`` and ``acquisition_date`` columns name where each came from.
+    """
+    frames = []
+    for order, (scene, date, table) in enumerate(tables):
+        frame = table.copy()
+        frame.insert(1, "scene", scene)
+        frame.insert(2, "acquisition_date", date or "")
+        frame["_order"] = order
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    merged = pd.concat(frames, ignore_index=True)
+    merged["glacier_id"] = merged["glacier_id"].astype(str)
+    merged = merged.sort_values(
+        ["coverage", "acquisition_date", "_order"], ascending=[False, False, True], kind="mergesort"
+    )
+    best = merged.drop_duplicates("glacier_id", keep="first").sort_values("glacier_id", kind="mergesort")
+    return best.drop(columns="_order").reset_index(drop=True)

@@ -31,7 +31,13 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from geoglacier.errors import CRSMissingError, GeoglacierWarning, InventoryError, SceneNotFoundError
+from geoglacier.errors import (
+    CRSMissingError,
+    GeoglacierWarning,
+    InventoryError,
+    NoOverlapError,
+    SceneNotFoundError,
+)
 from geoglacier.measure.areas import CRSLike, crs_label, to_pyproj_crs
 
 ID_COLUMNS: tuple[str, ...] = ("RGIId", "rgi_id", "glac_id", "anlys_id")
@@ -291,7 +297,7 @@ def footprint(transform: Affine, height: int, width: int) -> BaseGeometry:
 
 def read_inventory(
     path: str | os.PathLike[str],
-    crs: CRSLike,
+    crs: CRSLike | None,
     *,
     region: BaseGeometry | None = None,
     id_column: str | None = None,
@@ -302,7 +308,8 @@ def read_inventory(
     Args:
         path: GeoPackage, shapefile, zipped shapefile, GeoJSON, ... (any OGR vector source;
             ``/vsizip/`` paths too).
-        crs: target CRS (the mask's), in which geometries, ``region`` and the areas live.
+        crs: target CRS (the mask's), in which geometries, ``region`` and the areas live;
+            ``None`` keeps the file's own CRS (to check an inventory before any mask exists).
         region: polygon in ``crs`` (a mask's :func:`footprint`); ``None`` keeps everything.
         id_column: the id column; default the first of :data:`ID_COLUMNS` present and unique.
         layer: the layer (or, in a zip with several files, the file stem) to read.
@@ -321,7 +328,6 @@ def read_inventory(
     """
     import fiona
 
-    target = to_pyproj_crs(crs)
     shown = os.fspath(path)
     gdal_path, layer_hint = _open_path(path, layer)
     layer_name = _pick_layer(gdal_path, shown, layer_hint)
@@ -332,6 +338,7 @@ def read_inventory(
                     f"{shown}: the outlines have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326 ...)"
                 )
             src_crs = pyproj.CRS.from_user_input(src.crs.to_wkt())
+            target = src_crs if crs is None else to_pyproj_crs(crs)
             columns = list(src.schema["properties"])
             features = _read_features(src)
     except InventoryError:
@@ -377,7 +384,7 @@ def read_inventory(
     keep = [k for k, ok in zip(keep, near, strict=True) if ok]
     polys = [g for g, ok in zip(polys, near, strict=True) if ok]
     if not polys:
-        raise InventoryError(
+        raise NoOverlapError(
             f"{shown}: none of its {total - empty} outlines overlaps the mask "
             f"({crs_label(target)}); is it the inventory of this region?"
         )
@@ -388,7 +395,7 @@ def read_inventory(
     if region is not None:
         inside = shapely.intersects(moved, region)
         if not inside.any():
-            raise InventoryError(
+            raise NoOverlapError(
                 f"{shown}: none of its {total - empty} outlines overlaps the mask "
                 f"({crs_label(target)}); is it the inventory of this region?"
             )
