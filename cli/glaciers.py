@@ -20,6 +20,12 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option("--out", required=True, type=_out_path, help="Table to write: .gpkg (with outlines) or .csv.")
 @click.option("--summary", type=_out_path, default=None, help="Also write the totals as JSON.")
 @click.option(
+    "--quicklook",
+    type=_out_path,
+    default=None,
+    help="Also write a PNG of the outlines over the mask, coloured by mapped / outline area.",
+)
+@click.option(
     "--id-column", default=None, help="Id column.  [default: RGIId, rgi_id, glac_id or anlys_id, if unique]"
 )
 @click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
@@ -50,6 +56,7 @@ def glaciers(
     inventory: str,
     out: str,
     summary: str | None,
+    quicklook: str | None,
     id_column: str | None,
     layer: str | None,
     min_coverage: float,
@@ -69,6 +76,7 @@ def glaciers(
         inventory,
         out,
         summary=summary,
+        quicklook=quicklook,
         probabilities=probabilities,
         id_column=id_column,
         layer=layer,
@@ -79,6 +87,6 @@ def glaciers(
     )
 
     click.echo(format_totals(result.totals))
-    for path in (out, summary):
+    for path in (out, summary, quicklook):
         if path is not None:
             click.echo(f"wrote {path}")

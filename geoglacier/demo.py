@@ -179,6 +179,15 @@ def run_demo(
         log("    per glacier (largest first; the full table is per_glacier.csv):")
         log(_indent(format_table(pd.read_csv(root / "per_glacier.csv"), rows=8)))
         log(_indent(format_totals(segmented.extra["glacier_totals"])))
+        from geoglacier.glaciers.areas import glacier_areas
+        from geoglacier.glaciers.quicklook import write_glacier_quicklook
+
+        result.files["glacier_quicklook"] = write_glacier_quicklook(
+            mask_path,
+            glacier_areas(mask_path, inventory),
+            root / "glaciers_quicklook.png",
+            overwrite=overwrite,
+        )
 
     log("4/5 Evaluating the mask against the reference ...")
     metrics = evaluate_masks(mask_path, test.mask_path)

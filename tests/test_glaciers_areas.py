@@ -194,3 +194,20 @@ def test_an_inventory_read_once_serves_the_mask(tmp_path: Path) -> None:
     m = write_mask(tmp_path / "mask.tif", mask)
     inv = read_inventory_for_mask(write_outlines(tmp_path / "inv.gpkg", [px_box(1, 1, 5, 5)]), m)
     assert glacier_areas(m, inv).table["mapped_area_km2"].iloc[0] == pytest.approx(16 * A_PX_KM2, rel=1e-6)
+
+
+def test_area_ratio_and_quicklook(tmp_path: Path) -> None:
+    from geoglacier.glaciers.quicklook import area_ratio, write_glacier_quicklook
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:20, 10:15] = 1  # half of the first outline
+    mask[10:20, 20] = 1  # plus a column in its ring: (50 + 10) / 100
+    mask[30:40, 30:40] = 1
+    mask[30:40, 40:42] = 1  # the second spills 2 columns east: (100 + 20) / 100
+    mask[50:60, 50:60] = 255  # the third is all nodata
+    res = _run(tmp_path, mask, [px_box(10, 10, 20, 20), px_box(30, 30, 40, 40), px_box(50, 50, 60, 60)])
+    ratio = area_ratio(res)
+    np.testing.assert_allclose(ratio[:2], [0.6, 1.2], rtol=1e-6)
+    assert np.isnan(ratio[2])
+    png = write_glacier_quicklook(tmp_path / "mask.tif", res, tmp_path / "q.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

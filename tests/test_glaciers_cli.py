@@ -53,8 +53,18 @@ def test_writes_gpkg_csv_and_totals(inputs: Path) -> None:
     assert totals["mapped_area_km2"] == pytest.approx(200 * A_PX_KM2, rel=1e-6)
     assert totals["uncertainty_buffer_km2"] == pytest.approx(sum(r["uncertainty_buffer_km2"] for r in rows))
     assert "fully correlated" in totals["error_model"]
-    res = _invoke(str(inputs / "mask.tif"), "--inventory", str(inputs / "inv.gpkg"), "--out", str(csv))
+    png = inputs / "q.png"
+    res = _invoke(
+        str(inputs / "mask.tif"),
+        "--inventory",
+        str(inputs / "inv.gpkg"),
+        "--out",
+        str(csv),
+        "--quicklook",
+        str(png),
+    )
     assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(csv)
     assert list(table["glacier_id"]) == ["G1", "G2"]
     assert {"coverage", "recall", "ring_area_km2", "low_coverage", "inventory_area_km2"} <= set(table.columns)
@@ -71,7 +81,7 @@ def test_writes_gpkg_csv_and_totals(inputs: Path) -> None:
         ("exists", "already exists; pass --overwrite"),
         ("no-crs", "no CRS"),
         ("coverage", "--min-coverage must be between 0 and 1"),
-        ("same-out", "are the same file"),
+        ("same-out", "give distinct files"),
         ("id-column", "no column 'nope' for --id-column"),
     ],
 )

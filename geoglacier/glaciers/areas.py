@@ -547,23 +547,36 @@ def run_glaciers(
     out: str | os.PathLike[str],
     *,
     summary: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     **options: Any,
 ) -> GlacierAreas:
-    """:func:`glacier_areas`, then write the table (``out``) and the totals JSON (``summary``).
+    """:func:`glacier_areas`, then write the table (``out``), the totals JSON (``summary``)
+    and a PNG of the outlines coloured by mapped / outline area (``quicklook``).
 
     Output paths are checked before any work, and each file appears only when complete.
     ``options`` go to :func:`glacier_areas`.
     """
-    check_table_path(out, overwrite)
-    if summary is not None:
-        check_output_path(summary, overwrite)
-        if Path(summary).resolve() == Path(out).resolve():
-            raise ConfigError(f"{summary}: --summary and --out are the same file; give two names")
+    from geoglacier.errors import OutputPathError
+
+    targets = [check_table_path(out, overwrite)]
+    for extra in (summary, quicklook):
+        if extra is None:
+            continue
+        target = check_output_path(extra, overwrite)
+        if any(target.resolve() == t.resolve() for t in targets):
+            raise OutputPathError(
+                f"{extra}: used for two outputs (--out, --summary, --quicklook); give distinct files"
+            )
+        targets.append(target)
     result = glacier_areas(mask, inventory, **options)
     write_glacier_table(result, out, overwrite)
     if summary is not None:
         write_totals_json(result.totals, summary, overwrite)
+    if quicklook is not None:
+        from geoglacier.glaciers.quicklook import write_glacier_quicklook
+
+        write_glacier_quicklook(mask, result, quicklook, overwrite=overwrite)
     return result
 
 
