@@ -166,7 +166,9 @@ def zone_sums(
         rasterio.open(info.path) as ds,
         _maybe_open(prob_info) as pds,
     ):
-        for win in tqdm(windows, desc="glaciers", unit="win", disable=not progress, leave=False):
+        for win in tqdm(
+            windows, desc="glaciers", unit="win", disable=None if progress else True, leave=False
+        ):
             block = _read_block(ds, win, info)
             h, w = block.shape
             area = np.broadcast_to(
@@ -303,7 +305,7 @@ def glacier_areas(
         ring_pixels: width in pixels of the ring outside each outline.
         thresholds: the two probability thresholds around 0.5.
         window: edge in pixels of the windows read at once (memory ~ 20 bytes per pixel of it).
-        progress: show a progress bar of windows.
+        progress: show a progress bar of windows (on a terminal only).
 
     Raises:
         ConfigError: an option is out of range.
