@@ -211,3 +211,14 @@ def test_area_ratio_and_quicklook(tmp_path: Path) -> None:
     assert np.isnan(ratio[2])
     png = write_glacier_quicklook(tmp_path / "mask.tif", res, tmp_path / "q.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_inventory_object_is_cut_to_the_mask(tmp_path: Path) -> None:
+    from geoglacier.glaciers.inventory import read_inventory
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    m = write_mask(tmp_path / "mask.tif", mask)
+    path = write_outlines(tmp_path / "inv.gpkg", [px_box(1, 1, 5, 5), px_box(900, 900, 905, 905)])
+    inv = read_inventory(path, "EPSG:32645")  # no region: both outlines
+    assert len(inv) == 2
+    assert list(glacier_areas(m, inv).table["glacier_id"]) == ["G1"]

@@ -335,6 +335,8 @@ def glacier_areas(
         hit = shapely.intersects(inv.geometries, grid)
         if not hit.any():
             raise NoOverlapError(f"{inv.source}: none of its {len(inv)} outlines overlaps {info.path}")
+        if not hit.all():
+            inv = inv.subset(hit)
     else:
         inv = read_inventory(inventory, info.crs, region=grid, id_column=id_column, layer=layer)
     zr = ZoneRasterizer(inv.geometries, info.transform, info.height, info.width, ring_pixels=ring_pixels)

@@ -19,7 +19,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,19 @@ class Inventory:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> Inventory:
+        """The glaciers where the boolean array ``keep`` is true, in the same order."""
+        keep = np.asarray(keep, dtype=bool)
+        return replace(
+            self,
+            ids=tuple(i for i, k in zip(self.ids, keep, strict=True) if k),
+            names=tuple(n for n, k in zip(self.names, keep, strict=True) if k),
+            inventory_area_km2=self.inventory_area_km2[keep],
+            geometries=self.geometries[keep],
+            outline_area_km2=self.outline_area_km2[keep],
+            perimeter_km=self.perimeter_km[keep],
+        )
 
 
 def _segment_length(crs: pyproj.CRS) -> float:
@@ -390,8 +403,12 @@ def read_inventory(
         )
     moved = reproject_geometries(np.asarray(polys, dtype=object), src_crs, target)
     valid_now = shapely.is_valid(moved)
-    if not valid_now.all():  # reprojection can fold tiny slivers
-        moved = np.where(valid_now, moved, shapely.make_valid(moved))
+    if not valid_now.all():  # reprojection can fold tiny slivers; keep only polygonal parts
+        fixed = [
+            g if ok else (_polygonal(shapely.make_valid(g)) or g)
+            for g, ok in zip(moved, valid_now, strict=True)
+        ]
+        moved = np.asarray(fixed, dtype=object)
     if region is not None:
         inside = shapely.intersects(moved, region)
         if not inside.any():
