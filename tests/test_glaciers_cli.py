@@ -119,3 +119,21 @@ def test_bad_input_one_line_error_and_nothing_written(inputs: Path, case: str, m
     assert match in lines[0]
     assert "Traceback" not in res.output
     assert {p: p.read_bytes() for p in out.parent.iterdir()} == before
+
+
+def test_dropped_and_repaired_outlines_warn_in_one_line(inputs: Path) -> None:
+    from shapely.geometry import Polygon
+
+    bowtie = Polygon([(500000, 4000), (500300, 4300), (500300, 4000), (500000, 4300)])
+    inv = write_outlines(inputs / "bad.gpkg", [px_box(10, 10, 20, 20), None, bowtie])
+    res = CliRunner().invoke(
+        cli, ["glaciers", str(inputs / "mask.tif"), "--inventory", str(inv), "--out", str(inputs / "g.csv")]
+    )
+    assert res.exit_code == 0, res.output
+    warned = [ln for ln in res.stderr.splitlines() if ln.startswith("Warning:")]
+    assert len(warned) == 1
+    assert (
+        "dropped 1 with empty or non-polygon geometry and repaired 1 invalid geometry (of 3 glaciers)"
+        in warned[0]
+    )
+    assert "warnings.warn" not in res.stderr and "read_inventory(" not in res.stderr
