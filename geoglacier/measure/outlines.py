@@ -117,6 +117,9 @@ def _glacier_shapes(info: Any) -> Iterator[BaseGeometry]:
     out), so the mask is never held in memory whole; anything else (0/255 exports, other
     dtypes) is normalised in memory first.
     """
+    # Peak memory is then the polygons being built plus GDAL's block cache (5 % of RAM by
+    # default; set GDAL_CACHEMAX to lower it). Capping it here through rasterio.Env would
+    # make GDAL's polygonizer about ten times slower.
     with rasterio.open(info.path) as ds:
         if _is_plain(ds, info.nodata):
             band = rasterio.band(ds, 1)
