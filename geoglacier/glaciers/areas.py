@@ -167,8 +167,8 @@ def zone_sums(
     try:
         for _, row in itertools.groupby(windows, key=lambda win: win.row_off):
             # A fresh handle per row of windows: closing it drops the tiles GDAL cached for
-            # that row, so GDAL's block cache (5 % of RAM by default) never fills up with the
-            # scene. (Capping GDAL_CACHEMAX instead slows GDAL's rasterizer about twofold.)
+            # that row, so GDAL's block cache (5 % of RAM by default) never fills up with
+            # the scene, whatever GDAL_CACHEMAX the caller runs with.
             with rasterio.open(info.path) as ds, _maybe_open(prob_info) as pds:
                 for win in row:
                     block = _read_block(ds, win, info)

@@ -28,6 +28,7 @@ from shapely.geometry.polygon import orient
 from geoglacier.errors import ConfigError, CRSMissingError
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.masks import inspect_mask, read_mask
+from geoglacier.io.scene import GDAL_CACHE_MB
 from geoglacier.measure.areas import to_pyproj_crs
 
 SEGMENT_M: float = 1000.0
@@ -117,10 +118,10 @@ def _glacier_shapes(info: Any) -> Iterator[BaseGeometry]:
     out), so the mask is never held in memory whole; anything else (0/255 exports, other
     dtypes) is normalised in memory first.
     """
-    # Peak memory is then the polygons being built plus GDAL's block cache (5 % of RAM by
-    # default; set GDAL_CACHEMAX to lower it). Capping it here through rasterio.Env would
-    # make GDAL's polygonizer about ten times slower.
-    with rasterio.open(info.path) as ds:
+    # Peak memory is then the polygons being built plus GDAL's block cache, capped here
+    # (its default, 5 % of RAM, would fill up with the scene). rasterio.Env takes an
+    # integer GDAL_CACHEMAX in bytes: 64 would mean 64 bytes and a ten times slower trace.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), rasterio.open(info.path) as ds:
         if _is_plain(ds, info.nodata):
             band = rasterio.band(ds, 1)
             for geom, value in rasterio.features.shapes(
