@@ -523,7 +523,7 @@ ROWS: list[Row] = [
         "seg-glaciers-without-inventory",
         GOOD_SEG + " --glaciers {o}/g.csv",
         ("--inventory", "--glaciers"),
-        ("go together",),
+        ("needs --inventory",),
     ),
     Row(
         "seg-inventory-no-overlap",

@@ -70,7 +70,8 @@ def test_segment_scene_writes_the_glacier_table(
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["--glaciers", "g.csv"], "--inventory and --glaciers go together"),
+        (["--glaciers", "g.csv"], "--glaciers needs --inventory"),
+        (["--inventory", "inv.gpkg"], "nothing would use it"),
         (["--inventory", "nope.gpkg", "--glaciers", "g.csv"], "inventory not found"),
         (["--inventory", "far.gpkg", "--glaciers", "g.csv"], "overlaps the mask"),
         (["--inventory", "inv.gpkg", "--glaciers", "g.txt"], "unknown table format"),
@@ -116,12 +117,11 @@ def test_outlines_carry_the_inventory_id(tmp_path: Path, checkpoint: Path, one_t
         "--no-progress",
         "--inventory",
         str(inv),
-        "--glaciers",
-        str(tmp_path / "g.csv"),
     ]
-    args += ["--outlines", str(tmp_path / "o.gpkg")]
+    args += ["--outlines", str(tmp_path / "o.gpkg")]  # no --glaciers: the inventory only labels outlines
     res = CliRunner().invoke(cli, ["segment-scene", *args])
     assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == []
     with fiona.open(tmp_path / "o.gpkg") as src:
         feats = [(shape(f.geometry), f.properties["glacier_id"]) for f in src]
     assert feats and f"({len(feats)} polygons)" in res.output

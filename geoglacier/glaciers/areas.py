@@ -602,16 +602,18 @@ def prepare_glacier_table(
     other_paths: list[str | os.PathLike[str] | None] | None = None,
     id_column: str | None = None,
     overwrite: bool = False,
+    outlines: bool = False,
 ) -> Inventory | None:
-    """Check a per-glacier table request of a run that has not written its mask yet.
+    """Check a per-glacier request of a run that has not written its mask yet.
 
-    Used by ``segment-scene --inventory --glaciers``: the inventory is read onto the
-    scene's grid and the output path checked *before* the model runs, so a bad
-    inventory fails in a second, not after the scene. Returns ``None`` when no table
-    was asked for.
+    Used by ``segment-scene --inventory``: the inventory is read onto the scene's grid
+    and the table path (``--glaciers``) checked *before* the model runs, so a bad
+    inventory fails in a second, not after the scene. An inventory serves the table,
+    the ``glacier_id`` of the outline polygons (``outlines``), or both. Returns ``None``
+    when no inventory was given.
 
     Raises:
-        ConfigError: only one of ``inventory`` and ``out`` was given.
+        ConfigError: a table without an inventory, or an inventory with nothing to do.
         OutputPathError: ``out`` is also another output (or the input) of the run.
         CRSMissingError: the grid has no CRS.
         InventoryError, SceneNotFoundError, OutputExistsError: see :func:`read_inventory`
@@ -621,16 +623,19 @@ def prepare_glacier_table(
 
     if inventory is None and out is None:
         return None
-    if inventory is None or out is None:
+    if inventory is None:
+        raise ConfigError("--glaciers needs --inventory: the outlines whose glaciers the table measures")
+    if out is None and not outlines:
         raise ConfigError(
-            "--inventory and --glaciers go together: the outlines to measure and the table to write"
+            "--inventory needs --glaciers TABLE (.gpkg or .csv) or --outlines: nothing would use it"
         )
-    target = check_table_path(out, overwrite)
-    for other in other_paths or []:
-        if other is not None and Path(other).resolve() == target.resolve():
-            raise OutputPathError(
-                f"{out}: used for the glacier table and another file of the run; give distinct files"
-            )
+    if out is not None:
+        target = check_table_path(out, overwrite)
+        for other in other_paths or []:
+            if other is not None and Path(other).resolve() == target.resolve():
+                raise OutputPathError(
+                    f"{out}: used for the glacier table and another file of the run; give distinct files"
+                )
     if crs is None:
         raise CRSMissingError(
             "the scene has no CRS, so inventory outlines cannot be placed on it; assign the CRS "

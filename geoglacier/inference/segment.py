@@ -743,7 +743,8 @@ def segment_scene(
         overwrite: replace existing outputs.
         progress: show a progress bar of windows on stderr.
         inventory, glaciers: glacier outlines and the per-glacier table (.gpkg or .csv) to
-            write from the finished mask (:mod:`geoglacier.glaciers.areas`); both or neither.
+            write from the finished mask (:mod:`geoglacier.glaciers.areas`); an inventory
+            needs ``glaciers`` or ``outlines``.
             The table's path and totals land in ``result.extra["glaciers"]`` and
             ``result.extra["glacier_totals"]``; ``outlines`` polygons then carry the
             ``glacier_id`` of the inventory glacier they overlap most.
@@ -785,6 +786,7 @@ def segment_scene(
         other_paths=[scene, out, probabilities, summary, outlines],
         id_column=id_column,
         overwrite=overwrite,
+        outlines=outlines is not None,
     )
     model, meta = load_checkpoint(model_path, expected_bands=info.count, device=torch_device)
     segmenter = Segmenter(model, meta, config)
@@ -806,11 +808,11 @@ def segment_scene(
             )
             extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
             result = replace(result, extra=extra)
-            if outlines is not None:
-                from geoglacier.measure.outlines import write_outlines
+        if inv is not None and outlines is not None:
+            from geoglacier.measure.outlines import write_outlines
 
-                count = write_outlines(
-                    result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids)
-                )
-                result = replace(result, outlines=Path(outlines), outline_count=count)
+            count = write_outlines(
+                result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids)
+            )
+            result = replace(result, outlines=Path(outlines), outline_count=count)
     return result
