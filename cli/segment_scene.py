@@ -64,7 +64,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     "--inventory",
     type=click.Path(path_type=str),
     default=None,
-    help="Glacier outlines (RGI/GLIMS: .gpkg, .shp, .zip, .geojson) to measure the mask against.",
+    help="Glacier outlines (RGI/GLIMS: .gpkg, .shp, .zip, .geojson) for --glaciers and the ids of --outlines.",
 )
 @click.option("--glaciers", type=_out_path, default=None, help="Per-glacier table to write (.gpkg or .csv).")
 @click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
