@@ -50,3 +50,37 @@ def test_glaciers_cut_by_the_scene_edges_say_so(result) -> None:
     # everything the reference mask maps lies inside some outline
     assert result.totals.mapped_outside_outlines_km2 == pytest.approx(0.0, abs=1e-9)
     assert table["mapped_area_km2"].sum() == pytest.approx(result.totals.mask_glacier_area_km2, rel=1e-9)
+
+
+def test_the_outlines_as_a_zipped_shapefile_through_the_cli(
+    everest_module: Path, tmp_path: Path, result
+) -> None:
+    """RGI distributes zipped shapefiles: the same outlines that way give the same table."""
+    import zipfile
+
+    import fiona
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from geoglacier.cli.main import cli
+
+    src_path = everest_module / "west_rgi60_outlines.gpkg"
+    with fiona.open(src_path, layer="glaciers") as src:
+        meta = src.meta
+        meta.update(driver="ESRI Shapefile")
+        with fiona.open(tmp_path / "15_rgi60_west.shp", "w", **meta) as dst:
+            dst.writerecords(src)
+    archive = tmp_path / "15_rgi60_west.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for part in tmp_path.glob("15_rgi60_west.*"):
+            if part.suffix != ".zip":
+                zf.write(part, part.name)
+    out = tmp_path / "g.csv"
+    res = CliRunner().invoke(
+        cli,
+        ["glaciers", str(everest_module / "west_mask.tif"), "--inventory", str(archive), "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out)
+    assert list(table["glacier_id"]) == list(result.table["glacier_id"])
+    np.testing.assert_allclose(table["mapped_area_km2"], result.table["mapped_area_km2"], rtol=1e-5)
