@@ -37,10 +37,11 @@ setup(
         "pyproj>=3.4",
         "shapely>=2.0",
         "fiona>=1.9",
+        "pandas>=1.5",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.80", "psutil>=5.9", "monai>=1.3"],
-        "bench": ["monai>=1.3", "torchgeo>=0.5", "requests", "psutil>=5.9"],
+        "bench": ["monai>=1.3", "torchgeo>=0.5", "requests", "psutil>=5.9", "exactextract>=0.2"],
     },
     entry_points={"console_scripts": ["geoglacier=geoglacier.cli.main:main"]},
 )

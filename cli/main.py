@@ -8,6 +8,7 @@ errors here, at the edge; ``-v`` shows the full traceback for a bug report.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -54,6 +55,28 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """Map glaciers from 5-band satellite rasters."""
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    if not verbose:
+        _one_line_warnings()
+
+
+def _one_line_warnings() -> None:
+    """Show the library's own warnings as ``Warning: message``, without a source line."""
+    from geoglacier.errors import GeoglacierWarning
+
+    default = warnings.showwarning
+    if getattr(default, "_geoglacier", False):
+        return
+
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        if issubclass(category, GeoglacierWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show._geoglacier = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def _register() -> None:

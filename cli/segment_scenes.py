@@ -44,6 +44,13 @@ from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
     "--min-area", default=0.0, show_default=True, type=float, help="Drop outline polygons below this (km²)."
 )
 @click.option("--pixel-size", default=None, type=float, help="Pixel size (m) for scenes without a CRS.")
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Glacier outlines: adds NAME_glaciers.csv per scene and glaciers.csv (best-covering scene per glacier).",
+)
+@click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
 @click.option("--tta", is_flag=True, help="Average the four flips of each window (4x slower).")
 @device_opt
 @overwrite_opt
@@ -62,6 +69,8 @@ def segment_scenes(
     outlines: str | None,
     min_area: float,
     pixel_size: float | None,
+    inventory: str | None,
+    id_column: str | None,
     device: str,
     overwrite: bool,
 ) -> None:
@@ -92,11 +101,15 @@ def segment_scenes(
             tta=tta,
             min_area=min_area,
             pixel_size=pixel_size,
+            inventory=inventory,
+            id_column=id_column,
         )
     finally:
         if client is not None:
             client.close()
     click.echo(f"{len(result.done)} of {len(result.rows)} scene(s) segmented; table: {result.summary_csv}")
+    if result.glaciers_csv is not None:
+        click.echo(f"glacier table (best-covering scene per glacier): {result.glaciers_csv}")
     if result.failed:
         raise click.ClickException(
             f"{len(result.failed)} scene(s) failed: " + ", ".join(r["scene"] for r in result.failed)

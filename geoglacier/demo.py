@@ -135,7 +135,13 @@ def run_demo(
         model=model_path, metrics_csv=trained.paths.metrics_csv, metrics_png=trained.paths.metrics_png
     )
 
-    log("3/5 Segmenting the second scene (blended sliding windows) ...")
+    inventory = _write_demo_inventory(test.mask_path, root / "inventory.gpkg")
+    result.files["inventory"] = inventory
+    log(
+        f"    an inventory for it: {inventory.name}, outlines of the reference glaciers in lon/lat (as RGI ships them)"
+    )
+
+    log("3/5 Segmenting the second scene (blended sliding windows) and measuring each glacier ...")
     mask_path, summary_path = root / "mask.tif", root / "summary.json"
     segmented = segment_scene(
         test.scene_path,
@@ -147,12 +153,15 @@ def run_demo(
         probabilities=root / "probability.tif",
         overwrite=overwrite,
         progress=False,
+        inventory=inventory,
+        glaciers=root / "per_glacier.csv",
     )
     result.files.update(
         mask=mask_path,
         probabilities=root / "probability.tif",
         summary=summary_path,
         outlines=root / "glaciers.gpkg",
+        per_glacier=root / "per_glacier.csv",
     )
     log(
         f"    {segmented.windows_run} windows through the model, {segmented.windows_skipped} skipped (all nodata), "
@@ -162,6 +171,23 @@ def run_demo(
         from geoglacier.measure.areas import format_summary
 
         log(_indent(format_summary(segmented.summary)))
+    if "glacier_totals" in segmented.extra:
+        import pandas as pd
+
+        from geoglacier.glaciers.areas import format_table, format_totals
+
+        log("    per glacier (largest first; the full table is per_glacier.csv):")
+        log(_indent(format_table(pd.read_csv(root / "per_glacier.csv"), rows=8)))
+        log(_indent(format_totals(segmented.extra["glacier_totals"])))
+        from geoglacier.glaciers.areas import glacier_areas
+        from geoglacier.glaciers.quicklook import write_glacier_quicklook
+
+        result.files["glacier_quicklook"] = write_glacier_quicklook(
+            mask_path,
+            glacier_areas(mask_path, inventory),
+            root / "glaciers_quicklook.png",
+            overwrite=overwrite,
+        )
 
     log("4/5 Evaluating the mask against the reference ...")
     metrics = evaluate_masks(mask_path, test.mask_path)
@@ -182,6 +208,22 @@ def run_demo(
         log(f"    {role:15s} {path}")
     log(f"All outputs are in {root.resolve()}")
     return result
+
+
+def _write_demo_inventory(mask: Path, out: Path) -> Path:
+    """Outlines of a reference mask as a small RGI-like inventory (ids, names, areas; EPSG:4326)."""
+    import fiona
+    from shapely.geometry import mapping
+
+    from geoglacier.measure.outlines import mask_polygons
+
+    schema = {"geometry": "Polygon", "properties": {"RGIId": "str", "Name": "str", "Area": "float"}}
+    polygons = sorted(mask_polygons(mask, min_area_km2=0.05), key=lambda p: -p[2])
+    with fiona.open(out, "w", driver="GPKG", schema=schema, crs="EPSG:4326", layer="glaciers") as sink:
+        for i, (_, lonlat, area_km2) in enumerate(polygons, start=1):
+            props = {"RGIId": f"DEMO-{i:05d}", "Name": f"Synthetic glacier {i}", "Area": round(area_km2, 3)}
+            sink.write(fiona.Feature.from_dict({"geometry": mapping(lonlat), "properties": props}))
+    return out
 
 
 def _indent(text: str) -> str:

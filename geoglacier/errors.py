@@ -72,5 +72,13 @@ class Interrupted(KeyboardInterrupt):
     """
 
 
+class InventoryError(GeoglacierError, ValueError):
+    """A glacier inventory cannot be used: unreadable, no CRS, no usable id column, no overlap."""
+
+
+class NoOverlapError(InventoryError):
+    """None of an inventory's outlines reaches the mask or scene."""
+
+
 class GeoglacierWarning(UserWarning):
     """Something odd but usable: a 0/255 mask, a scene without CRS, ..."""

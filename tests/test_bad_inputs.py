@@ -156,6 +156,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         nodata=-9999,
     )
     (d / "empty_dir").mkdir()
+    # Glacier inventories for `glaciers` (outlines on the mask's grid, or far from it).
+    from tests.glacier_data import px_box, write_outlines
+
+    inside = [px_box(5, 5, 20, 20, UTM_TRANSFORM), px_box(30, 30, 50, 50, UTM_TRANSFORM)]
+    write_outlines(d / "inv.gpkg", inside)
+    write_outlines(d / "inv_dup.gpkg", inside, props=[{"RGIId": "RGI60-15.00001"}] * 2)
+    write_outlines(d / "inv_noid.gpkg", inside, props=[{"ident": "a"}, {"ident": "b"}])
+    write_outlines(d / "inv_far.gpkg", [px_box(9000, 9000, 9010, 9010, UTM_TRANSFORM)])
     return d
 
 
@@ -454,6 +462,74 @@ ROWS: list[Row] = [
         GOOD_SEG.replace("model.pth", "code.pth"),
         ("code.pth", "refused"),
         ("weights-only",),
+    ),
+    # --- per-glacier areas (glaciers; segment-scene --inventory) --------------------------
+    Row(
+        "glaciers-inventory-missing",
+        "glaciers {i}/mask.tif --inventory {i}/missing.gpkg --out {o}/g.gpkg",
+        ("missing.gpkg",),
+        ("check the path",),
+    ),
+    Row(
+        "glaciers-inventory-not-vector",
+        "glaciers {i}/mask.tif --inventory {i}/text.tif --out {o}/g.gpkg",
+        ("text.tif",),
+        ("pass a geopackage",),
+    ),
+    Row(
+        "glaciers-id-not-unique",
+        "glaciers {i}/mask.tif --inventory {i}/inv_dup.gpkg --out {o}/g.gpkg",
+        ("inv_dup.gpkg", "RGIId", "not unique"),
+        ("--id-column",),
+    ),
+    Row(
+        "glaciers-no-id-column",
+        "glaciers {i}/mask.tif --inventory {i}/inv_noid.gpkg --out {o}/g.gpkg",
+        ("inv_noid.gpkg", "id column"),
+        ("--id-column",),
+    ),
+    Row(
+        "glaciers-no-overlap",
+        "glaciers {i}/mask.tif --inventory {i}/inv_far.gpkg --out {o}/g.gpkg",
+        ("inv_far.gpkg", "overlaps"),
+        ("inventory of this region",),
+    ),
+    Row(
+        "glaciers-table-extension",
+        "glaciers {i}/mask.tif --inventory {i}/inv.gpkg --out {o}/g.xlsx",
+        ("g.xlsx",),
+        (".gpkg",),
+    ),
+    Row(
+        "glaciers-mask-values-0-7",
+        "glaciers {i}/mask07.tif --inventory {i}/inv.gpkg --out {o}/g.gpkg",
+        ("mask07.tif", "7"),
+        ("reclassify",),
+    ),
+    Row(
+        "glaciers-table-exists",
+        "glaciers {i}/mask.tif --inventory {i}/inv.gpkg --out {o}/g.gpkg",
+        ("g.gpkg",),
+        ("--overwrite",),
+        setup=_existing_output("g.gpkg"),
+    ),
+    Row(
+        "glaciers-min-coverage",
+        "glaciers {i}/mask.tif --inventory {i}/inv.gpkg --out {o}/g.gpkg --min-coverage 1.5",
+        ("--min-coverage",),
+        ("between 0 and 1",),
+    ),
+    Row(
+        "seg-glaciers-without-inventory",
+        GOOD_SEG + " --glaciers {o}/g.csv",
+        ("--inventory", "--glaciers"),
+        ("needs --inventory",),
+    ),
+    Row(
+        "seg-inventory-no-overlap",
+        GOOD_SEG + " --inventory {i}/inv_far.gpkg --glaciers {o}/g.csv",
+        ("inv_far.gpkg",),
+        ("inventory of this region",),
     ),
     # --- many scenes (segment-scenes): checks that must fail before a cluster starts ---
     Row(

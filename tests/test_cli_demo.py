@@ -38,6 +38,10 @@ def test_demo_writes_scenes_and_names_the_folder(tmp_path: Path) -> None:
     assert f"{saved['mcc']:.4f}" in result.output
     assert json.loads((out / "summary.json").read_text())["valid_pixels"] == int((values != 255).sum())
     assert (out / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the synthetic example has an inventory, and the run measures each of its glaciers
+    table = (out / "per_glacier.csv").read_text().splitlines()
+    assert table[0].startswith("glacier_id,name,inventory_area_km2") and len(table) >= 2
+    assert "per glacier (largest first" in result.output and "DEMO-00001" in result.output
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:

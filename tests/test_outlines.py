@@ -163,3 +163,45 @@ def test_everest_outlines_match_raster_area(tmp_path: Path) -> None:
     feats, crs = read_features(tmp_path / "everest.gpkg")
     assert len(feats) == n > 0 and pyproj.CRS(crs) == pyproj.CRS("EPSG:32645")
     assert sum(f["area_km2"] for f in feats) == pytest.approx(raster.glacier_area_km2, rel=1e-6)
+
+
+def test_band_tracing_matches_in_memory_tracing(tmp_path: Path) -> None:
+    """The bounded-memory path (GDAL reads the band) gives the polygons of the in-memory path."""
+    from geoglacier.io.masks import inspect_mask
+    from geoglacier.measure import outlines as mod
+
+    arr = glacier_mask()
+    plain = write_mask(tmp_path / "plain.tif", arr, utm_transform(), UTM)
+    with rasterio.open(plain) as ds:
+        assert mod._is_plain(ds, 255.0)
+    info = inspect_mask(plain)
+    from_band = sorted(p.wkt for p in mod._glacier_shapes(info))
+    # the same mask as float32 takes the in-memory path
+    profile = dict(driver="GTiff", height=128, width=128, count=1, dtype="float32", nodata=255.0)
+    with rasterio.open(tmp_path / "f.tif", "w", transform=utm_transform(), crs=UTM, **profile) as ds:
+        ds.write(arr.astype("float32"), 1)
+    finfo = inspect_mask(tmp_path / "f.tif")
+    with rasterio.open(finfo.path) as ds:
+        assert not mod._is_plain(ds, finfo.nodata)
+    assert sorted(p.wkt for p in mod._glacier_shapes(finfo)) == from_band
+    assert len(from_band) == 5
+
+
+def test_polygons_carry_the_id_of_the_zone_they_overlap_most(tmp_path: Path) -> None:
+    from shapely.geometry import box
+
+    arr = np.zeros((64, 64), dtype=np.uint8)
+    arr[10:20, 10:30] = 1  # straddles both zones, mostly the second
+    arr[40:45, 40:45] = 1  # in no zone
+    t = utm_transform(64)
+    path = write_mask(tmp_path / "m.tif", arr, t, UTM)
+    x0, y0 = t * (0, 0)
+    zones = (
+        [box(x0, y0 - 64 * 30, x0 + 18 * 30, y0), box(x0 + 18 * 30, y0 - 30 * 30, x0 + 35 * 30, y0)],
+        ["A", "B"],
+    )
+    out = tmp_path / "o.gpkg"
+    assert write_outlines(path, out, zones=zones) == 2
+    with fiona.open(out) as src:
+        ids = sorted(f.properties["glacier_id"] for f in src)
+    assert ids == ["", "B"]

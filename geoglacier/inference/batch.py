@@ -24,6 +24,7 @@ from geoglacier.errors import ConfigError, OutputPathError
 from geoglacier.io.atomic import atomic_output
 
 SUMMARY_CSV = "summary.csv"
+GLACIERS_CSV = "glaciers.csv"
 _CSV_FIELDS = (
     "scene",
     "status",
@@ -48,9 +49,11 @@ class SceneOutputs:
     mask: Path
     summary: Path
     outlines: Path | None
+    glaciers: Path | None = None
 
     def complete(self) -> bool:
         done = [self.mask, self.summary] + ([self.outlines] if self.outlines else [])
+        done += [self.glaciers] if self.glaciers else []
         return all(p.is_file() for p in done)
 
 
@@ -60,6 +63,7 @@ class BatchResult:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary_csv: Path | None = None
+    glaciers_csv: Path | None = None
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -71,7 +75,7 @@ class BatchResult:
 
 
 def plan_outputs(
-    scenes: Sequence[str | os.PathLike[str]], out_dir: Path, outlines: str | None
+    scenes: Sequence[str | os.PathLike[str]], out_dir: Path, outlines: str | None, glaciers: bool = False
 ) -> list[SceneOutputs]:
     """Name each scene's outputs after its file stem; stems must be unique."""
     plans: list[SceneOutputs] = []
@@ -90,6 +94,7 @@ def plan_outputs(
                 mask=out_dir / f"{stem}_mask.tif",
                 summary=out_dir / f"{stem}_summary.json",
                 outlines=out_dir / f"{stem}_outlines.{outlines}" if outlines else None,
+                glaciers=out_dir / f"{stem}_glaciers.csv" if glaciers else None,
             )
         )
     return plans
@@ -136,8 +141,14 @@ def segment_one(
     options: dict[str, Any],
     overwrite: bool,
     threads: int | None = None,
+    inventory: str | None = None,
+    id_column: str | None = None,
 ) -> dict[str, Any]:
-    """Segment one scene (runs on a worker); never raises, returns a result row."""
+    """Segment one scene (runs on a worker); never raises, returns a result row.
+
+    With ``inventory`` the scene's per-glacier table is written to ``plan.glaciers``
+    (a header-only table when no outline reaches the scene).
+    """
     row: dict[str, Any] = {"scene": str(plan.scene), "mask": str(plan.mask)}
     try:
         config_options, run_options = _split_options(options)
@@ -153,11 +164,64 @@ def segment_one(
         )
         if result.summary is not None:
             row.update(_summary_fields(result.summary.to_dict()))
+        if inventory is not None and plan.glaciers is not None:
+            write_scene_glaciers(plan.mask, inventory, plan.glaciers, id_column=id_column)
         row["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         row.update(status="failed", error=message)
     return row
+
+
+def write_scene_glaciers(
+    mask: Path, inventory: str | os.PathLike[str], out: Path, *, id_column: str | None = None
+) -> Path:
+    """One scene's per-glacier table; header-only when no outline of the inventory reaches it."""
+    from geoglacier.errors import NoOverlapError
+    from geoglacier.glaciers.areas import run_glaciers
+
+    try:
+        run_glaciers(mask, inventory, out, overwrite=True, id_column=id_column)
+    except NoOverlapError:
+        with atomic_output(out, overwrite=True) as tmp:
+            tmp.write_text("glacier_id\n")
+    return out
+
+
+def _acquisition_date(plan: SceneOutputs) -> str:
+    """ACQUISITION_DATE of the mask (or of its scene), "" when neither has one."""
+    import rasterio
+
+    for path in (plan.mask, plan.scene):
+        try:
+            with rasterio.open(path) as ds:
+                date = ds.tags().get("ACQUISITION_DATE")
+        except Exception:  # noqa: BLE001 - an unreadable file simply has no date here
+            date = None
+        if date:
+            return str(date)
+    return ""
+
+
+def write_batch_glaciers(plans: Sequence[SceneOutputs], rows: list[dict[str, Any]], path: Path) -> Path:
+    """The batch's glacier table: each glacier from the scene that covers it best (then the latest)."""
+    import pandas as pd
+
+    from geoglacier.glaciers.areas import best_coverage
+
+    ok = {r["scene"] for r in rows if r.get("status") in ("done", "skipped")}
+    tables = []
+    for plan in plans:
+        if str(plan.scene) not in ok or plan.glaciers is None or not plan.glaciers.is_file():
+            continue
+        table = pd.read_csv(plan.glaciers, dtype={"glacier_id": str})
+        if len(table):  # header-only: no outline reaches the scene
+            table["name"] = table["name"].fillna("")
+            tables.append((plan.scene.name, _acquisition_date(plan), table))
+    best = best_coverage(tables)
+    with atomic_output(path, overwrite=True) as tmp:
+        best.to_csv(tmp, index=False, float_format="%.6g")
+    return path
 
 
 def _summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +262,8 @@ def segment_scenes(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    inventory: str | os.PathLike[str] | None = None,
+    id_column: str | None = None,
     **options: Any,
 ) -> BatchResult:
     """Segment each scene as a task on a dask.distributed cluster.
@@ -210,6 +276,10 @@ def segment_scenes(
         client: a ``dask.distributed.Client`` of an existing cluster; without one a
             ``LocalCluster`` of ``workers`` processes is started and closed here.
         outlines: ``"gpkg"`` or ``"geojson"`` to write outlines per scene.
+        inventory: glacier outlines; each scene gets ``NAME_glaciers.csv`` and the batch
+            ``glaciers.csv``: every glacier from the scene that covers it best (highest
+            valid coverage, then latest ACQUISITION_DATE), with a ``scene`` column.
+        id_column: the inventory's id column (default: found automatically).
         overwrite: redo scenes whose outputs exist (otherwise they are skipped).
         options: passed to the segmenter (window, overlap, batch_size, blend,
             precision, tta, min_area, pixel_size).
@@ -236,8 +306,14 @@ def segment_scenes(
     from geoglacier.checkpoint import read_checkpoint
 
     read_checkpoint(model)  # a bad checkpoint fails once, here, not once per scene
+    inventory_path = None
+    if inventory is not None:
+        from geoglacier.glaciers.inventory import read_inventory
+
+        read_inventory(inventory, None, id_column=id_column)  # a bad inventory fails once, here
+        inventory_path = str(Path(inventory).resolve()) if Path(inventory).exists() else str(inventory)
     out.mkdir(parents=True, exist_ok=True)
-    plans = plan_outputs(scenes, out, outlines)
+    plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None)
     result = BatchResult()
     todo = []
     for plan in plans:
@@ -277,6 +353,8 @@ def segment_scenes(
                     threads,
                     key=f"segment-{plan.scene.stem}-{uuid.uuid4().hex}",
                     pure=False,
+                    inventory=inventory_path,
+                    id_column=id_column,
                 )
                 for plan in todo
             ]
@@ -299,4 +377,6 @@ def segment_scenes(
     order = {str(p.scene): i for i, p in enumerate(plans)}
     result.rows.sort(key=lambda r: order.get(r["scene"], len(order)))
     result.summary_csv = write_summary_csv(result.rows, out / SUMMARY_CSV)
+    if inventory is not None:
+        result.glaciers_csv = write_batch_glaciers(plans, result.rows, out / GLACIERS_CSV)
     return result

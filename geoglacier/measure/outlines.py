@@ -13,7 +13,7 @@ longitude/latitude order, as RFC 7946 requires.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from shapely.geometry.polygon import orient
 from geoglacier.errors import ConfigError, CRSMissingError
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.masks import inspect_mask, read_mask
+from geoglacier.io.scene import GDAL_CACHE_MB
 from geoglacier.measure.areas import to_pyproj_crs
 
 SEGMENT_M: float = 1000.0
@@ -68,7 +69,8 @@ def mask_polygons(
 ) -> Iterator[tuple[BaseGeometry, BaseGeometry, float]]:
     """Yield ``(polygon in the mask's CRS, densified polygon in lon/lat, area_km2)`` per glacier polygon.
 
-    Polygons smaller than ``min_area_km2`` are dropped. The mask is read once, whole.
+    Polygons smaller than ``min_area_km2`` are dropped. A 0/1/255 mask is traced from
+    the file's band by GDAL (memory follows the polygons, not the scene).
 
     Raises:
         CRSMissingError: the mask has no CRS (geodesic areas need one).
@@ -86,12 +88,7 @@ def mask_polygons(
     geod = geodetic.get_geod()
     to_lonlat = pyproj.Transformer.from_crs(crs, geodetic, always_xy=True)
     seg = _segment_length(crs)
-    glacier = read_mask(mask_path, info=info) == 1
-    if not glacier.any():
-        return
-    values = glacier.view(np.uint8)
-    for geom, _ in rasterio.features.shapes(values, mask=glacier, transform=info.transform, connectivity=4):
-        poly = shape(geom)
+    for poly in _glacier_shapes(info):
         dense = shapely.segmentize(poly, seg)
         lonlat = shapely.transform(dense, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
         lonlat = orient(lonlat, sign=1.0)
@@ -101,13 +98,76 @@ def mask_polygons(
             yield poly, lonlat, area_km2
 
 
+def _is_plain(ds: Any, nodata: float | None) -> bool:
+    """True when a uint8 mask holds only 0, 1 and (as its declared nodata) 255, scanned block by block."""
+    if ds.dtypes[0] != "uint8" or nodata not in (None, 255.0):
+        return False
+    for _, window in ds.block_windows(1):
+        block = ds.read(1, window=window)
+        top = int(block.max(initial=0))
+        if top > 1 and (nodata is None or np.count_nonzero(block > 1) != np.count_nonzero(block == 255)):
+            return False
+    return True
+
+
+def _glacier_shapes(info: Any) -> Iterator[BaseGeometry]:
+    """Polygons of the glacier (value 1) pixels of a mask, 4-connected.
+
+    A plain 0/1/255 uint8 mask (what ``segment-scene`` writes) is traced by GDAL's
+    polygonizer straight from the file's band, with the band as its own mask (0 is left
+    out), so the mask is never held in memory whole; anything else (0/255 exports, other
+    dtypes) is normalised in memory first.
+    """
+    # Peak memory is then the polygons being built plus GDAL's block cache, capped here
+    # (its default, 5 % of RAM, would fill up with the scene). rasterio.Env takes an
+    # integer GDAL_CACHEMAX in bytes: 64 would mean 64 bytes and a ten times slower trace.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), rasterio.open(info.path) as ds:
+        if _is_plain(ds, info.nodata):
+            band = rasterio.band(ds, 1)
+            for geom, value in rasterio.features.shapes(
+                band, mask=band, transform=info.transform, connectivity=4
+            ):
+                if value == 1:
+                    yield shape(geom)
+            return
+    glacier = read_mask(info.path, info=info) == 1
+    if not glacier.any():
+        return
+    values = glacier.view(np.uint8)
+    for geom, _ in rasterio.features.shapes(values, mask=glacier, transform=info.transform, connectivity=4):
+        yield shape(geom)
+
+
+class _ZoneLabeller:
+    """Id of the zone a polygon overlaps most (by map area), ``""`` where none."""
+
+    def __init__(self, zones: tuple[Sequence[BaseGeometry], Sequence[str]]) -> None:
+        self.geoms = np.asarray(zones[0], dtype=object)
+        self.ids = [str(i) for i in zones[1]]
+        if len(self.geoms) != len(self.ids):
+            raise ConfigError(f"zones: {len(self.geoms)} outlines but {len(self.ids)} ids")
+        self.tree = shapely.STRtree(self.geoms)
+
+    def __call__(self, poly: BaseGeometry) -> str:
+        hits = self.tree.query(poly, predicate="intersects")
+        if len(hits) == 0:
+            return ""
+        overlap = shapely.area(shapely.intersection(self.geoms[hits], poly))
+        return self.ids[int(hits[int(np.argmax(overlap))])] if overlap.max() > 0 else ""
+
+
 def write_outlines(
     mask_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     min_area_km2: float = 0.0,
     overwrite: bool = False,
+    *,
+    zones: tuple[Sequence[BaseGeometry], Sequence[str]] | None = None,
 ) -> int:
     """Write glacier polygons of a 0/1/255 mask with their geodesic ``area_km2``; return how many.
+
+    With ``zones`` (inventory outlines in the mask's CRS and their ids) every polygon also
+    carries ``glacier_id``: the id of the outline it overlaps most (empty where none).
 
     ``.gpkg`` keeps the mask's CRS; ``.geojson`` is reprojected to EPSG:4326 (RFC 7946).
     The file is written atomically: nothing is left under ``out_path`` on failure.
@@ -138,9 +198,13 @@ def write_outlines(
     else:
         crs_out = info.crs.to_wkt()
         options = {}
+    schema = SCHEMA
+    label = None if zones is None else _ZoneLabeller(zones)
+    if label is not None:
+        schema = {"geometry": "Polygon", "properties": {**SCHEMA["properties"], "glacier_id": "str"}}
     count = 0
     with atomic_output(target, overwrite) as tmp:
-        with fiona.open(tmp, "w", driver=driver, schema=SCHEMA, crs=crs_out, layer=LAYER, **options) as sink:
+        with fiona.open(tmp, "w", driver=driver, schema=schema, crs=crs_out, layer=LAYER, **options) as sink:
             for poly, lonlat, area_km2 in mask_polygons(mask_path, min_area_km2):
                 if driver == "GeoJSON":
                     assert to_wgs84 is not None
@@ -150,9 +214,8 @@ def write_outlines(
                 else:
                     geom = poly
                 count += 1
-                sink.write(
-                    fiona.Feature.from_dict(
-                        {"geometry": mapping(geom), "properties": {"id": count, "area_km2": area_km2}}
-                    )
-                )
+                props: dict[str, Any] = {"id": count, "area_km2": area_km2}
+                if label is not None:
+                    props["glacier_id"] = label(poly)
+                sink.write(fiona.Feature.from_dict({"geometry": mapping(geom), "properties": props}))
     return count

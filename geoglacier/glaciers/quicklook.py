@@ -1,0 +1,117 @@
+"""A picture of where the map and the inventory disagree: outlines coloured by area ratio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.enums import Resampling
+
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.masks import IGNORE, inspect_mask
+
+
+class GlacierAreas(Protocol):
+    """What the picture needs of :class:`geoglacier.glaciers.areas.GlacierAreas`."""
+
+    table: Any  # pandas.DataFrame
+    geometries: np.ndarray
+
+
+def area_ratio(result: GlacierAreas) -> np.ndarray:
+    """``(mapped inside + mapped in the ring) / valid outline area`` per glacier (NaN: no valid pixel).
+
+    1 means the map and the inventory agree; below 1 the map finds less ice (retreat,
+    debris, clouds mapped as rock), above 1 it spills past the outline (growth, snow).
+    """
+    t = result.table
+    valid = t["valid_area_km2"].to_numpy()
+    mapped = (t["mapped_area_km2"] + t["ring_area_km2"]).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid > 0, mapped / valid, np.nan)
+
+
+def write_glacier_quicklook(
+    mask: str | os.PathLike[str],
+    result: GlacierAreas,
+    out: str | os.PathLike[str],
+    *,
+    max_side: int = 1024,
+    overwrite: bool = False,
+) -> Path:
+    """Write a PNG of ``mask`` with each inventory outline coloured by :func:`area_ratio`.
+
+    The mask is read decimated (at most ``max_side`` pixels a side), so the picture costs
+    little memory whatever the scene's size. Low-coverage glaciers are drawn dashed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import TwoSlopeNorm
+
+    target = check_output_path(out, overwrite)
+    info = inspect_mask(mask)
+    scale = min(1.0, max_side / max(info.height, info.width))
+    h, w = max(1, round(info.height * scale)), max(1, round(info.width * scale))
+    with rasterio.open(info.path) as ds:
+        values = ds.read(1, out_shape=(h, w), resampling=Resampling.nearest)
+    # neutral greys, so the colour of the outlines is all that carries meaning
+    image = np.full((h, w, 3), 0.32, dtype=np.float32)  # not glacier: dark grey
+    image[values == 1] = 0.72  # mapped glacier: light grey
+    image[values == IGNORE] = 0.0
+    if info.nodata is not None and info.nodata != IGNORE:
+        image[values == info.nodata] = 0.0
+
+    inverse = ~info.transform
+    sx, sy = w / info.width, h / info.height
+
+    def to_image(xy: np.ndarray) -> np.ndarray:
+        cols, rows = inverse * (xy[:, 0], xy[:, 1])
+        return np.column_stack([np.asarray(cols) * sx, np.asarray(rows) * sy])
+
+    polys, colours_of, dashed = [], [], []
+    ratio = area_ratio(result)
+    low = result.table["low_coverage"].to_numpy()
+    for geom, r, flag in zip(result.geometries, ratio, low, strict=True):
+        for part in getattr(geom, "geoms", [geom]):
+            if part.geom_type != "Polygon" or part.is_empty:
+                continue
+            polys.append(np.asarray(shapely.get_coordinates(shapely.transform(part.exterior, to_image))))
+            colours_of.append(r)
+            dashed.append(bool(flag))
+    fig, ax = plt.subplots(figsize=(7, 7 * h / w + 0.8), dpi=110)
+    ax.imshow(image, interpolation="nearest")
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=2.0)
+    cmap = plt.get_cmap("RdYlBu")  # 1 (agreement) is yellow: visible on both greys
+    if polys:
+        values_r = np.clip(np.nan_to_num(np.asarray(colours_of), nan=0.0), 0.0, 2.0)
+        edge = cmap(norm(values_r))
+        coll = PolyCollection(
+            polys,
+            facecolors="none",
+            edgecolors=edge,
+            linewidths=1.5,
+            linestyles=["--" if d else "-" for d in dashed],
+        )
+        ax.add_collection(coll)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, fraction=0.04, pad=0.02, label="mapped / outline area (inside + ring)")
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_title(
+        f"{len(result.table)} inventory glaciers over the mask (light grey: mapped glacier; black: nodata; "
+        "dashed: low coverage)",
+        fontsize=8,
+    )
+    ax.set_axis_off()
+    fig.tight_layout()
+    with atomic_output(target, overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return target
