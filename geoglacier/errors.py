@@ -32,6 +32,10 @@ class GridMismatchError(MaskError):
     """A mask is not on the grid of its scene (shape, transform or CRS differ)."""
 
 
+class NoOverlapError(MaskError):
+    """Two rasters that must be compared (masks of two dates) do not overlap on the ground."""
+
+
 class LayoutError(GeoglacierError, ValueError):
     """A data directory does not follow one of the supported layouts."""
 
