@@ -64,5 +64,9 @@ class CRSMissingError(GeoglacierError, ValueError):
     """A scene has no CRS and no pixel size was given, so areas cannot be computed."""
 
 
+class InventoryError(GeoglacierError, ValueError):
+    """A glacier inventory cannot be used: unreadable, no CRS, no usable id column, no overlap."""
+
+
 class GeoglacierWarning(UserWarning):
     """Something odd but usable: a 0/255 mask, a scene without CRS, ..."""

@@ -1,0 +1,472 @@
+"""Read a glacier inventory (RGI 6.0 / 7.0, GLIMS, any polygon layer GDAL reads).
+
+:func:`read_inventory` opens a GeoPackage, shapefile, zipped shapefile (as RGI ships
+them), GeoJSON or anything else OGR reads, finds the id, name and area columns,
+repairs or drops bad geometries (with one warning that says how many), reprojects
+the outlines onto a target CRS (the mask's) and keeps those that reach a given
+footprint. Every outline gets its true (geodesic) area and perimeter, measured on the
+ellipsoid of the target CRS after densifying its edges, so they agree with
+:mod:`geoglacier.measure.areas` whatever the projection.
+
+Problems with the file itself are :class:`~geoglacier.errors.InventoryError` (a
+``ValueError``) with a one-line message that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import shapely
+from affine import Affine
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+
+from geoglacier.errors import CRSMissingError, GeoglacierWarning, InventoryError, SceneNotFoundError
+from geoglacier.measure.areas import CRSLike, crs_label, to_pyproj_crs
+
+ID_COLUMNS: tuple[str, ...] = ("RGIId", "rgi_id", "glac_id", "anlys_id")
+"""Id columns looked for, in order: RGI 6.0, RGI 7.0, GLIMS (glacier id, then analysis id)."""
+
+NAME_COLUMNS: tuple[str, ...] = ("Name", "glac_name", "name")
+AREA_COLUMNS: tuple[str, ...] = ("Area", "area_km2", "db_area")
+"""Inventory area attributes (km2) carried into the table: RGI 6.0, RGI 7.0, GLIMS."""
+
+VECTOR_SUFFIXES: tuple[str, ...] = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml")
+
+SEGMENT_M: float = 500.0
+"""Longest outline segment, in metres, before reprojection (straight lines bend between CRSs)."""
+
+Bounds = tuple[float, float, float, float]
+
+
+class InventoryWarning(GeoglacierWarning):
+    """Some outlines of an inventory were repaired or dropped."""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Glacier outlines on a target CRS, one row per glacier, in the file's order.
+
+    Attributes:
+        source: the file (or GDAL path) read.
+        layer: the layer read.
+        id_column, name_column, area_column: the columns used (``None``: not in the file).
+        crs: the CRS of :attr:`geometries` (the mask's).
+        ids: glacier ids, as strings, unique.
+        names: glacier names (``None`` where the file has none).
+        inventory_area_km2: the inventory's own area attribute (NaN where absent).
+        geometries: (Multi)Polygons in :attr:`crs`.
+        outline_area_km2: true (geodesic) area of each whole outline.
+        perimeter_km: true (geodesic) length of each outline, holes included.
+        total_read: features read before the footprint filter (after the bbox prefilter).
+        dropped_empty: features dropped because their geometry was empty or not polygonal.
+        repaired: features whose invalid geometry was repaired (``shapely.make_valid``).
+    """
+
+    source: str
+    layer: str
+    id_column: str
+    name_column: str | None
+    area_column: str | None
+    crs: pyproj.CRS
+    ids: tuple[str, ...]
+    names: tuple[str | None, ...]
+    inventory_area_km2: np.ndarray
+    geometries: np.ndarray
+    outline_area_km2: np.ndarray
+    perimeter_km: np.ndarray
+    total_read: int = 0
+    dropped_empty: int = 0
+    repaired: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _segment_length(crs: pyproj.CRS) -> float:
+    """:data:`SEGMENT_M` in the CRS's units."""
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else None
+    if crs.is_geographic:
+        return SEGMENT_M / (crs.ellipsoid.semi_major_metre * (factor or math.pi / 180))
+    return SEGMENT_M / (factor or 1.0)
+
+
+def _transform_geoms(geoms: np.ndarray, transformer: pyproj.Transformer) -> np.ndarray:
+    def move(xy: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1], errcheck=False)
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, move)
+
+
+def reproject_geometries(
+    geoms: Sequence[BaseGeometry] | np.ndarray, src: CRSLike, dst: CRSLike
+) -> np.ndarray:
+    """Reproject geometries from ``src`` to ``dst``, densifying edges first (:data:`SEGMENT_M`)."""
+    src_crs, dst_crs = to_pyproj_crs(src), to_pyproj_crs(dst)
+    arr = np.asarray(geoms, dtype=object)
+    if src_crs == dst_crs:
+        return arr
+    dense = shapely.segmentize(arr, _segment_length(src_crs))
+    return _transform_geoms(dense, pyproj.Transformer.from_crs(src_crs, dst_crs, always_xy=True))
+
+
+def geodesic_area_perimeter(
+    geoms: Sequence[BaseGeometry] | np.ndarray, crs: CRSLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """True area (km2) and perimeter (km) of polygons in ``crs``, on that CRS's ellipsoid.
+
+    Edges are densified to :data:`SEGMENT_M` before they are moved to longitude/latitude,
+    so a straight map edge is measured as the curve it is on the ellipsoid.
+    """
+    pcrs = to_pyproj_crs(crs)
+    geodetic = pcrs.geodetic_crs
+    geod = geodetic.get_geod()
+    arr = np.asarray(geoms, dtype=object)
+    if pcrs.is_geographic:
+        lonlat = _transform_geoms(arr, pyproj.Transformer.from_crs(pcrs, geodetic, always_xy=True))
+    else:
+        lonlat = reproject_geometries(arr, pcrs, geodetic)
+    areas = np.zeros(len(arr))
+    perims = np.zeros(len(arr))
+    for i, geom in enumerate(lonlat):
+        if geom is None or geom.is_empty:
+            continue
+        for part in getattr(geom, "geoms", [geom]):
+            if part.geom_type != "Polygon" or part.is_empty:
+                continue
+            a, p = geod.geometry_area_perimeter(orient(part, sign=1.0))
+            areas[i] += a
+            perims[i] += p
+    return areas / 1e6, perims / 1e3
+
+
+def _open_path(path: str | os.PathLike[str], layer: str | None) -> tuple[str, str | None]:
+    """The GDAL path of the vector data (zip archives through /vsizip/) and the layer hint."""
+    text = os.fspath(path)
+    if text.startswith(("/vsi", "zip://", "zip+")):
+        return text, layer
+    p = Path(text)
+    if not p.exists():
+        raise SceneNotFoundError(f"{p}: inventory not found; check the path")
+    if p.suffix.lower() != ".zip":
+        return str(p), layer
+    try:
+        with zipfile.ZipFile(p) as zf:
+            members = [n for n in zf.namelist() if Path(n).suffix.lower() in VECTOR_SUFFIXES]
+    except zipfile.BadZipFile as exc:
+        raise InventoryError(
+            f"{p}: not a readable zip archive ({exc}); download the inventory again"
+        ) from exc
+    if not members:
+        raise InventoryError(
+            f"{p}: the zip archive holds no vector file ({', '.join(VECTOR_SUFFIXES)}); "
+            "unpack it and pass the outline file"
+        )
+    if len(members) > 1 and layer is not None:
+        chosen = [m for m in members if Path(m).stem == layer]
+        if chosen:
+            return f"/vsizip/{p.resolve()}/{chosen[0]}", None
+    if len(members) > 1:
+        raise InventoryError(
+            f"{p}: the zip archive holds {len(members)} vector files ({', '.join(members[:5])}); "
+            "pass --layer with the one to use (its name without extension)"
+        )
+    return f"/vsizip/{p.resolve()}/{members[0]}", layer
+
+
+def _pick_layer(gdal_path: str, shown: str, layer: str | None) -> str:
+    import fiona
+
+    try:
+        layers = fiona.listlayers(gdal_path)
+    except Exception as exc:  # noqa: BLE001 - fiona raises several DriverError flavours
+        raise InventoryError(
+            f"{shown}: not a vector file GDAL can read ({str(exc).splitlines()[0] if str(exc) else exc}); "
+            "pass a GeoPackage, shapefile (or its .zip) or GeoJSON of glacier outlines"
+        ) from exc
+    if layer is not None:
+        if layer not in layers:
+            raise InventoryError(f"{shown}: no layer {layer!r}; its layers are {', '.join(layers)}")
+        return layer
+    if len(layers) == 1:
+        return layers[0]
+    if "glaciers" in layers:
+        return "glaciers"
+    raise InventoryError(
+        f"{shown}: {len(layers)} layers ({', '.join(layers[:6])}); pass --layer with the one holding the outlines"
+    )
+
+
+def _find_column(columns: Sequence[str], wanted: Sequence[str]) -> str | None:
+    lower = {c.lower(): c for c in columns}
+    for name in wanted:
+        if name in columns:
+            return name
+        if name.lower() in lower:
+            return lower[name.lower()]
+    return None
+
+
+def _choose_id_column(
+    columns: Sequence[str], values: dict[str, list[Any]], id_column: str | None, shown: str
+) -> str:
+    if id_column is not None:
+        if id_column not in columns:
+            raise InventoryError(
+                f"{shown}: no column {id_column!r} for --id-column; its columns are {', '.join(columns)}"
+            )
+        return id_column
+    present = []
+    for name in ID_COLUMNS:
+        col = _find_column(columns, [name])
+        if col is not None and col not in present:
+            present.append(col)
+    if not present:
+        raise InventoryError(
+            f"{shown}: no glacier id column ({', '.join(ID_COLUMNS)}); its columns are "
+            f"{', '.join(columns[:12])}; name one with --id-column"
+        )
+    for col in present:  # GLIMS: glac_id repeats across analyses, anlys_id does not
+        vals = values[col]
+        if None not in vals and len(set(map(str, vals))) == len(vals):
+            return col
+    return present[0]
+
+
+def _check_ids(ids: list[Any], column: str, shown: str) -> tuple[str, ...]:
+    missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in ids)
+    if missing:
+        raise InventoryError(
+            f"{shown}: {missing} glacier(s) have no value in id column {column!r}; "
+            "fill it in or name another column with --id-column"
+        )
+    out = tuple(str(v) for v in ids)
+    seen: set[str] = set()
+    dups: list[str] = []
+    for v in out:
+        if v in seen:
+            dups.append(v)
+        seen.add(v)
+    if dups:
+        shown_dups = ", ".join(sorted(set(dups))[:3])
+        raise InventoryError(
+            f"{shown}: id column {column!r} is not unique ({len(dups)} repeated, e.g. {shown_dups}); "
+            "name a unique column with --id-column"
+        )
+    return out
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
+    """The polygonal part of a geometry (make_valid may return a collection), or None."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return None if geom.is_empty else geom
+    parts = [g for g in getattr(geom, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not parts:
+        return None
+    merged = shapely.union_all(parts)
+    return None if merged.is_empty else merged
+
+
+def footprint(transform: Affine, height: int, width: int) -> BaseGeometry:
+    """The polygon a grid covers, in its own CRS (rotated grids included)."""
+    corners = [
+        transform * (0, 0),
+        transform * (width, 0),
+        transform * (width, height),
+        transform * (0, height),
+    ]
+    return shapely.Polygon(corners)
+
+
+def read_inventory(
+    path: str | os.PathLike[str],
+    crs: CRSLike,
+    *,
+    region: BaseGeometry | None = None,
+    id_column: str | None = None,
+    layer: str | None = None,
+) -> Inventory:
+    """Read glacier outlines, reproject them to ``crs`` and keep those that touch ``region``.
+
+    Args:
+        path: GeoPackage, shapefile, zipped shapefile, GeoJSON, ... (any OGR vector source;
+            ``/vsizip/`` paths too).
+        crs: target CRS (the mask's), in which geometries, ``region`` and the areas live.
+        region: polygon in ``crs`` (a mask's :func:`footprint`); ``None`` keeps everything.
+        id_column: the id column; default the first of :data:`ID_COLUMNS` present and unique.
+        layer: the layer (or, in a zip with several files, the file stem) to read.
+
+    Returns:
+        An :class:`Inventory` in ``crs``.
+
+    Raises:
+        SceneNotFoundError: ``path`` does not exist.
+        InventoryError: unreadable file, no CRS, id column missing or not unique, no
+            polygon left, or none of the outlines touches ``region``.
+
+    Warns:
+        InventoryWarning: outlines with empty or non-polygonal geometry were dropped, or
+        invalid ones repaired; the warning says how many.
+    """
+    import fiona
+
+    target = to_pyproj_crs(crs)
+    shown = os.fspath(path)
+    gdal_path, layer_hint = _open_path(path, layer)
+    layer_name = _pick_layer(gdal_path, shown, layer_hint)
+    try:
+        with fiona.open(gdal_path, layer=layer_name) as src:
+            if not src.crs:
+                raise InventoryError(
+                    f"{shown}: the outlines have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326 ...)"
+                )
+            src_crs = pyproj.CRS.from_user_input(src.crs.to_wkt())
+            columns = list(src.schema["properties"])
+            features = _read_features(src, src_crs, target, region)
+    except InventoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fiona/GDAL read errors become one line
+        raise InventoryError(
+            f"{shown}: cannot read layer {layer_name!r} ({str(exc).splitlines()[0] if str(exc) else exc}); "
+            "check the file (e.g. with ogrinfo)"
+        ) from exc
+    props, geoms = features
+    values = {c: [p.get(c) for p in props] for c in columns}
+    id_col = _choose_id_column(columns, values, id_column, shown)
+    ids = _check_ids(values[id_col], id_col, shown)
+    name_col = _find_column(columns, NAME_COLUMNS)
+    area_col = _find_column(columns, AREA_COLUMNS)
+    total = len(ids)
+
+    keep, polys, repaired, empty = [], [], 0, 0
+    for i, g in enumerate(geoms):
+        if g is None or g.is_empty:
+            empty += 1
+            continue
+        if not g.is_valid:
+            g = shapely.make_valid(g)
+            repaired += 1
+        g = _polygonal(g)
+        if g is None:
+            empty += 1
+            continue
+        keep.append(i)
+        polys.append(g)
+    if empty or repaired:
+        what = []
+        if empty:
+            what.append(f"dropped {empty} with empty or non-polygon geometry")
+        if repaired:
+            what.append(f"repaired {repaired} invalid geometr{'y' if repaired == 1 else 'ies'}")
+        warnings.warn(f"{shown}: {' and '.join(what)} (of {total} glaciers)", InventoryWarning, stacklevel=2)
+    if not polys:
+        raise InventoryError(f"{shown}: no usable glacier polygon among {total} features; check the layer")
+
+    moved = reproject_geometries(np.asarray(polys, dtype=object), src_crs, target)
+    valid_now = shapely.is_valid(moved)
+    if not valid_now.all():  # reprojection can fold tiny slivers
+        moved = np.where(valid_now, moved, shapely.make_valid(moved))
+    if region is not None:
+        inside = shapely.intersects(moved, region)
+        if not inside.any():
+            raise InventoryError(
+                f"{shown}: none of its {len(moved)} outlines overlaps the mask "
+                f"({crs_label(target)}); is it the inventory of this region?"
+            )
+        keep = [k for k, ok in zip(keep, inside, strict=True) if ok]
+        moved = moved[inside]
+    area, perim = geodesic_area_perimeter(moved, target)
+    inv_area = np.full(len(keep), np.nan)
+    if area_col is not None:
+        for j, k in enumerate(keep):
+            v = values[area_col][k]
+            try:
+                inv_area[j] = float(v) if v is not None else np.nan
+            except (TypeError, ValueError):
+                inv_area[j] = np.nan
+    names = tuple(
+        (None if values[name_col][k] in (None, "") else str(values[name_col][k])) if name_col else None
+        for k in keep
+    )
+    return Inventory(
+        source=shown,
+        layer=layer_name,
+        id_column=id_col,
+        name_column=name_col,
+        area_column=area_col,
+        crs=target,
+        ids=tuple(ids[k] for k in keep),
+        names=names,
+        inventory_area_km2=inv_area,
+        geometries=moved,
+        outline_area_km2=area,
+        perimeter_km=perim,
+        total_read=total,
+        dropped_empty=empty,
+        repaired=repaired,
+    )
+
+
+def _read_features(
+    src: Any, src_crs: pyproj.CRS, target: pyproj.CRS, region: BaseGeometry | None
+) -> tuple[list[dict[str, Any]], list[BaseGeometry | None]]:
+    """Properties and shapely geometries of the features, prefiltered by the region's bbox."""
+    iterator = iter(src)
+    if region is not None:
+        try:
+            to_src = pyproj.Transformer.from_crs(target, src_crs, always_xy=True)
+            bbox = to_src.transform_bounds(*region.bounds, densify_pts=21)
+            margin = 0.01 * max(bbox[2] - bbox[0], bbox[3] - bbox[1])
+            if all(math.isfinite(b) for b in bbox) and bbox[0] < bbox[2]:
+                iterator = iter(
+                    src.filter(bbox=(bbox[0] - margin, bbox[1] - margin, bbox[2] + margin, bbox[3] + margin))
+                )
+        except pyproj.exceptions.ProjError:
+            pass  # read everything; the exact test after reprojection still applies
+    props: list[dict[str, Any]] = []
+    geoms: list[BaseGeometry | None] = []
+    for feat in iterator:
+        props.append(dict(feat.properties))
+        geoms.append(None if feat.geometry is None else shape(feat.geometry))
+    return props, geoms
+
+
+def read_inventory_for_mask(
+    path: str | os.PathLike[str],
+    mask: str | os.PathLike[str],
+    *,
+    id_column: str | None = None,
+    layer: str | None = None,
+) -> Inventory:
+    """:func:`read_inventory` onto the CRS and footprint of a mask file.
+
+    Raises:
+        CRSMissingError: the mask has no CRS (outlines cannot be placed on it).
+        InventoryError, SceneNotFoundError: see :func:`read_inventory`.
+    """
+    from geoglacier.io.masks import inspect_mask
+
+    info = inspect_mask(mask)
+    if info.crs is None:
+        raise CRSMissingError(
+            f"{info.path} has no CRS, so inventory outlines cannot be placed on it; assign the CRS "
+            "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    return read_inventory(
+        path,
+        info.crs,
+        region=footprint(info.transform, info.height, info.width),
+        id_column=id_column,
+        layer=layer,
+    )
