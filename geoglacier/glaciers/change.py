@@ -39,6 +39,17 @@ from geoglacier.glaciers.align import (
     pair_masks,
     strip_windows,
 )
+from geoglacier.glaciers.change_table import (
+    DEFAULT_MIN_COVERAGE,
+    DEFAULT_MIN_SNR,
+    GlacierChangeAccumulator,
+    UncertaintyInputs,
+    change_table,
+    change_totals,
+    check_table_path,
+    check_thresholds,
+    write_table,
+)
 from geoglacier.glaciers.changemap import (
     CLASS_NAMES,
     COLORMAP,
@@ -237,8 +248,13 @@ def glacier_change(
     mask_t1: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
+    inventory: str | os.PathLike[str] | None = None,
+    glaciers: str | os.PathLike[str] | None = None,
     summary: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
+    id_column: str | None = None,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    min_snr: float = DEFAULT_MIN_SNR,
     t0_date: str | dt.date | None = None,
     t1_date: str | dt.date | None = None,
     resampling: ResamplingName = "nearest",
@@ -252,8 +268,17 @@ def glacier_change(
             grid of the change map.
         mask_t1: the later mask, on any grid and CRS that overlaps ``mask_t0``.
         out: the change map (a COG, classes in :mod:`geoglacier.glaciers.changemap`).
+        inventory: glacier outlines (any vector file GDAL reads, any CRS) for the
+            per-glacier table (:mod:`geoglacier.glaciers.change_table`).
+        glaciers: write the per-glacier table here (``.gpkg`` with outlines, or ``.csv``);
+            needs ``inventory``.
         summary: also write :meth:`ChangeResult.to_dict` as JSON here.
         quicklook: also write a PNG of the change map here.
+        id_column: the inventory's id column (found automatically for RGI and GLIMS).
+        min_coverage: glaciers valid at both dates over less of their outline are flagged
+            and left out of the totals.
+        min_snr: glaciers whose ``|change| / sigma_change`` is below this are flagged as
+            within uncertainty and left out of the totals.
         t0_date, t1_date: acquisition dates (ISO 8601); override the masks' tags.
         resampling: ``"nearest"`` (default) or ``"mode"`` (majority), for t1 onto t0's grid.
         overwrite: replace existing outputs.
@@ -267,11 +292,18 @@ def glacier_change(
             has several bands or values other than 0/1 (and nodata).
         NoOverlapError: the masks do not overlap.
         CRSMissingError: a mask has no CRS.
-        ConfigError: a date is not ISO 8601 or t1 is not after t0.
+        ConfigError: a date is not ISO 8601, t1 is not after t0, a threshold is out of
+            range, ``glaciers`` is given without ``inventory`` or is not .gpkg/.csv.
+        InventoryError: the inventory is unreadable, lacks a unique id column or misses the mask.
         OutputExistsError, OutputPathError: an output exists (without ``overwrite``) or
             cannot be written.
     """
-    targets = {"change_map": out, "summary": summary, "quicklook": quicklook}
+    if glaciers is not None and inventory is None:
+        raise ConfigError("--glaciers needs --inventory OUTLINES: the glaciers come from an inventory")
+    if glaciers is not None:
+        check_table_path(glaciers)
+    check_thresholds(min_coverage, min_snr)
+    targets = {"change_map": out, "glaciers": glaciers, "summary": summary, "quicklook": quicklook}
     outputs = {k: Path(v) for k, v in targets.items() if v is not None}
     if len({p.resolve() for p in outputs.values()}) != len(outputs):
         names = ", ".join(str(p) for p in outputs.values())
@@ -282,6 +314,14 @@ def glacier_change(
     d0, d1, years = resolve_dates(pair, t0_date, t1_date)
     acc = ChangeAccumulator(pair)
     spec = _change_spec(pair, d0, d1)
+    per_glacier: GlacierChangeAccumulator | None = None
+    if inventory is not None:
+        from geoglacier.glaciers.inventory import read_inventory_for_mask
+
+        inv = read_inventory_for_mask(inventory, pair.t0.path, id_column=id_column)
+        t0 = pair.t0
+        per_glacier = GlacierChangeAccumulator(inv, acc.field, t0.transform, t0.height, t0.width)
+    px0, px1 = ground_pixel_side_m(pair.t0), ground_pixel_side_m(pair.t1)
 
     with contextlib.ExitStack() as stack:
         # Every output goes to a temporary first; all are renamed when the block ends cleanly.
@@ -291,8 +331,13 @@ def glacier_change(
             for k, p in outputs.items()
             if k != "change_map"
         }
-        _run_strips(pair, spec, writer, acc, progress)
+        _run_strips(pair, spec, writer, acc, per_glacier, progress)
         areas = acc.result(years)
+        table, totals = None, None
+        if per_glacier is not None:
+            u = UncertaintyInputs(px0, px1, years, min_coverage, min_snr)
+            table = change_table(per_glacier.inventory, per_glacier.m2, u)
+            totals = change_totals(table, per_glacier.m2, years)
         result = ChangeResult(
             mask_t0=pair.t0.path,
             mask_t1=pair.t1.path,
@@ -303,14 +348,19 @@ def glacier_change(
             crs=crs_label(pair.t0.crs),
             area_method=acc.method,
             resampling="none (same grid)" if pair.same_grid else pair.resampling,
-            pixel_size_t0_m=ground_pixel_side_m(pair.t0),
-            pixel_size_t1_m=ground_pixel_side_m(pair.t1),
+            pixel_size_t0_m=px0,
+            pixel_size_t1_m=px1,
             areas=areas,
+            glaciers=table,
+            glacier_totals=totals,
             outputs=outputs,
         )
         cog_tmp = writer.finish()
         if "quicklook" in tmps:
             render_change_quicklook(cog_tmp, tmps["quicklook"], title=_title(pair, d0, d1))
+        if "glaciers" in tmps and per_glacier is not None:
+            fmt = outputs["glaciers"].suffix.lower().lstrip(".")
+            write_table(table, per_glacier.inventory, tmps["glaciers"], fmt)
         if "summary" in tmps:
             tmps["summary"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result
@@ -323,7 +373,12 @@ def _title(pair: MaskPair, d0: dt.date | None, d1: dt.date | None) -> str:
 
 
 def _run_strips(
-    pair: MaskPair, spec: RasterSpec, writer: Any, acc: ChangeAccumulator, progress: bool
+    pair: MaskPair,
+    spec: RasterSpec,
+    writer: Any,
+    acc: ChangeAccumulator,
+    per_glacier: GlacierChangeAccumulator | None,
+    progress: bool,
 ) -> None:
     """Classify t0's grid strip by strip; write each strip and count its areas."""
     from tqdm.auto import tqdm
@@ -339,7 +394,10 @@ def _run_strips(
             for window in windows:
                 m0, m1 = reader.read(window)
                 c0 = int(window.col_off)
-                rows[:, c0 : c0 + int(window.width)] = classify(m0, m1)
+                classes = classify(m0, m1)
+                rows[:, c0 : c0 + int(window.width)] = classes
+                if per_glacier is not None:
+                    per_glacier.add(classes, window)
             writer.write(rows, row_off)
             acc.add(rows, row_off, 0)
 
