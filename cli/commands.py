@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from geoglacier.cli.change import change
 from geoglacier.cli.demo import demo
 from geoglacier.cli.evaluate import evaluate
 from geoglacier.cli.segment_scene import segment_scene
@@ -11,4 +12,4 @@ from geoglacier.cli.segment_scenes import segment_scenes
 from geoglacier.cli.summarize import summarize
 from geoglacier.cli.train import train
 
-ALL: list[click.Command] = [demo, train, segment_scene, segment_scenes, summarize, evaluate]
+ALL: list[click.Command] = [demo, train, segment_scene, segment_scenes, summarize, evaluate, change]

@@ -67,7 +67,7 @@ from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.measure.areas import _TILE, _make_field, crs_label
 
 NO_DATES_NOTE = (
-    "no acquisition dates (no ACQUISITION_DATE tag on the masks and no --t0-date/--t1-date): "
+    "no acquisition date for {which} (no ACQUISITION_DATE tag and no --t0-date/--t1-date): "
     "areas and change only, no rates"
 )
 
@@ -344,7 +344,7 @@ def glacier_change(
             t0_date=d0,
             t1_date=d1,
             years=years,
-            note=None if years is not None else NO_DATES_NOTE,
+            note=None if years is not None else _no_dates_note(d0, d1),
             crs=crs_label(pair.t0.crs),
             area_method=acc.method,
             resampling="none (same grid)" if pair.same_grid else pair.resampling,
@@ -364,6 +364,11 @@ def glacier_change(
         if "summary" in tmps:
             tmps["summary"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _no_dates_note(d0: dt.date | None, d1: dt.date | None) -> str:
+    which = " and ".join(name for name, d in (("t0", d0), ("t1", d1)) if d is None)
+    return NO_DATES_NOTE.format(which=which)
 
 
 def _title(pair: MaskPair, d0: dt.date | None, d1: dt.date | None) -> str:
@@ -427,5 +432,29 @@ def format_change(result: ChangeResult) -> str:
         rows.append(("net rate", f"{a.net_rate_km2_per_year:,.4f} km2/yr"))
     else:
         rows.append(("rates", result.note or "n/a"))
+    t = result.glacier_totals
+    if t is not None:
+        g = t["in_totals"]
+        rows.append(("glaciers", f"{t['glaciers_in_inventory']} in the inventory over the map"))
+        rows.append(
+            (
+                "flagged",
+                f"{t['flagged_low_coverage']} low coverage, "
+                f"{t['flagged_within_uncertainty']} within uncertainty",
+            )
+        )
+        rows.append(
+            (
+                f"change of {g['glaciers']} glaciers",
+                f"{g['change_km2']:,.4f} +/- {g['sigma_change_km2']:,.4f} km2",
+            )
+        )
+        if g["rate_km2_per_year"] is not None:
+            rows.append(
+                (
+                    "their rate",
+                    f"{g['rate_km2_per_year']:,.4f} +/- {g['sigma_rate_km2_per_year']:,.4f} km2/yr",
+                )
+            )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
