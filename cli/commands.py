@@ -7,9 +7,19 @@ import click
 from geoglacier.cli.change import change
 from geoglacier.cli.demo import demo
 from geoglacier.cli.evaluate import evaluate
+from geoglacier.cli.glaciers import glaciers
 from geoglacier.cli.segment_scene import segment_scene
 from geoglacier.cli.segment_scenes import segment_scenes
 from geoglacier.cli.summarize import summarize
 from geoglacier.cli.train import train
 
-ALL: list[click.Command] = [demo, train, segment_scene, segment_scenes, summarize, evaluate, change]
+ALL: list[click.Command] = [
+    demo,
+    train,
+    segment_scene,
+    segment_scenes,
+    summarize,
+    evaluate,
+    glaciers,
+    change,
+]

@@ -359,6 +359,28 @@ def _make_field(
     return field
 
 
+def pixel_area_field(
+    transform: Affine,
+    crs: CRSLike | None,
+    height: int,
+    width: int,
+    pixel_size: float | None = None,
+    *,
+    step: int = DEFAULT_STEP,
+    source: str = "the mask",
+) -> _AreaField:
+    """True pixel areas of a grid, to be asked block by block (bounded memory).
+
+    The returned object's ``block_area(row_off, col_off, height, width)`` gives the
+    (broadcastable) m^2 areas of one block and ``weighted_sums(masks, row_off, col_off)``
+    the area under boolean masks of a block; ``method`` says how areas are computed.
+
+    Raises:
+        CRSMissingError: ``crs`` is None and no ``pixel_size`` was given.
+    """
+    return _make_field(transform, crs, height, width, pixel_size, step, source)
+
+
 def pixel_area_grid(
     transform: Affine,
     crs: CRSLike | None,

@@ -1,0 +1,84 @@
+"""``geoglacier glaciers``: per-glacier mapped areas of a mask against an inventory."""
+
+from __future__ import annotations
+
+import click
+
+from geoglacier.cli.options import overwrite_opt
+
+_out_path = click.Path(dir_okay=False, path_type=str)
+
+
+@click.command("glaciers")
+@click.argument("mask", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--inventory",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Glacier outlines: GeoPackage, shapefile (or its .zip, as RGI ships it), GeoJSON; any CRS.",
+)
+@click.option("--out", required=True, type=_out_path, help="Table to write: .gpkg (with outlines) or .csv.")
+@click.option("--summary", type=_out_path, default=None, help="Also write the totals as JSON.")
+@click.option(
+    "--id-column", default=None, help="Id column.  [default: RGIId, rgi_id, glac_id or anlys_id, if unique]"
+)
+@click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
+@click.option(
+    "--min-coverage",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Glaciers whose outline the mask covers less than this (valid pixels) are flagged, not totalled.",
+)
+@click.option(
+    "--ring-pixels",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Width of the ring outside each outline in which mapped glacier is counted.",
+)
+@click.option(
+    "--probabilities",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Probability raster on the mask's grid: adds the model spread between p >= 0.4 and 0.6.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@overwrite_opt
+def glaciers(
+    mask: str,
+    inventory: str,
+    out: str,
+    summary: str | None,
+    id_column: str | None,
+    layer: str | None,
+    min_coverage: float,
+    ring_pixels: int,
+    probabilities: str | None,
+    progress: bool,
+    overwrite: bool,
+) -> None:
+    """Mapped area of each inventory glacier in MASK, with uncertainty, and totals.
+
+    Each pixel belongs to at most one glacier; areas are true (ellipsoidal) areas.
+    """
+    from geoglacier.glaciers.areas import format_totals, run_glaciers
+
+    result = run_glaciers(
+        mask,
+        inventory,
+        out,
+        summary=summary,
+        probabilities=probabilities,
+        id_column=id_column,
+        layer=layer,
+        min_coverage=min_coverage,
+        ring_pixels=ring_pixels,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+    click.echo(format_totals(result.totals))
+    for path in (out, summary):
+        if path is not None:
+            click.echo(f"wrote {path}")
