@@ -33,10 +33,11 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option(
     "--id-column", default=None, help="Inventory id column (found automatically for RGI and GLIMS)."
 )
+@click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
 @click.option(
     "--min-coverage",
     type=float,
-    default=0.8,
+    default=0.9,
     show_default=True,
     help="Flag glaciers valid at both dates over less of their outline; left out of totals.",
 )
@@ -67,6 +68,7 @@ def change(
     t0_date: str | None,
     t1_date: str | None,
     id_column: str | None,
+    layer: str | None,
     min_coverage: float,
     min_snr: float,
     resampling: str,
@@ -90,6 +92,7 @@ def change(
         summary=summary,
         quicklook=quicklook,
         id_column=id_column,
+        layer=layer,
         min_coverage=min_coverage,
         min_snr=min_snr,
         t0_date=t0_date,

@@ -39,6 +39,7 @@ from geoglacier.glaciers.align import (
     pair_masks,
     strip_windows,
 )
+from geoglacier.glaciers.areas import check_table_path
 from geoglacier.glaciers.change_table import (
     DEFAULT_MIN_COVERAGE,
     DEFAULT_MIN_SNR,
@@ -46,8 +47,8 @@ from geoglacier.glaciers.change_table import (
     UncertaintyInputs,
     change_table,
     change_totals,
-    check_table_path,
     check_thresholds,
+    mean_pixel_side_m,
     write_table,
 )
 from geoglacier.glaciers.changemap import (
@@ -64,7 +65,7 @@ from geoglacier.glaciers.changemap import (
 from geoglacier.glaciers.dates import parse_date, read_date, years_between
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.cog import RasterSpec, cog_output
-from geoglacier.measure.areas import _TILE, _make_field, crs_label
+from geoglacier.measure.areas import _TILE, crs_label, pixel_area_field
 
 NO_DATES_NOTE = (
     "no acquisition date for {which} (no ACQUISITION_DATE tag and no --t0-date/--t1-date): "
@@ -104,7 +105,7 @@ class ChangeAccumulator:
 
     def __init__(self, pair: MaskPair) -> None:
         t0 = pair.t0
-        self.field = _make_field(t0.transform, t0.crs, t0.height, t0.width, source=str(t0.path))
+        self.field = pixel_area_field(t0.transform, t0.crs, t0.height, t0.width, source=str(t0.path))
         self._m2 = dict.fromkeys((STABLE_NON_ICE, STABLE_ICE, ICE_LOST, ICE_GAINED), 0.0)
         self._valid_px = 0
         self._nodata_px = 0
@@ -253,6 +254,7 @@ def glacier_change(
     summary: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
+    layer: str | None = None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     min_snr: float = DEFAULT_MIN_SNR,
     t0_date: str | dt.date | None = None,
@@ -275,6 +277,7 @@ def glacier_change(
         summary: also write :meth:`ChangeResult.to_dict` as JSON here.
         quicklook: also write a PNG of the change map here.
         id_column: the inventory's id column (found automatically for RGI and GLIMS).
+        layer: the inventory's layer (or the file inside its zip) to read.
         min_coverage: glaciers valid at both dates over less of their outline are flagged
             and left out of the totals.
         min_snr: glaciers whose ``|change| / sigma_change`` is below this are flagged as
@@ -301,7 +304,7 @@ def glacier_change(
     if glaciers is not None and inventory is None:
         raise ConfigError("--glaciers needs --inventory OUTLINES: the glaciers come from an inventory")
     if glaciers is not None:
-        check_table_path(glaciers)
+        check_table_path(glaciers, overwrite)
     check_thresholds(min_coverage, min_snr)
     targets = {"change_map": out, "glaciers": glaciers, "summary": summary, "quicklook": quicklook}
     outputs = {k: Path(v) for k, v in targets.items() if v is not None}
@@ -318,7 +321,7 @@ def glacier_change(
     if inventory is not None:
         from geoglacier.glaciers.inventory import read_inventory_for_mask
 
-        inv = read_inventory_for_mask(inventory, pair.t0.path, id_column=id_column)
+        inv = read_inventory_for_mask(inventory, pair.t0.path, id_column=id_column, layer=layer)
         t0 = pair.t0
         per_glacier = GlacierChangeAccumulator(inv, acc.field, t0.transform, t0.height, t0.width)
     px0, px1 = ground_pixel_side_m(pair.t0), ground_pixel_side_m(pair.t1)
@@ -335,7 +338,8 @@ def glacier_change(
         areas = acc.result(years)
         table, totals = None, None
         if per_glacier is not None:
-            u = UncertaintyInputs(px0, px1, years, min_coverage, min_snr)
+            px0_glacier = mean_pixel_side_m(per_glacier.m2, per_glacier.pixels, px0)
+            u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr)
             table = change_table(per_glacier.inventory, per_glacier.m2, u)
             totals = change_totals(table, per_glacier.m2, years)
         result = ChangeResult(

@@ -8,7 +8,7 @@ coverage instead of reading as change.
 
 Columns (areas in km^2, true areas):
 
-- ``glacier_id``, ``name``, ``inventory_area_km2`` (the inventory's own attribute),
+- ``glacier_id``, ``name`` (empty where the inventory has none), ``inventory_area_km2`` (the inventory's own attribute),
   ``outline_area_km2`` (geodesic area of the whole outline), ``perimeter_km``;
 - ``valid_km2``: outline area valid at both dates; ``coverage = valid_km2 / outline_area_km2``
   (scene edges, clouds and nodata at either date lower it);
@@ -17,9 +17,13 @@ Columns (areas in km^2, true areas):
 - ``change_km2 = area_t1 - area_t0`` (negative: shrinkage); ``relative_change =
   change / area_t0``; ``rate_km2_per_year = change / years`` and
   ``relative_rate_per_year = relative_change / years`` (NaN without dates);
+- ``pixel_size_m``: side of the glacier's mean true pixel area on t0's grid;
 - ``sigma_t0_km2``, ``sigma_t1_km2``: the buffer uncertainty of each area, outline
-  perimeter x half a pixel. At t0 the pixel is t0's; at t1 it is the coarser of t1's own
-  pixel and t0's grid, on which t1's area is counted;
+  perimeter x half a pixel (the formula of :mod:`geoglacier.glaciers.areas`). At t0 the
+  pixel is ``pixel_size_m``; at t1 it is the coarser of t1's own pixel and
+  ``pixel_size_m``, since t1's area is counted on t0's grid. The whole outline's
+  perimeter is used, also for glaciers the scene covers only in part, so their
+  uncertainty is generous (they are flagged for low coverage anyway);
 - ``sigma_change_km2 = sqrt(sigma_t0^2 + sigma_t1^2)``: the two maps are made from
   different scenes, so their boundary errors are taken as independent (root-sum-square);
   ``sigma_rate_km2_per_year = sigma_change / years`` (the dates themselves are exact);
@@ -40,7 +44,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,23 +51,23 @@ import pandas as pd
 from rasterio.windows import Window
 
 from geoglacier.errors import ConfigError
+from geoglacier.glaciers.areas import DEFAULT_MIN_COVERAGE
 from geoglacier.glaciers.changemap import ICE_GAINED, ICE_LOST, NODATA, STABLE_ICE, STABLE_NON_ICE
 from geoglacier.glaciers.inventory import Inventory
 from geoglacier.glaciers.zones import ZoneRasterizer
 
-DEFAULT_MIN_COVERAGE: float = 0.8
-"""Glaciers whose outline is valid at both dates over less than this fraction are flagged."""
 DEFAULT_MIN_SNR: float = 1.0
 """Glaciers whose change is smaller than this many sigmas are flagged as within uncertainty."""
 
 _CLASSES: tuple[int, ...] = (STABLE_NON_ICE, STABLE_ICE, ICE_LOST, ICE_GAINED, NODATA)
 
-TABLE_SUFFIXES: tuple[str, ...] = (".gpkg", ".csv")
 
+def buffer_uncertainty_km2(perimeter_km: np.ndarray | float, pixel_side_m: np.ndarray | float) -> np.ndarray:
+    """Buffer-method area uncertainty, perimeter x half a pixel side, in km^2.
 
-def buffer_uncertainty_km2(perimeter_km: np.ndarray | float, pixel_side_m: float) -> np.ndarray:
-    """Buffer-method area uncertainty: perimeter x half a pixel side, in km^2."""
-    return np.asarray(perimeter_km, dtype=np.float64) * (pixel_side_m / 2.0 / 1000.0)
+    The formula of ``uncertainty_buffer_km2`` in :mod:`geoglacier.glaciers.areas`.
+    """
+    return np.asarray(perimeter_km, dtype=np.float64) * 1e3 * np.asarray(pixel_side_m) / 2 / 1e6
 
 
 class GlacierChangeAccumulator:
@@ -86,6 +89,7 @@ class GlacierChangeAccumulator:
         self._field = area_field
         self._zones = ZoneRasterizer(inventory.geometries, transform, height, width)
         self.m2 = np.zeros((len(_CLASSES), len(inventory) + 1))
+        self.pixels = np.zeros(len(inventory) + 1, dtype=np.int64)
 
     def add(self, classes: np.ndarray, window: Window) -> None:
         """Count one window of the change map (``classes`` is its ``(h, w)`` block)."""
@@ -93,6 +97,7 @@ class GlacierChangeAccumulator:
         h, w = classes.shape
         area = np.broadcast_to(self._field.block_area(int(window.row_off), int(window.col_off), h, w), (h, w))
         n = self.m2.shape[1]
+        self.pixels += np.bincount(zones.ravel(), minlength=n)
         for k, value in enumerate(_CLASSES):
             sel = classes == value
             if sel.any():
@@ -101,9 +106,14 @@ class GlacierChangeAccumulator:
 
 @dataclass(frozen=True)
 class UncertaintyInputs:
-    """What turns class areas into a change table: pixel sizes, years and thresholds."""
+    """What turns class areas into a change table: pixel sizes, years and thresholds.
 
-    pixel_side_t0_m: float
+    ``pixel_side_t0_m`` is the side of t0's mean true pixel area in each glacier (as in
+    :mod:`geoglacier.glaciers.areas`), or one value for all; ``pixel_side_t1_m`` is t1's
+    own (native) pixel side.
+    """
+
+    pixel_side_t0_m: np.ndarray | float
     pixel_side_t1_m: float
     years: float | None
     min_coverage: float = DEFAULT_MIN_COVERAGE
@@ -116,6 +126,13 @@ def check_thresholds(min_coverage: float, min_snr: float) -> None:
         raise ConfigError(f"--min-coverage must be within [0, 1], got {min_coverage}")
     if not (min_snr >= 0.0 and math.isfinite(min_snr)):
         raise ConfigError(f"--min-snr must be a number >= 0, got {min_snr}")
+
+
+def mean_pixel_side_m(m2: np.ndarray, pixels: np.ndarray, default_m: float) -> np.ndarray:
+    """Per glacier, the side of the mean true pixel area of its zone (``default_m`` for empty zones)."""
+    zone_m2 = m2.sum(axis=0)[1:]
+    count = pixels[1:]
+    return np.where(count > 0, np.sqrt(zone_m2 / np.maximum(count, 1)), default_m)
 
 
 def change_table(inventory: Inventory, m2: np.ndarray, u: UncertaintyInputs) -> pd.DataFrame:
@@ -138,7 +155,7 @@ def change_table(inventory: Inventory, m2: np.ndarray, u: UncertaintyInputs) -> 
         relative = np.where(a0 > 0, change / a0, np.nan)
     perimeter = np.asarray(inventory.perimeter_km, dtype=np.float64)
     s0 = buffer_uncertainty_km2(perimeter, u.pixel_side_t0_m)
-    s1 = buffer_uncertainty_km2(perimeter, max(u.pixel_side_t0_m, u.pixel_side_t1_m))
+    s1 = buffer_uncertainty_km2(perimeter, np.maximum(u.pixel_side_t0_m, u.pixel_side_t1_m))
     s_change = np.hypot(s0, s1)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(s_change > 0, np.abs(change) / s_change, np.inf)
@@ -148,10 +165,11 @@ def change_table(inventory: Inventory, m2: np.ndarray, u: UncertaintyInputs) -> 
     return pd.DataFrame(
         {
             "glacier_id": list(inventory.ids),
-            "name": list(inventory.names),
+            "name": [n or "" for n in inventory.names],
             "inventory_area_km2": np.asarray(inventory.inventory_area_km2, dtype=np.float64),
             "outline_area_km2": outline,
             "perimeter_km": perimeter,
+            "pixel_size_m": np.broadcast_to(np.asarray(u.pixel_side_t0_m, dtype=np.float64), perimeter.shape),
             "valid_km2": valid,
             "coverage": coverage,
             "area_t0_km2": a0,
@@ -211,15 +229,6 @@ def change_totals(table: pd.DataFrame, m2: np.ndarray, years: float | None) -> d
             "gained_km2": float(outside[3]),
         },
     }
-
-
-def check_table_path(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`ConfigError` unless ``path`` ends in .gpkg or .csv."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise ConfigError(
-            f"{path}: cannot write a glacier table as {suffix or 'a file without suffix'}; use .gpkg or .csv"
-        )
 
 
 def write_table(table: pd.DataFrame, inventory: Inventory, path: str | os.PathLike[str], fmt: str) -> None:
