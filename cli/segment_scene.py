@@ -60,6 +60,14 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option(
     "--pixel-size", type=float, default=None, help="Pixel side in metres, for areas of a scene without CRS."
 )
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Glacier outlines (RGI/GLIMS: .gpkg, .shp, .zip, .geojson) to measure the mask against.",
+)
+@click.option("--glaciers", type=_out_path, default=None, help="Per-glacier table to write (.gpkg or .csv).")
+@click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @overwrite_opt
 def segment_scene(
@@ -78,6 +86,9 @@ def segment_scene(
     outlines: str | None,
     min_area: float,
     pixel_size: float | None,
+    inventory: str | None,
+    glaciers: str | None,
+    id_column: str | None,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -107,6 +118,9 @@ def segment_scene(
         pixel_size=pixel_size,
         overwrite=overwrite,
         progress=progress,
+        inventory=inventory,
+        glaciers=glaciers,
+        id_column=id_column,
     )
     if result.summary is not None:
         click.echo(format_summary(result.summary))
@@ -116,11 +130,16 @@ def segment_scene(
         f"{result.windows_run} windows run, {result.windows_skipped} skipped (nodata) in "
         f"{result.seconds:.1f} s on {result.device} ({result.precision})"
     )
+    if "glacier_totals" in result.extra:
+        from geoglacier.glaciers.areas import format_totals
+
+        click.echo(format_totals(result.extra["glacier_totals"]))
     for label, path in (
         ("mask", result.mask),
         ("probabilities", result.probabilities),
         ("summary", result.summary_path),
         ("outlines", result.outlines),
+        ("glaciers", result.extra.get("glaciers")),
     ):
         if path is not None:
             extra = f" ({result.outline_count} polygons)" if label == "outlines" else ""

@@ -63,7 +63,7 @@ from shapely.geometry import mapping
 
 from geoglacier.errors import ConfigError, CRSMissingError, InventoryError
 from geoglacier.glaciers.inventory import Inventory, footprint, geodesic_area_perimeter, read_inventory
-from geoglacier.glaciers.zones import ZoneRasterizer, grid_windows
+from geoglacier.glaciers.zones import WINDOW, ZoneRasterizer, grid_windows
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.masks import IGNORE, check_same_grid, inspect_mask, normalize_mask
 from geoglacier.io.scene import SceneInfo, inspect_scene
@@ -110,6 +110,7 @@ def zone_sums(
     *,
     probabilities: str | os.PathLike[str] | None = None,
     thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    window: int = WINDOW,
     progress: bool = False,
 ) -> ZoneSums:
     """Sum true areas per zone over a mask, window by window (bounded memory).
@@ -145,17 +146,17 @@ def zone_sums(
         prob_high=None if prob_info is None else np.zeros(n),
         method=field_.method,
     )
-    windows = list(grid_windows(info.height, info.width, info.block_shape))
+    windows = list(grid_windows(info.height, info.width, info.block_shape, size=window))
     from tqdm.auto import tqdm
 
     with rasterio.open(info.path) as ds, _maybe_open(prob_info) as pds:
-        for window in tqdm(windows, desc="glaciers", unit="win", disable=not progress, leave=False):
-            block = normalize_mask(ds.read(1, window=window), info.nodata, info.path)
+        for win in tqdm(windows, desc="glaciers", unit="win", disable=not progress, leave=False):
+            block = normalize_mask(ds.read(1, window=win), info.nodata, info.path)
             h, w = block.shape
             area = np.broadcast_to(
-                field_.block_area(int(window.row_off), int(window.col_off), h, w), (h, w)
+                field_.block_area(int(win.row_off), int(win.col_off), h, w), (h, w)
             ).ravel()
-            z, rings = zones.zones_and_rings(window)
+            z, rings = zones.zones_and_rings(win)
             z = z.ravel()
             flat = block.ravel()
             glacier = flat == 1
@@ -170,7 +171,7 @@ def zone_sums(
             r = rings.ravel()
             sums.ring_mapped += np.bincount(r[glacier], weights=area[glacier], minlength=n)
             if pds is not None and sums.prob_low is not None and sums.prob_high is not None:
-                p = pds.read(1, window=window).ravel()
+                p = pds.read(1, window=win).ravel()
                 ok = valid & np.isfinite(p)
                 for t, acc in ((thresholds[0], sums.prob_low), (thresholds[1], sums.prob_high)):
                     sel = ok & (p >= t)
@@ -252,6 +253,7 @@ def glacier_areas(
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     ring_pixels: int = DEFAULT_RING_PIXELS,
     thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    window: int = WINDOW,
     progress: bool = False,
 ) -> GlacierAreas:
     """Per-glacier mapped areas of ``mask`` against ``inventory``, with uncertainties and totals.
@@ -266,6 +268,7 @@ def glacier_areas(
         min_coverage: glaciers covered less than this are flagged and left out of the totals.
         ring_pixels: width in pixels of the ring outside each outline.
         thresholds: the two probability thresholds around 0.5.
+        window: edge in pixels of the windows read at once (memory ~ 20 bytes per pixel of it).
         progress: show a progress bar of windows.
 
     Raises:
@@ -299,7 +302,9 @@ def glacier_areas(
     else:
         inv = read_inventory(inventory, info.crs, region=grid, id_column=id_column, layer=layer)
     zr = ZoneRasterizer(inv.geometries, info.transform, info.height, info.width, ring_pixels=ring_pixels)
-    sums = zone_sums(mask, zr, probabilities=probabilities, thresholds=thresholds, progress=progress)
+    sums = zone_sums(
+        mask, zr, probabilities=probabilities, thresholds=thresholds, window=window, progress=progress
+    )
     table = _table(inv, sums, grid, mask_crs, min_coverage)
     totals = _totals(table, sums, inv, info, mask_crs, min_coverage, ring_pixels, thresholds, probabilities)
     return GlacierAreas(table=table, totals=totals, geometries=inv.geometries, crs=mask_crs)
@@ -510,3 +515,51 @@ def run_glaciers(
     if summary is not None:
         write_totals_json(result.totals, summary, overwrite)
     return result
+
+
+def prepare_glacier_table(
+    inventory: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None,
+    *,
+    crs: Any,
+    transform: Any,
+    height: int,
+    width: int,
+    other_paths: list[str | os.PathLike[str] | None] | None = None,
+    id_column: str | None = None,
+    overwrite: bool = False,
+) -> Inventory | None:
+    """Check a per-glacier table request of a run that has not written its mask yet.
+
+    Used by ``segment-scene --inventory --glaciers``: the inventory is read onto the
+    scene's grid and the output path checked *before* the model runs, so a bad
+    inventory fails in a second, not after the scene. Returns ``None`` when no table
+    was asked for.
+
+    Raises:
+        ConfigError: only one of ``inventory`` and ``out`` was given.
+        OutputPathError: ``out`` is also another output (or the input) of the run.
+        CRSMissingError: the grid has no CRS.
+        InventoryError, SceneNotFoundError, OutputExistsError: see :func:`read_inventory`
+            and :func:`check_table_path`.
+    """
+    from geoglacier.errors import OutputPathError
+
+    if inventory is None and out is None:
+        return None
+    if inventory is None or out is None:
+        raise ConfigError(
+            "--inventory and --glaciers go together: the outlines to measure and the table to write"
+        )
+    target = check_table_path(out, overwrite)
+    for other in other_paths or []:
+        if other is not None and Path(other).resolve() == target.resolve():
+            raise OutputPathError(
+                f"{out}: used for the glacier table and another file of the run; give distinct files"
+            )
+    if crs is None:
+        raise CRSMissingError(
+            "the scene has no CRS, so inventory outlines cannot be placed on it; assign the CRS "
+            "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    return read_inventory(inventory, crs, region=footprint(transform, height, width), id_column=id_column)

@@ -333,7 +333,7 @@ def read_inventory(
                 )
             src_crs = pyproj.CRS.from_user_input(src.crs.to_wkt())
             columns = list(src.schema["properties"])
-            features = _read_features(src, src_crs, target, region)
+            features = _read_features(src)
     except InventoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - fiona/GDAL read errors become one line
@@ -373,6 +373,14 @@ def read_inventory(
     if not polys:
         raise InventoryError(f"{shown}: no usable glacier polygon among {total} features; check the layer")
 
+    near = _near_region(polys, src_crs, target, region)
+    keep = [k for k, ok in zip(keep, near, strict=True) if ok]
+    polys = [g for g, ok in zip(polys, near, strict=True) if ok]
+    if not polys:
+        raise InventoryError(
+            f"{shown}: none of its {total - empty} outlines overlaps the mask "
+            f"({crs_label(target)}); is it the inventory of this region?"
+        )
     moved = reproject_geometries(np.asarray(polys, dtype=object), src_crs, target)
     valid_now = shapely.is_valid(moved)
     if not valid_now.all():  # reprojection can fold tiny slivers
@@ -381,7 +389,7 @@ def read_inventory(
         inside = shapely.intersects(moved, region)
         if not inside.any():
             raise InventoryError(
-                f"{shown}: none of its {len(moved)} outlines overlaps the mask "
+                f"{shown}: none of its {total - empty} outlines overlaps the mask "
                 f"({crs_label(target)}); is it the inventory of this region?"
             )
         keep = [k for k, ok in zip(keep, inside, strict=True) if ok]
@@ -418,28 +426,38 @@ def read_inventory(
     )
 
 
-def _read_features(
-    src: Any, src_crs: pyproj.CRS, target: pyproj.CRS, region: BaseGeometry | None
-) -> tuple[list[dict[str, Any]], list[BaseGeometry | None]]:
-    """Properties and shapely geometries of the features, prefiltered by the region's bbox."""
-    iterator = iter(src)
-    if region is not None:
-        try:
-            to_src = pyproj.Transformer.from_crs(target, src_crs, always_xy=True)
-            bbox = to_src.transform_bounds(*region.bounds, densify_pts=21)
-            margin = 0.01 * max(bbox[2] - bbox[0], bbox[3] - bbox[1])
-            if all(math.isfinite(b) for b in bbox) and bbox[0] < bbox[2]:
-                iterator = iter(
-                    src.filter(bbox=(bbox[0] - margin, bbox[1] - margin, bbox[2] + margin, bbox[3] + margin))
-                )
-        except pyproj.exceptions.ProjError:
-            pass  # read everything; the exact test after reprojection still applies
+def _read_features(src: Any) -> tuple[list[dict[str, Any]], list[BaseGeometry | None]]:
+    """Properties and shapely geometries of every feature (null geometries included)."""
     props: list[dict[str, Any]] = []
     geoms: list[BaseGeometry | None] = []
-    for feat in iterator:
+    for feat in src:
         props.append(dict(feat.properties))
         geoms.append(None if feat.geometry is None else shape(feat.geometry))
     return props, geoms
+
+
+def _near_region(
+    geoms: list[BaseGeometry], src_crs: pyproj.CRS, target: pyproj.CRS, region: BaseGeometry | None
+) -> np.ndarray:
+    """Cheap prefilter in the inventory's CRS: outlines near the region's bounding box.
+
+    Only these are reprojected (a region's inventory against one scene); the exact test
+    follows after reprojection.
+    """
+    keep = np.ones(len(geoms), dtype=bool)
+    if region is None or src_crs == target:
+        return keep
+    try:
+        to_src = pyproj.Transformer.from_crs(target, src_crs, always_xy=True)
+        x0, y0, x1, y1 = to_src.transform_bounds(*region.bounds, densify_pts=21)
+    except pyproj.exceptions.ProjError:
+        return keep
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x0 >= x1 or y0 >= y1:
+        return keep  # e.g. across the antimeridian: reproject everything
+    margin = 0.05 * max(x1 - x0, y1 - y0)
+    return shapely.intersects(
+        np.asarray(geoms, dtype=object), shapely.box(x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+    )
 
 
 def read_inventory_for_mask(

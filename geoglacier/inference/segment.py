@@ -57,6 +57,7 @@ from geoglacier.errors import (
     InvalidRasterError,
     OutputPathError,
 )
+from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
 from geoglacier.inference.windows import (
     BLEND_MODES,
     Strip,
@@ -714,6 +715,9 @@ def segment_scene(
     pixel_size: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    inventory: str | os.PathLike[str] | None = None,
+    glaciers: str | os.PathLike[str] | None = None,
+    id_column: str | None = None,
 ) -> SegmentResult:
     """Segment a whole scene with a checkpoint; write a georeferenced COG glacier mask.
 
@@ -738,6 +742,11 @@ def segment_scene(
         pixel_size: pixel side in metres, for areas of a scene without CRS.
         overwrite: replace existing outputs.
         progress: show a progress bar of windows on stderr.
+        inventory, glaciers: glacier outlines and the per-glacier table (.gpkg or .csv) to
+            write from the finished mask (:mod:`geoglacier.glaciers.areas`); both or neither.
+            The table's path and totals land in ``result.extra["glaciers"]`` and
+            ``result.extra["glacier_totals"]``.
+        id_column: the inventory's id column (default: found automatically).
 
     Returns:
         A :class:`SegmentResult`.
@@ -748,6 +757,7 @@ def segment_scene(
         CheckpointError: the checkpoint is unreadable or trained on other bands.
         SceneNotFoundError, InvalidRasterError, BandCountError: a bad scene.
         CRSMissingError: areas or outlines asked for a scene without CRS (and no pixel size).
+        InventoryError: a bad inventory (checked before the model runs).
     """
     config = InferenceConfig(
         window=window,
@@ -764,10 +774,21 @@ def segment_scene(
     resolve_precision(precision, torch_device)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
     check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
+    inv = prepare_glacier_table(
+        inventory,
+        glaciers,
+        crs=info.crs,
+        transform=info.transform,
+        height=info.height,
+        width=info.width,
+        other_paths=[scene, out, probabilities, summary, outlines],
+        id_column=id_column,
+        overwrite=overwrite,
+    )
     model, meta = load_checkpoint(model_path, expected_bands=info.count, device=torch_device)
     segmenter = Segmenter(model, meta, config)
     with sigterm_as_interrupt():
-        return segmenter.run(
+        result = segmenter.run(
             scene,
             out,
             probabilities=probabilities,
@@ -778,3 +799,10 @@ def segment_scene(
             overwrite=overwrite,
             progress=progress,
         )
+        if inv is not None and glaciers is not None:
+            table = run_glaciers(
+                result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
+            )
+            extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
+            result = replace(result, extra=extra)
+    return result
