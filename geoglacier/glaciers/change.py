@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from geoglacier.errors import ConfigError
 from geoglacier.glaciers.align import (
@@ -182,7 +183,7 @@ class ChangeResult:
     pixel_size_t0_m: float
     pixel_size_t1_m: float
     areas: ChangeAreas
-    glaciers: Any = None
+    glaciers: pd.DataFrame | None = None
     glacier_totals: dict[str, Any] | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -341,7 +342,7 @@ def glacier_change(
             px0_glacier = mean_pixel_side_m(per_glacier.m2, per_glacier.pixels, px0)
             u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr)
             table = change_table(per_glacier.inventory, per_glacier.m2, u)
-            totals = change_totals(table, per_glacier.m2, years)
+            totals = change_totals(table, per_glacier.m2, u)
         result = ChangeResult(
             mask_t0=pair.t0.path,
             mask_t1=pair.t1.path,

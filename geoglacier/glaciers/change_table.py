@@ -208,15 +208,18 @@ def _sums(rows: pd.DataFrame, years: float | None) -> dict[str, Any]:
     }
 
 
-def change_totals(table: pd.DataFrame, m2: np.ndarray, years: float | None) -> dict[str, Any]:
+def change_totals(table: pd.DataFrame, m2: np.ndarray, u: UncertaintyInputs) -> dict[str, Any]:
     """Totals of a change table: over glaciers ``in_totals``, over all covered ones, and off-outline ice.
 
     Uncertainties of a sum are the sum of the glaciers' uncertainties (fully correlated).
     """
+    years = u.years
     outside = m2[:, 0] / 1e6
     covered = table[~table["low_coverage"]]
     return {
         "glaciers_in_inventory": len(table),
+        "min_coverage": float(u.min_coverage),
+        "min_snr": float(u.min_snr),
         "flagged_low_coverage": int(table["low_coverage"].sum()),
         "flagged_within_uncertainty": int(table["within_uncertainty"].sum()),
         "uncertainty_across_glaciers": "summed linearly (errors fully correlated)",
