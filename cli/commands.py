@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from geoglacier.cli.change import change
 from geoglacier.cli.demo import demo
 from geoglacier.cli.evaluate import evaluate
 from geoglacier.cli.glaciers import glaciers
@@ -12,4 +13,13 @@ from geoglacier.cli.segment_scenes import segment_scenes
 from geoglacier.cli.summarize import summarize
 from geoglacier.cli.train import train
 
-ALL: list[click.Command] = [demo, train, segment_scene, segment_scenes, summarize, evaluate, glaciers]
+ALL: list[click.Command] = [
+    demo,
+    train,
+    segment_scene,
+    segment_scenes,
+    summarize,
+    evaluate,
+    glaciers,
+    change,
+]

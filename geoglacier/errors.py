@@ -76,8 +76,9 @@ class InventoryError(GeoglacierError, ValueError):
     """A glacier inventory cannot be used: unreadable, no CRS, no usable id column, no overlap."""
 
 
-class NoOverlapError(InventoryError):
-    """None of an inventory's outlines reaches the mask or scene."""
+class NoOverlapError(InventoryError, MaskError):
+    """Two inputs that must meet on the ground do not: masks of two dates, or an
+    inventory whose outlines reach none of the mask."""
 
 
 class GeoglacierWarning(UserWarning):

@@ -60,6 +60,7 @@ class RasterSpec:
         description: band description.
         tags: dataset metadata tags.
         blocksize: tile edge; ``None`` picks :func:`cog_blocksize`.
+        colormap: a colour table ``{value: (r, g, b, a)}`` for class rasters (uint8 only).
     """
 
     height: int
@@ -72,6 +73,7 @@ class RasterSpec:
     description: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     blocksize: int | None = None
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
 
     @property
     def block(self) -> int:
@@ -249,6 +251,8 @@ class CogWriter:
             self._ds.set_band_description(1, spec.description)
         if spec.tags:
             self._ds.update_tags(**spec.tags)
+        if spec.colormap:
+            self._ds.write_colormap(1, spec.colormap)  # the COG driver copies it from here
         self._on_block = on_block
         self._sink: BlockRowWriter | TileWriter | None = None
         self.finished = False
