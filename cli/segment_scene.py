@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
+from geoglacier.cli.options import date_opt, device_opt, model_opt, overwrite_opt
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
@@ -60,6 +60,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option(
     "--pixel-size", type=float, default=None, help="Pixel side in metres, for areas of a scene without CRS."
 )
+@date_opt
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @overwrite_opt
 def segment_scene(
@@ -78,6 +79,7 @@ def segment_scene(
     outlines: str | None,
     min_area: float,
     pixel_size: float | None,
+    date: str | None,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -107,6 +109,7 @@ def segment_scene(
         pixel_size=pixel_size,
         overwrite=overwrite,
         progress=progress,
+        date=date,
     )
     if result.summary is not None:
         click.echo(format_summary(result.summary))

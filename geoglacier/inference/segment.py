@@ -76,6 +76,8 @@ from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
 from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+from geoglacier.products.metadata import check_date, product_tags, summary_fields
+from geoglacier.products.recipes import check_scene_recipe
 from geoglacier.training.normalization import STD_FLOOR
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -484,6 +486,7 @@ class Segmenter:
         pixel_size: float | None = None,
         overwrite: bool = False,
         progress: bool = False,
+        date: str | None = None,
     ) -> SegmentResult:
         """Segment ``scene`` and write the mask COG (and the optional outputs) atomically.
 
@@ -495,7 +498,8 @@ class Segmenter:
         info = self.inspect(scene)
         check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
         accumulator = make_accumulator(info, pixel_size, needed=summary is not None, source=out)
-        tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(self.window)}
+        product = product_tags(info.path, date)  # ACQUISITION_DATE, SENSOR, SOURCE_PRODUCT travel along
+        tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(self.window), **product}
         mask_spec = RasterSpec(
             info.height,
             info.width,
@@ -556,7 +560,7 @@ class Segmenter:
                 area = accumulator.result()
             if summary_tmp is not None:
                 assert area is not None
-                write_summary_json(area, summary_tmp, overwrite=True)
+                write_summary_json(area, summary_tmp, overwrite=True, extra=summary_fields(product))
             if outlines_tmp is not None:
                 from geoglacier.measure.outlines import write_outlines
 
@@ -714,6 +718,7 @@ def segment_scene(
     pixel_size: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    date: str | None = None,
 ) -> SegmentResult:
     """Segment a whole scene with a checkpoint; write a georeferenced COG glacier mask.
 
@@ -738,6 +743,9 @@ def segment_scene(
         pixel_size: pixel side in metres, for areas of a scene without CRS.
         overwrite: replace existing outputs.
         progress: show a progress bar of windows on stderr.
+        date: acquisition date (ISO 8601) for the mask's ``ACQUISITION_DATE`` tag and the
+            summary, replacing the scene's; the scene's ``ACQUISITION_DATE``, ``SENSOR`` and
+            ``SOURCE_PRODUCT`` tags are copied either way.
 
     Returns:
         A :class:`SegmentResult`.
@@ -746,6 +754,7 @@ def segment_scene(
         OutputExistsError, OutputPathError: an output cannot be written.
         ConfigError: an option is out of range or the device is unavailable.
         CheckpointError: the checkpoint is unreadable or trained on other bands.
+        RecipeMismatchError: the scene's band descriptions name other bands than the checkpoint's.
         SceneNotFoundError, InvalidRasterError, BandCountError: a bad scene.
         CRSMissingError: areas or outlines asked for a scene without CRS (and no pixel size).
     """
@@ -760,11 +769,14 @@ def segment_scene(
     ).validate()
     check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
     check_min_area(min_area)
+    if date is not None:
+        date = check_date(date)
     torch_device = resolve_device(device)
     resolve_precision(precision, torch_device)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
     check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
     model, meta = load_checkpoint(model_path, expected_bands=info.count, device=torch_device)
+    check_scene_recipe(info.path, meta.bands)
     segmenter = Segmenter(model, meta, config)
     with sigterm_as_interrupt():
         return segmenter.run(
@@ -777,4 +789,5 @@ def segment_scene(
             pixel_size=pixel_size,
             overwrite=overwrite,
             progress=progress,
+            date=date,
         )

@@ -1,0 +1,514 @@
+"""Stack a satellite product into the model's input: one COG whose bands follow a recipe.
+
+:func:`stack` is the library behind ``geoglacier stack``. It
+
+1. recognises the product (:func:`detect_kind`) and lists its band files;
+2. plans one output grid (:func:`plan_grid`): the CRS and pixel size of the finest band
+   the recipe needs (or ``crs`` / ``resolution``), over the footprint all those bands
+   share, cropped to ``bounds`` or to an AOI file's bounds plus a buffer;
+3. reads every band through a :class:`rasterio.vrt.WarpedVRT` onto that grid, one strip
+   of rows at a time, so memory does not grow with the product (bilinear for
+   reflectance, nearest for the quality layer's classes);
+4. converts to reflectance, computes the indices, turns no-data, clouds and shadows into
+   NaN (the quality layer's cloud class grown by ``cloud_buffer`` pixels), and
+5. writes a tiled, compressed float32 COG, atomically, with band descriptions = the
+   recipe, nodata NaN and the tags ``ACQUISITION_DATE``, ``SENSOR``, ``SOURCE_PRODUCT``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.windows import Window
+
+from geoglacier.errors import (
+    ConfigError,
+    FootprintError,
+    InvalidRasterError,
+    MissingBandError,
+    ProductError,
+    SceneNotFoundError,
+)
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
+from geoglacier.io.scene import GDAL_CACHE_MB
+from geoglacier.products.product import KINDS, BandFile, Product
+from geoglacier.products.quality import CLOUD, INVALID
+from geoglacier.products.recipes import DEFAULT_RECIPE, compute_recipe, parse_recipe, reflectance_needed
+
+Bounds = tuple[float, float, float, float]
+_EPS = 1e-6  # of a pixel: snapping tolerance for coordinates that are multiples of the pixel size
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The output grid."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def resolution(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> Bounds:
+        t = self.transform
+        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+
+
+@dataclass(frozen=True)
+class StackResult:
+    """What :func:`stack` wrote.
+
+    Attributes:
+        path: the COG.
+        kind: the product kind (detected or given).
+        recipe: the band names, in order.
+        grid: the output grid.
+        masked_fraction: share of output pixels that are nodata (outside the data, no-data
+            or cloud); ``cloud_fraction``: the share masked by the cloud mask alone.
+        tags: the acquisition tags written.
+        notes: remarks from the product reader (offsets applied ...).
+    """
+
+    path: Path
+    kind: str
+    recipe: tuple[str, ...]
+    grid: Grid
+    masked_fraction: float
+    cloud_fraction: float
+    tags: dict[str, str]
+    notes: tuple[str, ...]
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- products
+
+
+def detect_kind(source: str | os.PathLike[str]) -> str:
+    """The kind of product at ``source``, from its names and metadata files.
+
+    Raises:
+        SceneNotFoundError: nothing at ``source``.
+        ProductError: not a product this module reads.
+    """
+    from geoglacier.products import landsat, sentinel2, stac
+
+    p = Path(source)
+    if not p.exists():
+        raise SceneNotFoundError(f"{p}: not found; give a product folder or a STAC item JSON file")
+    if p.is_file():
+        if stac.is_stac_item(p):
+            return "stac"
+        if p.name.endswith(("_MTL.json", "_MTL.txt")):
+            return "landsat"
+        if p.name.startswith("MTD_MSIL"):
+            return "sentinel2-safe"
+    elif sentinel2.is_safe(p):
+        return "sentinel2-safe"
+    elif landsat.is_landsat(p):
+        return "landsat"
+    elif sentinel2.is_cog_folder(p):
+        return "sentinel2-cogs"
+    raise ProductError(
+        f"{p}: not a known product (a Landsat C2 L2 folder with *_MTL.json/txt, a Sentinel-2 L2A .SAFE "
+        "folder, a folder of Sentinel-2 COGs B02.tif ... SCL.tif, or a STAC item .json); "
+        "check the path or name the kind with --kind"
+    )
+
+
+def open_product(source: str | os.PathLike[str], kind: str | None = None) -> Product:
+    """Read a product's metadata and list its files (``kind=None`` detects it)."""
+    from geoglacier.products import landsat, sentinel2, stac
+
+    if kind is None:
+        kind = detect_kind(source)
+    elif kind not in KINDS:
+        raise ConfigError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
+    elif not Path(source).exists():
+        raise SceneNotFoundError(f"{source}: not found; give a product folder or a STAC item JSON file")
+    readers = {
+        "landsat": landsat.read_landsat,
+        "sentinel2-safe": sentinel2.read_safe,
+        "sentinel2-cogs": sentinel2.read_cog_folder,
+        "stac": stac.read_stac_item,
+    }
+    if kind != "stac" and Path(source).is_file() and kind == "sentinel2-cogs":
+        raise ProductError(f"{source}: --kind sentinel2-cogs needs the folder holding B02.tif ... SCL.tif")
+    return readers[kind](source)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path or path.startswith("/vsi")
+
+
+def _open(path: str, what: str, source: str) -> Any:
+    if not _is_remote(path) and not Path(path).exists():
+        fix = "pass --no-cloud-mask to stack without it" if what.startswith("quality") else "re-download it"
+        raise MissingBandError(f"{path}: the {what} file is missing from {source}; {fix}")
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise InvalidRasterError(
+            f"{path}: the {what} is not a readable raster ({detail}); re-download the product"
+        ) from exc
+    if ds.crs is None:
+        ds.close()
+        raise ProductError(f"{path}: the {what} has no CRS; is this file from the product as delivered?")
+    return ds
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
+    out = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    return out if out[0] < out[2] and out[1] < out[3] else None
+
+
+def read_aoi_bounds(path: str | os.PathLike[str], crs: CRS, buffer: float = 0.0) -> Bounds:
+    """Bounds of every feature in a vector file (GeoPackage, GeoJSON, shapefile) in ``crs``, plus ``buffer``.
+
+    Raises:
+        SceneNotFoundError: no such file. ProductError: unreadable, empty, or without CRS.
+    """
+    import fiona
+
+    p = Path(path)
+    if not p.exists():
+        raise SceneNotFoundError(f"{p}: AOI file not found; give a .gpkg, .geojson or .shp with the area")
+    try:
+        with fiona.open(p) as layer:
+            if len(layer) == 0:
+                raise ProductError(
+                    f"{p}: the AOI file has no features; give the outlines of the area to keep"
+                )
+            src_crs = layer.crs
+            b = layer.bounds
+    except fiona.errors.FionaError as exc:
+        raise ProductError(
+            f"{p}: not a readable vector file ({exc}); give a .gpkg, .geojson or .shp"
+        ) from exc
+    if not src_crs:
+        raise ProductError(f"{p}: the AOI file has no CRS; write it with one (e.g. EPSG:4326)")
+    x0, y0, x1, y1 = transform_bounds(CRS.from_user_input(src_crs), crs, *b, densify_pts=21)
+    return (x0 - buffer, y0 - buffer, x1 + buffer, y1 + buffer)
+
+
+def _snap(lo: float, hi: float, origin: float, res: float) -> tuple[float, int]:
+    """Extend ``[lo, hi]`` to whole pixels of a grid through ``origin``; return start and count."""
+    start = origin + math.floor((lo - origin) / res + _EPS) * res
+    stop = origin + math.ceil((hi - origin) / res - _EPS) * res
+    return start, max(1, round((stop - start) / res))
+
+
+def plan_grid(
+    datasets: dict[str, Any],
+    *,
+    resolution: float | None = None,
+    crs: str | None = None,
+    bounds: Bounds | None = None,
+    clip: str | os.PathLike[str] | None = None,
+    clip_buffer: float = 0.0,
+) -> Grid:
+    """The output grid for open band datasets (name -> dataset).
+
+    Defaults: the CRS and pixel size of the finest band; the footprint every band
+    covers, on the finest band's own pixel grid. With another CRS or pixel size, pixel
+    edges fall on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` and the
+    AOI (``clip``, grown by ``clip_buffer``) are in the output CRS's units.
+
+    Raises:
+        FootprintError: the bands, or the bands and the bounds/AOI, do not overlap.
+        ConfigError: an unknown CRS.
+    """
+    finest_name = min(datasets, key=lambda n: abs(datasets[n].res[0]))
+    finest = datasets[finest_name]
+    try:
+        dst_crs = CRS.from_user_input(crs) if crs else finest.crs
+    except CRSError as exc:
+        raise ConfigError(f"--crs {crs!r} is not a CRS GDAL knows; give e.g. EPSG:32645") from exc
+    if resolution is not None:
+        res = float(resolution)
+    elif dst_crs == finest.crs:
+        res = abs(float(finest.res[0]))
+    else:
+        t, _, _ = calculate_default_transform(
+            finest.crs, dst_crs, finest.width, finest.height, *finest.bounds
+        )
+        res = abs(float(t.a))
+    footprint: Bounds | None = None
+    first = ""
+    for name, ds in datasets.items():
+        fb = transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21)
+        footprint = fb if footprint is None else _intersect(footprint, fb)
+        if footprint is None:
+            raise FootprintError(
+                f"{ds.name}: band {name} does not overlap band {first} ({datasets[first].name}); "
+                "the files are from different products - use the bands of one product"
+            )
+        first = first or name
+    assert footprint is not None
+    for what, box in (
+        (f"--bounds {bounds}", bounds),
+        (f"--clip {clip}", None if clip is None else read_aoi_bounds(clip, dst_crs, clip_buffer)),
+    ):
+        if box is None:
+            continue
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
+        cropped = _intersect(footprint, tuple(float(v) for v in box))  # type: ignore[arg-type]
+        if cropped is None:
+            raise FootprintError(
+                f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
+                f"in {dst_crs.to_string()}; give bounds in the output CRS"
+            )
+        footprint = cropped
+    same = dst_crs == finest.crs and math.isclose(res, abs(finest.res[0]), rel_tol=1e-9)
+    ox, oy = (finest.transform.c, finest.transform.f) if same else (0.0, 0.0)
+    left, width = _snap(footprint[0], footprint[2], ox, res)
+    bottom, height = _snap(footprint[1], footprint[3], oy, res)
+    return Grid(dst_crs, Affine(res, 0.0, left, 0.0, -res, bottom + height * res), width, height)
+
+
+# ----------------------------------------------------------------------------- stacking
+
+
+def _check_options(resolution: float | None, cloud_buffer: int, clip_buffer: float) -> None:
+    if resolution is not None and not resolution > 0:
+        raise ConfigError(f"--resolution must be positive, got {resolution}")
+    if cloud_buffer < 0:
+        raise ConfigError(f"--cloud-buffer must be 0 or more pixels, got {cloud_buffer}")
+    if clip_buffer < 0:
+        raise ConfigError(f"--clip-buffer must be 0 or more, got {clip_buffer}")
+
+
+def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow a boolean mask by ``pixels`` in every direction (a square: Chebyshev distance)."""
+    if pixels <= 0:
+        return mask
+    from scipy.ndimage import maximum_filter
+
+    return maximum_filter(mask.astype(np.uint8), size=2 * pixels + 1, mode="constant", cval=0).astype(bool)
+
+
+def stack(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    bands: str | Sequence[str] = DEFAULT_RECIPE,
+    kind: str | None = None,
+    resolution: float | None = None,
+    crs: str | None = None,
+    bounds: Bounds | None = None,
+    clip: str | os.PathLike[str] | None = None,
+    clip_buffer: float = 0.0,
+    cloud_buffer: int = 0,
+    cloud_mask: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> StackResult:
+    """Stack a Landsat C2 L2, Sentinel-2 L2A (.SAFE or COGs) product or STAC item into one scene COG.
+
+    Args:
+        source: product folder, metadata file, or STAC item JSON.
+        out: the scene COG to write (float32, nodata NaN, band descriptions = the recipe).
+        bands: the recipe, e.g. ``"red,green,blue,nir,ndvi"`` (see :mod:`geoglacier.products.recipes`).
+        kind: ``landsat``, ``sentinel2-safe``, ``sentinel2-cogs`` or ``stac``; ``None`` detects it.
+        resolution: output pixel size in the output CRS's units; default the finest band's.
+        crs: output CRS (``EPSG:32645`` ...); default the bands' own.
+        bounds: ``(xmin, ymin, xmax, ymax)`` in the output CRS to crop to.
+        clip: a vector file whose features' bounds (plus ``clip_buffer``) crop the output.
+        clip_buffer: margin around the AOI, in the output CRS's units (metres for UTM).
+        cloud_buffer: grow the cloud mask by this many output pixels.
+        cloud_mask: ``False`` keeps every pixel with data (the quality layer is not read).
+        overwrite: replace ``out`` if it exists.
+        progress: show a progress bar of strips on stderr.
+
+    Raises:
+        OutputExistsError, OutputPathError: ``out`` cannot be written.
+        RecipeError, ConfigError: bad options.
+        SceneNotFoundError, ProductError: no such product, or not one this reads.
+        MissingBandError: a band the recipe needs (or the quality layer) is absent.
+        InvalidRasterError: a band is unreadable.
+        FootprintError: bands or bounds do not overlap.
+    """
+    start = time.perf_counter()
+    target = check_output_path(out, overwrite)
+    recipe = parse_recipe(bands)
+    _check_options(resolution, cloud_buffer, clip_buffer)
+    product = open_product(source, kind)
+    needed = reflectance_needed(recipe)
+    missing = [n for n in needed if n not in product.bands]
+    if missing:
+        from geoglacier.products.stac import COMMON_NAMES
+
+        raise MissingBandError(
+            f"{product.source}: no asset for the {missing[0]} band (eo:bands common name "
+            f"{COMMON_NAMES[missing[0]][0]}) that recipe {','.join(recipe)} needs; "
+            "use an item that lists it, or another --bands recipe"
+        )
+    if cloud_mask and product.quality is None:
+        raise MissingBandError(
+            f"{product.source}: no quality layer (QA_PIXEL or SCL) for the cloud mask; "
+            "pass --no-cloud-mask to stack without it"
+        )
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), ExitStack() as files:
+        datasets = {
+            n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
+        }
+        qds = None
+        if cloud_mask and product.quality is not None:
+            qds = files.enter_context(_open(product.quality.path, "quality layer", product.source))
+        grid = plan_grid(
+            datasets, resolution=resolution, crs=crs, bounds=bounds, clip=clip, clip_buffer=clip_buffer
+        )
+        warp = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
+        vrts = {
+            n: files.enter_context(
+                WarpedVRT(
+                    ds,
+                    resampling=Resampling.bilinear,
+                    src_nodata=_nodata(product.bands[n], ds),
+                    nodata=float("nan"),
+                    dtype="float32",
+                    **warp,
+                )
+            )
+            for n, ds in datasets.items()
+        }
+        qvrt = None
+        if qds is not None and product.quality is not None:
+            fill = product.quality.fill
+            qvrt = files.enter_context(
+                WarpedVRT(qds, resampling=Resampling.nearest, src_nodata=fill, nodata=fill, **warp)
+            )
+        tags = product.tags()
+        spec = RasterSpec(
+            grid.height, grid.width, grid.crs, grid.transform, "float32", float("nan"), resampling="AVERAGE"
+        )
+        counts = _write(target, spec, recipe, product, vrts, qvrt, cloud_buffer, tags, overwrite, progress)
+    total = grid.width * grid.height
+    return StackResult(
+        path=target,
+        kind=product.kind,
+        recipe=recipe,
+        grid=grid,
+        masked_fraction=counts[0] / total,
+        cloud_fraction=counts[1] / total,
+        tags=tags,
+        notes=product.notes,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _nodata(band: BandFile, ds: Any) -> float | None:
+    return band.nodata if band.nodata is not None else ds.nodata
+
+
+def _read(vrt: Any, window: Window, what: str) -> np.ndarray:
+    try:
+        return vrt.read(1, window=window)
+    except RasterioIOError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "read error"
+        raise InvalidRasterError(
+            f"{vrt.src_dataset.name}: the {what} could not be read ({detail}); the file is damaged, re-download it"
+        ) from exc
+
+
+def _staging_profile(spec: RasterSpec, count: int, block: int) -> dict[str, Any]:
+    return {
+        "driver": "GTiff",
+        "height": spec.height,
+        "width": spec.width,
+        "count": count,
+        "dtype": "float32",
+        "nodata": float("nan"),
+        "crs": spec.crs,
+        "transform": spec.transform,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "zlevel": 1,  # the staging file is read once; speed over size
+        "interleave": "band",
+        "bigtiff": "IF_SAFER",
+    }
+
+
+def _write(
+    target: Path,
+    spec: RasterSpec,
+    recipe: tuple[str, ...],
+    product: Product,
+    vrts: dict[str, Any],
+    qvrt: Any,
+    cloud_buffer: int,
+    tags: dict[str, str],
+    overwrite: bool,
+    progress: bool,
+) -> tuple[int, int]:
+    """Write the strips into a tiled staging GeoTIFF and publish it as a COG; return (masked, cloud) counts."""
+    from tqdm.auto import tqdm
+
+    height, width = spec.height, spec.width
+    block = cog_blocksize(height, width)
+    masked = cloud_count = 0
+    with atomic_output(target, overwrite) as final_tmp:
+        stage = staging_path(target)
+        stage.unlink()  # GDAL creates the file itself
+        try:
+            with rasterio.open(stage, "w", **_staging_profile(spec, len(recipe), block)) as dst:
+                dst.descriptions = recipe
+                dst.update_tags(**tags, BAND_RECIPE=",".join(recipe))
+                for r0 in tqdm(range(0, height, block), desc="stack", unit="strip", disable=not progress):
+                    h = min(block, height - r0)
+                    window = Window(0, r0, width, h)
+                    refl = {}
+                    for name, vrt in vrts.items():
+                        band = product.bands[name]
+                        raw = _read(vrt, window, f"{name} band")
+                        refl[name] = raw * np.float32(band.scale) + np.float32(band.offset)
+                    data = compute_recipe(recipe, refl)
+                    bad = ~np.isfinite(data).all(axis=0)
+                    if qvrt is not None and product.quality is not None:
+                        q0, q1 = max(0, r0 - cloud_buffer), min(height, r0 + h + cloud_buffer)
+                        raw_q = _read(qvrt, Window(0, q0, width, q1 - q0), "quality layer")
+                        classes = product.quality.classify(raw_q)
+                        clouds = _grow(classes == CLOUD, cloud_buffer)[r0 - q0 : r0 - q0 + h]
+                        invalid = classes[r0 - q0 : r0 - q0 + h] == INVALID
+                        cloud_count += int((clouds & ~bad & ~invalid).sum())
+                        bad |= clouds | invalid
+                    data[:, bad] = np.nan
+                    masked += int(bad.sum())
+                    dst.write(data, window=window)
+            if masked == height * width:
+                raise ProductError(
+                    f"{product.source}: every pixel of the output is cloud or no data; nothing to stack "
+                    "(try other --bounds, or --no-cloud-mask)"
+                )
+            translate_to_cog(stage, final_tmp, spec)
+        finally:
+            stage.unlink(missing_ok=True)
+            # GDAL's COG driver keeps overviews in "<dst>.ovr.tmp" while it works.
+            Path(f"{final_tmp}.ovr.tmp").unlink(missing_ok=True)
+    return masked, cloud_count
