@@ -353,7 +353,6 @@ def write_s2_cogs(
 # ----------------------------------------------------------------------------- STAC
 
 _S2_COMMON = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B11": "swir16", "B12": "swir22"}
-_S2_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B11": "swir16", "B12": "swir22"}
 _LANDSAT_COMMON = {2: "blue", 3: "green", 4: "red", 5: "nir08", 6: "swir16", 7: "swir22"}
 
 
