@@ -166,3 +166,35 @@ def test_segment_scene_accepts_a_scene_without_descriptions_with_a_warning(
     assert result.mask.exists()
     with rasterio.open(result.mask) as ds:
         assert "ACQUISITION_DATE" not in ds.tags()
+
+
+@pytest.mark.slow
+def test_stack_then_train_stores_the_recipe(tmp_path: Path) -> None:
+    """stack -> train (scenes layout) -> the checkpoint holds the recipe -> segment-scene accepts the scene."""
+    import numpy as np
+
+    from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.training.loop import train
+
+    fx = write_landsat(tmp_path / "product", mtl=("json",), height=128, width=192)
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    scene = data / "images" / "l8.tif"
+    assert run("stack", fx.folder, "--out", scene, "--bands", ",".join(RECIPE), "--no-progress")[0] == 0
+    with rasterio.open(scene) as ds:
+        ndsi, profile = ds.read(5), ds.profile
+    mask = np.where(np.isnan(ndsi), 255, ndsi > np.nanmedian(ndsi)).astype(np.uint8)
+    profile.update(count=1, dtype="uint8", nodata=255, driver="GTiff")
+    with rasterio.open(data / "masks" / "l8.tif", "w", **profile) as ds:
+        ds.write(mask, 1)
+    torch.set_num_threads(1)
+    out = tmp_path / "model.pth"
+    train(
+        data, out, arch="Unet", encoder="resnet18", encoder_weights="none", patch_size=64, batch_size=4,
+        epochs=1, patches_per_epoch=4, val_fraction=0.25, device="cpu", num_workers=0, log=lambda _: None,
+    )  # fmt: skip
+    meta, _ = read_checkpoint(out)
+    assert meta.bands == RECIPE
+    code, output = run("segment-scene", scene, "--model", out, "--out", tmp_path / "m.tif", "--no-progress")
+    assert code == 0, output
