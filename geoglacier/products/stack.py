@@ -47,6 +47,7 @@ from geoglacier.errors import (
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
 from geoglacier.io.scene import GDAL_CACHE_MB
+from geoglacier.products import landsat, sentinel2, stac
 from geoglacier.products.product import KINDS, BandFile, Product
 from geoglacier.products.quality import CLOUD, INVALID
 from geoglacier.products.recipes import DEFAULT_RECIPE, compute_recipe, parse_recipe, reflectance_needed
@@ -110,8 +111,6 @@ def detect_kind(source: str | os.PathLike[str]) -> str:
         SceneNotFoundError: nothing at ``source``.
         ProductError: not a product this module reads.
     """
-    from geoglacier.products import landsat, sentinel2, stac
-
     p = Path(source)
     if not p.exists():
         raise SceneNotFoundError(f"{p}: not found; give a product folder or a STAC item JSON file")
@@ -137,8 +136,6 @@ def detect_kind(source: str | os.PathLike[str]) -> str:
 
 def open_product(source: str | os.PathLike[str], kind: str | None = None) -> Product:
     """Read a product's metadata and list its files (``kind=None`` detects it)."""
-    from geoglacier.products import landsat, sentinel2, stac
-
     if kind is None:
         kind = detect_kind(source)
     elif kind not in KINDS:
@@ -151,7 +148,7 @@ def open_product(source: str | os.PathLike[str], kind: str | None = None) -> Pro
         "sentinel2-cogs": sentinel2.read_cog_folder,
         "stac": stac.read_stac_item,
     }
-    if kind != "stac" and Path(source).is_file() and kind == "sentinel2-cogs":
+    if kind == "sentinel2-cogs" and Path(source).is_file():
         raise ProductError(f"{source}: --kind sentinel2-cogs needs the folder holding B02.tif ... SCL.tif")
     return readers[kind](source)
 
@@ -360,11 +357,9 @@ def stack(
     needed = reflectance_needed(recipe)
     missing = [n for n in needed if n not in product.bands]
     if missing:
-        from geoglacier.products.stac import COMMON_NAMES
-
         raise MissingBandError(
             f"{product.source}: no asset for the {missing[0]} band (eo:bands common name "
-            f"{COMMON_NAMES[missing[0]][0]}) that recipe {','.join(recipe)} needs; "
+            f"{stac.COMMON_NAMES[missing[0]][0]}) that recipe {','.join(recipe)} needs; "
             "use an item that lists it, or another --bands recipe"
         )
     if cloud_mask and product.quality is None:
