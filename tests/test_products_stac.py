@@ -73,3 +73,20 @@ def test_item_without_the_needed_assets(tmp_path: Path) -> None:
     with pytest.raises(MissingBandError):
         stack(item, tmp_path / "x.tif", bands="red", cloud_mask=False)
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_urls_and_jp2_copies(tmp_path: Path) -> None:
+    """URLs go to GDAL as they are; of a COG and its JPEG2000 copy (earth-search lists both) the COG wins."""
+    item, _ = write_s2_stac(tmp_path)
+    raw = json.loads(item.read_text())
+    raw["assets"]["red"]["href"] = "https://example.com/S2B/B04.tif"
+    raw["assets"]["red-jp2"] = {
+        "href": "https://example.com/S2B/B04.jp2",
+        "type": "image/jp2",
+        "eo:bands": [{"name": "B04", "common_name": "red"}],
+    }
+    raw["assets"] = {"red-jp2": raw["assets"].pop("red-jp2"), **raw["assets"]}
+    item.write_text(json.dumps(raw))
+    product = read_stac_item(item)
+    assert product.bands["red"].path == "https://example.com/S2B/B04.tif"
+    assert Path(product.bands["green"].path) == (tmp_path / "cogs" / "B03.tif").resolve()
