@@ -430,6 +430,16 @@ def _read(vrt: Any, window: Window, what: str) -> np.ndarray:
         ) from exc
 
 
+def overview_factors(height: int, width: int, block: int) -> list[int]:
+    """Decimation factors 2, 4, 8 ... down to the first level that fits in one ``block`` tile (as COGs have)."""
+    factors: list[int] = []
+    factor = 2
+    while math.ceil(max(height, width) / (factor // 2)) > block:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
 def _staging_profile(spec: RasterSpec, count: int, block: int) -> dict[str, Any]:
     return {
         "driver": "GTiff",
@@ -496,6 +506,12 @@ def _write(
                     data[:, bad] = np.nan
                     masked += int(bad.sum())
                     dst.write(data, window=window)
+                # Overviews built here, on the band-interleaved staging file, cost a fraction of
+                # what GDAL's COG driver takes to build them itself (6 s + 11 s against 87 s for
+                # a 4096^2 5-band scene in benchmarks/bench_stack.py); the COG copy reuses them.
+                factors = overview_factors(height, width, block)
+                if factors:
+                    dst.build_overviews(factors, Resampling.average)
             if masked == height * width:
                 raise ProductError(
                     f"{product.source}: every pixel of the output is cloud or no data; nothing to stack "
