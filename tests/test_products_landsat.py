@@ -141,3 +141,21 @@ def test_landsat9_and_the_mtl_file_as_source(tmp_path: Path) -> None:
 def test_mtl_text_writer_round_trips(tmp_path: Path) -> None:
     fx = write_landsat(tmp_path, mtl=("json",))
     assert parse_mtl_text(mtl_text(fx.mtl)) == fx.mtl
+
+
+def test_cloud_buffer_crosses_tile_edges(tmp_path: Path) -> None:
+    """Output tiles are processed one by one: a cloud beside a tile edge still grows into the next tile."""
+    fx = write_landsat(tmp_path, mtl=("json",), height=300, width=300)
+    qa_path = fx.folder / f"{fx.product_id}_QA_PIXEL.TIF"
+    edge = (257, 254)  # tiles are 256 px: the buffer reaches into all four tiles
+    with rasterio.open(qa_path, "r+") as ds:
+        qa = ds.read(1)
+        qa[edge] = qa[100, 100] | (1 << 3)  # cloud bit on a clear pixel
+        ds.write(qa, 1)
+    stack(fx.folder, tmp_path / "t.tif", bands="red", cloud_buffer=3)
+    data, _, _ = read(tmp_path / "t.tif")
+    expected = np.zeros((300, 300), bool)
+    expected[:QA_FILL_ROWS] = True
+    for r, c in [*QA_BIT_PIXELS.values(), edge]:
+        expected[max(0, r - 3) : r + 4, max(0, c - 3) : c + 4] = True
+    np.testing.assert_array_equal(np.isnan(data[0]), expected)

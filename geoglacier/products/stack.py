@@ -460,6 +460,42 @@ def _staging_profile(spec: RasterSpec, count: int, block: int) -> dict[str, Any]
     }
 
 
+def _stack_window(
+    window: Window,
+    recipe: tuple[str, ...],
+    product: Product,
+    vrts: dict[str, Any],
+    qvrt: Any,
+    cloud_buffer: int,
+    spec: RasterSpec,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The recipe's bands over one output tile, with bad pixels NaN; also the bad mask and the cloud count.
+
+    The quality layer is read with a margin of ``cloud_buffer`` pixels on every side, so
+    a cloud just outside the tile still grows into it.
+    """
+    refl = {}
+    for name, vrt in vrts.items():
+        band = product.bands[name]
+        refl[name] = _read(vrt, window, f"{name} band") * np.float32(band.scale) + np.float32(band.offset)
+    data = compute_recipe(recipe, refl)
+    bad = ~np.isfinite(data).all(axis=0)
+    clouds_masked = 0
+    if qvrt is not None and product.quality is not None:
+        r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        q_r0, q_c0 = max(0, r0 - cloud_buffer), max(0, c0 - cloud_buffer)
+        q_r1, q_c1 = min(spec.height, r0 + h + cloud_buffer), min(spec.width, c0 + w + cloud_buffer)
+        raw = _read(qvrt, Window(q_c0, q_r0, q_c1 - q_c0, q_r1 - q_r0), "quality layer")
+        classes = product.quality.classify(raw)
+        inner = (slice(r0 - q_r0, r0 - q_r0 + h), slice(c0 - q_c0, c0 - q_c0 + w))
+        clouds = _grow(classes == CLOUD, cloud_buffer)[inner]
+        invalid = classes[inner] == INVALID
+        clouds_masked = int((clouds & ~bad & ~invalid).sum())
+        bad |= clouds | invalid
+    data[:, bad] = np.nan
+    return data, bad, clouds_masked
+
+
 def _write(
     target: Path,
     spec: RasterSpec,
@@ -472,7 +508,11 @@ def _write(
     overwrite: bool,
     progress: bool,
 ) -> tuple[int, int]:
-    """Write the strips into a tiled staging GeoTIFF and publish it as a COG; return (masked, cloud) counts."""
+    """Write tile by tile into a tiled staging GeoTIFF and publish it as a COG; return (masked, cloud) counts.
+
+    Working tile by tile (not in full-width strips) keeps memory independent of the
+    output's size: a few arrays of one tile, GDAL's block cache and the warper's buffer.
+    """
     from tqdm.auto import tqdm
 
     height, width = spec.height, spec.width
@@ -485,25 +525,11 @@ def _write(
             with rasterio.open(stage, "w", **_staging_profile(spec, len(recipe), block)) as dst:
                 dst.descriptions = recipe
                 dst.update_tags(**tags, BAND_RECIPE=",".join(recipe))
-                for r0 in tqdm(range(0, height, block), desc="stack", unit="strip", disable=not progress):
-                    h = min(block, height - r0)
-                    window = Window(0, r0, width, h)
-                    refl = {}
-                    for name, vrt in vrts.items():
-                        band = product.bands[name]
-                        raw = _read(vrt, window, f"{name} band")
-                        refl[name] = raw * np.float32(band.scale) + np.float32(band.offset)
-                    data = compute_recipe(recipe, refl)
-                    bad = ~np.isfinite(data).all(axis=0)
-                    if qvrt is not None and product.quality is not None:
-                        q0, q1 = max(0, r0 - cloud_buffer), min(height, r0 + h + cloud_buffer)
-                        raw_q = _read(qvrt, Window(0, q0, width, q1 - q0), "quality layer")
-                        classes = product.quality.classify(raw_q)
-                        clouds = _grow(classes == CLOUD, cloud_buffer)[r0 - q0 : r0 - q0 + h]
-                        invalid = classes[r0 - q0 : r0 - q0 + h] == INVALID
-                        cloud_count += int((clouds & ~bad & ~invalid).sum())
-                        bad |= clouds | invalid
-                    data[:, bad] = np.nan
+                tiles = [(r0, c0) for r0 in range(0, height, block) for c0 in range(0, width, block)]
+                for r0, c0 in tqdm(tiles, desc="stack", unit="tile", disable=not progress):
+                    window = Window(c0, r0, min(block, width - c0), min(block, height - r0))
+                    data, bad, clouds = _stack_window(window, recipe, product, vrts, qvrt, cloud_buffer, spec)
+                    cloud_count += clouds
                     masked += int(bad.sum())
                     dst.write(data, window=window)
                 # Overviews built here, on the band-interleaved staging file, cost a fraction of
