@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_areas.py
+	$(BIN)/python benchmarks/bench_stack.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-output .pytest_cache
