@@ -6,5 +6,6 @@
 * :mod:`~geoglacier.products.quality`: cloud and bad-pixel masks (QA_PIXEL, SCL);
 * :mod:`~geoglacier.products.landsat`, :mod:`~geoglacier.products.sentinel2`,
   :mod:`~geoglacier.products.stac`: the product readers;
-* :mod:`~geoglacier.products.stack`: the grid and the windowed stacking to a COG.
+* :mod:`~geoglacier.products.grid`: the output grid (CRS, pixel size, extent);
+* :mod:`~geoglacier.products.stack`: the tile-by-tile stacking to a COG.
 """
