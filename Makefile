@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_areas.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_wide.py
 	$(BIN)/python benchmarks/bench_glaciers.py
+	$(BIN)/python benchmarks/bench_stack.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-output .pytest_cache

@@ -38,6 +38,8 @@ setup(
         "shapely>=2.0",
         "fiona>=1.9",
         "pandas>=1.5",
+        "scipy>=1.9",
+        "pystac>=1.8",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.80", "psutil>=5.9", "monai>=1.3"],

@@ -10,11 +10,13 @@ from geoglacier.cli.evaluate import evaluate
 from geoglacier.cli.glaciers import glaciers
 from geoglacier.cli.segment_scene import segment_scene
 from geoglacier.cli.segment_scenes import segment_scenes
+from geoglacier.cli.stack import stack
 from geoglacier.cli.summarize import summarize
 from geoglacier.cli.train import train
 
 ALL: list[click.Command] = [
     demo,
+    stack,
     train,
     segment_scene,
     segment_scenes,

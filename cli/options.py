@@ -23,3 +23,15 @@ model_opt = click.option(
 bands_opt = click.option(
     "--bands", default=5, show_default=True, type=int, help="Number of bands the scenes must have."
 )
+recipe_opt = click.option(
+    "--bands",
+    "bands",
+    default="red,green,blue,nir,ndvi",
+    show_default=True,
+    help="Band recipe: comma-separated names from blue, green, red, nir, swir1, swir2, ndvi, ndsi, ndwi.",
+)
+date_opt = click.option(
+    "--date",
+    default=None,
+    help="Acquisition date (ISO 8601, e.g. 2023-10-15); replaces the scene's ACQUISITION_DATE tag.",
+)

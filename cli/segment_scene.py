@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
+from geoglacier.cli.options import date_opt, device_opt, model_opt, overwrite_opt
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
@@ -68,6 +68,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 )
 @click.option("--glaciers", type=_out_path, default=None, help="Per-glacier table to write (.gpkg or .csv).")
 @click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
+@date_opt
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @overwrite_opt
 def segment_scene(
@@ -89,6 +90,7 @@ def segment_scene(
     inventory: str | None,
     glaciers: str | None,
     id_column: str | None,
+    date: str | None,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -121,6 +123,7 @@ def segment_scene(
         inventory=inventory,
         glaciers=glaciers,
         id_column=id_column,
+        date=date,
     )
     if result.summary is not None:
         click.echo(format_summary(result.summary))

@@ -22,6 +22,8 @@ _EXPORTS = {
     "load_checkpoint": "geoglacier.checkpoint",
     "save_checkpoint": "geoglacier.checkpoint",
     "generate_scene": "geoglacier.synthetic",
+    "stack": "geoglacier.products.stack",
+    "parse_recipe": "geoglacier.products.recipes",
     "train": "geoglacier.training.loop",
     "TrainConfig": "geoglacier.training.loop",
     "segment_scene": "geoglacier.inference.segment",

@@ -81,5 +81,25 @@ class NoOverlapError(InventoryError, MaskError):
     inventory whose outlines reach none of the mask."""
 
 
+class RecipeError(ConfigError):
+    """A band recipe names an unknown band, repeats one, or is empty."""
+
+
+class RecipeMismatchError(GeoglacierError, ValueError):
+    """A scene's bands (its band descriptions) differ from the recipe a checkpoint was trained on."""
+
+
+class ProductError(GeoglacierError, ValueError):
+    """A satellite product is not one ``geoglacier stack`` knows, or its metadata is unreadable."""
+
+
+class MissingBandError(ProductError):
+    """A product lacks a band (or quality layer) that the band recipe or cloud mask needs."""
+
+
+class FootprintError(ProductError):
+    """A product's bands, or the requested bounds, do not share a footprint."""
+
+
 class GeoglacierWarning(UserWarning):
     """Something odd but usable: a 0/255 mask, a scene without CRS, ..."""

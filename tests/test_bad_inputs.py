@@ -15,6 +15,7 @@ reason; they start running once ``cli/commands.py`` lists the command.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import subprocess
@@ -34,6 +35,7 @@ from geoglacier.checkpoint import CheckpointMeta, checkpoint_dict, save_checkpoi
 from geoglacier.cli.main import cli
 from geoglacier.model import ModelConfig, build_model
 from tests.data import UTM_TRANSFORM, scene_array, write_raster, write_scene
+from tests.products_data import write_landsat, write_s2_stac
 
 SIZE = 64
 BANDS = ("red", "green", "blue", "nir", "ndvi")
@@ -164,6 +166,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_outlines(d / "inv_dup.gpkg", inside, props=[{"RGIId": "RGI60-15.00001"}] * 2)
     write_outlines(d / "inv_noid.gpkg", inside, props=[{"ident": "a"}, {"ident": "b"}])
     write_outlines(d / "inv_far.gpkg", [px_box(9000, 9000, 9010, 9010, UTM_TRANSFORM)])
+    # Satellite products for stack, and scenes with band recipes for segment-scene.
+    (d / "holiday").mkdir()
+    (d / "holiday" / "photo.jpg").write_bytes(b"\xff\xd8")
+    landsat = write_landsat(d / "landsat", mtl=("json",))
+    (landsat.folder / f"{landsat.product_id}_SR_B6.TIF").unlink()
+    item, _ = write_s2_stac(d / "stac")
+    raw_item = json.loads(item.read_text())
+    raw_item["assets"] = {"thumbnail": {"href": "thumb.png", "type": "image/png"}}  # no band assets
+    item.write_text(json.dumps(raw_item))
+    write_scene(
+        d / "scene_swapped.tif", SIZE, SIZE, seed=1, descriptions=("green", "red", "blue", "nir", "ndvi")
+    )
     return d
 
 
@@ -553,6 +567,46 @@ ROWS: list[Row] = [
     ),
 ]
 
+ROWS += [
+    # --- satellite products (stack) and band recipes ---
+    Row(
+        "stack-unknown-folder",
+        "stack {i}/holiday --out {o}/s.tif --no-progress",
+        ("holiday", "not a known product"),
+        ("--kind",),
+    ),
+    Row(
+        "stack-missing-band",
+        "stack {i}/landsat/" + "LC08_L2SP_140041_20231015_20231020_02_T1 --out {o}/s.tif --bands red,ndsi",
+        ("SR_B6", "missing"),
+        ("re-download",),
+    ),
+    Row(
+        "stack-stac-item-without-assets",
+        "stack {i}/stac/item.json --out {o}/s.tif",
+        ("item.json", "no asset"),
+        ("use an item that lists it",),
+    ),
+    Row(
+        "stack-unknown-band-in-recipe",
+        "stack {i}/holiday --out {o}/s.tif --bands red,green,blue,nir,evi",
+        ("evi",),
+        ("known bands",),
+    ),
+    Row(
+        "segment-scene-other-band-recipe",
+        GOOD_SEG.replace("scene.tif", "scene_swapped.tif"),
+        ("scene_swapped.tif", "green,red,blue,nir,ndvi", "red,green,blue,nir,ndvi"),
+        ("--bands",),
+    ),
+    Row(
+        "segment-scene-bad-date",
+        GOOD_SEG + " --date 15/10/2023",
+        ("--date",),
+        ("YYYY-MM-DD",),
+    ),
+]
+
 # Rows that fail because of a known bug in a module still being written: strict xfail,
 # so the fix turns them into failures-to-fail and the mark must come off.
 KNOWN_BUGS: dict[str, str] = {}
@@ -623,7 +677,8 @@ def test_bad_input_fails_with_one_line_and_no_output(
     assert result.exit_code != 0, f"expected a failure, got exit 0:\n{result.output}"
     assert isinstance(result.exception, SystemExit), f"unhandled {result.exception!r}"
     assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # Library warnings (one "Warning: ..." line each) may come first; the error is one line.
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Warning: ")]
     assert len(lines) == 1, f"expected one line of error output, got:\n{result.stderr}"
     assert lines[0].startswith("Error: "), lines[0]
     message = lines[0].lower()

@@ -73,6 +73,8 @@ from geoglacier.io.cog import CogWriter, RasterSpec, cog_blocksize, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
 from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+from geoglacier.products.metadata import check_date, product_tags, summary_fields
+from geoglacier.products.recipes import check_scene_recipe
 from geoglacier.training.normalization import STD_FLOOR
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -524,6 +526,7 @@ class Segmenter:
         pixel_size: float | None = None,
         overwrite: bool = False,
         progress: bool = False,
+        date: str | None = None,
     ) -> SegmentResult:
         """Segment ``scene`` and write the mask COG (and the optional outputs) atomically.
 
@@ -535,14 +538,15 @@ class Segmenter:
         info = self.inspect(scene)
         check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
         accumulator = make_accumulator(info, pixel_size, needed=summary is not None, source=out)
-        mask_spec, prob_spec = output_specs(info, self.window)
+        product = product_tags(info.path, date)  # ACQUISITION_DATE, SENSOR, SOURCE_PRODUCT travel along
+        mask_spec, prob_spec = output_specs(info, self.window, product)
         stats = RunStats()
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as stack:
             outputs = RunOutputs.open(stack, targets, mask_spec, prob_spec, overwrite, accumulator)
             for tile in self.predict(info, progress=progress, stats=stats, tile=mask_spec.block):
                 outputs.write(tile, float(self.meta.threshold))
             check_something_ran(info, stats)
-            area, outline_count = outputs.finish(min_area)
+            area, outline_count = outputs.finish(min_area, summary_fields(product))
         return SegmentResult(
             mask=targets["mask"],
             probabilities=targets.get("probabilities"),
@@ -563,9 +567,14 @@ class Segmenter:
 # ----------------------------------------------------------------------------- outputs
 
 
-def output_specs(info: SceneInfo, window: int) -> tuple[RasterSpec, RasterSpec]:
-    """Grid, encoding and tags of the mask COG and the probability COG of ``info``."""
-    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window)}
+def output_specs(
+    info: SceneInfo, window: int, product: dict[str, str] | None = None
+) -> tuple[RasterSpec, RasterSpec]:
+    """Grid, encoding and tags of the mask COG and the probability COG of ``info``.
+
+    ``product`` tags (acquisition date, sensor, source product) are copied onto both.
+    """
+    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window), **(product or {})}
     mask_spec = RasterSpec(
         info.height,
         info.width,
@@ -657,15 +666,17 @@ class RunOutputs:
         if self.probabilities is not None:
             self.probabilities.write_tile(p, tile.row_off, tile.col_off)
 
-    def finish(self, min_area: float) -> tuple[AreaSummary | None, int | None]:
-        """Build the COGs, then the summary and outlines from them; return the areas and polygon count."""
+    def finish(
+        self, min_area: float, extra: dict[str, Any] | None = None
+    ) -> tuple[AreaSummary | None, int | None]:
+        """Build the COGs, then the summary (with ``extra`` fields) and outlines; return areas and polygon count."""
         mask_tmp = self.mask.finish()
         if self.probabilities is not None:
             self.probabilities.finish()
         area = self.accumulator.result() if self.accumulator is not None else None
         if self.summary is not None:
             assert area is not None
-            write_summary_json(area, self.summary, overwrite=True)
+            write_summary_json(area, self.summary, overwrite=True, extra=extra)
         outline_count: int | None = None
         if self.outlines is not None:
             from geoglacier.measure.outlines import write_outlines
@@ -792,6 +803,7 @@ def segment_scene(
     inventory: str | os.PathLike[str] | None = None,
     glaciers: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
+    date: str | None = None,
 ) -> SegmentResult:
     """Segment a whole scene with a checkpoint; write a georeferenced COG glacier mask.
 
@@ -823,6 +835,9 @@ def segment_scene(
             ``result.extra["glacier_totals"]``; ``outlines`` polygons then carry the
             ``glacier_id`` of the inventory glacier they overlap most.
         id_column: the inventory's id column (default: found automatically).
+        date: acquisition date (ISO 8601) for the mask's ``ACQUISITION_DATE`` tag and the
+            summary, replacing the scene's; the scene's ``ACQUISITION_DATE``, ``SENSOR`` and
+            ``SOURCE_PRODUCT`` tags are copied either way.
 
     Returns:
         A :class:`SegmentResult`.
@@ -831,6 +846,7 @@ def segment_scene(
         OutputExistsError, OutputPathError: an output cannot be written.
         ConfigError: an option is out of range or the device is unavailable.
         CheckpointError: the checkpoint is unreadable or trained on other bands.
+        RecipeMismatchError: the scene's band descriptions name other bands than the checkpoint's.
         SceneNotFoundError, InvalidRasterError, BandCountError: a bad scene.
         CRSMissingError: areas or outlines asked for a scene without CRS (and no pixel size).
         InventoryError: a bad inventory (checked before the model runs).
@@ -846,6 +862,8 @@ def segment_scene(
     ).validate()
     check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
     check_min_area(min_area)
+    if date is not None:
+        date = check_date(date)
     torch_device = resolve_device(device)
     resolve_precision(precision, torch_device)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
@@ -863,6 +881,7 @@ def segment_scene(
         outlines=outlines is not None,
     )
     model, meta = load_checkpoint(model_path, expected_bands=info.count, device=torch_device)
+    check_scene_recipe(info.path, meta.bands)
     segmenter = Segmenter(model, meta, config)
     with sigterm_as_interrupt():
         result = segmenter.run(
@@ -875,6 +894,7 @@ def segment_scene(
             pixel_size=pixel_size,
             overwrite=overwrite,
             progress=progress,
+            date=date,
         )
         if inv is not None and glaciers is not None:
             table = run_glaciers(

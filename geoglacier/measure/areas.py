@@ -26,6 +26,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -622,9 +623,15 @@ def format_summary(summary: AreaSummary) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def write_summary_json(summary: AreaSummary, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``summary.to_dict()`` as JSON, atomically; return the path written."""
+def write_summary_json(
+    summary: AreaSummary,
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``summary.to_dict()`` (plus ``extra`` fields, e.g. the acquisition date) as JSON, atomically."""
     target = check_output_path(path, overwrite)
     with atomic_output(target, overwrite) as tmp:
-        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+        payload = {**summary.to_dict(), **(extra or {})}
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return target

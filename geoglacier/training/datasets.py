@@ -34,7 +34,7 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from geoglacier.errors import ConfigError, GeoglacierWarning
+from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchError
 from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
 from geoglacier.io.masks import IGNORE, read_mask
 from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
@@ -520,6 +520,21 @@ def _band_names(bands: int) -> tuple[str, ...]:
     )
 
 
+def check_same_recipe(scenes: list[ScenePair]) -> None:
+    """All scenes must hold the same bands in the same order (their descriptions): the checkpoint stores one recipe.
+
+    Raises:
+        RecipeMismatchError: two scenes name their bands differently.
+    """
+    first = scenes[0].info
+    for q in scenes[1:]:
+        if q.info.band_names != first.band_names:
+            raise RecipeMismatchError(
+                f"{q.info.path}: bands {','.join(q.info.band_names)} differ from "
+                f"{','.join(first.band_names)} of {first.path.name}; stack every scene with the same --bands"
+            )
+
+
 def make_datasets(
     data_dir: str | os.PathLike[str],
     patch_size: int = 256,
@@ -569,6 +584,7 @@ def make_datasets(
             patches_per_epoch=len(train_pairs),
         )
     scenes: list[ScenePair] = list(pairs)  # type: ignore[arg-type]
+    check_same_recipe(scenes)
     regions, val_windows = spatial_split([q.info.shape for q in scenes], p, val_fraction, seed)
     total = Moments.empty(bands)
     maps = []

@@ -1,0 +1,154 @@
+"""The output grid of ``geoglacier stack``: CRS, pixel size and extent from the bands and the options.
+
+Defaults: the CRS and pixel size of the finest band a recipe needs, over the footprint
+every band covers, on that band's own pixel grid. Another CRS or pixel size puts pixel
+edges on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` and an AOI file
+(its features' bounds plus a buffer) crop it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.warp import calculate_default_transform, transform_bounds
+
+from geoglacier.errors import ConfigError, FootprintError, ProductError, SceneNotFoundError
+
+Bounds = tuple[float, float, float, float]
+_EPS = 1e-6  # of a pixel: snapping tolerance for coordinates that are multiples of the pixel size
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The output grid."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def resolution(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> Bounds:
+        t = self.transform
+        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+
+
+def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
+    out = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    return out if out[0] < out[2] and out[1] < out[3] else None
+
+
+def read_aoi_bounds(path: str | os.PathLike[str], crs: CRS, buffer: float = 0.0) -> Bounds:
+    """Bounds of every feature in a vector file (GeoPackage, GeoJSON, shapefile) in ``crs``, plus ``buffer``.
+
+    Raises:
+        SceneNotFoundError: no such file. ProductError: unreadable, empty, or without CRS.
+    """
+    import fiona
+
+    p = Path(path)
+    if not p.exists():
+        raise SceneNotFoundError(f"{p}: AOI file not found; give a .gpkg, .geojson or .shp with the area")
+    try:
+        with fiona.open(p) as layer:
+            if len(layer) == 0:
+                raise ProductError(
+                    f"{p}: the AOI file has no features; give the outlines of the area to keep"
+                )
+            src_crs = layer.crs
+            b = layer.bounds
+    except fiona.errors.FionaError as exc:
+        raise ProductError(
+            f"{p}: not a readable vector file ({exc}); give a .gpkg, .geojson or .shp"
+        ) from exc
+    if not src_crs:
+        raise ProductError(f"{p}: the AOI file has no CRS; write it with one (e.g. EPSG:4326)")
+    x0, y0, x1, y1 = transform_bounds(CRS.from_user_input(src_crs), crs, *b, densify_pts=21)
+    return (x0 - buffer, y0 - buffer, x1 + buffer, y1 + buffer)
+
+
+def _snap(lo: float, hi: float, origin: float, res: float) -> tuple[float, int]:
+    """Extend ``[lo, hi]`` to whole pixels of a grid through ``origin``; return start and count."""
+    start = origin + math.floor((lo - origin) / res + _EPS) * res
+    stop = origin + math.ceil((hi - origin) / res - _EPS) * res
+    return start, max(1, round((stop - start) / res))
+
+
+def plan_grid(
+    datasets: dict[str, Any],
+    *,
+    resolution: float | None = None,
+    crs: str | None = None,
+    bounds: Bounds | None = None,
+    clip: str | os.PathLike[str] | None = None,
+    clip_buffer: float = 0.0,
+) -> Grid:
+    """The output grid for open band datasets (name -> dataset).
+
+    Defaults: the CRS and pixel size of the finest band; the footprint every band
+    covers, on the finest band's own pixel grid. With another CRS or pixel size, pixel
+    edges fall on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` and the
+    AOI (``clip``, grown by ``clip_buffer``) are in the output CRS's units.
+
+    Raises:
+        FootprintError: the bands, or the bands and the bounds/AOI, do not overlap.
+        ConfigError: an unknown CRS.
+    """
+    finest_name = min(datasets, key=lambda n: abs(datasets[n].res[0]))
+    finest = datasets[finest_name]
+    try:
+        dst_crs = CRS.from_user_input(crs) if crs else finest.crs
+    except CRSError as exc:
+        raise ConfigError(f"--crs {crs!r} is not a CRS GDAL knows; give e.g. EPSG:32645") from exc
+    if resolution is not None:
+        res = float(resolution)
+    elif dst_crs == finest.crs:
+        res = abs(float(finest.res[0]))
+    else:
+        t, _, _ = calculate_default_transform(
+            finest.crs, dst_crs, finest.width, finest.height, *finest.bounds
+        )
+        res = abs(float(t.a))
+    footprint: Bounds | None = None
+    first = ""
+    for name, ds in datasets.items():
+        fb = transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21)
+        footprint = fb if footprint is None else _intersect(footprint, fb)
+        if footprint is None:
+            raise FootprintError(
+                f"{ds.name}: band {name} does not overlap band {first} ({datasets[first].name}); "
+                "the files are from different products - use the bands of one product"
+            )
+        first = first or name
+    assert footprint is not None
+    for what, box in (
+        (f"--bounds {bounds}", bounds),
+        (f"--clip {clip}", None if clip is None else read_aoi_bounds(clip, dst_crs, clip_buffer)),
+    ):
+        if box is None:
+            continue
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
+        cropped = _intersect(footprint, tuple(float(v) for v in box))  # type: ignore[arg-type]
+        if cropped is None:
+            raise FootprintError(
+                f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
+                f"in {dst_crs.to_string()}; give bounds in the output CRS"
+            )
+        footprint = cropped
+    same = dst_crs == finest.crs and math.isclose(res, abs(finest.res[0]), rel_tol=1e-9)
+    ox, oy = (finest.transform.c, finest.transform.f) if same else (0.0, 0.0)
+    left, width = _snap(footprint[0], footprint[2], ox, res)
+    bottom, height = _snap(footprint[1], footprint[3], oy, res)
+    return Grid(dst_crs, Affine(res, 0.0, left, 0.0, -res, bottom + height * res), width, height)

@@ -1,0 +1,79 @@
+"""What a satellite product offers the stacker: band files, their scaling, a quality layer, metadata.
+
+Each product reader (:mod:`~geoglacier.products.landsat`, :mod:`~geoglacier.products.sentinel2`,
+:mod:`~geoglacier.products.stac`) turns a folder or an item into a :class:`Product`;
+:mod:`~geoglacier.products.stack` reads any :class:`Product` the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from geoglacier.products.metadata import DATE_TAG, PRODUCT_TAG, SENSOR_TAG
+from geoglacier.products.quality import qa_pixel_classes, scl_classes
+
+Kind = Literal["landsat", "sentinel2-safe", "sentinel2-cogs", "stac"]
+KINDS: tuple[str, ...] = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac")
+QualityKind = Literal["qa_pixel", "scl"]
+
+
+@dataclass(frozen=True)
+class BandFile:
+    """One reflectance band: ``reflectance = raw * scale + offset``; ``raw == nodata`` is no data.
+
+    ``path`` is anything GDAL opens: a local file, a ``/vsi...`` path or an http(s) URL.
+    """
+
+    path: str
+    scale: float
+    offset: float
+    nodata: float | None = 0.0
+
+
+@dataclass(frozen=True)
+class QualityFile:
+    """The product's per-pixel quality layer (Landsat ``QA_PIXEL`` or Sentinel-2 ``SCL``)."""
+
+    path: str
+    kind: QualityKind
+
+    @property
+    def fill(self) -> int:
+        """The value that means "no data" (used outside the layer's footprint too)."""
+        return 1 if self.kind == "qa_pixel" else 0
+
+    def classify(self, raw: np.ndarray) -> np.ndarray:
+        """Quality classes (see :mod:`geoglacier.products.quality`) of raw values."""
+        return qa_pixel_classes(raw) if self.kind == "qa_pixel" else scl_classes(raw)
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product reduced to what stacking needs.
+
+    Attributes:
+        kind: how it was recognised (``landsat``, ``sentinel2-safe``, ``sentinel2-cogs``, ``stac``).
+        source: the folder or file the user gave.
+        bands: reflectance name (:data:`geoglacier.products.recipes.REFLECTANCE`) -> file.
+        quality: the quality layer, ``None`` when the product has none.
+        acquisition_date: ISO 8601 date, ``None`` when unknown.
+        sensor: e.g. ``Landsat 8 OLI``.
+        product_id: the product's id.
+    """
+
+    kind: str
+    source: str
+    bands: dict[str, BandFile]
+    quality: QualityFile | None = None
+    acquisition_date: str | None = None
+    sensor: str | None = None
+    product_id: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def tags(self) -> dict[str, str]:
+        """GeoTIFF tags for the scene (those known)."""
+        pairs = ((DATE_TAG, self.acquisition_date), (SENSOR_TAG, self.sensor), (PRODUCT_TAG, self.product_id))
+        return {k: v for k, v in pairs if v}

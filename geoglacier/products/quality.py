@@ -1,0 +1,45 @@
+"""Cloud and bad-pixel masks from the products' quality layers.
+
+Both decoders return per-pixel classes: :data:`CLEAR` (kept), :data:`INVALID` (no data:
+fill, saturated or defective) and :data:`CLOUD` (cloud, cirrus, cloud shadow: the part
+``--cloud-buffer`` grows). Snow and ice are always :data:`CLEAR`: they are the glacier.
+
+Landsat Collection 2 ``QA_PIXEL`` (bit 0 is the lowest): bit 0 fill -> INVALID; bits 1
+dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow -> CLOUD; bit 5 snow -> kept.
+
+Sentinel-2 L2A scene classification ``SCL``: 0 no data and 1 saturated or defective ->
+INVALID; 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin
+cirrus -> CLOUD; 11 snow and ice -> kept (as are 2, 4-7).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLEAR, INVALID, CLOUD = 0, 1, 2
+
+QA_FILL_BIT = 0
+QA_CLOUD_BITS: tuple[int, ...] = (1, 2, 3, 4)  # dilated cloud, cirrus, cloud, cloud shadow
+QA_SNOW_BIT = 5
+SCL_INVALID: tuple[int, ...] = (0, 1)
+SCL_CLOUD: tuple[int, ...] = (3, 8, 9, 10)
+SCL_SNOW = 11
+
+
+def qa_pixel_classes(qa: np.ndarray) -> np.ndarray:
+    """Classes (uint8) of Landsat ``QA_PIXEL`` values."""
+    q = np.asarray(qa).astype(np.uint16, copy=False)
+    cloud_bits = np.uint16(sum(1 << b for b in QA_CLOUD_BITS))
+    out = np.full(q.shape, CLEAR, dtype=np.uint8)
+    out[(q & cloud_bits) != 0] = CLOUD
+    out[(q & np.uint16(1 << QA_FILL_BIT)) != 0] = INVALID
+    return out
+
+
+def scl_classes(scl: np.ndarray) -> np.ndarray:
+    """Classes (uint8) of Sentinel-2 ``SCL`` values."""
+    s = np.asarray(scl)
+    out = np.full(s.shape, CLEAR, dtype=np.uint8)
+    out[np.isin(s, SCL_CLOUD)] = CLOUD
+    out[np.isin(s, SCL_INVALID)] = INVALID
+    return out

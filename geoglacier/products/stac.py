@@ -1,0 +1,166 @@
+"""A STAC item (JSON, read with pystac) of a Landsat C2 L2 or Sentinel-2 L2A acquisition.
+
+Assets are matched to the recipe's reflectance bands by their ``eo:bands`` common names
+(STAC 1.0: ``eo:bands[].common_name``; STAC 1.1: ``bands[].eo:common_name``; failing
+both, an asset key that is a common name). STAC spells the shortwave infrared
+``swir16`` and ``swir22`` and Landsat's near infrared ``nir08``; those map to ``swir1``,
+``swir2`` and ``nir``. The quality layer is the asset keyed ``qa_pixel`` (Landsat) or
+``scl`` (Sentinel-2), in any case.
+
+Scale and offset come from the asset's ``raster:bands`` when given; otherwise from the
+platform: Landsat C2 L2 ``0.0000275`` / ``-0.2``; Sentinel-2 ``1/10000`` and, when
+``s2:processing_baseline`` is 04.00 or later, an offset of ``-1000/10000``.
+
+Asset hrefs may be local files (relative to the item) or URLs GDAL reads (``https://``
+through ``/vsicurl/``, ``s3://`` ...).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from geoglacier.errors import ProductError
+from geoglacier.products import landsat, sentinel2
+from geoglacier.products.product import BandFile, Product, QualityFile
+
+#: our reflectance name -> STAC common names that stand for it, preferred first
+COMMON_NAMES: dict[str, tuple[str, ...]] = {
+    "blue": ("blue",),
+    "green": ("green",),
+    "red": ("red",),
+    "nir": ("nir", "nir08"),
+    "swir1": ("swir16", "swir1"),
+    "swir2": ("swir22", "swir2"),
+}
+QUALITY_KEYS: dict[str, str] = {"qa_pixel": "qa_pixel", "scl": "scl"}
+
+
+def is_stac_item(path: Path) -> bool:
+    """A JSON file whose top level says ``"type": "Feature"`` with a ``stac_version``."""
+    if path.suffix.lower() not in (".json", ".geojson") or not path.is_file():
+        return False
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:1_000_000]
+    except OSError:
+        return False
+    return '"stac_version"' in head and re.search(r'"type"\s*:\s*"Feature"', head) is not None
+
+
+def _common_names(asset: Any) -> list[str]:
+    fields = asset.extra_fields
+    names = [b.get("common_name") for b in fields.get("eo:bands", []) if isinstance(b, dict)]
+    names += [b.get("eo:common_name") for b in fields.get("bands", []) if isinstance(b, dict)]
+    return [str(n).lower() for n in names if n]
+
+
+def _single_band(asset: Any) -> bool:
+    fields = asset.extra_fields
+    return len(fields.get("eo:bands", [])) <= 1 and len(fields.get("bands", [])) <= 1
+
+
+def _rank(key: str, asset: Any) -> int:
+    """Prefer GeoTIFF assets over JPEG2000 copies (earth-search lists both)."""
+    media = str(asset.media_type or "").lower()
+    return 0 if ("tiff" in media or not media) and "jp2" not in key.lower() else 1
+
+
+def _find_asset(assets: dict[str, Any], names: tuple[str, ...]) -> tuple[str, Any] | None:
+    for wanted in names:
+        hits = [
+            (k, a)
+            for k, a in assets.items()
+            if _single_band(a) and (wanted in _common_names(a) or k.lower() == wanted)
+        ]
+        if hits:
+            return min(hits, key=lambda ka: _rank(*ka))
+    return None
+
+
+def _raster_band(asset: Any) -> dict[str, Any]:
+    fields = asset.extra_fields
+    bands = fields.get("raster:bands") or fields.get("bands") or []
+    return bands[0] if bands and isinstance(bands[0], dict) else {}
+
+
+def _platform(item: Any) -> tuple[str, int | None]:
+    raw = str(item.properties.get("platform", "")).lower().replace("_", "-")
+    if "landsat" in raw:
+        number = re.sub(r"\D", "", raw)
+        return "landsat", int(number) if number else None
+    if "sentinel-2" in raw or raw.startswith("s2"):
+        return "sentinel2", None
+    return raw, None
+
+
+def _sensor(item: Any, family: str, number: int | None) -> str | None:
+    props = item.properties
+    if family == "landsat" and number:
+        instruments = " ".join(str(i) for i in props.get("instruments", [])).upper()
+        return landsat.sensor_name(f"LANDSAT_{number}", instruments or ("OLI" if number >= 8 else "ETM"))
+    if family == "sentinel2":
+        unit = str(props.get("platform", "")).strip()[-1:].upper()
+        return f"Sentinel-2{unit} MSI" if unit.isalpha() else "Sentinel-2 MSI"
+    return props.get("platform")
+
+
+def _baseline_offset(item: Any) -> float:
+    baseline = str(item.properties.get("s2:processing_baseline", "") or "")
+    try:
+        return -1000.0 if float(baseline) >= 4.0 else 0.0
+    except ValueError:
+        return 0.0
+
+
+def read_stac_item(path: str | Path) -> Product:
+    """Describe a STAC item file as a :class:`Product` (only the assets that were found).
+
+    Raises:
+        ProductError: not a readable STAC item, or a platform other than Landsat / Sentinel-2.
+    """
+    import pystac
+
+    p = Path(path)
+    try:
+        item = pystac.Item.from_file(str(p))
+    except Exception as exc:  # noqa: BLE001 - pystac raises many types for bad JSON
+        raise ProductError(f"{p}: not a readable STAC item ({type(exc).__name__}: {exc})") from exc
+    family, number = _platform(item)
+    if family not in ("landsat", "sentinel2"):
+        raise ProductError(
+            f"{p}: platform {item.properties.get('platform')!r} is not Landsat or Sentinel-2; "
+            "'geoglacier stack' reads Landsat C2 L2 and Sentinel-2 L2A items"
+        )
+    assets = dict(item.assets)
+    bands: dict[str, BandFile] = {}
+    for name, commons in COMMON_NAMES.items():
+        found = _find_asset(assets, commons)
+        if found is None:
+            continue
+        _, asset = found
+        raster = _raster_band(asset)
+        if family == "landsat":
+            scale, offset = landsat.SCALE, landsat.OFFSET
+        else:
+            scale, offset = 1.0 / sentinel2.QUANTIFICATION, _baseline_offset(item) / sentinel2.QUANTIFICATION
+        scale = float(raster.get("scale", scale))
+        offset = float(raster.get("offset", offset))
+        nodata = raster.get("nodata", 0.0)
+        bands[name] = BandFile(asset.get_absolute_href() or asset.href, scale, offset, nodata)
+    quality = None
+    qkey = "qa_pixel" if family == "landsat" else "scl"
+    for key, asset in assets.items():
+        if key.lower() == qkey:
+            quality = QualityFile(asset.get_absolute_href() or asset.href, QUALITY_KEYS[qkey])  # type: ignore[arg-type]
+    when = item.datetime or item.common_metadata.start_datetime
+    return Product(
+        kind="stac",
+        source=str(p),
+        bands=bands,
+        quality=quality,
+        acquisition_date=when.date().isoformat() if when else None,
+        sensor=_sensor(item, family, number),
+        product_id=item.id,
+        notes=(f"{family} item {item.id} with {len(assets)} assets",),
+    )

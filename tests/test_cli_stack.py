@@ -1,0 +1,200 @@
+"""``geoglacier stack`` through click, bad products, and the path on to ``segment-scene``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+from geoglacier.cli.main import cli
+from geoglacier.cli.segment_scene import segment_scene
+from geoglacier.cli.stack import stack
+from geoglacier.errors import GeoglacierWarning
+from geoglacier.model import ModelConfig, build_model
+from tests.data import write_scene
+from tests.products_data import S2_ORIGIN, write_landsat, write_s2_stac, write_safe
+
+RECIPE = ("red", "green", "blue", "nir", "ndsi")
+
+
+def group() -> click.Group:
+    return type(cli)(name="geoglacier", commands={"stack": stack, "segment-scene": segment_scene})
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(group(), [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".geoglacier-tmp"))
+
+
+def test_stack_cli_reports_kind_tags_and_fractions(tmp_path: Path) -> None:
+    fx = write_safe(tmp_path)
+    out = tmp_path / "scene.tif"
+    code, output = run(
+        "stack", fx.folder, "--out", out, "--bands", "red,green,blue,nir,swir1", "--no-progress"
+    )
+    assert code == 0, output
+    assert "sentinel2-safe: Sentinel-2A MSI, 2023-10-15" in output
+    assert "BOA_ADD_OFFSET -1000 applied" in output
+    assert "masked 0.6 % of pixels as nodata (0.4 % by the cloud mask)" in output  # 24 and 16 of 4096
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == ("red", "green", "blue", "nir", "swir1")
+    code, output = run("stack", fx.folder, "--out", out, "--no-progress")
+    assert code != 0 and "--overwrite" in output
+    code, output = run(
+        "stack", fx.folder, "--out", out, "--no-progress", "--overwrite", "--kind", "sentinel2-safe"
+    )
+    assert code == 0, output
+
+
+def _one_line_error(code: int, output: str, *needles: str) -> None:
+    assert code != 0
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    assert "Traceback" not in output
+    for needle in needles:
+        assert needle in output, output
+
+
+def test_bad_products(tmp_path: Path) -> None:
+    out = tmp_path / "out.tif"
+    unknown = tmp_path / "holiday"
+    unknown.mkdir()
+    (unknown / "photo.jpg").write_bytes(b"\xff\xd8")
+    _one_line_error(*run("stack", unknown, "--out", out), "holiday", "not a known product", "--kind")
+    _one_line_error(*run("stack", tmp_path / "nope", "--out", out), "not found")
+
+    fx = write_landsat(tmp_path / "ls", mtl=("json",))
+    (fx.folder / f"{fx.product_id}_SR_B6.TIF").unlink()
+    _one_line_error(*run("stack", fx.folder, "--out", out, "--bands", "red,ndsi"), "SR_B6", "missing")
+    code, output = run(
+        "stack", fx.folder, "--out", out, "--bands", "red,green,blue,nir,ndvi", "--no-progress"
+    )
+    assert code == 0, output  # the recipe does not need SWIR
+    out.unlink()
+
+    (fx.folder / f"{fx.product_id}_SR_B4.TIF").write_bytes(b"this is not a tiff")
+    _one_line_error(*run("stack", fx.folder, "--out", out), "SR_B4", "not a readable raster")
+
+    fx2 = write_landsat(tmp_path / "ls2", mtl=("json",))
+    (fx2.folder / f"{fx2.product_id}_QA_PIXEL.TIF").unlink()
+    _one_line_error(*run("stack", fx2.folder, "--out", out), "QA_PIXEL", "--no-cloud-mask")
+
+    s2 = write_safe(tmp_path / "s2")
+    with rasterio.open(s2.paths["B08"], "r+") as ds:
+        ds.transform = rasterio.Affine(10.0, 0.0, S2_ORIGIN[0] + 50_000, 0.0, -10.0, S2_ORIGIN[1])
+    _one_line_error(*run("stack", s2.folder, "--out", out), "does not overlap")
+
+    item, _ = write_s2_stac(tmp_path / "st")
+    raw = json.loads(item.read_text())
+    raw["assets"] = {}
+    item.write_text(json.dumps(raw))
+    _one_line_error(*run("stack", item, "--out", out), "no asset for the")
+    _one_line_error(*run("stack", item, "--out", out, "--bands", "red,evi"), "unknown band 'evi'")
+    _one_line_error(*run("stack", s2.folder, "--out", out, "--cloud-buffer", "-1"), "--cloud-buffer")
+    _one_line_error(*run("stack", s2.folder, "--out", out, "--crs", "EPSG:999999"), "--crs")
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- on to segment-scene
+
+
+@pytest.fixture(scope="module")
+def ndsi_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = ModelConfig(encoder="resnet18")
+    meta = CheckpointMeta(model=config, bands=RECIPE, mean=(0.1,) * 5, std=(0.1,) * 5, patch_size=64)
+    return save_checkpoint(build_model(config, None), meta, tmp_path_factory.mktemp("ck") / "ndsi.pth")
+
+
+def test_segment_scene_takes_the_matching_recipe_and_carries_the_date(
+    tmp_path: Path, ndsi_checkpoint: Path
+) -> None:
+    fx = write_landsat(tmp_path, mtl=("json",))
+    scene = tmp_path / "scene.tif"
+    assert run("stack", fx.folder, "--out", scene, "--bands", ",".join(RECIPE), "--no-progress")[0] == 0
+    mask, summary = tmp_path / "mask.tif", tmp_path / "summary.json"
+    args = ["segment-scene", scene, "--model", ndsi_checkpoint, "--out", mask, "--summary", summary]
+    code, output = run(*args, "--no-progress", "--device", "cpu")
+    assert code == 0, output
+    with rasterio.open(mask) as ds:
+        tags = ds.tags()
+    assert tags["ACQUISITION_DATE"] == "2023-10-15"
+    assert tags["SENSOR"] == "Landsat 8 OLI" and tags["SOURCE_PRODUCT"] == fx.product_id
+    report = json.loads(summary.read_text())
+    assert report["acquisition_date"] == "2023-10-15" and report["sensor"] == "Landsat 8 OLI"
+    assert report["source_product"] == fx.product_id
+
+    code, output = run(*args, "--no-progress", "--device", "cpu", "--overwrite", "--date", "2023-10-16")
+    assert code == 0, output
+    with rasterio.open(mask) as ds:
+        assert ds.tags()["ACQUISITION_DATE"] == "2023-10-16"
+    assert json.loads(summary.read_text())["acquisition_date"] == "2023-10-16"
+    _one_line_error(*run(*args, "--overwrite", "--date", "15/10/2023"), "--date", "YYYY-MM-DD")
+
+
+def test_segment_scene_rejects_another_recipe(tmp_path: Path, ndsi_checkpoint: Path) -> None:
+    fx = write_landsat(tmp_path, mtl=("json",))
+    scene = tmp_path / "ndvi.tif"
+    assert run("stack", fx.folder, "--out", scene, "--no-progress")[0] == 0  # default recipe: ndvi, not ndsi
+    mask = tmp_path / "mask.tif"
+    _one_line_error(
+        *run("segment-scene", scene, "--model", ndsi_checkpoint, "--out", mask, "--device", "cpu"),
+        "red,green,blue,nir,ndvi",
+        "red,green,blue,nir,ndsi",
+    )
+    assert not mask.exists() and leftovers(tmp_path) == []
+
+
+def test_segment_scene_accepts_a_scene_without_descriptions_with_a_warning(
+    tmp_path: Path, ndsi_checkpoint: Path
+) -> None:
+    from geoglacier.inference.segment import segment_scene as segment
+
+    scene = write_scene(tmp_path / "bare.tif", height=64, width=64, seed=3)
+    with pytest.warns(GeoglacierWarning, match="no band descriptions"):
+        result = segment(scene, ndsi_checkpoint, tmp_path / "m.tif", device="cpu", progress=False)
+    assert result.mask.exists()
+    with rasterio.open(result.mask) as ds:
+        assert "ACQUISITION_DATE" not in ds.tags()
+
+
+@pytest.mark.slow
+def test_stack_then_train_stores_the_recipe(tmp_path: Path) -> None:
+    """stack -> train (scenes layout) -> the checkpoint holds the recipe -> segment-scene accepts the scene."""
+    import numpy as np
+
+    from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.training.loop import train
+
+    fx = write_landsat(tmp_path / "product", mtl=("json",), height=128, width=192)
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    scene = data / "images" / "l8.tif"
+    assert run("stack", fx.folder, "--out", scene, "--bands", ",".join(RECIPE), "--no-progress")[0] == 0
+    with rasterio.open(scene) as ds:
+        ndsi, profile = ds.read(5), ds.profile
+    mask = np.where(np.isnan(ndsi), 255, ndsi > np.nanmedian(ndsi)).astype(np.uint8)
+    profile.update(count=1, dtype="uint8", nodata=255, driver="GTiff")
+    with rasterio.open(data / "masks" / "l8.tif", "w", **profile) as ds:
+        ds.write(mask, 1)
+    torch.set_num_threads(1)
+    out = tmp_path / "model.pth"
+    train(
+        data, out, arch="Unet", encoder="resnet18", encoder_weights="none", patch_size=64, batch_size=4,
+        epochs=1, patches_per_epoch=4, val_fraction=0.25, device="cpu", num_workers=0, log=lambda _: None,
+    )  # fmt: skip
+    meta, _ = read_checkpoint(out)
+    assert meta.bands == RECIPE
+    code, output = run("segment-scene", scene, "--model", out, "--out", tmp_path / "m.tif", "--no-progress")
+    assert code == 0, output
