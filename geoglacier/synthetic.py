@@ -45,7 +45,7 @@ from rasterio.windows import Window
 
 from geoglacier.errors import ConfigError
 from geoglacier.io.atomic import atomic_output, check_output_path
-from geoglacier.io.scene import GDAL_CACHE_MB
+from geoglacier.io.scene import GDAL_CACHE_BYTES
 
 BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
 NODATA: float = -9999.0
@@ -638,7 +638,9 @@ def generate_scene(
     tags = {"GEOGLACIER_SYNTHETIC_SEED": str(seed), "GEOGLACIER_SYNTHETIC": "1"}
     try:
         with (
-            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),  # the cache, not the scene size, bounds GDAL's memory
+            rasterio.Env(
+                GDAL_CACHEMAX=GDAL_CACHE_BYTES
+            ),  # the cache, not the scene size, bounds GDAL's memory
             atomic_output(scene_path, overwrite) as tmp_scene,
             atomic_output(mask_path, overwrite) as tmp_mask,
             rasterio.open(tmp_scene, "w", **scene_profile) as dst,

@@ -37,7 +37,7 @@ from rasterio.windows import Window
 
 from geoglacier.errors import ConfigError, CRSMissingError, NoOverlapError
 from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
-from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo
+from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo
 from geoglacier.measure.areas import crs_label, pixel_area_at
 
 ResamplingName = Literal["nearest", "mode"]
@@ -157,7 +157,7 @@ class PairReader:
         self._ds1: rasterio.io.DatasetReader | None = None
 
     def __enter__(self) -> PairReader:
-        self._stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        self._stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
         self._ds0 = self._stack.enter_context(rasterio.open(self.pair.t0.path))
         self._ds1 = self._stack.enter_context(rasterio.open(self.pair.t1.path))
         return self

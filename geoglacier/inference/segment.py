@@ -71,7 +71,13 @@ from geoglacier.inference.windows import (
 from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
 from geoglacier.io.cog import CogWriter, RasterSpec, cog_blocksize, cog_output
 from geoglacier.io.masks import IGNORE
-from geoglacier.io.scene import GDAL_CACHE_MB, SceneInfo, inspect_scene, read_window, valid_pixels
+from geoglacier.io.scene import (
+    GDAL_CACHE_BYTES,
+    SceneInfo,
+    inspect_scene,
+    read_window,
+    valid_pixels,
+)
 from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
 from geoglacier.products.metadata import check_date, product_tags, summary_fields
 from geoglacier.products.recipes import check_scene_recipe
@@ -79,10 +85,6 @@ from geoglacier.training.normalization import STD_FLOOR
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-
-#: GDAL block cache during a run (bytes). GDAL's default (5 % of RAM) would let the
-#: cache, not the blocks and tiles of a run, set the peak memory on a large scene.
-GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
 
 #: Edge in pixels of the blocks of windows read and blended together (see InferenceConfig).
 DEFAULT_BLOCK_SIZE: int = 1024

@@ -32,6 +32,9 @@ DEFAULT_BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
 #: GDAL block-cache cap (MB) for whole-scene passes (statistics, inference, synthesis):
 #: without it GDAL keeps up to 5 % of RAM of decoded tiles, which would set peak memory.
 GDAL_CACHE_MB: int = 64
+#: The same cap in bytes, as ``rasterio.Env(GDAL_CACHEMAX=...)`` wants it: rasterio reads an
+#: integer there as bytes, so ``GDAL_CACHEMAX=64`` would mean a 64-byte cache (10x slower reads).
+GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
 SUPPORTED_DTYPES: frozenset[str] = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 )

@@ -28,7 +28,7 @@ from shapely.geometry.polygon import orient
 from geoglacier.errors import ConfigError, CRSMissingError
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.masks import inspect_mask, read_mask
-from geoglacier.io.scene import GDAL_CACHE_MB
+from geoglacier.io.scene import GDAL_CACHE_BYTES
 from geoglacier.measure.areas import to_pyproj_crs
 
 SEGMENT_M: float = 1000.0
@@ -121,7 +121,7 @@ def _glacier_shapes(info: Any) -> Iterator[BaseGeometry]:
     # Peak memory is then the polygons being built plus GDAL's block cache, capped here
     # (its default, 5 % of RAM, would fill up with the scene). rasterio.Env takes an
     # integer GDAL_CACHEMAX in bytes: 64 would mean 64 bytes and a ten times slower trace.
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), rasterio.open(info.path) as ds:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(info.path) as ds:
         if _is_plain(ds, info.nodata):
             band = rasterio.band(ds, 1)
             for geom, value in rasterio.features.shapes(

@@ -42,7 +42,7 @@ from geoglacier.errors import (
 )
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
-from geoglacier.io.scene import GDAL_CACHE_MB
+from geoglacier.io.scene import GDAL_CACHE_BYTES
 from geoglacier.products import landsat, sentinel2, stac
 from geoglacier.products.grid import Bounds, Grid, plan_grid
 from geoglacier.products.product import KINDS, BandFile, Product
@@ -229,7 +229,7 @@ def stack(
             f"{product.source}: no quality layer (QA_PIXEL or SCL) for the cloud mask; "
             "pass --no-cloud-mask to stack without it"
         )
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), ExitStack() as files:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
         datasets = {
             n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
         }

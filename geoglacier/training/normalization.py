@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from geoglacier.errors import ConfigError
-from geoglacier.io.scene import GDAL_CACHE_MB, valid_pixels
+from geoglacier.io.scene import GDAL_CACHE_BYTES, valid_pixels
 
 STD_FLOOR = 1e-6
 
@@ -237,7 +237,7 @@ def scan_scene(
             tasks.append(dask.delayed(_chunk_scan)(delayed[0, i, j], nodata, reg, r0, c0, cell))
     # GDAL's block cache (5% of RAM by default) would otherwise fill with the whole
     # scene's tiles, none of which is read twice here.
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         results = dask.compute(*tasks)
     bands = data.shape[0]
     total = Moments.empty(bands)
