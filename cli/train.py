@@ -67,15 +67,33 @@ from geoglacier.cli.options import overwrite_opt
 @click.option(
     "--resume", is_flag=True, default=False, help="Continue an interrupted run from NAME.pth.state."
 )
+@click.option(
+    "--ensemble",
+    type=int,
+    default=None,
+    help="Train this many members (seeds SEED, SEED+1, ...) as NAME.m1.pth, NAME.m2.pth, ...",
+)
 @overwrite_opt
-def train(data_dir: str, out: str, resume: bool, overwrite: bool, **options: Any) -> None:
+def train(
+    data_dir: str, out: str, resume: bool, overwrite: bool, ensemble: int | None, **options: Any
+) -> None:
     """Train on DATA_DIR (classic masked_NAME.npy + NAME.tif pairs, or images/ + masks/ scenes).
 
     Prints one line per epoch and keeps the best epoch by validation MCC in --out.
     """
     from geoglacier.training.loop import train as run_training
+    from geoglacier.training.loop import train_ensemble
 
     overrides = {name: value for name, value in options.items() if value is not None}
+    if ensemble is not None:
+        results = train_ensemble(
+            data_dir, out, ensemble, overwrite=overwrite, resume=resume, log=click.echo, **overrides
+        )
+        for result in results:
+            click.echo(
+                f"{result.paths.checkpoint}: best epoch {result.best_epoch} (Val MCC: {result.best_val_mcc:.4f})"
+            )
+        return
     result = run_training(data_dir, out, overwrite=overwrite, resume=resume, log=click.echo, **overrides)
     click.echo(
         f"Best epoch {result.best_epoch} of {result.epochs} (Val MCC: {result.best_val_mcc:.4f}); "

@@ -1,0 +1,199 @@
+"""Ensembles: several checkpoints segment one scene; their probabilities are averaged.
+
+Each member runs the whole blended inference of :func:`segment_scene` (with its own
+normalisation, temperature and window), writing its probability raster to a temporary
+folder beside the output. The rasters are then combined tile by tile:
+
+- **probability**: the mean of the members' (calibrated) probabilities;
+- **mask**: glacier where that mean exceeds the mean of the members' thresholds
+  (each member's threshold is on its own calibrated scale; their mean is the natural
+  cut for the averaged probability), 255 where the scene is nodata;
+- **uncertainty**: the standard deviation of the members' probabilities (population
+  form, over the K members): 0 where they agree, up to 0.5 where they split evenly.
+
+Memory follows one output tile per member, not the scene; the temporaries (K
+probability COGs) are removed whatever happens, and the outputs appear only complete.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoglacier.checkpoint import read_checkpoint
+from geoglacier.errors import CheckpointError, ConfigError
+from geoglacier.io.atomic import TMP_PREFIX, check_output_path
+from geoglacier.io.cog import RasterSpec, cog_output
+from geoglacier.io.masks import IGNORE
+from geoglacier.measure.areas import summarize_mask, write_summary_json
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """What :func:`segment_ensemble` wrote."""
+
+    mask: Path
+    probabilities: Path | None
+    uncertainty: Path | None
+    summary_path: Path | None
+    members: tuple[Path, ...]
+    threshold: float
+    summary: Any = None
+
+
+def member_threshold(model_paths: Sequence[str | os.PathLike[str]]) -> float:
+    """The ensemble's threshold: the mean of the members' thresholds.
+
+    Raises:
+        CheckpointError: members trained on different bands (they cannot share a scene).
+    """
+    metas = [read_checkpoint(p)[0] for p in model_paths]
+    bands = {m.bands for m in metas}
+    if len(bands) > 1:
+        listed = "; ".join(
+            f"{Path(p).name}: {','.join(m.bands)}" for p, m in zip(model_paths, metas, strict=True)
+        )
+        raise CheckpointError(
+            f"ensemble members were trained on different bands ({listed}); use members of one recipe"
+        )
+    return float(statistics.fmean(m.threshold for m in metas))
+
+
+def combine_probabilities(
+    member_probs: Sequence[Path],
+    threshold: float,
+    mask_out: Path,
+    prob_out: Path | None = None,
+    spread_out: Path | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Average member probability rasters tile by tile into mask, probability and spread COGs."""
+    with rasterio.open(member_probs[0]) as first:
+        base = RasterSpec(first.height, first.width, first.crs, first.transform, "uint8", IGNORE)
+        tags = first.tags()
+    tags = {k: v for k, v in tags.items() if k != "GEOGLACIER_WINDOW"} | {
+        "GEOGLACIER_ENSEMBLE": str(len(member_probs))
+    }
+    mask_spec = replace(
+        base, description="glacier", tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"}
+    )
+    float_spec = replace(base, dtype="float32", nodata=float("nan"), resampling="AVERAGE", tags=tags)
+    with ExitStack() as stack:
+        sources = [stack.enter_context(rasterio.open(p)) for p in member_probs]
+        for src in sources[1:]:
+            if (src.height, src.width, src.transform) != (base.height, base.width, base.transform):
+                raise ConfigError(f"{src.name}: member probabilities are not on one grid")
+        mask_w = stack.enter_context(cog_output(mask_out, mask_spec, overwrite))
+        prob_w = (
+            stack.enter_context(
+                cog_output(
+                    prob_out,
+                    replace(float_spec, description="glacier probability (ensemble mean)"),
+                    overwrite,
+                )
+            )
+            if prob_out
+            else None
+        )
+        spread_w = (
+            stack.enter_context(
+                cog_output(
+                    spread_out,
+                    replace(float_spec, description="ensemble spread (std of member probabilities)"),
+                    overwrite,
+                )
+            )
+            if spread_out
+            else None
+        )
+        block = mask_spec.block
+        for row in range(0, base.height, block):
+            for col in range(0, base.width, block):
+                window = Window(col, row, min(block, base.width - col), min(block, base.height - row))
+                stackp = np.stack([s.read(1, window=window) for s in sources])
+                mean, spread = ensemble_stats(stackp)
+                mask = np.where(np.isnan(mean), np.uint8(IGNORE), (mean > threshold).astype(np.uint8))
+                mask_w.write_tile(mask, row, col)
+                if prob_w is not None:
+                    prob_w.write_tile(mean, row, col)
+                if spread_w is not None:
+                    spread_w.write_tile(spread, row, col)
+
+
+def ensemble_stats(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population standard deviation over axis 0, float32; NaN where any member is NaN."""
+    mean = probs.mean(axis=0, dtype=np.float64)
+    spread = probs.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), spread.astype(np.float32)
+
+
+def segment_ensemble(
+    scene: str | os.PathLike[str],
+    model_paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    probabilities: str | os.PathLike[str] | None = None,
+    uncertainty: str | os.PathLike[str] | None = None,
+    summary: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    **segment_options: Any,
+) -> EnsembleResult:
+    """Segment ``scene`` with every checkpoint in ``model_paths`` and write their average.
+
+    Args:
+        scene: the scene, as for :func:`~geoglacier.inference.segment.segment_scene`.
+        model_paths: two or more checkpoints trained on the same bands.
+        out: mask COG (1 glacier, 0 not, 255 nodata) from the mean probability.
+        probabilities: also write the mean probability COG.
+        uncertainty: also write the members' standard deviation COG.
+        summary: also write the area summary JSON of the mask.
+        overwrite: replace existing outputs.
+        **segment_options: passed to each member's ``segment_scene`` (window, overlap,
+            batch_size, blend, device, precision, tta, pixel_size, progress, date ...).
+
+    Raises:
+        ConfigError: fewer than two members.
+        CheckpointError: members trained on different bands.
+        OutputExistsError: an output exists and ``overwrite`` is False.
+    """
+    from geoglacier.inference.segment import segment_scene
+
+    if len(model_paths) < 2:
+        raise ConfigError(f"an ensemble needs at least two --model checkpoints, got {len(model_paths)}")
+    targets = [Path(out), *(Path(p) for p in (probabilities, uncertainty, summary) if p is not None)]
+    for target in targets:
+        check_output_path(target, overwrite)
+    threshold = member_threshold(model_paths)
+    parent = Path(out).parent if str(Path(out).parent) else Path(".")
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}ensemble-", dir=parent) as tmp:
+        probs = []
+        for k, model in enumerate(model_paths):
+            prob = Path(tmp) / f"p{k}.tif"
+            segment_scene(scene, model, Path(tmp) / f"m{k}.tif", probabilities=prob, **segment_options)
+            probs.append(prob)
+        out_p = Path(probabilities) if probabilities is not None else None
+        out_u = Path(uncertainty) if uncertainty is not None else None
+        combine_probabilities(probs, threshold, Path(out), out_p, out_u, overwrite)
+    area = None
+    if summary is not None:
+        area = summarize_mask(out, segment_options.get("pixel_size"))
+        write_summary_json(area, summary, overwrite)
+    return EnsembleResult(
+        mask=Path(out),
+        probabilities=out_p,
+        uncertainty=out_u,
+        summary_path=Path(summary) if summary is not None else None,
+        members=tuple(Path(p) for p in model_paths),
+        threshold=threshold,
+        summary=area,
+    )

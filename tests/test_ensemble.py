@@ -1,0 +1,125 @@
+"""Ensembles: the mean of the members' probabilities, their spread, and the averaged threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+from geoglacier.errors import CheckpointError, ConfigError
+from geoglacier.inference.ensemble import ensemble_stats, segment_ensemble
+from geoglacier.inference.segment import segment_scene
+from geoglacier.model import ModelConfig, build_model
+from tests.data import write_scene
+
+BANDS = ("red", "green", "blue", "nir", "ndvi")
+OPTIONS = dict(window=64, overlap=0.25, device="cpu", progress=False)
+
+
+def _member(path: Path, seed: int, threshold: float, temperature: float = 1.0, bands=BANDS) -> Path:
+    torch.manual_seed(seed)
+    config = ModelConfig(arch="Unet", encoder="resnet18")
+    meta = CheckpointMeta(
+        model=config, bands=bands, mean=(127.0,) * 5, std=(60.0,) * 5, patch_size=64,
+        threshold=threshold, temperature=temperature,
+    )  # fmt: skip
+    return save_checkpoint(build_model(config, None), meta, path)
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    d = tmp_path_factory.mktemp("ens")
+    scene = write_scene(d / "scene.tif", height=96, width=112, seed=4, nodata=-9999.0, descriptions=BANDS)
+    with rasterio.open(scene, "r+") as ds:  # a nodata corner
+        data = ds.read()
+        data[:, :10, :12] = -9999.0
+        ds.write(data)
+    return scene, _member(d / "a.pth", 1, 0.4, 1.5), _member(d / "b.pth", 2, 0.6)
+
+
+def test_ensemble_is_the_mean_of_its_members(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    scene, a, b = members
+    singles = []
+    for name, ckpt in (("a", a), ("b", b)):
+        segment_scene(
+            scene, ckpt, tmp_path / f"{name}.tif", probabilities=tmp_path / f"{name}_p.tif", **OPTIONS
+        )
+        singles.append(_read(tmp_path / f"{name}_p.tif").astype(np.float64))
+    result = segment_ensemble(
+        scene, [a, b], tmp_path / "ens.tif", probabilities=tmp_path / "ens_p.tif",
+        uncertainty=tmp_path / "ens_u.tif", summary=tmp_path / "ens.json", **OPTIONS,
+    )  # fmt: skip
+    mean = (singles[0] + singles[1]) / 2
+    spread = np.abs(singles[0] - singles[1]) / 2  # population std of two values
+    nodata = np.isnan(mean)
+    assert nodata[:10, :12].all() and not nodata[20:, 20:].any()
+    np.testing.assert_allclose(_read(tmp_path / "ens_p.tif")[~nodata], mean[~nodata], atol=1e-6)
+    np.testing.assert_allclose(_read(tmp_path / "ens_u.tif")[~nodata], spread[~nodata], atol=1e-6)
+    assert result.threshold == pytest.approx(0.5)  # mean of 0.4 and 0.6
+    mask = _read(tmp_path / "ens.tif")
+    np.testing.assert_array_equal(mask[nodata], 255)
+    np.testing.assert_array_equal(mask[~nodata], (mean[~nodata] > 0.5).astype(np.uint8))
+    with rasterio.open(tmp_path / "ens.tif") as ds, rasterio.open(scene) as src:
+        assert (ds.crs, ds.transform) == (src.crs, src.transform)
+    assert result.summary is not None and (tmp_path / "ens.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".geoglacier-tmp")]
+
+
+def test_uncertainty_is_zero_where_members_agree(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    scene, a, _ = members
+    segment_ensemble(scene, [a, a], tmp_path / "same.tif", uncertainty=tmp_path / "u.tif", **OPTIONS)
+    spread = _read(tmp_path / "u.tif")
+    valid = ~np.isnan(spread)
+    assert valid.sum() > 0.8 * spread.size
+    assert np.all(spread[valid] == 0.0)
+
+
+def test_ensemble_stats_by_hand() -> None:
+    probs = np.array([[[0.2, np.nan]], [[0.6, 0.5]], [[0.4, 0.5]]], dtype=np.float32)
+    mean, spread = ensemble_stats(probs)
+    assert mean[0, 0] == pytest.approx(0.4) and np.isnan(mean[0, 1])
+    assert spread[0, 0] == pytest.approx(np.sqrt(((0.2 - 0.4) ** 2 + 0.2**2 + 0) / 3))
+
+
+def test_bad_ensembles(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    scene, a, _ = members
+    with pytest.raises(ConfigError, match="at least two"):
+        segment_ensemble(scene, [a], tmp_path / "x.tif", **OPTIONS)
+    other = _member(tmp_path / "other.pth", 3, 0.5, bands=("green", "red", "blue", "nir", "ndvi"))
+    with pytest.raises(CheckpointError, match="different bands"):
+        segment_ensemble(scene, [a, other], tmp_path / "x.tif", **OPTIONS)
+    assert not (tmp_path / "x.tif").exists()
+    (tmp_path / "exists.tif").write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        segment_ensemble(scene, [a, a], tmp_path / "exists.tif", **OPTIONS)
+    assert (tmp_path / "exists.tif").read_bytes() == b"keep"
+
+
+def test_train_ensemble_writes_one_member_per_seed(tmp_path: Path) -> None:
+    from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.training.loop import ensemble_paths, train_ensemble
+    from tests.test_training import FAST, write_separable_scenes
+
+    data = write_separable_scenes(tmp_path / "data", size=128)
+    lines: list[str] = []
+    torch.set_num_threads(1)
+    results = train_ensemble(
+        data, tmp_path / "m.pth", 2, epochs=1, patches_per_epoch=4, log=lines.append, **FAST
+    )
+    paths = ensemble_paths(tmp_path / "m.pth", 2)
+    assert [r.paths.checkpoint for r in results] == paths == [tmp_path / "m.m1.pth", tmp_path / "m.m2.pth"]
+    (m1, w1), (m2, w2) = (read_checkpoint(p) for p in paths)
+    assert (m1.train_config["seed"], m2.train_config["seed"]) == (0, 1)
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+    assert sum(line.startswith("Ensemble member") for line in lines) == 2
+    with pytest.raises(ConfigError, match="at least 2"):
+        train_ensemble(data, tmp_path / "n.pth", 1, **FAST)
