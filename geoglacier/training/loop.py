@@ -79,8 +79,21 @@ Log = Callable[[str], None]
 
 
 def default_num_workers() -> int:
-    """``min(4, CPU count)`` DataLoader workers."""
-    return min(4, os.cpu_count() or 1)
+    """DataLoader workers when none are asked for: 0 on up to 2 cores, else ``min(4, cores - 2)``.
+
+    Measured with ``benchmarks/bench_loader.py`` on 2 cores: workers made training
+    slower there. The model's threads and the workers share the two cores, every
+    epoch's new workers decompress their tiles again into empty GDAL caches (in-process
+    loading keeps its handles and cache), and each batch is copied into shared memory.
+    Workers pay when loading can run beside the step: with spare cores, or while a GPU
+    computes. Two cores stay for the main process. Cores are those this process may
+    run on (``sched_getaffinity``), not all the machine's.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, cores - 2)
 
 
 @dataclass(frozen=True)
