@@ -481,6 +481,9 @@ def ratio(rows: list[dict], a: str, b: str, key: str = "cpu_ms") -> dict[str, fl
     by = {r["reader"]: r for r in rows}
     out: dict[str, float | None] = {}
     for s in STATES:
+        if a not in by or b not in by:  # left out with --only
+            out[s] = None
+            continue
         ra, rb = by[a][s], by[b][s]
         if ra is None or rb is None:
             out[s] = None
@@ -811,10 +814,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=4096, help="edge of the scene read by the loaders")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="run only the readers whose name contains one of these (e.g. plain ScenePatchDataset TorchGeo)",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training-epoch comparison")
-    parser.add_argument("--train-rounds", type=int, default=3, help="rounds of the training-epoch comparison")
+    parser.add_argument("--train-rounds", type=int, default=2, help="rounds of the training-epoch comparison")
     parser.add_argument("--train-patch", type=int, default=64, help="patch size of the CPU training steps")
-    parser.add_argument("--train-batches", type=int, default=6, help="batches per CPU training epoch")
+    parser.add_argument("--train-batches", type=int, default=4, help="batches per CPU training epoch")
     parser.add_argument(
         "--step-ms", type=float, default=50.0, help="stand-in accelerator step (ms per batch)"
     )
@@ -862,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
     same = same_pixels(scene, mask, windows)
     print("  same pixels as rasterio: " + ", ".join(f"{k} {v}" for k, v in same.items()), flush=True)
     readers = build_readers(scene, mask, windows, args.workers)
+    if args.only:
+        readers = [r for r in readers if any(t in r.name for t in args.only)]
     rows, residency = run_rounds(readers, [scene, mask], args.rounds, args.seed)
     print(f"\n  {'reader':52s}" + "".join(f" {s + '/s':>9s} {'cpu ms':>7s}" for s in STATES))
     for r in rows:
@@ -892,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows, dl[nw], dl[0], key="patches_per_s"
                 )
                 ratios[f"DataLoader {nw} / 0 workers, CPU ms"] = ratio(rows, dl[nw], dl[0])
+    ratios = {k: v for k, v in ratios.items() if any(x is not None for x in v.values())}
     print()
     for k, v in ratios.items():
         print(f"  {k:60s} " + "  ".join(f"{s} {fmt(v[s], '.2f')}" for s in STATES))
