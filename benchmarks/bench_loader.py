@@ -476,21 +476,52 @@ def run_rounds(
     return rows, residency
 
 
-def ratio(rows: list[dict], a: str, b: str, key: str = "cpu_ms") -> dict[str, float | None]:
-    """Median over rounds of ``a / b`` per state (rounds pair up: same round, same machine load)."""
+def ratio(rows: list[dict], a: str, b: str, key: str = "cpu_ms") -> dict[str, dict | None]:
+    """Per state, ``a / b`` in every round (same round, same machine load), its median and range."""
     by = {r["reader"]: r for r in rows}
-    out: dict[str, float | None] = {}
+    out: dict[str, dict | None] = {}
     for s in STATES:
-        if a not in by or b not in by:  # left out with --only
+        if a not in by or b not in by or by[a][s] is None or by[b][s] is None:  # --only, or no such state
             out[s] = None
             continue
-        ra, rb = by[a][s], by[b][s]
-        if ra is None or rb is None:
-            out[s] = None
-            continue
-        pairs = zip(ra[f"{key}_rounds"], rb[f"{key}_rounds"], strict=True)
-        out[s] = statistics.median(x / y for x, y in pairs)
+        pairs = zip(by[a][s][f"{key}_rounds"], by[b][s][f"{key}_rounds"], strict=True)
+        per_round = [x / y for x, y in pairs]
+        out[s] = {
+            "median": statistics.median(per_round),
+            "min": min(per_round),
+            "max": max(per_round),
+            "rounds": [round(v, 3) for v in per_round],
+        }
     return out
+
+
+def compute_ratios(rows: list[dict], workers: list[int]) -> dict[str, dict]:
+    """The ratios the tables quote, from the per-round figures of ``rows``."""
+    ours = "ScenePatchDataset, no augmentation"
+    ratios = {
+        "ScenePatchDataset (no aug) / plain rasterio, image": ratio(rows, ours, "plain rasterio, image"),
+        "ScenePatchDataset (no aug) / plain rasterio, image + mask": ratio(
+            rows, ours, "plain rasterio, image + mask"
+        ),
+        "ScenePatchDataset (no aug) / TorchGeo": ratio(
+            rows, ours, "TorchGeo RasterDataset, same windows (image only)"
+        ),
+        "rioxarray + dask per window / plain rasterio, image": ratio(
+            rows, "rioxarray + dask, .values per window (chunks 512)", "plain rasterio, image"
+        ),
+    }
+    dl = {nw: f"DataLoader + augmentation, batch 4, {nw} worker(s)" for nw in workers}
+    for nw in workers:
+        if nw > 0 and 0 in dl:
+            ratios[f"DataLoader {nw} / 0 workers, patches/s"] = ratio(
+                rows, dl[nw], dl[0], key="patches_per_s"
+            )
+            ratios[f"DataLoader {nw} / 0 workers, CPU ms"] = ratio(rows, dl[nw], dl[0])
+    return {k: v for k, v in ratios.items() if any(x is not None for x in v.values())}
+
+
+def fmt_ratio(v: dict | None) -> str:
+    return "-" if v is None else f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -507,6 +538,7 @@ def bench_training(
     step_ms: float,
     accel_batches: int,
     seed: int,
+    only_kinds: tuple[str, ...] = ("cpu", "accelerator"),
 ) -> dict:
     """Seconds per training epoch with 0..N DataLoader workers, for two kinds of step.
 
@@ -548,6 +580,7 @@ def bench_training(
 
     out: dict[str, Any] = {
         "batch": batch,
+        "rounds": rounds,
         "cpu": {"patch": cpu_patch, "batches_per_epoch": cpu_batches, "model": "UnetPlusPlus/resnet18"},
         "accelerator": {"patch": PATCH, "batches_per_epoch": accel_batches, "step_ms": step_ms},
         "torch_threads": torch.get_num_threads(),
@@ -556,6 +589,8 @@ def bench_training(
     rng = np.random.default_rng(seed)
     kinds = (("cpu", cpu_step, cpu_patch, cpu_batches), ("accelerator", accel_step, PATCH, accel_batches))
     for kind, step, patch, batches in kinds:
+        if kind not in only_kinds:
+            continue
         n = batches * batch
         times: dict[int, list[tuple[float, float]]] = {nw: [] for nw in workers}
         dsets = {
@@ -751,13 +786,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['reader']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Ratios, median of the per-round ratios (CPU ms/patch unless marked patches/s):",
+        "Ratios: median of the per-round ratios (lowest-highest round), CPU ms/patch unless marked patches/s:",
         "",
         "| ratio | cold | cached | warm |",
         "| --- | ---: | ---: | ---: |",
     ]
     for k, v in result["ratios"].items():
-        lines.append(f"| {k} | " + " | ".join(fmt(v[s], ".2f") for s in STATES) + " |")
+        lines.append(f"| {k} | " + " | ".join(fmt_ratio(v[s]) for s in STATES) + " |")
     same = result.get("same_pixels", {})
     if same:
         lines += [
@@ -768,9 +803,12 @@ def markdown(result: dict) -> str:
         ]
     tr = result.get("training")
     if tr:
+        first = next(iter(next(iter(tr["steps"].values())).values()))
+        tr.setdefault("rounds", len(first["epoch_s_rounds"]))
         lines += [
             "",
-            f"Training epochs, DataLoader workers against in-process loading (batch {tr['batch']}, "
+            f"Training epochs, DataLoader workers against in-process loading (medians of "
+            f"{tr['rounds']} rounds, workers in a new random order each round; batch {tr['batch']}, "
             f"fresh loader per epoch, non-persistent workers, torch threads {tr['torch_threads']}; "
             f"cpu: U-Net++/ResNet-18 steps on {tr['cpu']['patch']}-px patches, "
             f"{tr['cpu']['batches_per_epoch']} batches; accelerator: {PATCH}-px patches, "
@@ -801,7 +839,7 @@ def markdown(result: dict) -> str:
             f"({s['mpix_per_s']:.1f} Mpx/s), peak RSS {s['rss_peak_mib']:.0f} MiB "
             f"(+{s['rss_growth_mib']:.0f} MiB over the {s['rss_before_mib']:.0f} MiB before).",
         ]
-    lines += ["", f"Command: `{result['command']}`"]
+    lines += ["", f"Command: `{result['command'].strip()}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -821,6 +859,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the readers whose name contains one of these (e.g. plain ScenePatchDataset TorchGeo)",
     )
     parser.add_argument("--no-train", action="store_true", help="skip the training-epoch comparison")
+    parser.add_argument(
+        "--train-kinds",
+        nargs="+",
+        choices=("cpu", "accelerator"),
+        default=["cpu", "accelerator"],
+        help="which training steps to compare",
+    )
     parser.add_argument("--train-rounds", type=int, default=2, help="rounds of the training-epoch comparison")
     parser.add_argument("--train-patch", type=int, default=64, help="patch size of the CPU training steps")
     parser.add_argument("--train-batches", type=int, default=4, help="batches per CPU training epoch")
@@ -842,14 +887,25 @@ def main(argv: list[str] | None = None) -> int:
         "training comparison uses torch's default, as geoglacier train does",
     )
     parser.add_argument("--stats-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="recompute ratios and Markdown from a loader.json"
+    )
     args = parser.parse_args(argv)
     if args.stats_only:  # child process: a fresh RSS baseline for the statistics
         print("STATS " + json.dumps(bench_stats(args.stats_only)), flush=True)
         return 0
+    if args.render:  # the same run's figures, tables rebuilt (no new measurement)
+        result = json.loads(args.render.read_text())
+        workers = sorted(
+            int(r["reader"].split(", ")[-1].split()[0])
+            for r in result["readers"]
+            if "worker(s)" in r["reader"]
+        )
+        result["ratios"] = compute_ratios(result["readers"], workers)
+        write_results(result, args.out)
+        return 0
     import rasterio
     import torch
-
-    from geoglacier.io.atomic import atomic_output
 
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.torch_threads)
@@ -881,32 +937,10 @@ def main(argv: list[str] | None = None) -> int:
             for s in STATES
         )
         print(f"  {r['reader']:52s}{cells}")
-    names = {r["reader"] for r in rows}
-    ours = "ScenePatchDataset, no augmentation"
-    ratios = {
-        "ScenePatchDataset (no aug) / plain rasterio, image": ratio(rows, ours, "plain rasterio, image"),
-        "ScenePatchDataset (no aug) / plain rasterio, image + mask": ratio(
-            rows, ours, "plain rasterio, image + mask"
-        ),
-    }
-    tg = "TorchGeo RasterDataset, same windows (image only)"
-    if tg in names:
-        ratios["ScenePatchDataset (no aug) / TorchGeo"] = ratio(rows, ours, tg)
-    ratios["rioxarray + dask per window / plain rasterio, image"] = ratio(
-        rows, "rioxarray + dask, .values per window (chunks 512)", "plain rasterio, image"
-    )
-    dl = {nw: f"DataLoader + augmentation, batch 4, {nw} worker(s)" for nw in args.workers}
-    if 0 in dl:
-        for nw in args.workers:
-            if nw > 0:
-                ratios[f"DataLoader {nw} / 0 workers, patches/s"] = ratio(
-                    rows, dl[nw], dl[0], key="patches_per_s"
-                )
-                ratios[f"DataLoader {nw} / 0 workers, CPU ms"] = ratio(rows, dl[nw], dl[0])
-    ratios = {k: v for k, v in ratios.items() if any(x is not None for x in v.values())}
+    ratios = compute_ratios(rows, args.workers)
     print()
     for k, v in ratios.items():
-        print(f"  {k:60s} " + "  ".join(f"{s} {fmt(v[s], '.2f')}" for s in STATES))
+        print(f"  {k:60s} " + "  ".join(f"{s} {fmt_ratio(v[s])}" for s in STATES))
     transport = bench_transport()
     training = None
     if not args.no_train:
@@ -921,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
             args.step_ms,
             args.accel_batches,
             args.seed,
+            tuple(args.train_kinds),
         )
         torch.set_num_threads(args.torch_threads)
     stats = None
@@ -939,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_start": load_start,
             "load_average_end": os.getloadavg()[0],
         },
-        "command": "python benchmarks/bench_loader.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python benchmarks/bench_loader.py", *(sys.argv[1:] if argv is None else argv)]),
         "scene": f"{args.size} x {args.size} 5-band float32 GeoTIFF (deflate, 512-px tiles)",
         "n_windows": args.n,
         "rounds": args.rounds,
@@ -952,13 +987,19 @@ def main(argv: list[str] | None = None) -> int:
         "transport": transport,
         "stats": stats,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(args.out / "loader.json", overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
-    with atomic_output(args.out / "loader.md", overwrite=True) as tmp:
-        Path(tmp).write_text(markdown(result))
-    print(f"wrote {args.out / 'loader.json'} and {args.out / 'loader.md'}")
+    write_results(result, args.out)
     return 0
+
+
+def write_results(result: dict, out: Path) -> None:
+    from geoglacier.io.atomic import atomic_output
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out / "loader.json", overwrite=True) as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_output(out / "loader.md", overwrite=True) as tmp:
+        Path(tmp).write_text(markdown(result))
+    print(f"wrote {out / 'loader.json'} and {out / 'loader.md'}")
 
 
 if __name__ == "__main__":
