@@ -43,7 +43,7 @@ from geoglacier.cli.options import overwrite_opt
     "--num-workers",
     type=int,
     default=None,
-    help="DataLoader workers [up to 2 cores: 0, or 1 with CUDA; else min(4, cores - 2)].",
+    help="DataLoader workers [0 up to 2 cores, else min(4, cores - 2)].",
 )
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")

@@ -21,12 +21,11 @@ def test_default_num_workers_by_cores(monkeypatch: pytest.MonkeyPatch, cores: in
     assert loop.default_num_workers() == expected
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (4, 2), (16, 4)])
-def test_default_num_workers_with_cuda(monkeypatch: pytest.MonkeyPatch, cores: int, expected: int) -> None:
-    """With a GPU doing the step, one worker can load beside it even on 2 cores."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert loop.default_num_workers() == expected
+@pytest.mark.parametrize("cuda", [False, True])
+def test_two_cores_load_in_process_even_with_cuda(monkeypatch: pytest.MonkeyPatch, cuda: bool) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert loop.default_num_workers() == 0
 
 
 def test_default_num_workers_without_affinity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,24 +79,22 @@ Log = Callable[[str], None]
 
 
 def default_num_workers() -> int:
-    """DataLoader workers when none are asked for, from ``benchmarks/bench_loader.py`` on 2 cores.
+    """DataLoader workers when none are asked for: 0 up to 2 cores, else ``min(4, cores - 2)``.
 
-    Up to 2 cores: 0 (in-process loading), or 1 when CUDA is available. There, workers
-    delivered patches at about half the in-process rate for about twice the CPU (every
-    epoch's new workers decompress their tiles again into empty GDAL caches, and each
-    batch is copied into shared memory), and a CPU training step hid the loading
-    either way. Loading pays to overlap when the step leaves the CPU free, as while a
-    GPU computes: there one worker made epochs faster, two did not. With more cores:
-    ``min(4, cores - 2)``, two cores left for the main process. Cores are those this
+    From ``benchmarks/bench_loader.py`` on 2 cores: there, workers delivered patches at
+    about half the in-process rate for about twice the CPU. Every epoch's new workers
+    decompress their tiles again into empty GDAL caches, while in-process loading keeps
+    its handles and cache from epoch to epoch, and each batch is copied into shared
+    memory. A CPU training step hid the loading either way, and with a stand-in for a
+    GPU step workers did not win once the in-process cache was warm. Workers pay with
+    cores to spare beside the main process, which keeps two. Cores are those this
     process may run on (``sched_getaffinity``), not all the machine's.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    if cores <= 2:
-        return 1 if torch.cuda.is_available() else 0
-    return min(4, cores - 2)
+    return 0 if cores <= 2 else min(4, cores - 2)
 
 
 @dataclass(frozen=True)
