@@ -81,14 +81,14 @@ Log = Callable[[str], None]
 def default_num_workers() -> int:
     """DataLoader workers when none are asked for: 0 up to 2 cores, else ``min(4, cores - 2)``.
 
-    From ``benchmarks/bench_loader.py`` on 2 cores: there, workers delivered patches at
-    about half the in-process rate for about twice the CPU. Every epoch's new workers
-    decompress their tiles again into empty GDAL caches, while in-process loading keeps
-    its handles and cache from epoch to epoch, and each batch is copied into shared
-    memory. A CPU training step hid the loading either way, and with a stand-in for a
-    GPU step workers did not win once the in-process cache was warm. Workers pay with
-    cores to spare beside the main process, which keeps two. Cores are those this
-    process may run on (``sched_getaffinity``), not all the machine's.
+    From ``benchmarks/bench_loader.py`` on 2 cores. There, workers delivered patches at
+    about half the in-process rate for about twice the CPU: every epoch's new workers
+    decompress their tiles again into empty GDAL caches (in-process loading keeps its
+    handles and cache from epoch to epoch), and each batch is copied into shared
+    memory. CPU training epochs ran at 0.66x with 1 worker and 0.38x with 2, as the
+    workers took cores from the model's threads. Workers pay with cores to spare
+    beside the main process, which keeps two. Cores are those this process may run
+    on (``sched_getaffinity``), not all the machine's.
     """
     try:
         cores = len(os.sched_getaffinity(0))
