@@ -44,7 +44,7 @@ dask (``scene_statistics``) in a fresh process while a thread samples its RSS.
 
 Usage::
 
-    python benchmarks/bench_loader.py                 # ~6-10 minutes on 2 busy cores
+    python benchmarks/bench_loader.py                 # ~10-15 minutes on 2 busy cores
     python benchmarks/bench_loader.py --rounds 3 --no-train --no-stats
     python benchmarks/bench_loader.py --big           # statistics on a 20000 x 20000 scene
 
