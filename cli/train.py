@@ -39,7 +39,12 @@ from geoglacier.cli.options import overwrite_opt
 )
 @click.option("--val-fraction", type=float, default=None, help="Share held out for validation [0.2].")
 @click.option("--seed", type=int, default=None, help="Seed of split, windows, augmentation, init [0].")
-@click.option("--num-workers", type=int, default=None, help="DataLoader workers [min(4, CPUs)].")
+@click.option(
+    "--num-workers",
+    type=int,
+    default=None,
+    help="DataLoader workers [0 up to 2 cores, else min(4, cores - 2)].",
+)
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
 @click.option("--augment/--no-augment", default=None, help="Augment training patches [on].")

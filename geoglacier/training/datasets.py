@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchError
 from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
 from geoglacier.io.masks import IGNORE, read_mask
-from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
+from geoglacier.io.scene import DEFAULT_BAND_NAMES
 from geoglacier.training.normalization import Moments, Normalization, scan_scene, stats_from_arrays
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -69,17 +69,54 @@ def _mask_values(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     return out
 
 
+def _normalise_valid(
+    block: np.ndarray, valid: np.ndarray, nodata: float | None, normalization: Normalization
+) -> None:
+    """Normalise a ``(C, P, P)`` float32 block in place and AND its pixel validity into ``valid``.
+
+    One band at a time, so each band is checked (finite, not ``nodata``) and normalised
+    while it is still in the CPU cache: the per-patch work costs little next to the
+    tile decode. The result equals :func:`~geoglacier.io.scene.valid_pixels` followed by
+    :meth:`Normalization.apply`; invalid pixels become 0.
+    """
+    if block.shape[0] != normalization.bands:
+        raise ConfigError(
+            f"normalisation is for {normalization.bands} bands but the block has {block.shape[0]}; "
+            "compute statistics on data with the same bands"
+        )
+    inv, shift = normalization.coefficients
+    check_nodata = nodata is not None and np.isfinite(nodata)
+    value = np.float32(nodata) if check_nodata else None
+    tmp = np.empty(valid.shape, dtype=bool)
+    for b in range(block.shape[0]):
+        band = block[b]
+        np.isfinite(band, out=tmp)
+        valid &= tmp
+        if check_nodata:
+            np.not_equal(band, value, out=tmp)
+            valid &= tmp
+        band *= inv[b]
+        band += shift[b]
+    if not valid.all():
+        np.copyto(block, np.float32(0.0), where=~valid[None])
+
+
 def _sample(
     image: np.ndarray,
     mask: np.ndarray,
     valid: np.ndarray,
+    nodata: float | None,
     normalization: Normalization,
     augment: AugmentFn | None,
     index: int,
 ) -> dict[str, Any]:
-    """Normalise (in place), augment and wrap one ``(C, P, P)`` block and its uint8 mask."""
+    """Check, normalise (in place), augment and wrap one ``(C, P, P)`` block and its uint8 mask.
+
+    ``valid`` comes in False only where the block has no data at all (padding); the
+    image's own nodata/non-finite pixels and the mask's IGNORE are folded in here.
+    """
     valid &= mask != IGNORE
-    image = normalization.apply(image, valid, out=image)
+    _normalise_valid(image, valid, nodata, normalization)
     if augment is not None:
         mask[~valid] = IGNORE
         hwc, mask = augment(np.ascontiguousarray(image.transpose(1, 2, 0)), mask)
@@ -164,8 +201,8 @@ class ClassicPatchDataset(Dataset):
         mask = np.full((p, p), IGNORE, dtype=np.uint8)
         mask[:h, :w] = full_mask[r : r + p, c : c + p]
         valid = np.zeros((p, p), dtype=bool)
-        valid[:h, :w] = valid_pixels(image[:, :h, :w], None)
-        return _sample(image, mask, valid, self.normalization, self.augment, i)
+        valid[:h, :w] = True
+        return _sample(image, mask, valid, None, self.normalization, self.augment, i)
 
 
 class ScenePatchDataset(Dataset):
@@ -242,8 +279,9 @@ class ScenePatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         block, mask = self.read(i)
-        valid = valid_pixels(block, self._nodata[int(self.windows[i, 0])])
-        sample = _sample(block, mask, valid, self.normalization, self.augment, i)
+        valid = np.ones(mask.shape, dtype=bool)  # NaN outside the scene: invalid like nodata
+        nodata = self._nodata[int(self.windows[i, 0])]
+        sample = _sample(block, mask, valid, nodata, self.normalization, self.augment, i)
         sample["window"] = torch.from_numpy(self.windows[i].copy())
         return sample
 

@@ -81,8 +81,22 @@ Log = Callable[[str], None]
 
 
 def default_num_workers() -> int:
-    """``min(4, CPU count)`` DataLoader workers."""
-    return min(4, os.cpu_count() or 1)
+    """DataLoader workers when none are asked for: 0 up to 2 cores, else ``min(4, cores - 2)``.
+
+    From ``benchmarks/bench_loader.py`` on 2 cores. There, workers delivered patches at
+    about half the in-process rate for about twice the CPU: every epoch's new workers
+    decompress their tiles again into empty GDAL caches (in-process loading keeps its
+    handles and cache from epoch to epoch), and each batch is copied into shared
+    memory. CPU training epochs ran at 0.66x with 1 worker and 0.38x with 2, as the
+    workers took cores from the model's threads. Workers pay with cores to spare
+    beside the main process, which keeps two. Cores are those this process may run
+    on (``sched_getaffinity``), not all the machine's.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, cores - 2)
 
 
 @dataclass(frozen=True)
@@ -103,7 +117,7 @@ class TrainConfig:
         patches_per_epoch: training windows per epoch for scenes (None: tile the training area).
         val_fraction: share of pairs (classic) or scene blocks (scenes) held out for validation.
         seed: seeds the split, the windows, augmentation, weights init and batch order.
-        num_workers: DataLoader worker processes (None: ``min(4, CPU count)``).
+        num_workers: DataLoader worker processes (None: :func:`default_num_workers`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
         augment: flips, rotations, affine and gain/offset on training patches.

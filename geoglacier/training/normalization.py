@@ -13,6 +13,7 @@ exact where the naive ``sum(x**2) - n * mean**2`` loses digits on large scenes.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,16 @@ class Normalization:
     def bands(self) -> int:
         return len(self.mean)
 
+    @functools.cached_property
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(1 / std, -mean / std)`` per band: ``x * inv + shift`` is ``(x - mean) / std``.
+
+        Computed once (in float64, then rounded) rather than on every patch.
+        """
+        inv = 1.0 / np.maximum(np.asarray(self.std, dtype=np.float64), STD_FLOOR)
+        shift = -np.asarray(self.mean, dtype=np.float64) * inv
+        return inv.astype(np.float32), shift.astype(np.float32)
+
     def apply(self, block: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Normalise a ``(C, h, w)`` block; pixels where ``valid`` is False become 0.
 
@@ -58,9 +69,7 @@ class Normalization:
                 f"normalisation is for {self.bands} bands but the block has {block.shape[0]}; "
                 "compute statistics on data with the same bands"
             )
-        inv = 1.0 / np.maximum(np.asarray(self.std, dtype=np.float64), STD_FLOOR)
-        shift = (-np.asarray(self.mean, dtype=np.float64) * inv).astype(np.float32)
-        inv = inv.astype(np.float32)
+        inv, shift = self.coefficients
         if out is None:
             out = np.empty(block.shape, dtype=np.float32)
         # Band by band: the second pass finds the band still in cache (x * inv - mean * inv).
