@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import overwrite_opt
+from geoglacier.cli.options import id_column_opt, layer_opt, overwrite_opt, progress_opt
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
@@ -30,10 +30,8 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option(
     "--t1-date", default=None, help="Date of MASK_T1 (YYYY-MM-DD); overrides its ACQUISITION_DATE tag."
 )
-@click.option(
-    "--id-column", default=None, help="Inventory id column (found automatically for RGI and GLIMS)."
-)
-@click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
+@id_column_opt
+@layer_opt
 @click.option(
     "--min-coverage",
     type=float,
@@ -55,7 +53,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     show_default=True,
     help="How MASK_T1 is put on MASK_T0's grid (mode: majority, for a much finer MASK_T1).",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_opt
 @overwrite_opt
 def change(
     mask_t0: str,

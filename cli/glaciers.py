@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import overwrite_opt
+from geoglacier.cli.options import id_column_opt, layer_opt, overwrite_opt, progress_opt
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
@@ -25,10 +25,8 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     default=None,
     help="Also write a PNG of the outlines over the mask, coloured by mapped / outline area.",
 )
-@click.option(
-    "--id-column", default=None, help="Id column.  [default: RGIId, rgi_id, glac_id or anlys_id, if unique]"
-)
-@click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
+@id_column_opt
+@layer_opt
 @click.option(
     "--min-coverage",
     type=float,
@@ -49,7 +47,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     default=None,
     help="Probability raster on the mask's grid: adds the model spread between p >= 0.4 and 0.6.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_opt
 @overwrite_opt
 def glaciers(
     mask: str,

@@ -35,3 +35,14 @@ date_opt = click.option(
     default=None,
     help="Acquisition date (ISO 8601, e.g. 2023-10-15); replaces the scene's ACQUISITION_DATE tag.",
 )
+
+# Glacier inventories (glaciers, change, segment-scene --inventory).
+id_column_opt = click.option(
+    "--id-column",
+    default=None,
+    help="Inventory id column.  [default: RGIId, rgi_id, glac_id or anlys_id, if unique]",
+)
+layer_opt = click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
+progress_opt = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
