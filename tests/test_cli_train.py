@@ -72,7 +72,7 @@ def test_every_config_field_is_an_option_of_the_same_name() -> None:
     options = {p.name for p in train_command.params}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert fields <= options
-    assert options - fields == {"data_dir", "out", "resume", "overwrite"}
+    assert options - fields == {"data_dir", "out", "resume", "overwrite", "ensemble"}
 
 
 def test_train_writes_checkpoint_and_resume_extends_a_run(
