@@ -56,12 +56,17 @@ from geoglacier.cli.options import overwrite_opt
 @click.option("--lr-factor", type=float, default=None, help="ReduceLROnPlateau factor [0.1].")
 @click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")
 @click.option(
-    "--threshold", type=float, default=None, help="Probability threshold of the epoch metrics [0.5]."
+    "--threshold", type=float, default=None, help="Glacier probability threshold (calibrated scale) [0.5]."
 )
 @click.option(
     "--calibrate/--no-calibrate",
     default=None,
-    help="Fit temperature and MCC-best threshold on validation into the checkpoint [on].",
+    help="Fit a temperature on validation into the checkpoint (masks unchanged at threshold 0.5) [on].",
+)
+@click.option(
+    "--tune-threshold/--no-tune-threshold",
+    default=None,
+    help="Use the validation-MCC-best threshold instead of --threshold [off].",
 )
 @click.option(
     "--dist-timeout",

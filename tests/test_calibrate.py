@@ -95,10 +95,20 @@ def calibrated(separable: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_training_stores_calibration(calibrated: Path) -> None:
     meta, _ = read_checkpoint(calibrated)
     assert meta.temperature > 0 and meta.temperature != 1.0
-    assert 0 < meta.threshold < 1
-    for key in ("val_mcc_calibrated", "ece_before", "ece_after"):
+    assert meta.threshold == 0.5  # the tuned threshold is recorded, not used, by default
+    for key in ("val_mcc_tuned", "tuned_threshold", "ece_before", "ece_after"):
         assert key in meta.metrics
-    assert meta.metrics["ece_after"] <= meta.metrics["ece_before"] + 1e-9
+    assert 0 < meta.metrics["tuned_threshold"] < 1
+
+
+def test_tune_threshold_stores_the_mcc_best_threshold(separable: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.pth"
+    result = train(
+        separable, out, epochs=1, patches_per_epoch=8, tune_threshold=True, log=lambda _: None, **FAST
+    )
+    meta, _ = read_checkpoint(out)
+    assert meta.threshold == pytest.approx(result.calibration.threshold)
+    assert meta.metrics["tuned_threshold"] == pytest.approx(meta.threshold)
 
 
 def test_no_calibrate_keeps_threshold(separable: Path, tmp_path: Path) -> None:

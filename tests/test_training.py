@@ -135,11 +135,10 @@ def test_checkpoint_holds_the_best_epoch(learned: tuple[Path, object, list[str]]
     epoch_metrics = {k: best[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
     assert {k: meta.metrics[k] for k in epoch_metrics} == pytest.approx(epoch_metrics)
     assert (meta.model.arch, meta.model.encoder, meta.model.in_channels) == ("Unet", "resnet18", 5)
-    # Calibration (on by default) chose the threshold and temperature on validation.
-    assert meta.patch_size == 64
-    assert meta.threshold == pytest.approx(result.calibration.threshold)
+    # Calibration (on by default) fitted the temperature; the threshold stays 0.5.
+    assert meta.patch_size == 64 and meta.threshold == 0.5
     assert meta.temperature == pytest.approx(result.calibration.temperature)
-    assert meta.metrics["val_mcc_calibrated"] >= best["val_mcc"] - 0.01
+    assert meta.metrics["val_mcc_tuned"] >= best["val_mcc"] - 0.01
     assert meta.bands == ("red", "green", "blue", "nir", "ndvi")
     data = make_datasets(separable, patch_size=64, val_fraction=0.25, seed=0, augment=False)
     assert meta.mean == pytest.approx(data.normalization.mean)

@@ -9,7 +9,8 @@ for non-glacier pixels (memory does not grow with the data). From the two histog
   2017). ``T`` rescales confidence only: it never changes which pixels rank above
   which, so it cannot change a mask on its own.
 - **threshold**: the probability cut (on the calibrated scale) that maximises the
-  validation MCC, instead of a fixed 0.5.
+  validation MCC; recorded always, used instead of the fixed threshold only when asked
+  (``tune_threshold``), since on new terrain it did worse than 0.5.
 - **expected calibration error** (ECE) before and after, over 15 equal-width bins of
   predicted probability: the mean gap between predicted probability and the observed
   share of glacier, weighted by the pixels in each bin.
@@ -135,11 +136,12 @@ class Calibration:
     ece_after: float
     pixels: int
 
-    def describe(self, default_threshold: float) -> str:
+    def describe(self, default_threshold: float, tuned: bool = False) -> str:
+        use = "used" if tuned else "not used; --tune-threshold uses it"
         return (
             f"Calibrated on {self.pixels} validation pixels: temperature {self.temperature:.2f}, "
-            f"threshold {self.threshold:.3f} (val MCC {self.val_mcc_default:.3f} at {default_threshold:g} "
-            f"-> {self.val_mcc:.3f}), ECE {self.ece_before:.3f} -> {self.ece_after:.3f}"
+            f"ECE {self.ece_before:.3f} -> {self.ece_after:.3f}; MCC-best threshold {self.threshold:.3f} "
+            f"(val MCC {self.val_mcc_default:.3f} at {default_threshold:g} -> {self.val_mcc:.3f}; {use})"
         )
 
 
@@ -183,15 +185,26 @@ def calibrate_checkpoint(
     dataset: torch.utils.data.Dataset,
     device: torch.device,
     default_threshold: float,
+    tune_threshold: bool = False,
 ) -> tuple[Calibration, Any]:
-    """Calibrate ``model`` on ``dataset``; return the calibration and ``meta`` carrying it."""
+    """Calibrate ``model`` on ``dataset``; return the calibration and ``meta`` carrying it.
+
+    The temperature always goes into ``meta``. The MCC-best threshold replaces
+    ``default_threshold`` only with ``tune_threshold``: in spatial cross-validation on
+    the Everest scene a threshold tuned on validation blocks beside the training area
+    did not transfer to new valleys (``benchmarks/results/cv_everest.md``). With
+    threshold 0.5 the temperature leaves every mask as it was (``sigmoid(z / T) > 0.5``
+    exactly where ``z > 0``) and only makes the probabilities honest.
+    """
     calibration = calibration_from_histogram(collect_logits(model, dataset, device), default_threshold)
     metrics = dict(meta.metrics)
     metrics.update(
-        val_mcc_calibrated=calibration.val_mcc,
+        val_mcc_tuned=calibration.val_mcc,
+        tuned_threshold=calibration.threshold,
         ece_before=calibration.ece_before,
         ece_after=calibration.ece_after,
     )
+    threshold = calibration.threshold if tune_threshold else default_threshold
     return calibration, replace(
-        meta, threshold=calibration.threshold, temperature=calibration.temperature, metrics=metrics
+        meta, threshold=threshold, temperature=calibration.temperature, metrics=metrics
     )

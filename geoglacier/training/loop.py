@@ -127,9 +127,12 @@ class TrainConfig:
         lr_patience: ReduceLROnPlateau patience in epochs.
         threshold: probability above which a pixel counts as glacier in the epoch metrics
             (and in the checkpoint without ``calibrate``).
-        calibrate: after training, fit a temperature and choose the threshold that
-            maximises validation MCC (:mod:`geoglacier.training.calibrate`); both go
-            into the checkpoint.
+        calibrate: after training, fit a temperature on validation so probabilities
+            mean what they say (:mod:`geoglacier.training.calibrate`); it goes into the
+            checkpoint and, at threshold 0.5, changes no mask.
+        tune_threshold: with ``calibrate``, replace ``threshold`` by the one that
+            maximises validation MCC (off: it did not transfer to new valleys in
+            cross-validation).
         dist_timeout: seconds a torchrun process waits for the others in a collective
             before it ends with an error (a stalled or dead peer never hangs the job).
     """
@@ -156,6 +159,7 @@ class TrainConfig:
     lr_patience: int = 10
     threshold: float = 0.5
     calibrate: bool = True
+    tune_threshold: bool = False
     dist_timeout: float = 1800.0
 
     def validate(self) -> TrainConfig:
@@ -726,9 +730,11 @@ def _calibrate(
     if dist_info.is_main:
         meta, state = read_checkpoint(paths.checkpoint)
         run.module.load_state_dict(state)
-        calibration, meta = calibrate_checkpoint(run.module, meta, run.data.val, device, config.threshold)
+        calibration, meta = calibrate_checkpoint(
+            run.module, meta, run.data.val, device, config.threshold, config.tune_threshold
+        )
         save_checkpoint(run.module, meta, paths.checkpoint)
-        log(calibration.describe(config.threshold))
+        log(calibration.describe(config.threshold, config.tune_threshold))
     _barrier(dist_info)
     return calibration
 
