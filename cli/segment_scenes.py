@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
+from geoglacier.cli.options import device_opt, engine_opt, model_opt, overlap_px_opt, overwrite_opt
 
 
 @click.command("segment-scenes")
@@ -46,6 +46,8 @@ from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
 @click.option("--pixel-size", default=None, type=float, help="Pixel size (m) for scenes without a CRS.")
 @click.option("--tta", is_flag=True, help="Average the four flips of each window (4x slower).")
 @device_opt
+@engine_opt
+@overlap_px_opt
 @overwrite_opt
 def segment_scenes(
     scenes: tuple[str, ...],
@@ -63,6 +65,8 @@ def segment_scenes(
     min_area: float,
     pixel_size: float | None,
     device: str,
+    engine: str,
+    overlap_px: int | None,
     overwrite: bool,
 ) -> None:
     """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv."""
@@ -90,6 +94,8 @@ def segment_scenes(
             blend=blend,
             precision=precision,
             tta=tta,
+            engine=engine,
+            overlap_px=overlap_px,
             min_area=min_area,
             pixel_size=pixel_size,
         )

@@ -10,8 +10,8 @@ engine only runs the network. Three engines, one interface (:class:`Engine`):
 
 ``auto`` picks the engine from what is installed and what the CPU offers: on x86 CPUs
 whose vector extensions torch reports (``torch.backends.cpu.get_cpu_capability()``: AVX2,
-AVX512) the order measured in ``benchmarks/results/inference.md`` (onnxruntime, then
-OpenVINO, then torch); on any other CPU one warm batch through each installed engine
+AVX512) the order measured in ``benchmarks/results/inference.md`` (OpenVINO, then
+onnxruntime, then torch); on any other CPU one warm batch through each installed engine
 decides. CUDA always uses torch. ``auto`` precision is fp32 on a CPU (see
 :func:`resolve_precision`).
 """
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoglacier.checkpoint import CheckpointMeta, load_checkpoint
+from geoglacier.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint
 from geoglacier.device import resolve_device
 from geoglacier.errors import CheckpointError, ConfigError, GeoglacierWarning
 from geoglacier.inference.export import cached_export, read_exported_meta, require
@@ -43,10 +43,11 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: Engine modules to import, by engine name.
 MODULES: dict[str, str] = {"onnx": "onnx", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
-#: CPU engines fastest first, as measured on x86 (AVX2 and AVX512) CPUs in
-#: benchmarks/results/inference.md: onnxruntime and OpenVINO at about 0.5x MONAI's
-#: time, torch channels-last at about 0.7x.
-CPU_ORDER: tuple[str, ...] = ("onnxruntime", "openvino", "torch")
+#: CPU engines fastest first, as measured on x86 CPUs: OpenVINO and onnxruntime at
+#: 0.52x MONAI's time and torch channels-last at 0.71x on an AVX2 machine (issue 15);
+#: OpenVINO about 10 % ahead of onnxruntime, both near 0.4x, torch 0.7-0.9x on an
+#: AVX512 one (benchmarks/results/inference.md).
+CPU_ORDER: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 
 #: CPU capabilities (torch.backends.cpu.get_cpu_capability()) where CPU_ORDER was measured.
 MEASURED_CAPABILITIES: tuple[str, ...] = ("AVX2", "AVX512")
@@ -233,7 +234,12 @@ class OpenVinoEngine:
 
 def installed(engine: str) -> bool:
     """Whether ``engine``'s package can be imported (without importing it)."""
-    return engine == "torch" or importlib.util.find_spec(MODULES[engine]) is not None
+    if engine == "torch":
+        return True
+    try:
+        return importlib.util.find_spec(MODULES[engine]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_engine(engine: str) -> None:
@@ -390,9 +396,11 @@ def load_engine(
     loaded: tuple[nn.Module, CheckpointMeta] | None = None
     if exported:
         meta = read_exported_meta(path)
-    else:
+    elif "torch" in choice.engine:
         loaded = load_checkpoint(path, expected_bands=expected_bands, device=torch_device)
         meta = loaded[1]
+    else:  # the network is built only if the export cache has to be filled
+        meta = read_checkpoint(path)[0]
     if expected_bands is not None and meta.band_count != expected_bands:
         raise CheckpointError(
             f"{path}: the model was trained on {meta.band_count} bands but the data has {expected_bands}; "
