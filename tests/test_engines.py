@@ -147,7 +147,7 @@ def test_exported_model_segments_alone_and_refuses_other_bands(
 ) -> None:
     pytest.importorskip("onnxruntime")
     onnx = export_model(checkpoint, "onnx", tmp_path / "m.onnx")
-    result = segment_scene(scene, onnx, tmp_path / "mask.tif", window=64, progress=False)
+    result = segment_scene(scene, onnx, tmp_path / "mask.tif", window=64, precision="fp32", progress=False)
     assert result.engine in ("onnxruntime", "openvino")  # auto: whichever runs .onnx fastest here
     with rasterio.open(result.mask) as ds:
         mask = ds.read(1)
@@ -223,6 +223,18 @@ def test_bf16_without_native_support_warns(checkpoint: Path, monkeypatch: pytest
         warnings.simplefilter("error")
         loaded = load_engine(checkpoint, "auto", "cpu", "auto")
     assert loaded.engine.precision == "fp32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_on_openvino_with_native_bf16(
+    native: bool, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: native)
+    for name in ("torch", "onnxruntime", "openvino"):
+        if name != "torch" and not engines.installed(name):
+            continue
+        loaded = load_engine(checkpoint, name, "cpu", "auto")
+        assert loaded.engine.precision == ("bf16" if native and name == "openvino" else "fp32")
 
 
 def test_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
