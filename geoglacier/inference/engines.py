@@ -428,4 +428,6 @@ def load_engine(
         return LoadedEngine(built[best], meta, f"auto: {choice.reason}")
     made = _make(choice.engine, path, precision, torch_device, loaded)
     reason = choice.reason if engine != "auto" else f"auto: {choice.reason}"
+    if precision == "auto" and made.device == "cpu" and made.precision == "bf16":
+        reason += "; precision auto: bf16, native on this CPU"
     return LoadedEngine(made, meta, reason)

@@ -199,7 +199,9 @@ def export_model(
     src = Path(checkpoint)
     target = Path(out) if out is not None else src.with_suffix(SUFFIXES[fmt])
     if target.suffix != SUFFIXES[fmt]:
-        raise ConfigError(f"{target}: a {fmt} export needs a {SUFFIXES[fmt]} file name")
+        raise ConfigError(
+            f"{target}: --format {fmt} writes a {SUFFIXES[fmt]} file; give --out NAME{SUFFIXES[fmt]}"
+        )
     check_output_path(target, overwrite)
     require("onnx", "onnx")
     if fmt == "openvino":
