@@ -265,10 +265,17 @@ def check_engine(engine: str) -> None:
 
 @dataclass(frozen=True)
 class EngineChoice:
-    """The engine to run and why it was chosen (printed by the CLI)."""
+    """The engine to run and why it was chosen (printed by the CLI).
+
+    Attributes:
+        engine: the engine, or the first candidate when ``measure`` is set.
+        reason: why, in words.
+        measure: engines to time on one batch before choosing (empty: no measurement).
+    """
 
     engine: str
     reason: str
+    measure: tuple[str, ...] = ()
 
 
 def choose_engine(requested: str, device: torch.device, precision: str, model_path: Path) -> EngineChoice:
@@ -312,7 +319,7 @@ def choose_engine(requested: str, device: torch.device, precision: str, model_pa
         )
     capability = cpu_capability()
     if len(candidates) > 1 and capability not in MEASURED_CAPABILITIES:
-        return EngineChoice("measure:" + ",".join(candidates), f"measured on this {capability} CPU")
+        return EngineChoice(candidates[0], f"measured on this {capability} CPU", tuple(candidates))
     return EngineChoice(
         candidates[0], f"fastest installed engine on {capability} CPUs (benchmarks/results/inference.md)"
     )
@@ -405,7 +412,7 @@ def load_engine(
     loaded: tuple[nn.Module, CheckpointMeta] | None = None
     if exported:
         meta = read_exported_meta(path)
-    elif "torch" in choice.engine:
+    elif choice.engine == "torch" or "torch" in choice.measure:
         loaded = load_checkpoint(path, expected_bands=expected_bands, device=torch_device)
         meta = loaded[1]
     else:  # the network is built only if the export cache has to be filled
@@ -415,9 +422,8 @@ def load_engine(
             f"{path}: the model was trained on {meta.band_count} bands but the data has {expected_bands}; "
             "use a model trained on the same bands"
         )
-    if choice.engine.startswith("measure:"):
-        names = choice.engine.split(":", 1)[1].split(",")
-        built = {name: _make(name, path, precision, torch_device, loaded) for name in names}
+    if choice.measure:
+        built = {name: _make(name, path, precision, torch_device, loaded) for name in choice.measure}
         size = int(meta.patch_size)
         batch = (
             sample(meta)
