@@ -42,7 +42,19 @@ setup(
         "pystac>=1.8",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.80", "psutil>=5.9", "monai>=1.3"],
+        # onnxruntime is light (one wheel, no CUDA): the test extra has it so the engine tests run.
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "hypothesis>=6.80",
+            "psutil>=5.9",
+            "monai>=1.3",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+        ],
+        # Inference engines (segment-scene --engine onnxruntime / openvino, geoglacier export).
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "openvino": ["onnx>=1.15", "openvino>=2024.0"],
         "bench": ["monai>=1.3", "torchgeo>=0.5", "requests", "psutil>=5.9", "exactextract>=0.2"],
     },
     entry_points={"console_scripts": ["geoglacier=geoglacier.cli.main:main"]},

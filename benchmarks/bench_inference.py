@@ -51,6 +51,9 @@ from geoglacier.model import ModelConfig, build_model
 from geoglacier.synthetic import generate_scene
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Fold 0 of a spatial cross-validation run (benchmarks/cv_everest.py): a U-Net++/ResNet34
+#: trained on the other strips of the Everest west scene, and its held-out strip.
+CV = Path("/work/cv/baseline/fold0")
 BANDS = ("red", "green", "blue", "nir", "ndvi")
 
 
@@ -83,107 +86,218 @@ def best_of(repeats: int, fn: Any) -> tuple[float, Any]:
     return best, out
 
 
-def bench_speed(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+#: engine, precision, windows. On the default 768 px mosaic with the overlap of
+#: :func:`overlap_for` each window size computes the same number of pixels (64 windows
+#: of 128, 16 of 256, 4 of 512), so the table compares the cost of a pixel, not the grid.
+ENGINE_RUNS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("torch", "fp32", (128, 256, 512)),
+    ("onnxruntime", "fp32", (128, 256, 512)),
+    ("openvino", "fp32", (128, 256, 512)),
+    ("openvino", "bf16", (128, 256)),
+    ("torch", "bf16", (256,)),
+)
+
+
+def overlap_for(window: int, overlap_px: int) -> int:
+    """``overlap_px``, but at most a quarter of the window (32 px for a 128 px window)."""
+    return min(overlap_px, window // 4)
+
+
+def mosaic(scene: Path, size: int, out: Path) -> Path:
+    """A ``size`` x ``size`` GeoTIFF of ``scene``'s content, mirrored out to fill the square.
+
+    Real glacier content at a size where window geometry and batching matter, from a
+    hold-out scene of a few hundred pixels.
+    """
+    with rasterio.open(scene) as ds:
+        data = ds.read(out_dtype=np.float32)
+        profile = ds.profile
+        descriptions = ds.descriptions
+    while data.shape[1] < size or data.shape[2] < size:
+        data = np.concatenate([data, data[:, ::-1]], axis=1)[:, :size]
+        data = np.concatenate([data, data[:, :, ::-1]], axis=2)[:, :, :size]
+    data = data[:, :size, :size]
+    profile.update(height=size, width=size, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+    return out
+
+
+def read_band(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def mcc(pred: np.ndarray, ref: np.ndarray) -> float:
+    from geoglacier.measure.metrics import mcc_from_counts
+
+    p, r = pred == 1, ref == 1
+    tp, fp = int(np.sum(p & r)), int(np.sum(p & ~r))
+    fn, tn = int(np.sum(~p & r)), int(np.sum(~p & ~r))
+    return float(mcc_from_counts(tp, fp, tn, fn))
+
+
+def bench_engines(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """engine x precision x window on a mosaic of the hold-out, MONAI timed in the same run."""
     from monai.inferers import sliding_window_inference
 
     from geoglacier.checkpoint import load_checkpoint
+    from geoglacier.inference.engines import cpu_capability
+    from geoglacier.inference.export import file_sha256
 
-    size, window, overlap, batch = args.size, args.window, args.overlap, args.batch_size
-    scene, truth = work / "speed_scene.tif", work / "speed_truth.tif"
-    generate_scene(scene, truth, height=size, width=size, seed=0, overwrite=True)
-    ckpt = make_checkpoint(work / "speed.pth", scene, args.arch, args.encoder, window)
+    # A snapshot: the checkpoint may still be written by a training run, and the export
+    # cache goes beside the copy, not into someone else's folder.
+    ckpt = work / "model.pth"
+    shutil.copyfile(args.model, ckpt)
+    sha = file_sha256(ckpt)
     model, meta = load_checkpoint(ckpt)
+    scene = mosaic(args.scene, args.size, work / "timing_scene.tif")
     x = torch.from_numpy(normalised(scene, meta))[None]
-    offsets = tile_grid(size, size, window, overlap)
-
-    def bare() -> None:
-        with torch.inference_mode():
-            for k in range(0, len(offsets), batch):
-                chunk = offsets[k : k + batch]
-                torch.sigmoid(model(torch.cat([x[..., r : r + window, c : c + window] for r, c in chunk])))
+    overlap_px = args.overlap_px
+    ref_mask = read_band(args.reference)
+    print(
+        f"engines: {args.model} (epoch {meta.epoch}, sha256 {sha[:12]}), hold-out {args.scene} "
+        f"{ref_mask.shape[0]}x{ref_mask.shape[1]}, timing scene {args.size}^2 mosaic of it, "
+        f"{torch.get_num_threads()} threads, CPU {cpu_capability()}, native bf16 {cpu_has_bf16()}",
+        flush=True,
+    )
 
     def monai() -> np.ndarray:
         with torch.inference_mode():
             out = sliding_window_inference(
                 x,
-                (window, window),
-                batch,
-                lambda t: torch.sigmoid(model(t)),
-                overlap=overlap,
+                (256, 256),
+                4,
+                lambda t: torch.sigmoid(model(t) / meta.temperature),
+                overlap=0.25,
                 mode="gaussian",
                 sigma_scale=0.125,
             )
         return out[0, 0].numpy()
 
-    def ours(precision: str, tag: str) -> np.ndarray:
-        seg = Segmenter(
-            load_checkpoint(ckpt)[0],
-            meta,
-            InferenceConfig(
-                window=window, overlap=overlap, batch_size=batch, device="cpu", precision=precision
-            ),
+    runs: list[dict[str, Any]] = []
+    segmenters: dict[tuple[str, str, int], Segmenter] = {}
+    patch = int(meta.patch_size)
+    plan = [("auto", "auto", (patch,)), *ENGINE_RUNS]  # first: the defaults (window = the patch size)
+    if patch not in ENGINE_RUNS[0][2]:
+        plan.append(("torch", "fp32", (patch,)))
+    for engine, precision, windows in plan:
+        for window in windows:
+            start = time.perf_counter()
+            seg = Segmenter.from_checkpoint(
+                ckpt,
+                InferenceConfig(
+                    window=window,
+                    overlap_px=overlap_for(window, overlap_px),
+                    batch_size=args.batch_size,
+                    device="cpu",
+                    precision=precision,
+                    engine=engine,
+                ),
+            )
+            load_s = time.perf_counter() - start
+            seg.predict_windows(np.zeros((1, meta.band_count, window, window), np.float32))  # warm kernels
+            segmenters[engine, precision, window] = seg
+            row_extra = {
+                "engine_used": seg.engine.name,
+                "precision_used": seg.precision,
+                "reason": seg.engine_reason,
+            }
+            runs.append(
+                {
+                    "engine": engine,
+                    "precision": precision,
+                    "window": window,
+                    "load_s": load_s,
+                    "seconds": [],
+                    "windows": 0,
+                    **row_extra,
+                }
+            )
+    with torch.inference_mode():  # oneDNN builds its kernels on first use: not charged to rep 1
+        model(x[..., :256, :256].repeat(4, 1, 1, 1))
+    monai_seconds: list[float] = []
+    load = [os.getloadavg()[0]]
+    monai_prob = None
+    for rep in range(args.repeats):  # repetitions interleaved: load changes hit every row alike
+        start = time.perf_counter()
+        monai_prob = monai()
+        monai_seconds.append(time.perf_counter() - start)
+        print(f"  rep {rep + 1}: monai {monai_seconds[-1]:6.2f} s", flush=True)
+        for row in runs:
+            seg = segmenters[row["engine"], row["precision"], row["window"]]
+            start = time.perf_counter()
+            result = seg.run(
+                scene, work / f"mask_{row['engine']}_{row['precision']}_{row['window']}.tif", overwrite=True
+            )
+            row["seconds"].append(time.perf_counter() - start)
+            row["windows"] = result.windows_run
+            print(
+                f"  rep {rep + 1}: {row['engine']:11s} {row['precision']} {row['window']:5d} "
+                f"{row['seconds'][-1]:6.2f} s",
+                flush=True,
+            )
+        load.append(os.getloadavg()[0])
+    assert monai_prob is not None
+    t_monai = min(monai_seconds)
+    baseline = read_band(work / "mask_torch_fp32_256.tif")
+    holdout: dict[tuple[str, str, int], np.ndarray] = {}
+    timing_masks = {
+        (r["engine"], r["precision"], r["window"]): read_band(
+            work / f"mask_{r['engine']}_{r['precision']}_{r['window']}.tif"
         )
-        mask, prob = work / f"mask_{tag}.tif", work / f"prob_{tag}.tif"
-        seg.run(scene, mask, probabilities=prob, overwrite=True)
-        with rasterio.open(prob) as ds:
-            return ds.read(1)
-
-    # One batch at each precision first: oneDNN builds its kernels on first use, which
-    # should not be charged to whichever run happens to go first.
-    with torch.inference_mode():
-        for fmt in (torch.contiguous_format, torch.channels_last):
-            warm = model.to(memory_format=fmt)
-            probe = x[..., :window, :window].repeat(batch, 1, 1, 1).contiguous(memory_format=fmt)
-            warm(probe)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                warm(probe)
-        model.to(memory_format=torch.contiguous_format)
-
-    print(
-        f"speed: {size}x{size}, {args.arch}/{args.encoder}, window {window}, overlap {overlap}, batch {batch}, "
-        f"{len(offsets)} windows, {torch.get_num_threads()} threads",
-        flush=True,
-    )
-    load_before = os.getloadavg()[0]
-    t_bare, _ = best_of(args.repeats, bare)
-    print(f"  bare model     {t_bare:7.2f} s", flush=True)
-    t_monai, p_monai = best_of(args.repeats, monai)
-    print(f"  monai          {t_monai:7.2f} s", flush=True)
-    t_fp32, p_fp32 = best_of(args.repeats, lambda: ours("fp32", "fp32"))
-    print(f"  ours fp32      {t_fp32:7.2f} s", flush=True)
-    t_bf16, p_bf16 = best_of(args.repeats, lambda: ours("bf16", "bf16"))
-    print(f"  ours bf16      {t_bf16:7.2f} s", flush=True)
-
-    def agree(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-        return {
-            "mask_agreement": float(np.mean((a > 0.5) == (b > 0.5))),
-            "prob_max_abs_diff": float(np.max(np.abs(a - b))),
-            "prob_mean_abs_diff": float(np.mean(np.abs(a - b))),
-        }
-
+        for r in runs
+        if r["engine"] == "torch" and r["precision"] == "fp32"
+    }
+    for row in runs:
+        key = (row["engine"], row["precision"], row["window"])
+        seg = segmenters[key]
+        mask = read_band(work / f"mask_{key[0]}_{key[1]}_{key[2]}.tif")
+        row["best_s"] = min(row["seconds"])
+        row["ratio_to_monai"] = row["best_s"] / t_monai
+        row["ratio_to_monai_per_rep"] = [s / m for s, m in zip(row["seconds"], monai_seconds, strict=True)]
+        row["mask_agreement_vs_torch_fp32_256"] = float(np.mean(mask == baseline))
+        out = work / f"holdout_{key[0]}_{key[1]}_{key[2]}.tif"
+        seg.run(args.scene, out, overwrite=True)
+        holdout[key] = read_band(out)
+        row["holdout_mcc"] = mcc(holdout[key], ref_mask)
+        row["pixels_computed_per_scene_pixel"] = row["windows"] * row["window"] ** 2 / args.size**2
+    base_holdout = holdout["torch", "fp32", 256]
+    mcc_of = {(r["engine"], r["precision"], r["window"]): r["holdout_mcc"] for r in runs}
+    for row in runs:
+        key = (row["engine"], row["precision"], row["window"])
+        same_window = ("torch", "fp32", row["window"])
+        row["holdout_mask_agreement_vs_torch_fp32_256"] = float(np.mean(holdout[key] == base_holdout))
+        row["mask_agreement_vs_torch_fp32_same_window"] = float(
+            np.mean(read_band(work / f"mask_{key[0]}_{key[1]}_{key[2]}.tif") == timing_masks[same_window])
+        )
+        row["holdout_mask_agreement_vs_torch_fp32_same_window"] = float(
+            np.mean(holdout[key] == holdout[same_window])
+        )
+        row["holdout_mcc_change"] = row["holdout_mcc"] - mcc_of[same_window]
+        row["holdout_mcc_change_vs_torch_fp32_256"] = row["holdout_mcc"] - mcc_of["torch", "fp32", 256]
+    monai_mask = (monai_prob > meta.threshold).astype(np.uint8)
     return {
-        "scene": f"{size}x{size} synthetic (geoglacier.synthetic.generate_scene, seed 0)",
-        "model": f"{args.arch}/{args.encoder}, random weights, fp32",
-        "window": window,
-        "overlap": overlap,
-        "batch_size": batch,
-        "windows": len(offsets),
+        "checkpoint": f"{args.model} ({meta.model.arch}/{meta.model.encoder}, epoch {meta.epoch}, "
+        f"val MCC {meta.metrics.get('val_mcc', float('nan')):.3f}, sha256 {sha[:16]})",
+        "holdout": f"{args.scene} with reference {args.reference} ({ref_mask.shape[0]}x{ref_mask.shape[1]} px)",
+        "timing_scene": f"{args.size}x{args.size} mosaic of the hold-out scene (mirrored copies), tiled GeoTIFF",
+        "overlap_px": overlap_px,
+        "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
+        "cpu_capability": cpu_capability(),
         "cpu_native_bf16": cpu_has_bf16(),
         "repeats": args.repeats,
-        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-        "seconds": {"bare": t_bare, "monai": t_monai, "ours_fp32": t_fp32, "ours_bf16": t_bf16},
-        "ratio_to_monai": {
-            "ours_fp32": t_fp32 / t_monai,
-            "ours_bf16": t_bf16 / t_monai,
-            "bare": t_bare / t_monai,
+        "load_average_1min": load,
+        "monai": {
+            "what": "monai.inferers.sliding_window_inference, same network (torch NCHW fp32), window 256, "
+            "overlap 0.25, batch 4, gaussian, normalised scene in memory",
+            "seconds": monai_seconds,
+            "best_s": t_monai,
+            "mask_agreement_vs_torch_fp32_256": float(np.mean(monai_mask == baseline)),
         },
-        "glacier_fraction_ours_fp32": float(np.mean(p_fp32 > 0.5)),
-        "agreement": {
-            "ours_fp32_vs_monai": agree(p_fp32, p_monai),
-            "ours_bf16_vs_monai": agree(p_bf16, p_monai),
-            "ours_bf16_vs_ours_fp32": agree(p_bf16, p_fp32),
-        },
+        "runs": runs,
     }
 
 
@@ -281,32 +395,46 @@ def bench_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# segment-scene inference benchmark", "", f"Machine: {result['machine']}", ""]
-    speed = result.get("speed")
-    if speed:
-        s, r = speed["seconds"], speed["ratio_to_monai"]
+    eng = result.get("engines")
+    if eng:
+        m = eng["monai"]
         lines += [
-            f"## Speed: {speed['scene']}",
+            "## Engine x precision x window (`Segmenter.run`: scene file to mask COG)",
             "",
-            f"{speed['model']}; window {speed['window']}, overlap {speed['overlap']}, batch {speed['batch_size']}, "
-            f"{speed['windows']} windows, {speed['threads']} torch threads, best of {speed['repeats']}. "
-            f"CPU native bf16: {speed['cpu_native_bf16']}. 1-min load average before/after: "
-            f"{speed['load_average_1min']['before']:.1f} / {speed['load_average_1min']['after']:.1f} "
-            "(the machine is shared: timings are noisy).",
+            f"Checkpoint: {eng['checkpoint']}. Hold-out: {eng['holdout']}. Timing scene: {eng['timing_scene']}. "
+            f"Overlap {eng['overlap_px']} px (32 px for 128 px windows), batch {eng['batch_size']}, {eng['threads']} threads, "
+            f"CPU capability {eng['cpu_capability']}, native bf16 {eng['cpu_native_bf16']}. "
+            f"Best of {eng['repeats']} interleaved repetitions; 1-min load average through the run "
+            f"{', '.join(f'{v:.1f}' for v in eng['load_average_1min'])} (2 cores shared with a training run: "
+            "absolute seconds are noisy, ratios measured in the same run hold better).",
             "",
-            "| run | seconds | / MONAI |",
-            "|---|---:|---:|",
-            f"| bare model over the same windows (no I/O, no blending) | {s['bare']:.2f} | {r['bare']:.2f} |",
-            f"| MONAI sliding_window_inference (gaussian, in memory) | {s['monai']:.2f} | 1.00 |",
-            f"| segment-scene engine, fp32 (file to COGs) | {s['ours_fp32']:.2f} | {r['ours_fp32']:.2f} |",
-            f"| segment-scene engine, --precision bf16 (file to COGs) | {s['ours_bf16']:.2f} | {r['ours_bf16']:.2f} |",
+            f"MONAI: {m['what']}: best {m['best_s']:.2f} s "
+            f"({', '.join(f'{v:.2f}' for v in m['seconds'])}); its mask agrees with torch fp32 / 256 on "
+            f"{100 * m['mask_agreement_vs_torch_fp32_256']:.3f} % of pixels.",
             "",
-            "| comparison | masks agree | max abs prob diff | mean abs prob diff |",
-            "|---|---:|---:|---:|",
+            "Mask agreement and MCC change are given against torch fp32 at the same window (what the "
+            "engine and precision change) and against torch fp32 at window 256 (what the window changes).",
+            "",
+            "Load s: building the engine from the checkpoint (the first onnxruntime and OpenVINO rows include "
+            "the export into the cache; later ones reuse it).",
+            "",
+            "| engine | precision | window | windows | px computed / scene px | load s | s (best) | / MONAI | "
+            "/ MONAI per rep | agreement vs torch fp32 same window (timing / hold-out) | "
+            "agreement vs torch fp32 256 (timing / hold-out) | hold-out MCC | MCC change vs same window / vs 256 |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
-        for name, a in speed["agreement"].items():
+        for r in eng["runs"]:
+            engine = r["engine"] if r["engine"] != "auto" else f"**auto: {r['engine_used']}**"
+            precision = r["precision"] if r["precision"] != "auto" else f"**auto: {r['precision_used']}**"
             lines.append(
-                f"| {name} | {100 * a['mask_agreement']:.3f} % | {a['prob_max_abs_diff']:.4f} | "
-                f"{a['prob_mean_abs_diff']:.5f} |"
+                f"| {engine} | {precision} | {r['window']} | {r['windows']} | "
+                f"{r['pixels_computed_per_scene_pixel']:.2f} | {r['load_s']:.1f} | {r['best_s']:.2f} | {r['ratio_to_monai']:.2f} | "
+                f"{' '.join(f'{v:.2f}' for v in r['ratio_to_monai_per_rep'])} | "
+                f"{100 * r['mask_agreement_vs_torch_fp32_same_window']:.2f} % / "
+                f"{100 * r['holdout_mask_agreement_vs_torch_fp32_same_window']:.2f} % | "
+                f"{100 * r['mask_agreement_vs_torch_fp32_256']:.2f} % / "
+                f"{100 * r['holdout_mask_agreement_vs_torch_fp32_256']:.2f} % | {r['holdout_mcc']:.4f} | "
+                f"{r['holdout_mcc_change']:+.4f} / {r['holdout_mcc_change_vs_torch_fp32_256']:+.4f} |"
             )
         lines.append("")
     memory = result.get("memory")
@@ -334,13 +462,14 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--arch", default="UnetPlusPlus")
-    parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--model", type=Path, default=CV / "model.pth", help="a trained checkpoint")
+    parser.add_argument("--scene", type=Path, default=CV / "test_scene.tif", help="held-out scene")
+    parser.add_argument("--reference", type=Path, default=CV / "test_mask.tif", help="its reference mask")
+    parser.add_argument("--size", type=int, default=768, help="edge of the timing mosaic")
+    parser.add_argument("--overlap-px", type=int, default=64)
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[1024, 4096, 8192])
     parser.add_argument("--memory-arch", default="Unet")
     parser.add_argument("--memory-encoder", default="resnet18")
@@ -356,13 +485,13 @@ def main() -> None:
     previous = args.out / "inference.json"
     if previous.exists():  # keep the sections this run skips
         kept = json.loads(previous.read_text())
-        for key in ("speed", "memory"):
+        for key in ("engines", "memory"):
             if key in kept:
                 result[key] = kept[key]
     work = Path(tempfile.mkdtemp(prefix="geoglacier-bench-"))
     try:
         if not args.skip_speed:
-            result["speed"] = bench_speed(args, work)
+            result["engines"] = bench_engines(args, work)
         if not args.skip_memory:
             result["memory"] = bench_memory(args, work)
     finally:

@@ -7,6 +7,7 @@ import click
 from geoglacier.cli.change import change
 from geoglacier.cli.demo import demo
 from geoglacier.cli.evaluate import evaluate
+from geoglacier.cli.export import export
 from geoglacier.cli.glaciers import glaciers
 from geoglacier.cli.segment_scene import segment_scene
 from geoglacier.cli.segment_scenes import segment_scenes
@@ -24,4 +25,5 @@ ALL: list[click.Command] = [
     evaluate,
     glaciers,
     change,
+    export,
 ]

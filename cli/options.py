@@ -18,7 +18,7 @@ model_opt = click.option(
     "model_path",
     required=True,
     type=click.Path(path_type=str),
-    help="Checkpoint written by 'geoglacier train'.",
+    help="Checkpoint written by 'geoglacier train' (or a model from 'geoglacier export').",
 )
 bands_opt = click.option(
     "--bands", default=5, show_default=True, type=int, help="Number of bands the scenes must have."
@@ -45,4 +45,18 @@ id_column_opt = click.option(
 layer_opt = click.option("--layer", default=None, help="Layer of the inventory (or file in its zip) to read.")
 progress_opt = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
+engine_opt = click.option(
+    "--engine",
+    type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]),
+    default="auto",
+    show_default=True,
+    help="What runs the network. auto: the fastest installed on this CPU (torch on CUDA); "
+    "onnxruntime and openvino need the geoglacier[onnx] / [openvino] extras.",
+)
+overlap_px_opt = click.option(
+    "--overlap-px",
+    type=int,
+    default=None,
+    help="Overlap in pixels instead of a fraction (wins over --overlap).",
 )

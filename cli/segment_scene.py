@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import date_opt, device_opt, model_opt, overwrite_opt
+from geoglacier.cli.options import date_opt, device_opt, engine_opt, model_opt, overlap_px_opt, overwrite_opt
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
@@ -37,12 +37,14 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     help="Weights for blending overlapping windows.",
 )
 @device_opt
+@engine_opt
+@overlap_px_opt
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     default="auto",
     show_default=True,
-    help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU.",
+    help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU. bf16 on a CPU: torch or openvino engine.",
 )
 @click.option("--tta", is_flag=True, default=False, help="Average the four flips of each window (4x slower).")
 @click.option("--probabilities", type=_out_path, default=None, help="Also write the blended probability COG.")
@@ -80,6 +82,8 @@ def segment_scene(
     batch_size: int,
     blend: str,
     device: str,
+    engine: str,
+    overlap_px: int | None,
     precision: str,
     tta: bool,
     probabilities: str | None,
@@ -113,6 +117,8 @@ def segment_scene(
         device=device,
         precision=precision,
         tta=tta,
+        engine=engine,
+        overlap_px=overlap_px,
         probabilities=probabilities,
         summary=summary,
         outlines=outlines,
@@ -131,7 +137,8 @@ def segment_scene(
         click.echo("areas not computed: the scene has no CRS (pass --pixel-size METRES)")
     click.echo(
         f"{result.windows_run} windows run, {result.windows_skipped} skipped (nodata) in "
-        f"{result.seconds:.1f} s on {result.device} ({result.precision})"
+        f"{result.seconds:.1f} s on {result.device} ({result.precision}, engine {result.engine}: "
+        f"{result.engine_reason})"
     )
     if "glacier_totals" in result.extra:
         from geoglacier.glaciers.areas import format_totals

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
+from geoglacier.cli.options import device_opt, engine_opt, model_opt, overlap_px_opt, overwrite_opt
 
 
 @click.command("segment-scenes")
@@ -53,6 +53,8 @@ from geoglacier.cli.options import device_opt, model_opt, overwrite_opt
 @click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
 @click.option("--tta", is_flag=True, help="Average the four flips of each window (4x slower).")
 @device_opt
+@engine_opt
+@overlap_px_opt
 @overwrite_opt
 def segment_scenes(
     scenes: tuple[str, ...],
@@ -72,6 +74,8 @@ def segment_scenes(
     inventory: str | None,
     id_column: str | None,
     device: str,
+    engine: str,
+    overlap_px: int | None,
     overwrite: bool,
 ) -> None:
     """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv."""
@@ -99,6 +103,8 @@ def segment_scenes(
             blend=blend,
             precision=precision,
             tta=tta,
+            engine=engine,
+            overlap_px=overlap_px,
             min_area=min_area,
             pixel_size=pixel_size,
             inventory=inventory,

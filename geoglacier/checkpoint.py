@@ -106,7 +106,8 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | os.PathL
     return Path(path)
 
 
-def _meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
+def meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
+    """Metadata from a checkpoint's (or an exported model's) plain dict; ``path`` names it in errors."""
     try:
         model = ModelConfig(**raw["model"])
         norm = raw["normalization"]
@@ -159,7 +160,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[
             f"{p}: checkpoint format {raw.get('format_version')} is newer than this geoglacier reads "
             f"({FORMAT_VERSION}); upgrade geoglacier"
         )
-    meta = _meta_from_dict(raw, p)
+    meta = meta_from_dict(raw, p)
     state = raw.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: checkpoint has no weights")

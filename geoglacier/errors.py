@@ -44,6 +44,10 @@ class ConfigError(GeoglacierError, ValueError):
     """An option value is out of range (window size, overlap, batch size, device ...)."""
 
 
+class EngineUnavailableError(GeoglacierError, ImportError):
+    """An optional inference engine (onnxruntime, OpenVINO) is not installed."""
+
+
 class WeightsUnavailableError(GeoglacierError, RuntimeError):
     """Pretrained encoder weights could not be obtained (for example, no network)."""
 

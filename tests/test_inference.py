@@ -314,12 +314,24 @@ def test_sigterm_leaves_nothing_and_handler_is_restored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scene = write_scene(tmp_path / "s.tif", height=200, width=100, seed=3)
-    monkeypatch.setattr(inference, "load_checkpoint", lambda *a, **k: (SigtermNet(), stand_in_meta()))
+    from geoglacier.inference.engines import LoadedEngine, TorchEngine
+
+    monkeypatch.setattr(
+        inference,
+        "load_engine",
+        lambda *a, **k: LoadedEngine(TorchEngine(SigtermNet(), torch.device("cpu")), stand_in_meta(), "test"),
+    )
     before_files = sorted(os.listdir(tmp_path))
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         segment_scene(
-            scene, "unused.pth", tmp_path / "mask.tif", precision="fp32", batch_size=1, progress=False
+            scene,
+            "unused.pth",
+            tmp_path / "mask.tif",
+            window=64,
+            precision="fp32",
+            batch_size=1,
+            progress=False,
         )
     assert sorted(os.listdir(tmp_path)) == before_files
     assert signal.getsignal(signal.SIGTERM) is previous

@@ -100,7 +100,7 @@ def plan_outputs(
     return plans
 
 
-_CONFIG_FIELDS = ("window", "overlap", "batch_size", "blend", "precision", "tta")
+_CONFIG_FIELDS = ("window", "overlap", "batch_size", "blend", "precision", "tta", "engine", "overlap_px")
 _RUN_FIELDS = ("min_area", "pixel_size")
 
 
@@ -282,7 +282,7 @@ def segment_scenes(
         id_column: the inventory's id column (default: found automatically).
         overwrite: redo scenes whose outputs exist (otherwise they are skipped).
         options: passed to the segmenter (window, overlap, batch_size, blend,
-            precision, tta, min_area, pixel_size).
+            precision, tta, engine, min_area, pixel_size).
 
     Returns:
         One row per scene (status done, skipped or failed) and the summary path.
@@ -304,8 +304,15 @@ def segment_scenes(
     InferenceConfig(device=device, **config_options).validate()
     model = str(Path(model_path).resolve())
     from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.inference.engines import check_engine
+    from geoglacier.inference.export import read_exported_meta
 
-    read_checkpoint(model)  # a bad checkpoint fails once, here, not once per scene
+    # A bad checkpoint or a missing engine fails once, here, not once per scene.
+    check_engine(config_options.get("engine", "auto"))
+    if Path(model).suffix in (".onnx", ".xml"):
+        read_exported_meta(model)
+    else:
+        read_checkpoint(model)
     inventory_path = None
     if inventory is not None:
         from geoglacier.glaciers.inventory import read_inventory

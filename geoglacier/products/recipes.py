@@ -142,7 +142,7 @@ def scene_descriptions(path: str | os.PathLike[str]) -> tuple[str, ...]:
         raise InvalidRasterError(f"{path}: not a readable raster; check the file") from exc
 
 
-def check_scene_recipe(path: str | os.PathLike[str], recipe: Sequence[str]) -> None:
+def check_scene_recipe(path: str | os.PathLike[str], recipe: Sequence[str], warn: bool = True) -> None:
     """Check that a scene holds the bands a checkpoint was trained on, in the same order.
 
     The scene's band descriptions are compared with ``recipe`` case-insensitively. A
@@ -158,6 +158,8 @@ def check_scene_recipe(path: str | os.PathLike[str], recipe: Sequence[str]) -> N
         return
     found = tuple(d.strip().lower() for d in scene_descriptions(path))
     if not any(found):
+        if not warn:  # the caller has warned already (or will)
+            return
         warnings.warn(
             f"{Path(path).name} has no band descriptions: assuming it holds {format_recipe(expected)}, "
             "as the checkpoint expects (scenes from 'geoglacier stack' carry them)",
