@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import date_opt, device_opt, engine_opt, model_opt, overlap_px_opt, overwrite_opt
+from geoglacier.cli.options import date_opt, device_opt, engine_opt, overlap_px_opt, overwrite_opt
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
 
 @click.command("segment-scene")
 @click.argument("scene", type=click.Path(path_type=str))
-@model_opt
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Checkpoint written by 'geoglacier train'; give it several times for an ensemble.",
+)
+@click.option(
+    "--uncertainty",
+    type=_out_path,
+    default=None,
+    help="Ensembles: also write the members' probability spread (std) as a COG.",
+)
 @click.option(
     "--out", required=True, type=_out_path, help="Mask COG to write (1 glacier, 0 not, 255 nodata)."
 )
@@ -75,7 +88,8 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @overwrite_opt
 def segment_scene(
     scene: str,
-    model_path: str,
+    model_path: tuple[str, ...],
+    uncertainty: str | None,
     out: str,
     window: int | None,
     overlap: float,
@@ -106,9 +120,30 @@ def segment_scene(
     from geoglacier.inference.segment import segment_scene as run
     from geoglacier.measure.areas import format_summary
 
+    if len(model_path) > 1 or uncertainty is not None:
+        if inventory or outlines or len(model_path) < 2:
+            raise click.UsageError(
+                "an ensemble takes two or more --model and no --inventory/--outlines "
+                "(run 'geoglacier glaciers' on its mask); --uncertainty needs an ensemble"
+            )
+        from geoglacier.inference.ensemble import segment_ensemble
+
+        ens = segment_ensemble(
+            scene, model_path, out, probabilities=probabilities, uncertainty=uncertainty, summary=summary,
+            overwrite=overwrite, window=window, overlap=overlap, batch_size=batch_size, blend=blend,
+            device=device, precision=precision, tta=tta, engine=engine, overlap_px=overlap_px,
+            pixel_size=pixel_size, progress=progress, date=date,
+        )  # fmt: skip
+        if ens.summary is not None:
+            click.echo(format_summary(ens.summary))
+        click.echo(f"ensemble of {len(ens.members)} members, threshold {ens.threshold:.3f} (their mean)")
+        for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path):
+            if path is not None:
+                click.echo(f"wrote {path}")
+        return
     result = run(
         scene,
-        model_path,
+        model_path[0],
         out,
         window=window,
         overlap=overlap,

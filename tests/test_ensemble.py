@@ -123,3 +123,30 @@ def test_train_ensemble_writes_one_member_per_seed(tmp_path: Path) -> None:
     assert sum(line.startswith("Ensemble member") for line in lines) == 2
     with pytest.raises(ConfigError, match="at least 2"):
         train_ensemble(data, tmp_path / "n.pth", 1, **FAST)
+
+
+def test_cli_two_models_make_an_ensemble(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoglacier.cli.main import cli
+
+    scene, a, b = members
+    args = [
+        "segment-scene",
+        str(scene),
+        "--model",
+        str(a),
+        "--model",
+        str(b),
+        "--out",
+        str(tmp_path / "e.tif"),
+    ]
+    args += ["--uncertainty", str(tmp_path / "u.tif"), "--window", "64", "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "ensemble of 2 members" in result.output
+    assert (tmp_path / "e.tif").exists() and (tmp_path / "u.tif").exists()
+    bad = CliRunner().invoke(
+        cli, [*args[:4], "--out", str(tmp_path / "x.tif"), "--uncertainty", str(tmp_path / "y.tif")]
+    )
+    assert bad.exit_code == 2 and "needs an ensemble" in bad.output
