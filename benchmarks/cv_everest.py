@@ -172,7 +172,9 @@ def recalibrate_fold(
     val = make_datasets(
         fold / "data", args.patch_size, 0.2, args.seed, args.patches_per_epoch, augment=False
     ).val
-    calibration, meta = calibrate_checkpoint(model, meta, val, torch.device("cpu"), meta.threshold)
+    calibration, meta = calibrate_checkpoint(
+        model, meta, val, torch.device("cpu"), args.threshold, tune_threshold=args.tune_threshold
+    )
     save_checkpoint(model, meta, fold / "model_calibrated.pth")
     segment_scene(
         fold / "test_scene.tif", fold / "model_calibrated.pth", fold / "pred_calibrated.tif",
@@ -245,7 +247,13 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument(
-        "--recalibrate", type=Path, default=None, help="work dir of an uncalibrated run: calibrate its folds"
+        "--recalibrate", type=Path, default=None, help="work dir of an earlier run: calibrate its folds again"
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="with --recalibrate: the threshold")
+    parser.add_argument(
+        "--tune-threshold",
+        action="store_true",
+        help="with --recalibrate: use the validation-MCC-best threshold",
     )
     args = parser.parse_args()
     if not (EVEREST / "west_scene.tif").exists():
