@@ -200,6 +200,33 @@ def recalibrate_fold(
     return row
 
 
+def ensemble_fold(k: int, rows: tuple[int, int], members: list[Path], work: Path) -> dict[str, Any]:
+    """Average earlier runs' fold networks (``segment_ensemble``) on the fold's test strip and score it."""
+    from geoglacier.inference.ensemble import segment_ensemble
+    from geoglacier.measure.evaluate import evaluate_masks
+
+    fold = members[0] / f"fold{k}"
+    out = work / f"fold{k}"
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = [m / f"fold{k}" / "model.pth" for m in members]
+    segment_ensemble(
+        fold / "test_scene.tif", checkpoints, out / "pred.tif", uncertainty=out / "spread.tif",
+        device="cpu", overwrite=True, progress=False,
+    )  # fmt: skip
+    scores = evaluate_masks(out / "pred.tif", fold / "test_mask.tif")
+    row = {
+        "fold": k,
+        "rows": list(rows),
+        "mcc": round(float(scores["mcc"]), 4),
+        "area_error_relative": round(float(scores["area_error_relative"]), 4),
+        "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
+        "pred_area_km2": round(float(scores["pred_area_km2"]), 3),
+        "members": [str(c) for c in checkpoints],
+    }
+    print(f"  fold {k}: MCC {row['mcc']:.3f}, area error {row['area_error_relative']:+.1%}", flush=True)
+    return row
+
+
 def summarize(folds: list[dict[str, Any]]) -> dict[str, float]:
     mcc = [f["mcc"] for f in folds]
     err = [f["area_error_relative"] for f in folds]
@@ -251,6 +278,13 @@ def main() -> None:
     )
     parser.add_argument("--threshold", type=float, default=0.5, help="with --recalibrate: the threshold")
     parser.add_argument(
+        "--ensemble-of",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="work dirs of earlier runs: average their folds",
+    )
+    parser.add_argument(
         "--tune-threshold",
         action="store_true",
         help="with --recalibrate: use the validation-MCC-best threshold",
@@ -274,7 +308,12 @@ def main() -> None:
         flush=True,
     )
     t0 = time.perf_counter()
-    if args.recalibrate is not None:
+    if args.ensemble_of:
+        folds = [
+            ensemble_fold(k, rows, args.ensemble_of, work)
+            for k, rows in enumerate(strips(height, args.folds))
+        ]
+    elif args.recalibrate is not None:
         folds = [
             recalibrate_fold(k, rows, args, args.recalibrate)
             for k, rows in enumerate(strips(height, args.folds))
@@ -286,7 +325,7 @@ def main() -> None:
     report["runs"][args.name] = {
         "summary": summary,
         "folds": folds,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": json.loads(json.dumps(vars(args), default=str)),
         "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
