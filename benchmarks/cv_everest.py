@@ -178,7 +178,7 @@ def recalibrate_fold(
     save_checkpoint(model, meta, fold / "model_calibrated.pth")
     segment_scene(
         fold / "test_scene.tif", fold / "model_calibrated.pth", fold / "pred_calibrated.tif",
-        device="cpu", overwrite=True, progress=False,
+        device="cpu", overwrite=True, progress=False, **_parse_sets(args.segment_set),
     )  # fmt: skip
     scores = evaluate_masks(fold / "pred_calibrated.tif", fold / "test_mask.tif")
     row = {
