@@ -17,6 +17,8 @@ go to ``benchmarks/results/cv_everest.json`` under ``runs[<name>]`` and a table 
 
     .venv/bin/python benchmarks/cv_everest.py --name baseline
     .venv/bin/python benchmarks/cv_everest.py --name gain-aug --set augment_radiometric=true
+    .venv/bin/python benchmarks/cv_everest.py --name tta --recalibrate WORK --segment-set tta=true
+    .venv/bin/python benchmarks/cv_everest.py --name ens --ensemble-of WORK_SEED0 WORK_SEED1
 """
 
 from __future__ import annotations
