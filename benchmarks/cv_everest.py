@@ -98,11 +98,25 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def score_fold(k: int, rows: tuple[int, int], pred: Path, reference: Path) -> dict[str, Any]:
+    """The fold's row of figures: MCC and glacier areas of ``pred`` against ``reference``."""
+    from geoglacier.measure.evaluate import evaluate_masks
+
+    scores = evaluate_masks(pred, reference)
+    return {
+        "fold": k,
+        "rows": list(rows),
+        "mcc": round(float(scores["mcc"]), 4),
+        "area_error_relative": round(float(scores["area_error_relative"]), 4),
+        "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
+        "pred_area_km2": round(float(scores["pred_area_km2"]), 3),
+    }
+
+
 def run_fold(k: int, rows: tuple[int, int], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import rasterio
 
     from geoglacier.inference.segment import segment_scene
-    from geoglacier.measure.evaluate import evaluate_masks
     from geoglacier.training.loop import TrainConfig, train
 
     with rasterio.open(EVEREST / "west_scene.tif") as src:
@@ -132,14 +146,8 @@ def run_fold(k: int, rows: tuple[int, int], args: argparse.Namespace, work: Path
         progress=False,
         **_parse_sets(args.segment_set),
     )
-    scores = evaluate_masks(fold / "pred.tif", fold / "test_mask.tif")
     row = {
-        "fold": k,
-        "rows": list(rows),
-        "mcc": round(float(scores["mcc"]), 4),
-        "area_error_relative": round(float(scores["area_error_relative"]), 4),
-        "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
-        "pred_area_km2": round(float(scores["pred_area_km2"]), 3),
+        **score_fold(k, rows, fold / "pred.tif", fold / "test_mask.tif"),
         "best_epoch": result.best_epoch,
         "inner_val_mcc": round(float(result.best_val_mcc), 4),
         "train_seconds": round(train_s, 1),
@@ -165,7 +173,6 @@ def recalibrate_fold(
 
     from geoglacier.checkpoint import load_checkpoint, save_checkpoint
     from geoglacier.inference.segment import segment_scene
-    from geoglacier.measure.evaluate import evaluate_masks
     from geoglacier.training.calibrate import calibrate_checkpoint
     from geoglacier.training.datasets import make_datasets
 
@@ -182,14 +189,8 @@ def recalibrate_fold(
         fold / "test_scene.tif", fold / "model_calibrated.pth", fold / "pred_calibrated.tif",
         device="cpu", overwrite=True, progress=False, **_parse_sets(args.segment_set),
     )  # fmt: skip
-    scores = evaluate_masks(fold / "pred_calibrated.tif", fold / "test_mask.tif")
     row = {
-        "fold": k,
-        "rows": list(rows),
-        "mcc": round(float(scores["mcc"]), 4),
-        "area_error_relative": round(float(scores["area_error_relative"]), 4),
-        "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
-        "pred_area_km2": round(float(scores["pred_area_km2"]), 3),
+        **score_fold(k, rows, fold / "pred_calibrated.tif", fold / "test_mask.tif"),
         "temperature": round(calibration.temperature, 3),
         "threshold": round(calibration.threshold, 3),
         "ece_before": round(calibration.ece_before, 4),
@@ -205,7 +206,6 @@ def recalibrate_fold(
 def ensemble_fold(k: int, rows: tuple[int, int], members: list[Path], work: Path) -> dict[str, Any]:
     """Average earlier runs' fold networks (``segment_ensemble``) on the fold's test strip and score it."""
     from geoglacier.inference.ensemble import segment_ensemble
-    from geoglacier.measure.evaluate import evaluate_masks
 
     fold = members[0] / f"fold{k}"
     out = work / f"fold{k}"
@@ -215,14 +215,8 @@ def ensemble_fold(k: int, rows: tuple[int, int], members: list[Path], work: Path
         fold / "test_scene.tif", checkpoints, out / "pred.tif", uncertainty=out / "spread.tif",
         device="cpu", overwrite=True, progress=False,
     )  # fmt: skip
-    scores = evaluate_masks(out / "pred.tif", fold / "test_mask.tif")
     row = {
-        "fold": k,
-        "rows": list(rows),
-        "mcc": round(float(scores["mcc"]), 4),
-        "area_error_relative": round(float(scores["area_error_relative"]), 4),
-        "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
-        "pred_area_km2": round(float(scores["pred_area_km2"]), 3),
+        **score_fold(k, rows, out / "pred.tif", fold / "test_mask.tif"),
         "members": [str(c) for c in checkpoints],
     }
     print(f"  fold {k}: MCC {row['mcc']:.3f}, area error {row['area_error_relative']:+.1%}", flush=True)

@@ -216,19 +216,7 @@ def stack(
     recipe = parse_recipe(bands)
     _check_options(resolution, cloud_buffer, clip_buffer)
     product = open_product(source, kind)
-    needed = reflectance_needed(recipe)
-    missing = [n for n in needed if n not in product.bands]
-    if missing:
-        raise MissingBandError(
-            f"{product.source}: no asset for the {missing[0]} band (eo:bands common name "
-            f"{stac.COMMON_NAMES[missing[0]][0]}) that recipe {','.join(recipe)} needs; "
-            "use an item that lists it, or another --bands recipe"
-        )
-    if cloud_mask and product.quality is None:
-        raise MissingBandError(
-            f"{product.source}: no quality layer (QA_PIXEL or SCL) for the cloud mask; "
-            "pass --no-cloud-mask to stack without it"
-        )
+    needed = _check_product(product, recipe, cloud_mask)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
         datasets = {
             n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
@@ -239,26 +227,7 @@ def stack(
         grid = plan_grid(
             datasets, resolution=resolution, crs=crs, bounds=bounds, clip=clip, clip_buffer=clip_buffer
         )
-        warp = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
-        vrts = {
-            n: files.enter_context(
-                WarpedVRT(
-                    ds,
-                    resampling=Resampling.bilinear,
-                    src_nodata=_nodata(product.bands[n], ds),
-                    nodata=float("nan"),
-                    dtype="float32",
-                    **warp,
-                )
-            )
-            for n, ds in datasets.items()
-        }
-        qvrt = None
-        if qds is not None and product.quality is not None:
-            fill = product.quality.fill
-            qvrt = files.enter_context(
-                WarpedVRT(qds, resampling=Resampling.nearest, src_nodata=fill, nodata=fill, **warp)
-            )
+        vrts, qvrt = _warped(files, product, datasets, qds, grid)
         tags = product.tags()
         spec = RasterSpec(
             grid.height, grid.width, grid.crs, grid.transform, "float32", float("nan"), resampling="AVERAGE"
@@ -290,6 +259,51 @@ def _read(vrt: Any, window: Window, what: str) -> np.ndarray:
         raise InvalidRasterError(
             f"{vrt.src_dataset.name}: the {what} could not be read ({detail}); the file is damaged, re-download it"
         ) from exc
+
+
+def _check_product(product: Product, recipe: Sequence[str], cloud_mask: bool) -> list[str]:
+    """The reflectance bands ``recipe`` needs; raise when one, or the quality layer, is missing."""
+    needed = reflectance_needed(recipe)
+    missing = [n for n in needed if n not in product.bands]
+    if missing:
+        raise MissingBandError(
+            f"{product.source}: no asset for the {missing[0]} band (eo:bands common name "
+            f"{stac.COMMON_NAMES[missing[0]][0]}) that recipe {','.join(recipe)} needs; "
+            "use an item that lists it, or another --bands recipe"
+        )
+    if cloud_mask and product.quality is None:
+        raise MissingBandError(
+            f"{product.source}: no quality layer (QA_PIXEL or SCL) for the cloud mask; "
+            "pass --no-cloud-mask to stack without it"
+        )
+    return list(needed)
+
+
+def _warped(
+    files: ExitStack, product: Product, datasets: dict[str, Any], qds: Any, grid: Grid
+) -> tuple[dict[str, WarpedVRT], WarpedVRT | None]:
+    """Every band warped onto ``grid`` (bilinear, float32, NaN nodata) and the quality layer (nearest)."""
+    warp = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
+    vrts = {
+        n: files.enter_context(
+            WarpedVRT(
+                ds,
+                resampling=Resampling.bilinear,
+                src_nodata=_nodata(product.bands[n], ds),
+                nodata=float("nan"),
+                dtype="float32",
+                **warp,
+            )
+        )
+        for n, ds in datasets.items()
+    }
+    qvrt = None
+    if qds is not None and product.quality is not None:
+        fill = product.quality.fill
+        qvrt = files.enter_context(
+            WarpedVRT(qds, resampling=Resampling.nearest, src_nodata=fill, nodata=fill, **warp)
+        )
+    return vrts, qvrt
 
 
 def overview_factors(height: int, width: int, block: int) -> list[int]:
