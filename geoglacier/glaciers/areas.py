@@ -125,15 +125,7 @@ def zone_sums(
         MaskError: the mask holds values other than 0/1 (and nodata).
     """
     info = inspect_mask(mask)
-    if info.crs is None:
-        raise CRSMissingError(
-            f"{info.path} has no CRS, so inventory outlines cannot be placed on it; assign the CRS "
-            "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
-        )
-    if (zones.height, zones.width) != (info.height, info.width) or not zones.transform.almost_equals(
-        info.transform
-    ):
-        raise ConfigError(f"{info.path}: the zone rasterizer is built on another grid")
+    _check_zone_grid(info, zones)
     prob_info = _check_probabilities(probabilities, info, thresholds)
     field_ = pixel_area_field(info.transform, info.crs, info.height, info.width, source=str(info.path))
     n = len(zones) + 1
@@ -147,6 +139,40 @@ def zone_sums(
         prob_high=None if prob_info is None else np.zeros(n),
         method=field_.method,
     )
+    acc, counts, sums.grid_pixels = _accumulate_windows(
+        info, zones, prob_info, field_, thresholds, window, progress
+    )
+    _fill_zone_sums(sums, acc, counts, len(zones))
+    return sums
+
+
+def _check_zone_grid(info: SceneInfo, zones: ZoneRasterizer) -> None:
+    """Raise unless the mask has a CRS and ``zones`` is built on the mask's grid."""
+    if info.crs is None:
+        raise CRSMissingError(
+            f"{info.path} has no CRS, so inventory outlines cannot be placed on it; assign the CRS "
+            "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    if (zones.height, zones.width) != (info.height, info.width) or not zones.transform.almost_equals(
+        info.transform
+    ):
+        raise ConfigError(f"{info.path}: the zone rasterizer is built on another grid")
+
+
+def _accumulate_windows(
+    info: SceneInfo,
+    zones: ZoneRasterizer,
+    prob_info: SceneInfo | None,
+    field_: Any,
+    thresholds: tuple[float, float],
+    window: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Weighted per-label, per-band, per-class area sums over all windows of the mask.
+
+    Returns ``(acc, counts, grid_pixels)``: ``acc`` of shape (2m+1, bands, 3), the pixel
+    count per label, and the number of pixels read.
+    """
     windows = list(grid_windows(info.height, info.width, info.block_shape, size=window))
     from tqdm.auto import tqdm
 
@@ -161,6 +187,7 @@ def zone_sums(
     lut[0], lut[1] = 1, 2  # everything else (255) is nodata: class 0
     acc = np.zeros((2 * m + 1, bands, 3))
     counts = np.zeros(2 * m + 1, dtype=np.int64)
+    grid_pixels = 0
     bar = tqdm(
         total=len(windows), desc="glaciers", unit="win", disable=None if progress else True, leave=False
     )
@@ -188,10 +215,15 @@ def zone_sums(
                         2 * m + 1, bands, 3
                     )
                     counts += np.bincount(labels, minlength=2 * m + 1)
-                    sums.grid_pixels += h * w
+                    grid_pixels += h * w
                     bar.update()
     finally:
         bar.close()
+    return acc, counts, grid_pixels
+
+
+def _fill_zone_sums(sums: ZoneSums, acc: np.ndarray, counts: np.ndarray, m: int) -> None:
+    """Fold the per-label sums of :func:`_accumulate_windows` into ``sums`` (in place)."""
     by_class = acc.sum(axis=1)  # (2m+1, 3): nodata, not glacier, glacier
     outlines = np.r_[0, m + 1 : 2 * m + 1]  # "no outline" first, then glacier 1..m
     rings = np.r_[0, 1 : m + 1]
@@ -208,7 +240,6 @@ def zone_sums(
         valid_by_band = acc[outlines][:, :, 1:].sum(axis=2)  # (m+1, 3): below, between, above
         sums.prob_low = valid_by_band[:, 1:].sum(axis=1)
         sums.prob_high = valid_by_band[:, 2].copy()
-    return sums
 
 
 def _read_block(ds: Any, window: Any, info: SceneInfo) -> np.ndarray:

@@ -302,29 +302,12 @@ def glacier_change(
         OutputExistsError, OutputPathError: an output exists (without ``overwrite``) or
             cannot be written.
     """
-    if glaciers is not None and inventory is None:
-        raise ConfigError("--glaciers needs --inventory OUTLINES: the glaciers come from an inventory")
-    if glaciers is not None:
-        check_table_path(glaciers, overwrite)
-    check_thresholds(min_coverage, min_snr)
-    targets = {"change_map": out, "glaciers": glaciers, "summary": summary, "quicklook": quicklook}
-    outputs = {k: Path(v) for k, v in targets.items() if v is not None}
-    if len({p.resolve() for p in outputs.values()}) != len(outputs):
-        names = ", ".join(str(p) for p in outputs.values())
-        raise ConfigError(f"outputs must be different files, got {names}; give each its own name")
-    for p in outputs.values():
-        check_output_path(p, overwrite)  # fail before any work
+    outputs = _check_outputs(out, inventory, glaciers, summary, quicklook, min_coverage, min_snr, overwrite)
     pair = pair_masks(mask_t0, mask_t1, resampling)
     d0, d1, years = resolve_dates(pair, t0_date, t1_date)
     acc = ChangeAccumulator(pair)
     spec = _change_spec(pair, d0, d1)
-    per_glacier: GlacierChangeAccumulator | None = None
-    if inventory is not None:
-        from geoglacier.glaciers.inventory import read_inventory_for_mask
-
-        inv = read_inventory_for_mask(inventory, pair.t0.path, id_column=id_column, layer=layer)
-        t0 = pair.t0
-        per_glacier = GlacierChangeAccumulator(inv, acc.field, t0.transform, t0.height, t0.width)
+    per_glacier = _glacier_accumulator(inventory, pair, acc, id_column, layer)
     px0, px1 = ground_pixel_side_m(pair.t0), ground_pixel_side_m(pair.t1)
 
     with contextlib.ExitStack() as stack:
@@ -337,38 +320,123 @@ def glacier_change(
         }
         _run_strips(pair, spec, writer, acc, per_glacier, progress)
         areas = acc.result(years)
-        table, totals = None, None
-        if per_glacier is not None:
-            px0_glacier = mean_pixel_side_m(per_glacier.m2, per_glacier.pixels, px0)
-            u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr)
-            table = change_table(per_glacier.inventory, per_glacier.m2, u)
-            totals = change_totals(table, per_glacier.m2, u)
-        result = ChangeResult(
-            mask_t0=pair.t0.path,
-            mask_t1=pair.t1.path,
-            t0_date=d0,
-            t1_date=d1,
-            years=years,
-            note=None if years is not None else _no_dates_note(d0, d1),
-            crs=crs_label(pair.t0.crs),
-            area_method=acc.method,
-            resampling="none (same grid)" if pair.same_grid else pair.resampling,
-            pixel_size_t0_m=px0,
-            pixel_size_t1_m=px1,
-            areas=areas,
-            glaciers=table,
-            glacier_totals=totals,
-            outputs=outputs,
-        )
-        cog_tmp = writer.finish()
-        if "quicklook" in tmps:
-            render_change_quicklook(cog_tmp, tmps["quicklook"], title=_title(pair, d0, d1))
-        if "glaciers" in tmps and per_glacier is not None:
-            fmt = outputs["glaciers"].suffix.lower().lstrip(".")
-            write_table(table, per_glacier.inventory, tmps["glaciers"], fmt)
-        if "summary" in tmps:
-            tmps["summary"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        table, totals = _glacier_tables(per_glacier, px0, px1, years, min_coverage, min_snr)
+        result = _change_result(pair, (d0, d1, years), acc.method, (px0, px1), areas, table, totals, outputs)
+        _write_outputs(writer, tmps, outputs, result, table, per_glacier, (pair, d0, d1))
     return result
+
+
+def _check_outputs(
+    out: str | os.PathLike[str],
+    inventory: str | os.PathLike[str] | None,
+    glaciers: str | os.PathLike[str] | None,
+    summary: str | os.PathLike[str] | None,
+    quicklook: str | os.PathLike[str] | None,
+    min_coverage: float,
+    min_snr: float,
+    overwrite: bool,
+) -> dict[str, Path]:
+    """Check options and output paths before any work; the outputs by kind."""
+    if glaciers is not None and inventory is None:
+        raise ConfigError("--glaciers needs --inventory OUTLINES: the glaciers come from an inventory")
+    if glaciers is not None:
+        check_table_path(glaciers, overwrite)
+    check_thresholds(min_coverage, min_snr)
+    targets = {"change_map": out, "glaciers": glaciers, "summary": summary, "quicklook": quicklook}
+    outputs = {k: Path(v) for k, v in targets.items() if v is not None}
+    if len({p.resolve() for p in outputs.values()}) != len(outputs):
+        names = ", ".join(str(p) for p in outputs.values())
+        raise ConfigError(f"outputs must be different files, got {names}; give each its own name")
+    for p in outputs.values():
+        check_output_path(p, overwrite)  # fail before any work
+    return outputs
+
+
+def _glacier_accumulator(
+    inventory: str | os.PathLike[str] | None,
+    pair: MaskPair,
+    acc: ChangeAccumulator,
+    id_column: str | None,
+    layer: str | None,
+) -> GlacierChangeAccumulator | None:
+    """The per-glacier accumulator on t0's grid, or None without an inventory."""
+    if inventory is None:
+        return None
+    from geoglacier.glaciers.inventory import read_inventory_for_mask
+
+    inv = read_inventory_for_mask(inventory, pair.t0.path, id_column=id_column, layer=layer)
+    t0 = pair.t0
+    return GlacierChangeAccumulator(inv, acc.field, t0.transform, t0.height, t0.width)
+
+
+def _change_result(
+    pair: MaskPair,
+    dates: tuple[dt.date | None, dt.date | None, float | None],
+    area_method: str,
+    pixel_sizes: tuple[float, float],
+    areas: ChangeAreas,
+    table: pd.DataFrame | None,
+    totals: dict[str, Any] | None,
+    outputs: dict[str, Path],
+) -> ChangeResult:
+    """Assemble the :class:`ChangeResult` of a run."""
+    d0, d1, years = dates
+    px0, px1 = pixel_sizes
+    return ChangeResult(
+        mask_t0=pair.t0.path,
+        mask_t1=pair.t1.path,
+        t0_date=d0,
+        t1_date=d1,
+        years=years,
+        note=None if years is not None else _no_dates_note(d0, d1),
+        crs=crs_label(pair.t0.crs),
+        area_method=area_method,
+        resampling="none (same grid)" if pair.same_grid else pair.resampling,
+        pixel_size_t0_m=px0,
+        pixel_size_t1_m=px1,
+        areas=areas,
+        glaciers=table,
+        glacier_totals=totals,
+        outputs=outputs,
+    )
+
+
+def _glacier_tables(
+    per_glacier: GlacierChangeAccumulator | None,
+    px0: float,
+    px1: float,
+    years: float | None,
+    min_coverage: float,
+    min_snr: float,
+) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
+    """The per-glacier change table and its totals, or ``(None, None)`` without an inventory."""
+    if per_glacier is None:
+        return None, None
+    px0_glacier = mean_pixel_side_m(per_glacier.m2, per_glacier.pixels, px0)
+    u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr)
+    table = change_table(per_glacier.inventory, per_glacier.m2, u)
+    totals = change_totals(table, per_glacier.m2, u)
+    return table, totals
+
+
+def _write_outputs(
+    writer: Any,
+    tmps: dict[str, Path],
+    outputs: dict[str, Path],
+    result: ChangeResult,
+    table: pd.DataFrame | None,
+    per_glacier: GlacierChangeAccumulator | None,
+    title_of: tuple[MaskPair, dt.date | None, dt.date | None],
+) -> None:
+    """Finish the change map and write the optional outputs to their temporaries."""
+    cog_tmp = writer.finish()
+    if "quicklook" in tmps:
+        render_change_quicklook(cog_tmp, tmps["quicklook"], title=_title(*title_of))
+    if "glaciers" in tmps and per_glacier is not None:
+        fmt = outputs["glaciers"].suffix.lower().lstrip(".")
+        write_table(table, per_glacier.inventory, tmps["glaciers"], fmt)
+    if "summary" in tmps:
+        tmps["summary"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 def _no_dates_note(d0: dt.date | None, d1: dt.date | None) -> str:

@@ -339,28 +339,8 @@ def read_inventory(
         InventoryWarning: outlines with empty or non-polygonal geometry were dropped, or
         invalid ones repaired; the warning says how many.
     """
-    import fiona
-
     shown = os.fspath(path)
-    gdal_path, layer_hint = _open_path(path, layer)
-    layer_name = _pick_layer(gdal_path, shown, layer_hint)
-    try:
-        with fiona.open(gdal_path, layer=layer_name) as src:
-            if not src.crs:
-                raise InventoryError(
-                    f"{shown}: the outlines have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326 ...)"
-                )
-            src_crs = pyproj.CRS.from_user_input(src.crs.to_wkt())
-            target = src_crs if crs is None else to_pyproj_crs(crs)
-            columns = list(src.schema["properties"])
-            features = _read_features(src)
-    except InventoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - fiona/GDAL read errors become one line
-        raise InventoryError(
-            f"{shown}: cannot read layer {layer_name!r} ({str(exc).splitlines()[0] if str(exc) else exc}); "
-            "check the file (e.g. with ogrinfo)"
-        ) from exc
+    layer_name, src_crs, target, columns, features = _read_layer(path, crs, layer, shown)
     props, geoms = features
     values = {c: [p.get(c) for p in props] for c in columns}
     id_col = _choose_id_column(columns, values, id_column, shown)
@@ -369,20 +349,7 @@ def read_inventory(
     area_col = _find_column(columns, AREA_COLUMNS)
     total = len(ids)
 
-    keep, polys, repaired, empty = [], [], 0, 0
-    for i, g in enumerate(geoms):
-        if g is None or g.is_empty:
-            empty += 1
-            continue
-        if not g.is_valid:
-            g = shapely.make_valid(g)
-            repaired += 1
-        g = _polygonal(g)
-        if g is None:
-            empty += 1
-            continue
-        keep.append(i)
-        polys.append(g)
+    keep, polys, repaired, empty = _clean_geometries(geoms)
     if empty or repaired:
         what = []
         if empty:
@@ -393,40 +360,9 @@ def read_inventory(
     if not polys:
         raise InventoryError(f"{shown}: no usable glacier polygon among {total} features; check the layer")
 
-    near = _near_region(polys, src_crs, target, region)
-    keep = [k for k, ok in zip(keep, near, strict=True) if ok]
-    polys = [g for g, ok in zip(polys, near, strict=True) if ok]
-    if not polys:
-        raise NoOverlapError(
-            f"{shown}: none of its {total - empty} outlines overlaps the mask "
-            f"({crs_label(target)}); is it the inventory of this region?"
-        )
-    moved = reproject_geometries(np.asarray(polys, dtype=object), src_crs, target)
-    valid_now = shapely.is_valid(moved)
-    if not valid_now.all():  # reprojection can fold tiny slivers; keep only polygonal parts
-        fixed = [
-            g if ok else (_polygonal(shapely.make_valid(g)) or g)
-            for g, ok in zip(moved, valid_now, strict=True)
-        ]
-        moved = np.asarray(fixed, dtype=object)
-    if region is not None:
-        inside = shapely.intersects(moved, region)
-        if not inside.any():
-            raise NoOverlapError(
-                f"{shown}: none of its {total - empty} outlines overlaps the mask "
-                f"({crs_label(target)}); is it the inventory of this region?"
-            )
-        keep = [k for k, ok in zip(keep, inside, strict=True) if ok]
-        moved = moved[inside]
+    keep, moved = _place_outlines(keep, polys, src_crs, target, region, shown, total - empty)
     area, perim = geodesic_area_perimeter(moved, target)
-    inv_area = np.full(len(keep), np.nan)
-    if area_col is not None:
-        for j, k in enumerate(keep):
-            v = values[area_col][k]
-            try:
-                inv_area[j] = float(v) if v is not None else np.nan
-            except (TypeError, ValueError):
-                inv_area[j] = np.nan
+    inv_area = _inventory_areas(values, area_col, keep)
     names = tuple(
         (None if values[name_col][k] in (None, "") else str(values[name_col][k])) if name_col else None
         for k in keep
@@ -448,6 +384,110 @@ def read_inventory(
         dropped_empty=empty,
         repaired=repaired,
     )
+
+
+def _read_layer(
+    path: str | os.PathLike[str], crs: CRSLike | None, layer: str | None, shown: str
+) -> tuple[str, pyproj.CRS, pyproj.CRS, list[str], tuple[list[dict[str, Any]], list[BaseGeometry | None]]]:
+    """Open the layer and read it whole: ``(layer name, source CRS, target CRS, columns, features)``."""
+    import fiona
+
+    gdal_path, layer_hint = _open_path(path, layer)
+    layer_name = _pick_layer(gdal_path, shown, layer_hint)
+    try:
+        with fiona.open(gdal_path, layer=layer_name) as src:
+            if not src.crs:
+                raise InventoryError(
+                    f"{shown}: the outlines have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326 ...)"
+                )
+            src_crs = pyproj.CRS.from_user_input(src.crs.to_wkt())
+            target = src_crs if crs is None else to_pyproj_crs(crs)
+            columns = list(src.schema["properties"])
+            features = _read_features(src)
+    except InventoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fiona/GDAL read errors become one line
+        raise InventoryError(
+            f"{shown}: cannot read layer {layer_name!r} ({str(exc).splitlines()[0] if str(exc) else exc}); "
+            "check the file (e.g. with ogrinfo)"
+        ) from exc
+    return layer_name, src_crs, target, columns, features
+
+
+def _clean_geometries(
+    geoms: list[BaseGeometry | None],
+) -> tuple[list[int], list[BaseGeometry], int, int]:
+    """Polygonal outlines, invalid ones repaired: ``(kept indices, polygons, repaired, empty)``."""
+    keep, polys, repaired, empty = [], [], 0, 0
+    for i, g in enumerate(geoms):
+        if g is None or g.is_empty:
+            empty += 1
+            continue
+        if not g.is_valid:
+            g = shapely.make_valid(g)
+            repaired += 1
+        g = _polygonal(g)
+        if g is None:
+            empty += 1
+            continue
+        keep.append(i)
+        polys.append(g)
+    return keep, polys, repaired, empty
+
+
+def _place_outlines(
+    keep: list[int],
+    polys: list[BaseGeometry],
+    src_crs: pyproj.CRS,
+    target: pyproj.CRS,
+    region: BaseGeometry | None,
+    shown: str,
+    usable: int,
+) -> tuple[list[int], np.ndarray]:
+    """Keep the outlines near ``region``, reproject them to ``target`` and keep those touching it.
+
+    Raises:
+        NoOverlapError: none of the ``usable`` outlines of ``shown`` touches ``region``.
+    """
+    near = _near_region(polys, src_crs, target, region)
+    keep = [k for k, ok in zip(keep, near, strict=True) if ok]
+    polys = [g for g, ok in zip(polys, near, strict=True) if ok]
+    if not polys:
+        raise NoOverlapError(
+            f"{shown}: none of its {usable} outlines overlaps the mask "
+            f"({crs_label(target)}); is it the inventory of this region?"
+        )
+    moved = reproject_geometries(np.asarray(polys, dtype=object), src_crs, target)
+    valid_now = shapely.is_valid(moved)
+    if not valid_now.all():  # reprojection can fold tiny slivers; keep only polygonal parts
+        fixed = [
+            g if ok else (_polygonal(shapely.make_valid(g)) or g)
+            for g, ok in zip(moved, valid_now, strict=True)
+        ]
+        moved = np.asarray(fixed, dtype=object)
+    if region is not None:
+        inside = shapely.intersects(moved, region)
+        if not inside.any():
+            raise NoOverlapError(
+                f"{shown}: none of its {usable} outlines overlaps the mask "
+                f"({crs_label(target)}); is it the inventory of this region?"
+            )
+        keep = [k for k, ok in zip(keep, inside, strict=True) if ok]
+        moved = moved[inside]
+    return keep, moved
+
+
+def _inventory_areas(values: dict[str, list[Any]], area_col: str | None, keep: list[int]) -> np.ndarray:
+    """The inventory's own area attribute of the kept outlines (NaN where absent or not a number)."""
+    inv_area = np.full(len(keep), np.nan)
+    if area_col is not None:
+        for j, k in enumerate(keep):
+            v = values[area_col][k]
+            try:
+                inv_area[j] = float(v) if v is not None else np.nan
+            except (TypeError, ValueError):
+                inv_area[j] = np.nan
+    return inv_area
 
 
 def _read_features(src: Any) -> tuple[list[dict[str, Any]], list[BaseGeometry | None]]:
