@@ -47,29 +47,10 @@ def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
     return root
 
 
-def run_demo(
-    out_dir: str | os.PathLike[str] = "demo-output",
-    *,
-    size: int = 384,
-    seed: int = 0,
-    quick: bool = False,
-    overwrite: bool = False,
-    log: Callable[[str], None] = print,
-) -> DemoResult:
-    """Generate scenes, train briefly, segment a second scene, summarise and evaluate.
-
-    The default run uses the real recipe's network (U-Net++ / ResNet34, no pretrained
-    weights: the demo must work offline) for a few short epochs on 128 px patches and
-    takes a few minutes on a 2-core CPU; ``quick`` trains a small U-Net for one epoch.
-    """
-    from geoglacier.inference.segment import segment_scene
-    from geoglacier.measure.evaluate import evaluate_masks, format_metrics
-    from geoglacier.quicklook import write_quicklook
+def _make_scenes(root: Path, size: int, seed: int, overwrite: bool, log: Callable[[str], None]) -> Any:
+    """Step 1: a training scene under ``root/train`` and a second scene to segment."""
     from geoglacier.synthetic import generate_scene
-    from geoglacier.training.loop import train
 
-    root = prepare_out_dir(out_dir, overwrite)
-    result = DemoResult(root)
     train_dir = root / "train"
     (train_dir / "images").mkdir(parents=True, exist_ok=True)
     (train_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -92,21 +73,27 @@ def run_demo(
         nodata_border=True,
         overwrite=overwrite,
     )
-    result.files.update(
-        train_scene=train_scene.scene_path,
-        train_mask=train_scene.mask_path,
-        scene=test.scene_path,
-        reference_mask=test.mask_path,
-    )
+    return train_scene, test
+
+
+def _log_scenes(result: DemoResult, log: Callable[[str], None]) -> None:
+    """Describe both scenes and the glacier fraction of the one to segment."""
     for role in ("train_scene", "scene"):
         log(f"    {role}: {_describe(result.files[role])}")
-    with rasterio.open(test.mask_path) as ds:
+    with rasterio.open(result.files["reference_mask"]) as ds:
         ref = ds.read(1)
     valid = ref != 255
     log(
         f"    glacier fraction of the scene to segment: {float((ref[valid] == 1).mean()):.1%} "
         f"of {int(valid.sum())} valid pixels ({int((~valid).sum())} nodata)"
     )
+
+
+def _train_model(
+    root: Path, quick: bool, seed: int, overwrite: bool, log: Callable[[str], None]
+) -> tuple[Path, Any]:
+    """Step 2: train the demo recipe (or the quick one) on ``root/train``."""
+    from geoglacier.training.loop import train
 
     recipe = (
         dict(arch="Unet", encoder="resnet18", epochs=1, patch_size=64, patches_per_epoch=16, lr=1e-3)
@@ -120,7 +107,7 @@ def run_demo(
     )
     model_path = root / "model.pth"
     trained = train(
-        train_dir,
+        root / "train",
         model_path,
         encoder_weights="none",
         batch_size=4,
@@ -131,20 +118,20 @@ def run_demo(
         log=lambda line: log("    " + line),
         **recipe,
     )
-    result.files.update(
-        model=model_path, metrics_csv=trained.paths.metrics_csv, metrics_png=trained.paths.metrics_png
-    )
+    return model_path, trained
 
-    inventory = _write_demo_inventory(test.mask_path, root / "inventory.gpkg")
-    result.files["inventory"] = inventory
-    log(
-        f"    an inventory for it: {inventory.name}, outlines of the reference glaciers in lon/lat (as RGI ships them)"
-    )
 
+def _segment(
+    result: DemoResult, model_path: Path, inventory: Path, overwrite: bool, log: Callable[[str], None]
+) -> Any:
+    """Step 3: segment the second scene, with summary, outlines and per-glacier areas."""
+    from geoglacier.inference.segment import segment_scene
+
+    root = result.out_dir
     log("3/5 Segmenting the second scene (blended sliding windows) and measuring each glacier ...")
     mask_path, summary_path = root / "mask.tif", root / "summary.json"
     segmented = segment_scene(
-        test.scene_path,
+        result.files["scene"],
         model_path,
         mask_path,
         overlap=0.25,
@@ -167,6 +154,14 @@ def run_demo(
         f"    {segmented.windows_run} windows through the model, {segmented.windows_skipped} skipped (all nodata), "
         f"{segmented.seconds:.1f} s; {segmented.outline_count} glacier polygons"
     )
+    return segmented
+
+
+def _report_segmentation(
+    result: DemoResult, segmented: Any, inventory: Path, overwrite: bool, log: Callable[[str], None]
+) -> None:
+    """Log the area summary and the per-glacier table, and draw the per-glacier quicklook."""
+    root, mask_path = result.out_dir, result.files["mask"]
     if segmented.summary is not None:
         from geoglacier.measure.areas import format_summary
 
@@ -189,19 +184,77 @@ def run_demo(
             overwrite=overwrite,
         )
 
+
+def _evaluate(result: DemoResult, log: Callable[[str], None]) -> None:
+    """Step 4: compare the mask with the reference and write ``evaluation.json``."""
+    from geoglacier.measure.evaluate import evaluate_masks, format_metrics
+
     log("4/5 Evaluating the mask against the reference ...")
-    metrics = evaluate_masks(mask_path, test.mask_path)
+    metrics = evaluate_masks(result.files["mask"], result.files["reference_mask"])
     log(_indent(format_metrics(metrics)))
-    metrics_path = root / "evaluation.json"
+    metrics_path = result.out_dir / "evaluation.json"
     from geoglacier.measure.evaluate import write_metrics_json
 
     write_metrics_json(metrics, metrics_path, overwrite=True)
     result.files["evaluation"] = metrics_path
     result.metrics = metrics
 
+
+def run_demo(
+    out_dir: str | os.PathLike[str] = "demo-output",
+    *,
+    size: int = 384,
+    seed: int = 0,
+    quick: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    """Generate scenes, train briefly, segment a second scene, summarise and evaluate.
+
+    The default run uses the real recipe's network (U-Net++ / ResNet34, no pretrained
+    weights: the demo must work offline) for a few short epochs on 128 px patches and
+    takes a few minutes on a 2-core CPU; ``quick`` trains a small U-Net for one epoch.
+    """
+    # Imported up front, as the steps need them, so a missing dependency fails before any output.
+    from geoglacier.inference.segment import segment_scene  # noqa: F401
+    from geoglacier.measure.evaluate import evaluate_masks, format_metrics  # noqa: F401
+    from geoglacier.quicklook import write_quicklook
+    from geoglacier.synthetic import generate_scene  # noqa: F401
+    from geoglacier.training.loop import train  # noqa: F401
+
+    root = prepare_out_dir(out_dir, overwrite)
+    result = DemoResult(root)
+    train_scene, test = _make_scenes(root, size, seed, overwrite, log)
+    result.files.update(
+        train_scene=train_scene.scene_path,
+        train_mask=train_scene.mask_path,
+        scene=test.scene_path,
+        reference_mask=test.mask_path,
+    )
+    _log_scenes(result, log)
+
+    model_path, trained = _train_model(root, quick, seed, overwrite, log)
+    result.files.update(
+        model=model_path, metrics_csv=trained.paths.metrics_csv, metrics_png=trained.paths.metrics_png
+    )
+
+    inventory = _write_demo_inventory(test.mask_path, root / "inventory.gpkg")
+    result.files["inventory"] = inventory
+    log(
+        f"    an inventory for it: {inventory.name}, outlines of the reference glaciers in lon/lat (as RGI ships them)"
+    )
+
+    segmented = _segment(result, model_path, inventory, overwrite, log)
+    _report_segmentation(result, segmented, inventory, overwrite, log)
+    _evaluate(result, log)
+
     log("5/5 Writing a quicklook PNG ...")
     result.files["quicklook"] = write_quicklook(
-        test.scene_path, mask_path, root / "quicklook.png", reference=test.mask_path, overwrite=overwrite
+        test.scene_path,
+        result.files["mask"],
+        root / "quicklook.png",
+        reference=test.mask_path,
+        overwrite=overwrite,
     )
     log("Outputs:")
     for role, path in result.files.items():

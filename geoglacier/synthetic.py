@@ -559,6 +559,99 @@ def _block_windows(height: int, width: int, tile: int, block: int) -> Iterator[W
                     yield Window(c, r, min(block, width - c), min(block, height - r))
 
 
+def _checked_paths(
+    scene_path: str | os.PathLike[str],
+    mask_path: str | os.PathLike[str],
+    height: int,
+    width: int,
+    block_size: int,
+    overwrite: bool,
+) -> tuple[Path, Path]:
+    """Validate sizes and output paths of :func:`generate_scene`; return both paths."""
+    for name, value in (("height", height), ("width", width), ("block_size", block_size)):
+        if int(value) != value or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    if block_size < 16:
+        raise ConfigError(f"block_size must be at least 16 pixels, got {block_size}")
+    scene_path, mask_path = Path(scene_path), Path(mask_path)
+    if scene_path.resolve() == mask_path.resolve():
+        raise ConfigError(f"scene and mask must be different files, both are {scene_path}")
+    check_output_path(scene_path, overwrite)
+    check_output_path(mask_path, overwrite)
+    return scene_path, mask_path
+
+
+def _scene_profiles(
+    height: int, width: int, grid_crs: CRS, transform: Affine, tile: int, nodata_border: bool
+) -> tuple[dict, dict]:
+    """Rasterio profiles of the scene (5 x float32) and the mask (uint8), tiled and compressed."""
+    common = dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        crs=grid_crs,
+        transform=transform,
+        tiled=True,
+        blockxsize=tile,
+        blockysize=tile,
+        compress="deflate",
+        zlevel=1,
+        bigtiff="if_safer",
+    )
+    scene_profile = dict(common, count=5, dtype="float32", interleave="pixel", predictor=2)
+    if nodata_border:
+        scene_profile["nodata"] = NODATA
+    mask_profile = dict(common, count=1, dtype="uint8", nodata=MASK_NODATA if nodata_border else None)
+    return scene_profile, mask_profile
+
+
+def _describe_outputs(
+    dst: rasterio.io.DatasetWriter, mdst: rasterio.io.DatasetWriter, seed: int, nodata_border: bool
+) -> None:
+    """Band descriptions and tags of the open scene and mask datasets."""
+    tags = {"GEOGLACIER_SYNTHETIC_SEED": str(seed), "GEOGLACIER_SYNTHETIC": "1"}
+    dst.descriptions = BAND_NAMES
+    dst.update_tags(**tags)
+    mdst.descriptions = ("glacier",)
+    mdst.update_tags(
+        **tags,
+        MASK_VALUES="0=not glacier, 1=glacier"
+        + (", 255=nodata (outside footprint)" if nodata_border else ""),
+    )
+
+
+def _write_blocks(
+    dst: rasterio.io.DatasetWriter,
+    mdst: rasterio.io.DatasetWriter,
+    windows: list[Window],
+    seed: int,
+    scene_shape: tuple[int, int],
+    nodata_border: bool,
+    clouds: bool,
+    bar,
+) -> tuple[int, int]:
+    """Render and write every block; return the glacier and valid pixel counts."""
+    glacier = valid = 0
+    for win in windows:
+        bands, mask = render_block(
+            int(win.row_off),
+            int(win.col_off),
+            int(win.height),
+            int(win.width),
+            seed,
+            scene_shape=scene_shape,
+            nodata_border=nodata_border,
+            clouds=clouds,
+        )
+        dst.write(bands, window=win)
+        mdst.write(mask, 1, window=win)
+        glacier += int(np.count_nonzero(mask == 1))
+        valid += int(np.count_nonzero(mask != MASK_NODATA))
+        if bar is not None:
+            bar.update(int(win.height * win.width))
+    return glacier, valid
+
+
 def generate_scene(
     scene_path: str | os.PathLike[str],
     mask_path: str | os.PathLike[str],
@@ -598,44 +691,17 @@ def generate_scene(
         OutputExistsError: an output exists and ``overwrite`` is False.
         OutputPathError: an output folder is missing or not writable.
     """
-    for name, value in (("height", height), ("width", width), ("block_size", block_size)):
-        if int(value) != value or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value}")
-    if block_size < 16:
-        raise ConfigError(f"block_size must be at least 16 pixels, got {block_size}")
-    scene_path, mask_path = Path(scene_path), Path(mask_path)
-    if scene_path.resolve() == mask_path.resolve():
-        raise ConfigError(f"scene and mask must be different files, both are {scene_path}")
-    check_output_path(scene_path, overwrite)
-    check_output_path(mask_path, overwrite)
+    scene_path, mask_path = _checked_paths(scene_path, mask_path, height, width, block_size, overwrite)
     grid_crs, px = resolve_grid(crs, pixel_size)
     transform = scene_transform(grid_crs, px)
     tile = 512 if block_size % 512 == 0 and min(height, width) >= 512 else 256
-    common = dict(
-        driver="GTiff",
-        height=height,
-        width=width,
-        crs=grid_crs,
-        transform=transform,
-        tiled=True,
-        blockxsize=tile,
-        blockysize=tile,
-        compress="deflate",
-        zlevel=1,
-        bigtiff="if_safer",
-    )
-    scene_profile = dict(common, count=5, dtype="float32", interleave="pixel", predictor=2)
-    if nodata_border:
-        scene_profile["nodata"] = NODATA
-    mask_profile = dict(common, count=1, dtype="uint8", nodata=MASK_NODATA if nodata_border else None)
+    scene_profile, mask_profile = _scene_profiles(height, width, grid_crs, transform, tile, nodata_border)
     windows = list(_block_windows(height, width, tile, block_size))
-    glacier = valid = 0
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=height * width, unit="px", unit_scale=True, file=sys.stderr, desc="synthetic scene")
-    tags = {"GEOGLACIER_SYNTHETIC_SEED": str(seed), "GEOGLACIER_SYNTHETIC": "1"}
     try:
         with (
             rasterio.Env(
@@ -646,31 +712,10 @@ def generate_scene(
             rasterio.open(tmp_scene, "w", **scene_profile) as dst,
             rasterio.open(tmp_mask, "w", **mask_profile) as mdst,
         ):
-            dst.descriptions = BAND_NAMES
-            dst.update_tags(**tags)
-            mdst.descriptions = ("glacier",)
-            mdst.update_tags(
-                **tags,
-                MASK_VALUES="0=not glacier, 1=glacier"
-                + (", 255=nodata (outside footprint)" if nodata_border else ""),
+            _describe_outputs(dst, mdst, seed, nodata_border)
+            glacier, valid = _write_blocks(
+                dst, mdst, windows, seed, (height, width), nodata_border, clouds, bar
             )
-            for win in windows:
-                bands, mask = render_block(
-                    int(win.row_off),
-                    int(win.col_off),
-                    int(win.height),
-                    int(win.width),
-                    seed,
-                    scene_shape=(height, width),
-                    nodata_border=nodata_border,
-                    clouds=clouds,
-                )
-                dst.write(bands, window=win)
-                mdst.write(mask, 1, window=win)
-                glacier += int(np.count_nonzero(mask == 1))
-                valid += int(np.count_nonzero(mask != MASK_NODATA))
-                if bar is not None:
-                    bar.update(int(win.height * win.width))
     finally:
         if bar is not None:
             bar.close()
