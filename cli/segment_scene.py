@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from geoglacier.cli.options import date_opt, device_opt, engine_opt, overlap_px_opt, overwrite_opt
@@ -118,28 +120,14 @@ def segment_scene(
     and every output appears only when complete.
     """
     from geoglacier.inference.segment import segment_scene as run
-    from geoglacier.measure.areas import format_summary
 
     if len(model_path) > 1 or uncertainty is not None:
-        if inventory or outlines or len(model_path) < 2:
-            raise click.UsageError(
-                "an ensemble takes two or more --model and no --inventory/--outlines "
-                "(run 'geoglacier glaciers' on its mask); --uncertainty needs an ensemble"
-            )
-        from geoglacier.inference.ensemble import segment_ensemble
-
-        ens = segment_ensemble(
+        _run_ensemble(
             scene, model_path, out, probabilities=probabilities, uncertainty=uncertainty, summary=summary,
             overwrite=overwrite, window=window, overlap=overlap, batch_size=batch_size, blend=blend,
             device=device, precision=precision, tta=tta, engine=engine, overlap_px=overlap_px,
-            pixel_size=pixel_size, progress=progress, date=date,
+            pixel_size=pixel_size, progress=progress, date=date, inventory=inventory, outlines=outlines,
         )  # fmt: skip
-        if ens.summary is not None:
-            click.echo(format_summary(ens.summary))
-        click.echo(f"ensemble of {len(ens.members)} members, threshold {ens.threshold:.3f} (their mean)")
-        for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path):
-            if path is not None:
-                click.echo(f"wrote {path}")
         return
     result = run(
         scene,
@@ -166,6 +154,41 @@ def segment_scene(
         id_column=id_column,
         date=date,
     )
+    _echo_result(result)
+
+
+def _run_ensemble(
+    scene: str,
+    model_path: tuple[str, ...],
+    out: str,
+    *,
+    inventory: str | None,
+    outlines: str | None,
+    **kwargs: Any,
+) -> None:
+    """Segment SCENE with an ensemble of checkpoints and print what it wrote."""
+    from geoglacier.measure.areas import format_summary
+
+    if inventory or outlines or len(model_path) < 2:
+        raise click.UsageError(
+            "an ensemble takes two or more --model and no --inventory/--outlines "
+            "(run 'geoglacier glaciers' on its mask); --uncertainty needs an ensemble"
+        )
+    from geoglacier.inference.ensemble import segment_ensemble
+
+    ens = segment_ensemble(scene, model_path, out, **kwargs)
+    if ens.summary is not None:
+        click.echo(format_summary(ens.summary))
+    click.echo(f"ensemble of {len(ens.members)} members, threshold {ens.threshold:.3f} (their mean)")
+    for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path):
+        if path is not None:
+            click.echo(f"wrote {path}")
+
+
+def _echo_result(result: Any) -> None:
+    """Print a single-model run's areas, timings and the files it wrote."""
+    from geoglacier.measure.areas import format_summary
+
     if result.summary is not None:
         click.echo(format_summary(result.summary))
     else:

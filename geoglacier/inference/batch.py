@@ -249,6 +249,121 @@ def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _check_batch(
+    out: Path,
+    model_path: str | os.PathLike[str],
+    outlines: str | None,
+    workers: int,
+    device: str,
+    options: dict[str, Any],
+    inventory: str | os.PathLike[str] | None,
+    id_column: str | None,
+) -> tuple[str, str | None]:
+    """Fail once, before a cluster starts; return the resolved model and inventory paths."""
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
+    if outlines not in (None, "gpkg", "geojson"):
+        raise ConfigError(f"--outlines {outlines!r}: use gpkg or geojson")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    config_options, _ = _split_options(options)
+    from geoglacier.inference.segment import InferenceConfig
+
+    # Bad options fail here, once, before a cluster starts.
+    InferenceConfig(device=device, **config_options).validate()
+    model = str(Path(model_path).resolve())
+    from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.inference.engines import check_engine
+    from geoglacier.inference.export import read_exported_meta
+
+    # A bad checkpoint or a missing engine fails once, here, not once per scene.
+    check_engine(config_options.get("engine", "auto"))
+    if Path(model).suffix in (".onnx", ".xml"):
+        read_exported_meta(model)
+    else:
+        read_checkpoint(model)
+    inventory_path = None
+    if inventory is not None:
+        from geoglacier.glaciers.inventory import read_inventory
+
+        read_inventory(inventory, None, id_column=id_column)  # a bad inventory fails once, here
+        inventory_path = str(Path(inventory).resolve()) if Path(inventory).exists() else str(inventory)
+    return model, inventory_path
+
+
+def _run_on_cluster(
+    todo: list[SceneOutputs],
+    total: int,
+    model: str,
+    client: Any | None,
+    workers: int,
+    threads_per_worker: int,
+    device: str,
+    options: dict[str, Any],
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    inventory_path: str | None,
+    id_column: str | None,
+) -> list[dict[str, Any]]:
+    """Segment the scenes of ``todo`` on ``client`` (or a LocalCluster started here)."""
+    from distributed import Client, LocalCluster, as_completed
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    own_cluster = None
+    threads: int | None = None
+    if client is None:
+        own_cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+        )
+        try:
+            client = Client(own_cluster)
+        except BaseException:
+            own_cluster.close()
+            raise
+        # Share the machine's cores between the worker processes instead of
+        # letting every torch runtime start one thread per core.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    try:
+        futures = [
+            client.submit(
+                segment_one,
+                plan,
+                model,
+                device,
+                options,
+                overwrite,
+                threads,
+                key=f"segment-{plan.scene.stem}-{uuid.uuid4().hex}",
+                pure=False,
+                inventory=inventory_path,
+                id_column=id_column,
+            )
+            for plan in todo
+        ]
+        bar = tqdm(total=total, initial=total - len(todo), unit="scene", disable=not progress)
+        for future in as_completed(futures):
+            try:
+                row = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker died: report, go on
+                plan = todo[futures.index(future)]
+                row = {"scene": str(plan.scene), "status": "failed", "error": f"worker failed: {exc}"}
+            rows.append(row)
+            bar.update(1)
+            if row["status"] == "failed":
+                log(f"FAILED {row['scene']}: {row.get('error')}")
+        bar.close()
+    finally:
+        if own_cluster is not None:
+            client.close()
+            own_cluster.close()
+    return rows
+
+
 def segment_scenes(
     scenes: Sequence[str | os.PathLike[str]],
     model_path: str | os.PathLike[str],
@@ -287,38 +402,10 @@ def segment_scenes(
     Returns:
         One row per scene (status done, skipped or failed) and the summary path.
     """
-    from distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
-    if outlines not in (None, "gpkg", "geojson"):
-        raise ConfigError(f"--outlines {outlines!r}: use gpkg or geojson")
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    config_options, _ = _split_options(options)
-    from geoglacier.inference.segment import InferenceConfig
-
-    # Bad options fail here, once, before a cluster starts.
-    InferenceConfig(device=device, **config_options).validate()
-    model = str(Path(model_path).resolve())
-    from geoglacier.checkpoint import read_checkpoint
-    from geoglacier.inference.engines import check_engine
-    from geoglacier.inference.export import read_exported_meta
-
-    # A bad checkpoint or a missing engine fails once, here, not once per scene.
-    check_engine(config_options.get("engine", "auto"))
-    if Path(model).suffix in (".onnx", ".xml"):
-        read_exported_meta(model)
-    else:
-        read_checkpoint(model)
-    inventory_path = None
-    if inventory is not None:
-        from geoglacier.glaciers.inventory import read_inventory
-
-        read_inventory(inventory, None, id_column=id_column)  # a bad inventory fails once, here
-        inventory_path = str(Path(inventory).resolve()) if Path(inventory).exists() else str(inventory)
+    model, inventory_path = _check_batch(
+        out, model_path, outlines, workers, device, options, inventory, id_column
+    )
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None)
     result = BatchResult()
@@ -330,57 +417,11 @@ def segment_scenes(
             todo.append(plan)
     if result.rows:
         log(f"Skipping {len(result.rows)} scene(s) whose outputs are complete (--overwrite redoes them)")
-    own_cluster = None
-    threads: int | None = None
     if todo:
-        if client is None:
-            own_cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=threads_per_worker,
-                processes=True,
-                dashboard_address=None,
-            )
-            try:
-                client = Client(own_cluster)
-            except BaseException:
-                own_cluster.close()
-                raise
-            # Share the machine's cores between the worker processes instead of
-            # letting every torch runtime start one thread per core.
-            threads = max(1, (os.cpu_count() or 1) // workers)
-        try:
-            futures = [
-                client.submit(
-                    segment_one,
-                    plan,
-                    model,
-                    device,
-                    options,
-                    overwrite,
-                    threads,
-                    key=f"segment-{plan.scene.stem}-{uuid.uuid4().hex}",
-                    pure=False,
-                    inventory=inventory_path,
-                    id_column=id_column,
-                )
-                for plan in todo
-            ]
-            bar = tqdm(total=len(plans), initial=len(plans) - len(todo), unit="scene", disable=not progress)
-            for future in as_completed(futures):
-                try:
-                    row = future.result()
-                except Exception as exc:  # noqa: BLE001 - a worker died: report, go on
-                    plan = todo[futures.index(future)]
-                    row = {"scene": str(plan.scene), "status": "failed", "error": f"worker failed: {exc}"}
-                result.rows.append(row)
-                bar.update(1)
-                if row["status"] == "failed":
-                    log(f"FAILED {row['scene']}: {row.get('error')}")
-            bar.close()
-        finally:
-            if own_cluster is not None:
-                client.close()
-                own_cluster.close()
+        result.rows += _run_on_cluster(
+            todo, len(plans), model, client, workers, threads_per_worker, device, options,
+            overwrite, progress, log, inventory_path, id_column,
+        )  # fmt: skip
     order = {str(p.scene): i for i, p in enumerate(plans)}
     result.rows.sort(key=lambda r: order.get(r["scene"], len(order)))
     result.summary_csv = write_summary_csv(result.rows, out / SUMMARY_CSV)

@@ -811,6 +811,103 @@ def make_accumulator(
 # ----------------------------------------------------------------------------- top level
 
 
+def _check_scene_run(
+    scene: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    probabilities: str | os.PathLike[str] | None,
+    summary: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    min_area: float,
+    pixel_size: float | None,
+    overwrite: bool,
+    date: str | None,
+    inventory: str | os.PathLike[str] | None,
+    glaciers: str | os.PathLike[str] | None,
+    id_column: str | None,
+) -> tuple[SceneInfo, Any, str | None]:
+    """The checks before the model loads: outputs, options, the scene and the inventory.
+
+    Returns the scene's info, the prepared inventory (or None) and the checked date.
+    """
+    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
+    check_min_area(min_area)
+    if date is not None:
+        date = check_date(date)
+    info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
+    check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
+    inv = prepare_glacier_table(
+        inventory,
+        glaciers,
+        crs=info.crs,
+        transform=info.transform,
+        height=info.height,
+        width=info.width,
+        other_paths=[scene, out, probabilities, summary, outlines],
+        id_column=id_column,
+        overwrite=overwrite,
+        outlines=outlines is not None,
+    )
+    return info, inv, date
+
+
+def _glacier_products(
+    result: SegmentResult,
+    inv: Any,
+    glaciers: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    min_area: float,
+    overwrite: bool,
+) -> SegmentResult:
+    """Write the per-glacier table and the outlines with inventory ids from the finished mask."""
+    if glaciers is not None:
+        table = run_glaciers(
+            result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
+        )
+        extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
+        result = replace(result, extra=extra)
+    if outlines is not None:
+        from geoglacier.measure.outlines import write_outlines
+
+        count = write_outlines(result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids))
+        result = replace(result, outlines=Path(outlines), outline_count=count)
+    return result
+
+
+def _run_segmenter(
+    segmenter: Segmenter,
+    scene: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    inv: Any,
+    *,
+    probabilities: str | os.PathLike[str] | None,
+    summary: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    glaciers: str | os.PathLike[str] | None,
+    min_area: float,
+    pixel_size: float | None,
+    overwrite: bool,
+    progress: bool,
+    date: str | None,
+) -> SegmentResult:
+    """Run the segmenter (SIGTERM as an interrupt), then the inventory's products."""
+    with sigterm_as_interrupt():
+        result = segmenter.run(
+            scene,
+            out,
+            probabilities=probabilities,
+            summary=summary,
+            outlines=outlines if inv is None else None,  # with an inventory: traced below, with ids
+            min_area=min_area,
+            pixel_size=pixel_size,
+            overwrite=overwrite,
+            progress=progress,
+            date=date,
+        )
+        if inv is not None:
+            result = _glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
+    return result
+
+
 def segment_scene(
     scene: str | os.PathLike[str],
     model_path: str | os.PathLike[str],
@@ -887,61 +984,18 @@ def segment_scene(
         InventoryError: a bad inventory (checked before the model runs).
     """
     config = InferenceConfig(
-        window=window,
-        overlap=overlap,
-        overlap_px=overlap_px,
-        batch_size=batch_size,
-        blend=blend,
-        device=device,
-        precision=precision,
-        tta=tta,
-        engine=engine,
-    ).validate()
-    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
-    check_min_area(min_area)
-    if date is not None:
-        date = check_date(date)
-    info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
-    check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
-    inv = prepare_glacier_table(
-        inventory,
-        glaciers,
-        crs=info.crs,
-        transform=info.transform,
-        height=info.height,
-        width=info.width,
-        other_paths=[scene, out, probabilities, summary, outlines],
-        id_column=id_column,
-        overwrite=overwrite,
-        outlines=outlines is not None,
-    )
+        window=window, overlap=overlap, overlap_px=overlap_px, batch_size=batch_size, blend=blend,
+        device=device, precision=precision, tta=tta, engine=engine,
+    ).validate()  # fmt: skip
+    info, inv, date = _check_scene_run(
+        scene, out, probabilities, summary, outlines, min_area, pixel_size, overwrite, date,
+        inventory, glaciers, id_column,
+    )  # fmt: skip
     loaded = load_engine(model_path, engine, device, precision, expected_bands=info.count)
     check_scene_recipe(info.path, loaded.meta.bands)  # warns once for a scene without descriptions
     segmenter = Segmenter(loaded.engine, loaded.meta, config, loaded.reason)
-    with sigterm_as_interrupt():
-        result = segmenter.run(
-            scene,
-            out,
-            probabilities=probabilities,
-            summary=summary,
-            outlines=outlines if inv is None else None,  # with an inventory: traced below, with ids
-            min_area=min_area,
-            pixel_size=pixel_size,
-            overwrite=overwrite,
-            progress=progress,
-            date=date,
-        )
-        if inv is not None and glaciers is not None:
-            table = run_glaciers(
-                result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
-            )
-            extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
-            result = replace(result, extra=extra)
-        if inv is not None and outlines is not None:
-            from geoglacier.measure.outlines import write_outlines
-
-            count = write_outlines(
-                result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids)
-            )
-            result = replace(result, outlines=Path(outlines), outline_count=count)
-    return result
+    return _run_segmenter(
+        segmenter, scene, out, inv, probabilities=probabilities, summary=summary, outlines=outlines,
+        glaciers=glaciers, min_area=min_area, pixel_size=pixel_size, overwrite=overwrite,
+        progress=progress, date=date,
+    )  # fmt: skip
