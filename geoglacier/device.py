@@ -1,7 +1,8 @@
-"""Choose the torch device from a user's ``--device`` string."""
+"""Choose the torch device from a user's ``--device`` string, and what the CPU offers."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
@@ -34,3 +35,21 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             f"cuda:{torch.cuda.device_count() - 1}"
         )
     return torch.device("cuda", index)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where autocast pays off."""
+    cpu = getattr(torch, "cpu", None)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        probe = getattr(cpu, name, None)
+        with contextlib.suppress(Exception):
+            if probe is not None and probe():
+                return True
+    return False
+
+
+def cpu_capability() -> str:
+    """The vector extensions torch dispatches to on this CPU (``AVX2``, ``AVX512``, ``DEFAULT`` ...)."""
+    with contextlib.suppress(Exception):
+        return str(torch.backends.cpu.get_cpu_capability())
+    return "unknown"

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.main import _Group
 from geoglacier.cli.train import train as train_command
-from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
+from geoglacier.training.loop import TrainConfig, TrainPaths, _amp_dtype, read_metrics_csv
 from tests.test_training import write_separable_scenes
 
 FAST_ARGS = [
@@ -216,10 +216,12 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script
     # validation windows finds the same MCC with the saved weights.
     val = make_datasets(data, patch_size=64, val_fraction=0.25, seed=0, augment=False).val
     counts = torch.zeros(4, dtype=torch.int64)
-    with torch.no_grad():
+    # In the precision it validated in (bf16 where this CPU has native bf16).
+    dtype = _amp_dtype(TrainConfig(**meta.train_config), torch.device("cpu"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
         for i in range(len(val)):
             sample = val[i]
-            logits = model(sample["image"][None])
+            logits = model(sample["image"][None]).float()
             counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
     assert mcc_from_counts(*counts.tolist()) == pytest.approx(meta.metrics["val_mcc"], abs=1e-3)
     # ... and the checkpoint segments a scene.

@@ -26,7 +26,7 @@ from geoglacier.cli.train import train as train_command
 from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
 from geoglacier.training.datasets import make_datasets
-from geoglacier.training.loop import TrainPaths, read_metrics_csv
+from geoglacier.training.loop import TrainConfig, TrainPaths, _amp_dtype, read_metrics_csv
 from tests.data import glacier_mask, scene_array, write_raster
 from tests.test_training import write_separable_scenes
 
@@ -65,16 +65,19 @@ def _torchrun(script: Path, *args: str, timeout: float = 240) -> subprocess.Comp
 
 
 def _rescore(out: Path, data: Path, val_fraction: float) -> tuple[float, int]:
-    """Validation MCC of the checkpoint in one process, and the number of samples scored."""
-    model, _ = load_checkpoint(out)
+    """Validation MCC of the checkpoint in one process, and the number of samples scored.
+
+    In the precision training validated in (bf16 autocast where this CPU has native bf16).
+    """
+    model, meta = load_checkpoint(out)
     val = make_datasets(data, patch_size=64, val_fraction=val_fraction, seed=0, augment=False).val
+    dtype = _amp_dtype(TrainConfig(**meta.train_config), torch.device("cpu"))
     counts = torch.zeros(4, dtype=torch.int64)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
         for i in range(len(val)):
             sample = val[i]
-            counts += confusion_counts(
-                model(sample["image"][None]), sample["mask"][None], sample["valid"][None]
-            )
+            logits = model(sample["image"][None]).float()
+            counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
     return mcc_from_counts(*counts.tolist()), len(val)
 
 

@@ -266,3 +266,12 @@ def test_epoch_seeds_differ_by_epoch_and_seed() -> None:
     seeds = {epoch_seed(s, e) for s in range(3) for e in range(1, 50)}
     assert len(seeds) == 3 * 49
     assert epoch_seed(0, 1) == epoch_seed(0, 1)
+
+
+@pytest.mark.parametrize(("native", "amp", "expected"), [(True, True, "bf16"), (False, True, None), (True, False, None)])
+def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native, amp, expected):
+    from geoglacier.training import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
+    dtype = loop._amp_dtype(TrainConfig(amp=amp), torch.device("cpu"))
+    assert dtype == (torch.bfloat16 if expected == "bf16" else None)

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from geoglacier.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint
-from geoglacier.device import resolve_device
+from geoglacier.device import cpu_capability, cpu_has_bf16, resolve_device
 from geoglacier.errors import CheckpointError, ConfigError, GeoglacierWarning
 from geoglacier.inference.export import cached_export, read_exported_meta, require
 
@@ -75,24 +75,6 @@ class Engine(Protocol):
 
 
 # ------------------------------------------------------------------------------ precision
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where autocast pays off."""
-    cpu = getattr(torch, "cpu", None)
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        probe = getattr(cpu, name, None)
-        with contextlib.suppress(Exception):
-            if probe is not None and probe():
-                return True
-    return False
-
-
-def cpu_capability() -> str:
-    """The vector extensions torch dispatches to on this CPU (``AVX2``, ``AVX512``, ``DEFAULT`` ...)."""
-    with contextlib.suppress(Exception):
-        return str(torch.backends.cpu.get_cpu_capability())
-    return "unknown"
 
 
 def warn_if_emulated_bf16(precision: str) -> None:

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from geoglacier.device import cpu_has_bf16
 from geoglacier.errors import CheckpointError, ConfigError, DistributedError, Interrupted, OutputExistsError
 from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
@@ -119,7 +120,8 @@ class TrainConfig:
         seed: seeds the split, the windows, augmentation, weights init and batch order.
         num_workers: DataLoader worker processes (None: :func:`default_num_workers`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
+        amp: mixed precision: on CUDA bf16 where supported, else fp16 with a GradScaler; on a
+            CPU bf16 only where it is native (AVX512-BF16 or AMX), else fp32.
         augment: flips, rotations, affine and gain/offset on training patches.
         augment_radiometric: also per-band gain/offset, saturation and gamma
             (:func:`geoglacier.training.augment.build_augment`).
@@ -529,9 +531,16 @@ def _run_epoch(
 
 
 def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if not config.amp or device.type != "cuda":
+    """Autocast dtype: bf16 (or fp16 with a scaler) on CUDA, bf16 on a CPU with native bf16.
+
+    On a CPU without native bf16 (AVX2 only), bf16 is emulated and slower than fp32, so
+    training stays fp32 there.
+    """
+    if not config.amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
 def _check_resume_config(saved: dict[str, Any], config: TrainConfig, state_path: Path) -> None:
@@ -794,6 +803,8 @@ def _setup(
         log(
             f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
         )
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
+    log(f"Training on {device} in {precision} mixed precision" if amp_dtype else f"Training on {device} in fp32")
     return run
 
 
