@@ -268,7 +268,9 @@ def test_epoch_seeds_differ_by_epoch_and_seed() -> None:
     assert epoch_seed(0, 1) == epoch_seed(0, 1)
 
 
-@pytest.mark.parametrize(("native", "amp", "expected"), [(True, True, "bf16"), (False, True, None), (True, False, None)])
+@pytest.mark.parametrize(
+    ("native", "amp", "expected"), [(True, True, "bf16"), (False, True, None), (True, False, None)]
+)
 def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native, amp, expected):
     from geoglacier.training import loop
 

@@ -804,7 +804,11 @@ def _setup(
             f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
         )
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
-    log(f"Training on {device} in {precision} mixed precision" if amp_dtype else f"Training on {device} in fp32")
+    log(
+        f"Training on {device} in {precision} mixed precision"
+        if amp_dtype
+        else f"Training on {device} in fp32"
+    )
     return run
 
 
