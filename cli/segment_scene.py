@@ -172,8 +172,8 @@ def _run_ensemble(
 
     if outlines or len(model_path) < 2:
         raise click.UsageError(
-            "an ensemble takes two or more --model and no --outlines (yet: trace its mask "
-            "with geoglacier.measure.outlines.write_outlines); --uncertainty needs an ensemble"
+            "an ensemble takes two or more --model and no --outlines (not supported for "
+            "ensembles yet); --uncertainty needs an ensemble"
         )
     from geoglacier.inference.ensemble import segment_ensemble
 

@@ -195,4 +195,8 @@ def test_segment_scene_ensemble_table_has_the_ensemble_uncertainty(
         cli, [*args[:7], str(tmp_path / "m2.tif"), "--glaciers", str(tmp_path / "g2.csv"), "--no-progress"]
     )
     assert bad.exit_code != 0 and "--glaciers needs --inventory" in bad.output
+    bad = CliRunner().invoke(
+        cli, [*args[:7], str(tmp_path / "m2.tif"), "--inventory", str(inv), "--no-progress"]
+    )
+    assert bad.exit_code != 0 and "needs --glaciers" in bad.output
     assert not (tmp_path / "m2.tif").exists()

@@ -188,8 +188,8 @@ def segment_ensemble(
     targets = [Path(out), *(Path(p) for p in (probabilities, uncertainty, summary) if p is not None)]
     for target in targets:
         check_output_path(target, overwrite)
-    inv = _prepare_inventory(scene, inventory, glaciers, [out, probabilities, uncertainty, summary],
-                             id_column, overwrite)  # fmt: skip
+    outputs = [out, probabilities, uncertainty, summary]
+    inv = _prepare_inventory(scene, inventory, glaciers, outputs, id_column, overwrite)
     threshold = member_threshold(model_paths)
     parent = Path(out).parent if str(Path(out).parent) else Path(".")
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}ensemble-", dir=parent) as tmp:
