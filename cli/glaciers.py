@@ -47,6 +47,13 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     default=None,
     help="Probability raster on the mask's grid: adds the model spread between p >= 0.4 and 0.6.",
 )
+@click.option(
+    "--uncertainty",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Ensemble spread raster written by 'segment-scene --uncertainty' (std of the members' "
+    "probabilities, on the mask's grid): adds uncertainty_ensemble_km2.",
+)
 @progress_opt
 @overwrite_opt
 def glaciers(
@@ -60,6 +67,7 @@ def glaciers(
     min_coverage: float,
     ring_pixels: int,
     probabilities: str | None,
+    uncertainty: str | None,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -76,6 +84,7 @@ def glaciers(
         summary=summary,
         quicklook=quicklook,
         probabilities=probabilities,
+        spread=uncertainty,
         id_column=id_column,
         layer=layer,
         min_coverage=min_coverage,

@@ -25,7 +25,8 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     "--uncertainty",
     type=_out_path,
     default=None,
-    help="Ensembles: also write the members' probability spread (std) as a COG.",
+    help="Ensembles: also write the members' probability spread (std) as a COG; with --glaciers, "
+    "the table gets its uncertainty_ensemble_km2.",
 )
 @click.option(
     "--out", required=True, type=_out_path, help="Mask COG to write (1 glacier, 0 not, 255 nodata)."
@@ -126,7 +127,8 @@ def segment_scene(
             scene, model_path, out, probabilities=probabilities, uncertainty=uncertainty, summary=summary,
             overwrite=overwrite, window=window, overlap=overlap, batch_size=batch_size, blend=blend,
             device=device, precision=precision, tta=tta, engine=engine, overlap_px=overlap_px,
-            pixel_size=pixel_size, progress=progress, date=date, inventory=inventory, outlines=outlines,
+            pixel_size=pixel_size, progress=progress, date=date, inventory=inventory, glaciers=glaciers,
+            id_column=id_column, outlines=outlines,
         )  # fmt: skip
         return
     result = run(
@@ -162,17 +164,16 @@ def _run_ensemble(
     model_path: tuple[str, ...],
     out: str,
     *,
-    inventory: str | None,
     outlines: str | None,
     **kwargs: Any,
 ) -> None:
     """Segment SCENE with an ensemble of checkpoints and print what it wrote."""
     from geoglacier.measure.areas import format_summary
 
-    if inventory or outlines or len(model_path) < 2:
+    if outlines or len(model_path) < 2:
         raise click.UsageError(
-            "an ensemble takes two or more --model and no --inventory/--outlines "
-            "(run 'geoglacier glaciers' on its mask); --uncertainty needs an ensemble"
+            "an ensemble takes two or more --model and no --outlines (not supported for "
+            "ensembles yet); --uncertainty needs an ensemble"
         )
     from geoglacier.inference.ensemble import segment_ensemble
 
@@ -180,7 +181,11 @@ def _run_ensemble(
     if ens.summary is not None:
         click.echo(format_summary(ens.summary))
     click.echo(f"ensemble of {len(ens.members)} members, threshold {ens.threshold:.3f} (their mean)")
-    for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path):
+    if ens.glacier_totals is not None:
+        from geoglacier.glaciers.areas import format_totals
+
+        click.echo(format_totals(ens.glacier_totals))
+    for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path, ens.glaciers):
         if path is not None:
             click.echo(f"wrote {path}")
 

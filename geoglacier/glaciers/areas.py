@@ -37,6 +37,12 @@ Columns of the table (one row per inventory glacier that reaches the mask):
     (only with a probability raster) half the spread of the areas inside the outline at
     the two thresholds around the 0.5 decision threshold (default 0.4 and 0.6):
     ``(area(p >= 0.4) - area(p >= 0.6)) / 2``, what the model itself is unsure of.
+``uncertainty_ensemble_km2``
+    (only with an ensemble spread raster, ``segment-scene --uncertainty``) the area the
+    ensemble's members disagree about: the sum over the outline's valid pixels of the
+    members' standard deviation of the glacier probability times the pixel's true area,
+    in km2; 0 where all members agree. Summing per-pixel spreads is the fully correlated
+    bound, the same error model as the totals. A NaN (nodata) spread counts as 0.
 ``low_coverage``
     ``coverage < min_coverage``: kept in the table, left out of the totals.
 
@@ -51,7 +57,7 @@ import itertools
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +68,13 @@ import rasterio
 import shapely
 from shapely.geometry import mapping
 
-from geoglacier.errors import ConfigError, CRSMissingError, InventoryError, NoOverlapError
+from geoglacier.errors import (
+    ConfigError,
+    CRSMissingError,
+    InvalidRasterError,
+    InventoryError,
+    NoOverlapError,
+)
 from geoglacier.glaciers.inventory import Inventory, footprint, geodesic_area_perimeter, read_inventory
 from geoglacier.glaciers.zones import WINDOW, ZoneRasterizer, grid_windows
 from geoglacier.io.atomic import atomic_output, check_output_path
@@ -88,6 +100,7 @@ class ZoneSums:
         pixels: pixel count of each zone.
         ring_mapped: glacier area in each glacier's ring.
         prob_low, prob_high: area with probability >= each threshold (None without probabilities).
+        spread: sum of true area x ensemble spread over valid pixels (None without a spread raster).
         grid_area, grid_pixels: the whole grid (for a mean pixel size).
         mask_glacier: all glacier area of the mask.
     """
@@ -99,6 +112,7 @@ class ZoneSums:
     ring_mapped: np.ndarray
     prob_low: np.ndarray | None = None
     prob_high: np.ndarray | None = None
+    spread: np.ndarray | None = None
     grid_area: float = 0.0
     grid_pixels: int = 0
     mask_glacier: float = 0.0
@@ -111,22 +125,26 @@ def zone_sums(
     *,
     probabilities: str | os.PathLike[str] | None = None,
     thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    spread: str | os.PathLike[str] | None = None,
     window: int = WINDOW,
     progress: bool = False,
 ) -> ZoneSums:
     """Sum true areas per zone over a mask, window by window (bounded memory).
 
     ``zones`` must be built on the mask's grid. Any mask on any grid works: this is the
-    building block for comparing several dates of one region.
+    building block for comparing several dates of one region. ``spread`` is an ensemble
+    spread raster (the members' std, ``segment-scene --uncertainty``) on the mask's grid.
 
     Raises:
         CRSMissingError: the mask has no CRS.
-        GridMismatchError: ``probabilities`` is not on the mask's grid.
+        GridMismatchError: ``probabilities`` or ``spread`` is not on the mask's grid.
+        InvalidRasterError: ``spread`` holds values outside [0, 1].
         MaskError: the mask holds values other than 0/1 (and nodata).
     """
     info = inspect_mask(mask)
     _check_zone_grid(info, zones)
     prob_info = _check_probabilities(probabilities, info, thresholds)
+    spread_info = _check_spread(spread, info)
     field_ = pixel_area_field(info.transform, info.crs, info.height, info.width, source=str(info.path))
     n = len(zones) + 1
     sums = ZoneSums(
@@ -139,10 +157,12 @@ def zone_sums(
         prob_high=None if prob_info is None else np.zeros(n),
         method=field_.method,
     )
-    acc, counts, sums.grid_pixels = _accumulate_windows(
-        info, zones, prob_info, field_, thresholds, window, progress
+    acc, spread_acc, counts, sums.grid_pixels = _accumulate_windows(
+        info, zones, (prob_info, spread_info), field_, thresholds, window, progress
     )
     _fill_zone_sums(sums, acc, counts, len(zones))
+    if spread_acc is not None:
+        sums.spread = _valid_outline_sums(spread_acc, len(zones))
     return sums
 
 
@@ -162,16 +182,18 @@ def _check_zone_grid(info: SceneInfo, zones: ZoneRasterizer) -> None:
 def _accumulate_windows(
     info: SceneInfo,
     zones: ZoneRasterizer,
-    prob_info: SceneInfo | None,
+    rasters: tuple[SceneInfo | None, SceneInfo | None],
     field_: Any,
     thresholds: tuple[float, float],
     window: int,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
     """Weighted per-label, per-band, per-class area sums over all windows of the mask.
 
-    Returns ``(acc, counts, grid_pixels)``: ``acc`` of shape (2m+1, bands, 3), the pixel
-    count per label, and the number of pixels read.
+    ``rasters`` are the probability and ensemble spread rasters (either may be None).
+    Returns ``(acc, spread_acc, counts, grid_pixels)``: ``acc`` of shape (2m+1, bands, 3),
+    ``spread_acc`` the same sums weighted by area x spread (None without a spread
+    raster), the pixel count per label, and the number of pixels read.
     """
     windows = list(grid_windows(info.height, info.width, info.block_shape, size=window))
     from tqdm.auto import tqdm
@@ -180,12 +202,13 @@ def _accumulate_windows(
     # label * classes + class, with the label of ZoneRasterizer.labels (0 none, 1..m
     # rings, m+1..2m outlines) and the class nodata / not glacier / glacier, times three
     # probability bands (below low, between, at or above high) when probabilities are given.
+    # The spread sums reuse the same codes with area x spread as the weights.
+    prob_info, spread_info = rasters
     m = len(zones)
     bands = 1 if prob_info is None else 3
-    classes = 3 * bands
-    lut = np.zeros(256, dtype=np.int64)
-    lut[0], lut[1] = 1, 2  # everything else (255) is nodata: class 0
-    acc = np.zeros((2 * m + 1, bands, 3))
+    shape = (2 * m + 1, bands, 3)
+    acc = np.zeros(shape).ravel()
+    spread_acc = None if spread_info is None else np.zeros_like(acc)
     counts = np.zeros(2 * m + 1, dtype=np.int64)
     grid_pixels = 0
     bar = tqdm(
@@ -196,30 +219,77 @@ def _accumulate_windows(
             # A fresh handle per row of windows: closing it drops the tiles GDAL cached for
             # that row, so GDAL's block cache (5 % of RAM by default) never fills up with
             # the scene, whatever GDAL_CACHEMAX the caller runs with.
-            with rasterio.open(info.path) as ds, _maybe_open(prob_info) as pds:
+            with (
+                rasterio.open(info.path) as ds,
+                _maybe_open(prob_info) as pds,
+                _maybe_open(spread_info) as sds,
+            ):
                 for win in row:
-                    block = _read_block(ds, win, info)
-                    h, w = block.shape
-                    area = np.broadcast_to(
-                        field_.block_area(int(win.row_off), int(win.col_off), h, w), (h, w)
-                    ).ravel()
-                    labels = zones.labels(win).ravel()
-                    code = lut[block.ravel()]
-                    if pds is not None:
-                        p = pds.read(1, window=win).ravel()
-                        code += 3 * (
-                            (p >= thresholds[0]).astype(np.int64) + (p >= thresholds[1])
-                        )  # NaN: band 0
-                    code += labels.astype(np.int64) * classes
-                    acc += np.bincount(code, weights=area, minlength=(2 * m + 1) * classes).reshape(
-                        2 * m + 1, bands, 3
-                    )
+                    code, labels, area = _window_codes(ds, pds, win, info, zones, field_, thresholds)
+                    acc += np.bincount(code, weights=area, minlength=acc.size)
+                    if spread_acc is not None:
+                        weights = area * _read_spread(sds, win, spread_info)
+                        spread_acc += np.bincount(code, weights=weights, minlength=acc.size)
                     counts += np.bincount(labels, minlength=2 * m + 1)
-                    grid_pixels += h * w
+                    grid_pixels += labels.size
                     bar.update()
     finally:
         bar.close()
-    return acc, counts, grid_pixels
+    return acc.reshape(shape), None if spread_acc is None else spread_acc.reshape(shape), counts, grid_pixels
+
+
+_CLASS_LUT = np.zeros(256, dtype=np.int64)
+_CLASS_LUT[0], _CLASS_LUT[1] = 1, 2  # everything else (255) is nodata: class 0
+
+
+def _window_codes(
+    ds: Any,
+    pds: Any,
+    win: Any,
+    info: SceneInfo,
+    zones: ZoneRasterizer,
+    field_: Any,
+    thresholds: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bincount code, zone label and true area (m^2) of every pixel of one window, flat."""
+    block = _read_block(ds, win, info)
+    h, w = block.shape
+    area = np.broadcast_to(field_.block_area(int(win.row_off), int(win.col_off), h, w), (h, w)).ravel()
+    labels = zones.labels(win).ravel()
+    code = _CLASS_LUT[block.ravel()]
+    classes = 3
+    if pds is not None:
+        p = pds.read(1, window=win).ravel()
+        code += 3 * ((p >= thresholds[0]).astype(np.int64) + (p >= thresholds[1]))  # NaN: band 0
+        classes = 9
+    code += labels.astype(np.int64) * classes
+    return code, labels, area
+
+
+def _read_spread(ds: Any, win: Any, info: SceneInfo) -> np.ndarray:
+    """One window of the spread raster, flat float64, with NaN and nodata as 0.
+
+    Raises:
+        InvalidRasterError: a value outside [0, 1], which no spread of probabilities has.
+    """
+    spread = ds.read(1, window=win).astype(np.float64).ravel()
+    missing = np.isnan(spread)
+    if info.nodata is not None and not math.isnan(info.nodata):
+        missing |= spread == info.nodata
+    spread[missing] = 0.0
+    if spread.size and (spread.min() < 0.0 or spread.max() > 1.0):
+        raise InvalidRasterError(
+            f"{info.path}: values from {spread.min():g} to {spread.max():g} in window "
+            f"row {win.row_off}, col {win.col_off}; an ensemble spread (std of probabilities) lies "
+            "in [0, 1]; pass the raster written by 'segment-scene --uncertainty'"
+        )
+    return spread
+
+
+def _valid_outline_sums(acc: np.ndarray, m: int) -> np.ndarray:
+    """Per zone (0 = no outline, then glacier 1..m) sums of ``acc`` over the valid classes."""
+    outlines = np.r_[0, m + 1 : 2 * m + 1]
+    return acc[outlines][:, :, 1:].sum(axis=(1, 2))
 
 
 def _fill_zone_sums(sums: ZoneSums, acc: np.ndarray, counts: np.ndarray, m: int) -> None:
@@ -278,6 +348,15 @@ def _check_probabilities(
     return info
 
 
+def _check_spread(spread: str | os.PathLike[str] | None, mask: SceneInfo) -> SceneInfo | None:
+    """Inspect an ensemble spread raster: one band, on the mask's grid (else GridMismatchError)."""
+    if spread is None:
+        return None
+    info = inspect_scene(spread, expected_bands=1, what="ensemble spread raster", warn_no_crs=False)
+    check_same_grid(mask, info)
+    return info
+
+
 @dataclass(frozen=True)
 class GlacierTotals:
     """Totals over the glaciers whose coverage reaches ``min_coverage`` (see the module doc)."""
@@ -295,11 +374,13 @@ class GlacierTotals:
     mapped_area_km2: float
     uncertainty_buffer_km2: float
     uncertainty_probability_km2: float | None
+    uncertainty_ensemble_km2: float | None
     ring_area_km2: float
     mapped_outside_outlines_km2: float
     mask_glacier_area_km2: float
     ring_pixels: int
     thresholds: tuple[float, float] | None
+    spread_raster: str | None = None
     error_model: str = "fully correlated: per-glacier uncertainties are summed"
     id_column: str = ""
 
@@ -327,6 +408,7 @@ def glacier_areas(
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     ring_pixels: int = DEFAULT_RING_PIXELS,
     thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    spread: str | os.PathLike[str] | None = None,
     window: int = WINDOW,
     progress: bool = False,
 ) -> GlacierAreas:
@@ -342,6 +424,9 @@ def glacier_areas(
         min_coverage: glaciers covered less than this are flagged and left out of the totals.
         ring_pixels: width in pixels of the ring outside each outline.
         thresholds: the two probability thresholds around 0.5.
+        spread: ensemble spread raster (the members' std of the probability, written by
+            ``segment-scene --uncertainty``) on the mask's grid, for
+            ``uncertainty_ensemble_km2``.
         window: edge in pixels of the windows read at once (memory ~ 20 bytes per pixel of it).
         progress: show a progress bar of windows (on a terminal only).
 
@@ -362,6 +447,7 @@ def glacier_areas(
             "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
         )
     _check_probabilities(probabilities, info, thresholds)
+    _check_spread(spread, info)
     grid = footprint(info.transform, info.height, info.width)
     mask_crs = to_pyproj_crs(info.crs)
     if isinstance(inventory, Inventory):
@@ -379,10 +465,13 @@ def glacier_areas(
         inv = read_inventory(inventory, info.crs, region=grid, id_column=id_column, layer=layer)
     zr = ZoneRasterizer(inv.geometries, info.transform, info.height, info.width, ring_pixels=ring_pixels)
     sums = zone_sums(
-        mask, zr, probabilities=probabilities, thresholds=thresholds, window=window, progress=progress
-    )
+        mask, zr, probabilities=probabilities, thresholds=thresholds, spread=spread, window=window,
+        progress=progress,
+    )  # fmt: skip
     table = _table(inv, sums, grid, mask_crs, min_coverage)
-    totals = _totals(table, sums, inv, info, mask_crs, min_coverage, ring_pixels, thresholds, probabilities)
+    totals = _totals(table, sums, inv, info, mask_crs, min_coverage, ring_pixels, thresholds)
+    if spread is not None:
+        totals = replace(totals, spread_raster=str(spread))
     return GlacierAreas(table=table, totals=totals, geometries=inv.geometries, crs=mask_crs)
 
 
@@ -429,6 +518,8 @@ def _table(
     }
     if sums.prob_low is not None and sums.prob_high is not None:
         data["uncertainty_probability_km2"] = (sums.prob_low[1:] - sums.prob_high[1:]) / 2 / 1e6
+    if sums.spread is not None:
+        data["uncertainty_ensemble_km2"] = sums.spread[1:] / 1e6
     data["low_coverage"] = coverage < min_coverage
     return pd.DataFrame(data)
 
@@ -442,10 +533,13 @@ def _totals(
     min_coverage: float,
     ring_pixels: int,
     thresholds: tuple[float, float],
-    probabilities: str | os.PathLike[str] | None,
 ) -> GlacierTotals:
     counted = table[~table["low_coverage"]]
     inv_area = counted["inventory_area_km2"]
+
+    def total(column: str) -> float | None:
+        return float(counted[column].sum()) if column in counted else None
+
     return GlacierTotals(
         mask=str(info.path),
         inventory=inv.source,
@@ -459,16 +553,13 @@ def _totals(
         outline_area_km2=float(counted["outline_area_km2"].sum()),
         mapped_area_km2=float(counted["mapped_area_km2"].sum()),
         uncertainty_buffer_km2=float(counted["uncertainty_buffer_km2"].sum()),
-        uncertainty_probability_km2=(
-            float(counted["uncertainty_probability_km2"].sum())
-            if "uncertainty_probability_km2" in counted
-            else None
-        ),
+        uncertainty_probability_km2=total("uncertainty_probability_km2"),
+        uncertainty_ensemble_km2=total("uncertainty_ensemble_km2"),
         ring_area_km2=float(counted["ring_area_km2"].sum()),
         mapped_outside_outlines_km2=float(sums.mapped[0] / 1e6),
         mask_glacier_area_km2=sums.mask_glacier / 1e6,
         ring_pixels=int(ring_pixels),
-        thresholds=tuple(thresholds) if probabilities is not None else None,
+        thresholds=tuple(thresholds) if "uncertainty_probability_km2" in table else None,
         id_column=inv.id_column,
     )
 
@@ -497,6 +588,8 @@ def format_totals(totals: GlacierTotals) -> str:
     if totals.uncertainty_probability_km2 is not None and totals.thresholds is not None:
         lo, hi = totals.thresholds
         rows.append((f"model spread (p {lo:g}-{hi:g})", f"+/- {totals.uncertainty_probability_km2:,.4f} km2"))
+    if totals.uncertainty_ensemble_km2 is not None:
+        rows.append(("ensemble spread (std)", f"+/- {totals.uncertainty_ensemble_km2:,.4f} km2"))
     rows += [
         (f"mapped in {totals.ring_pixels}-px rings", km2(totals.ring_area_km2)),
         ("mapped outside outlines", km2(totals.mapped_outside_outlines_km2)),
@@ -508,15 +601,20 @@ def format_totals(totals: GlacierTotals) -> str:
 
 
 def format_table(table: pd.DataFrame, rows: int = 10) -> str:
-    """The largest ``rows`` glaciers of a table as text: area, mapped area +/- buffer, coverage, recall."""
+    """The largest ``rows`` glaciers of a table as text: area, mapped area +/- buffer, coverage,
+    recall, and the ensemble spread when the table has it."""
     top = table.sort_values("outline_area_km2", ascending=False).head(rows)
-    lines = [f"{'id':<16} {'outline km2':>11} {'mapped km2':>21} {'coverage':>8} {'recall':>6}"]
+    ensemble = "uncertainty_ensemble_km2" in table
+    head = f"{'id':<16} {'outline km2':>11} {'mapped km2':>21} {'coverage':>8} {'recall':>6}"
+    lines = [head + (f" {'ens. km2':>9}" if ensemble else "")]
     for r in top.itertuples(index=False):
         mapped = f"{r.mapped_area_km2:.3f} +/- {r.uncertainty_buffer_km2:.3f}"
         flag = "  (low coverage)" if r.low_coverage else ""
         recall = "n/a" if pd.isna(r.recall) else f"{r.recall:.2f}"
+        spread = f" {r.uncertainty_ensemble_km2:>9.3f}" if ensemble else ""
         lines.append(
-            f"{str(r.glacier_id):<16} {r.outline_area_km2:>11.3f} {mapped:>21} {r.coverage:>8.2f} {recall:>6}{flag}"
+            f"{str(r.glacier_id):<16} {r.outline_area_km2:>11.3f} {mapped:>21} {r.coverage:>8.2f} "
+            f"{recall:>6}{spread}{flag}"
         )
     if len(table) > rows:
         lines.append(f"... and {len(table) - rows} more")

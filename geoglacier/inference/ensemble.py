@@ -13,6 +13,10 @@ folder beside the output. The rasters are then combined tile by tile:
 
 Memory follows one output tile per member, not the scene; the temporaries (K
 probability COGs) are removed whatever happens, and the outputs appear only complete.
+
+With an inventory, the per-glacier table of the mask follows
+(:func:`~geoglacier.glaciers.areas.run_glaciers`, as for one model); the uncertainty
+raster, when written, gives its ``uncertainty_ensemble_km2`` column.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from rasterio.windows import Window
 
 from geoglacier.checkpoint import read_checkpoint
 from geoglacier.errors import CheckpointError, ConfigError
+from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
 from geoglacier.io.atomic import TMP_PREFIX, check_output_path
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
+from geoglacier.io.scene import inspect_scene
 from geoglacier.measure.areas import summarize_mask, write_summary_json
 
 
@@ -49,6 +55,8 @@ class EnsembleResult:
     members: tuple[Path, ...]
     threshold: float
     summary: Any = None
+    glaciers: Path | None = None
+    glacier_totals: Any = None
 
 
 def member_threshold(model_paths: Sequence[str | os.PathLike[str]]) -> float:
@@ -145,6 +153,9 @@ def segment_ensemble(
     probabilities: str | os.PathLike[str] | None = None,
     uncertainty: str | os.PathLike[str] | None = None,
     summary: str | os.PathLike[str] | None = None,
+    inventory: str | os.PathLike[str] | None = None,
+    glaciers: str | os.PathLike[str] | None = None,
+    id_column: str | None = None,
     overwrite: bool = False,
     **segment_options: Any,
 ) -> EnsembleResult:
@@ -157,6 +168,9 @@ def segment_ensemble(
         probabilities: also write the mean probability COG.
         uncertainty: also write the members' standard deviation COG.
         summary: also write the area summary JSON of the mask.
+        inventory, glaciers, id_column: glacier outlines, and the per-glacier table (.gpkg
+            or .csv) to write from the mask, as for one model; read and checked before
+            any member runs. With ``uncertainty`` the table has ``uncertainty_ensemble_km2``.
         overwrite: replace existing outputs.
         **segment_options: passed to each member's ``segment_scene`` (window, overlap,
             batch_size, blend, device, precision, tta, pixel_size, progress, date ...).
@@ -165,6 +179,7 @@ def segment_ensemble(
         ConfigError: fewer than two members.
         CheckpointError: members trained on different bands.
         OutputExistsError: an output exists and ``overwrite`` is False.
+        InventoryError, CRSMissingError: a bad inventory, or one for a scene without CRS.
     """
     from geoglacier.inference.segment import segment_scene
 
@@ -173,6 +188,8 @@ def segment_ensemble(
     targets = [Path(out), *(Path(p) for p in (probabilities, uncertainty, summary) if p is not None)]
     for target in targets:
         check_output_path(target, overwrite)
+    outputs = [out, probabilities, uncertainty, summary]
+    inv = _prepare_inventory(scene, inventory, glaciers, outputs, id_column, overwrite)
     threshold = member_threshold(model_paths)
     parent = Path(out).parent if str(Path(out).parent) else Path(".")
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}ensemble-", dir=parent) as tmp:
@@ -188,6 +205,11 @@ def segment_ensemble(
     if summary is not None:
         area = summarize_mask(out, segment_options.get("pixel_size"))
         write_summary_json(area, summary, overwrite)
+    totals = None
+    if inv is not None and glaciers is not None:
+        totals = run_glaciers(
+            out, inv, glaciers, overwrite=overwrite, probabilities=out_p, spread=out_u
+        ).totals
     return EnsembleResult(
         mask=Path(out),
         probabilities=out_p,
@@ -196,4 +218,28 @@ def segment_ensemble(
         members=tuple(Path(p) for p in model_paths),
         threshold=threshold,
         summary=area,
+        glaciers=Path(glaciers) if totals is not None else None,
+        glacier_totals=totals,
     )
+
+
+def _prepare_inventory(
+    scene: str | os.PathLike[str],
+    inventory: str | os.PathLike[str] | None,
+    glaciers: str | os.PathLike[str] | None,
+    outputs: list[str | os.PathLike[str] | None],
+    id_column: str | None,
+    overwrite: bool,
+) -> Any:
+    """Read the inventory onto the scene's grid and check the table path, before any member runs."""
+    if inventory is None and glaciers is None:
+        return None
+    if inventory is not None and glaciers is None:
+        raise ConfigError(
+            "an ensemble's --inventory needs --glaciers TABLE (.gpkg or .csv): nothing would use it"
+        )
+    info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
+    return prepare_glacier_table(
+        inventory, glaciers, crs=info.crs, transform=info.transform, height=info.height, width=info.width,
+        other_paths=[scene, *outputs], id_column=id_column, overwrite=overwrite,
+    )  # fmt: skip
