@@ -46,12 +46,22 @@ from geoglacier.cli.options import overwrite_opt
     help="DataLoader workers [0 up to 2 cores, else min(4, cores - 2)].",
 )
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
+@click.option(
+    "--amp/--no-amp",
+    default=None,
+    help="Mixed precision: on CUDA, and bf16 on CPUs with native bf16 (AVX512-BF16, AMX) [on].",
+)
 @click.option("--augment/--no-augment", default=None, help="Augment training patches [on].")
 @click.option(
     "--augment-radiometric/--no-augment-radiometric",
     default=None,
     help="Also per-band gain/offset, saturation and gamma [off].",
+)
+@click.option(
+    "--ema",
+    type=float,
+    default=None,
+    help="Decay of a moving average of the weights, per step; validated and saved instead (0: off) [0].",
 )
 @click.option("--lr-factor", type=float, default=None, help="ReduceLROnPlateau factor [0.1].")
 @click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")

@@ -277,3 +277,46 @@ def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native, a
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
     dtype = loop._amp_dtype(TrainConfig(amp=amp), torch.device("cpu"))
     assert dtype == (torch.bfloat16 if expected == "bf16" else None)
+
+
+def test_ema_checkpoint_is_the_moving_average_of_the_steps(
+    separable: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decay, name = 0.6, "encoder.conv1.weight"
+    steps: list[torch.Tensor] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
+        out = step(self, *args, **kwargs)
+        steps.append(self.param_groups[0]["params"][0].detach().clone())  # the first conv's weight
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    out = tmp_path / "ema.pth"
+    opts = {**FAST, "patches_per_epoch": 12, "lr": 1e-2, "amp": False, "calibrate": False}
+    result = train(separable, out, epochs=1, ema=decay, log=lambda _: None, **opts)
+    assert len(steps) == 3
+    expected = steps[0]  # the average starts at the weights after the first step
+    for w in steps[1:]:
+        expected = decay * expected + (1 - decay) * w
+    meta, state = read_checkpoint(out)
+    assert torch.allclose(state[name], expected, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(state[name], steps[-1])  # not the raw weights
+    # The recorded validation MCC is that of the averaged weights the checkpoint holds.
+    model, _ = load_checkpoint(out)
+    from geoglacier.training.datasets import make_datasets
+
+    val = make_datasets(separable, patch_size=64, val_fraction=0.25, seed=0, augment=False).val
+    assert _evaluate(model.eval(), val) == pytest.approx(result.best_val_mcc, abs=1e-6)
+
+
+def test_ema_run_resumes_to_the_uninterrupted_result(separable: Path, tmp_path: Path) -> None:
+    opts = {**FAST, "patches_per_epoch": 8, "lr": 1e-3, "ema": 0.9, "calibrate": False}
+    full = train(separable, tmp_path / "full.pth", epochs=2, log=lambda _: None, **opts)
+    train(separable, tmp_path / "part.pth", epochs=1, log=lambda _: None, **opts)
+    rest = train(separable, tmp_path / "part.pth", epochs=2, resume=True, log=lambda _: None, **opts)
+    assert _metrics(rest.history) == _metrics(full.history)
+    a, b = read_checkpoint(tmp_path / "full.pth")[1], read_checkpoint(tmp_path / "part.pth")[1]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="--ema"):
+        train(separable, tmp_path / "bad.pth", epochs=1, log=lambda _: None, **{**opts, "ema": 1.0})

@@ -73,6 +73,7 @@ RESUME_LOCKED = (
     "seed",
     "augment",
     "augment_radiometric",
+    "ema",
     "lr_factor",
     "lr_patience",
     "threshold",
@@ -125,6 +126,9 @@ class TrainConfig:
         augment: flips, rotations, affine and gain/offset on training patches.
         augment_radiometric: also per-band gain/offset, saturation and gamma
             (:func:`geoglacier.training.augment.build_augment`).
+        ema: decay of an exponential moving average of the weights, updated after every
+            optimiser step (0: off). With it, validation, the best checkpoint and
+            calibration use the averaged weights.
         lr_factor: ReduceLROnPlateau factor.
         lr_patience: ReduceLROnPlateau patience in epochs.
         threshold: probability above which a pixel counts as glacier in the epoch metrics
@@ -157,6 +161,7 @@ class TrainConfig:
     amp: bool = True
     augment: bool = True
     augment_radiometric: bool = False
+    ema: float = 0.0
     lr_factor: float = 0.1
     lr_patience: int = 10
     threshold: float = 0.5
@@ -181,6 +186,7 @@ class TrainConfig:
                 self.num_workers is None or self.num_workers >= 0,
                 f"--num-workers must be >= 0, got {self.num_workers}",
             ),
+            (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1), got {self.ema}"),
             (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
             (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
@@ -502,6 +508,7 @@ def _run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: bool = False,
     desc: str = "",
+    ema: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass; returns ``([loss_sum, n_samples] float64, [tp, fp, tn, fn] int64)`` on ``device``."""
     training = optimizer is not None
@@ -523,6 +530,8 @@ def _run_epoch(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(getattr(model, "module", model))
             n = image.shape[0]
             sums[0] += loss.detach().double() * n
             sums[1] += n
@@ -663,6 +672,7 @@ class _Run:
     criterion: BCEDiceLoss
     amp_dtype: torch.dtype | None
     meta_base: dict[str, Any]
+    ema: Any = None
     history: list[dict[str, float]] = field(default_factory=list)
     best_score: float = -math.inf
     best_epoch: int = 0
@@ -672,6 +682,11 @@ class _Run:
     def module(self) -> nn.Module:
         """The bare network (inside DistributedDataParallel under torchrun)."""
         return getattr(self.model, "module", self.model)
+
+    @property
+    def scored(self) -> nn.Module:
+        """The network that is validated, saved and calibrated: the weight average with ``ema``."""
+        return self.module if self.ema is None else self.ema.module
 
 
 def _train(
@@ -797,6 +812,7 @@ def _setup(
         criterion=BCEDiceLoss(config.alpha),
         amp_dtype=amp_dtype,
         meta_base=meta_base,
+        ema=_make_ema(model, config.ema),
     )
     if state is not None:
         _restore(run, state)
@@ -812,8 +828,19 @@ def _setup(
     return run
 
 
+def _make_ema(model: nn.Module, decay: float) -> Any:
+    """An exponential moving average of ``model``'s weights and BatchNorm buffers (None at decay 0)."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _restore(run: _Run, state: dict[str, Any]) -> None:
     run.model.load_state_dict(state["model"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
@@ -847,7 +874,7 @@ def _epoch(
     # DistributedSampler pads every rank to the same number of batches: DDP's collectives match.
     sums, counts = _run_epoch(
         run.model, train_loader, run.criterion, device, config, run.amp_dtype,
-        run.optimizer, run.scaler, show, f"epoch {epoch}",
+        run.optimizer, run.scaler, show, f"epoch {epoch}", run.ema,
     )  # fmt: skip
     val_sums, val_counts = _validate(run, config, device, dist_info, num_workers, seed, show)
     totals = _all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
@@ -885,10 +912,10 @@ def _validate(
         return torch.zeros(2, dtype=torch.float64, device=device), torch.zeros(
             4, dtype=torch.int64, device=device
         )
-    _sync_buffers(run.module, dist_info)
+    _sync_buffers(run.scored, dist_info)
     loader = _loader(run.data.val, config, num_workers, device, seed, dist_info, train=False)
     return _run_epoch(
-        run.module, loader, run.criterion, device, config, run.amp_dtype, progress=show, desc="validation"
+        run.scored, loader, run.criterion, device, config, run.amp_dtype, progress=show, desc="validation"
     )
 
 
@@ -908,7 +935,7 @@ def _record(
         if improved:
             metrics = {k: row[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
             meta = CheckpointMeta(epoch=int(row["epoch"]), metrics=metrics, **run.meta_base)
-            save_checkpoint(run.model, meta, paths.checkpoint)
+            save_checkpoint(run.scored, meta, paths.checkpoint)
             log(f"Model saved (Best Val MCC: {run.best_score:.2f})")
         write_metrics_csv(run.history, paths.metrics_csv)
         _plot(run.history, paths.metrics_png, log)
@@ -946,6 +973,7 @@ def _save_state(path: Path, run: _Run, config: TrainConfig, epoch: int) -> None:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
+        **({} if run.ema is None else {"ema": run.ema.state_dict()}),
         "rng": rng_state(),
         "best_score": float(run.best_score),
         "best_epoch": int(run.best_epoch),
