@@ -611,7 +611,9 @@ def _own_statistics(moments: Moments, fallback: Normalization, what: str) -> Nor
     return fallback if (moments.count == 0).any() else moments.normalization(what)
 
 
-def _split_classic(classic: list[ClassicPair], val_fraction: float, seed: int) -> tuple[list, list]:
+def _split_classic(
+    classic: list[ClassicPair], val_fraction: float, seed: int
+) -> tuple[list[ClassicPair], list[ClassicPair]]:
     """Training and validation pairs: ``val_fraction`` of them at random, at least one of two or more."""
     order = np.random.default_rng(seed).permutation(len(classic))
     n_val = int(round(val_fraction * len(classic)))
@@ -670,17 +672,19 @@ def _scan_scenes(
     One lazy pass per scene yields all three.
     """
     total = Moments.empty(bands)
-    maps, whole = [], []
+    maps: list[np.ndarray] = []
+    whole: list[Moments] = []
     for k, q in enumerate(scenes):
         boxes = regions.boxes(k)[:, 1:]
         scan = scene_scan(q.image, regions=boxes, cell=VALIDITY_CELL, whole=mode == "scene")
         total = total.merge(scan.moments)
         maps.append(scan.coarse)
-        whole.append(scan.scene_moments)
+        if scan.scene_moments is not None:
+            whole.append(scan.scene_moments)
     norm = total.normalization(what)
     if mode != "scene":
         return norm, None, maps
-    own = [_own_statistics(m, norm, str(q.image)) for m, q in zip(whole, scenes, strict=True)]  # type: ignore[arg-type]
+    own = [_own_statistics(m, norm, str(q.image)) for m, q in zip(whole, scenes, strict=True)]
     return norm, own, maps
 
 
