@@ -85,6 +85,13 @@ from geoglacier.cli.options import overwrite_opt
     help="torchrun: seconds to wait for the other processes before failing [1800].",
 )
 @click.option(
+    "--normalization",
+    type=click.Choice(["training", "scene"]),
+    default=None,
+    help="training: the training blocks' band statistics for every scene; scene: each scene "
+    "standardised by its own (robust to snowier scenes) [training].",
+)
+@click.option(
     "--resume", is_flag=True, default=False, help="Continue an interrupted run from NAME.pth.state."
 )
 @click.option(

@@ -5,11 +5,17 @@ loads with ``torch.load(..., weights_only=True)`` and a file holding arbitrary
 pickled objects is refused. Keys::
 
     format          "geoglacier-checkpoint"
-    format_version  1
+    format_version  the oldest reader that understands the file: 1, or 2 for per-scene
+                    normalisation (a reader of version 1 would apply the stored training
+                    statistics to every scene; it refuses a version 2 file instead)
     model           ModelConfig as a dict (arch, encoder, in_channels, classes)
     state_dict      the network's weights (of the best epoch)
     bands           band names, in order
-    normalization   {"mean": [...], "std": [...]} per band, applied as (x - mean) / std
+    normalization   {"mean": [...], "std": [...], "mode": ...}: per band statistics of the
+                    training blocks, applied as (x - mean) / std to every scene when mode
+                    is "training" (also when "mode" is absent, as in older files); with
+                    "scene" each scene is standardised by its own statistics instead
+                    (:data:`NORMALIZATION_MODES`), and mean/std are kept for reference
     patch_size      training patch size in pixels (segment-scene's default window)
     threshold       probability above which a pixel is glacier (on the calibrated scale)
     temperature     logits are divided by it before the sigmoid (1 = uncalibrated)
@@ -35,7 +41,12 @@ from geoglacier.io.atomic import atomic_output
 from geoglacier.model import ModelConfig, build_model
 
 FORMAT = "geoglacier-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+#: How scenes are normalised: ``training`` applies the training blocks' per-band mean and
+#: std (stored in the checkpoint) to every scene; ``scene`` standardises every scene by
+#: the mean and std of its own valid pixels, in training and at inference.
+NORMALIZATION_MODES: tuple[str, ...] = ("training", "scene")
 
 
 @dataclass(frozen=True)
@@ -53,11 +64,16 @@ class CheckpointMeta:
     metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
+    normalization: str = "training"
 
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold < 1.0 and self.temperature > 0.0):
             raise ValueError(
                 f"threshold {self.threshold} must be in (0, 1) and temperature {self.temperature} positive"
+            )
+        if self.normalization not in NORMALIZATION_MODES:
+            raise ValueError(
+                f"normalization {self.normalization!r} is not one of {', '.join(NORMALIZATION_MODES)}"
             )
 
     @property
@@ -84,11 +100,15 @@ def checkpoint_dict(model: nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
     state = {k: v.detach().to("cpu").clone() for k, v in inner.state_dict().items()}
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if meta.normalization == "training" else FORMAT_VERSION,
         "model": meta.model.to_dict(),
         "state_dict": state,
         "bands": list(meta.bands),
-        "normalization": {"mean": [float(v) for v in meta.mean], "std": [float(v) for v in meta.std]},
+        "normalization": {
+            "mean": [float(v) for v in meta.mean],
+            "std": [float(v) for v in meta.std],
+            "mode": meta.normalization,
+        },
         "patch_size": int(meta.patch_size),
         "threshold": float(meta.threshold),
         "temperature": float(meta.temperature),
@@ -106,8 +126,28 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | os.PathL
     return Path(path)
 
 
+def normalization_mode(norm: Any, path: Path) -> str:
+    """The normalisation mode of a checkpoint's ``normalization`` entry (``training`` when absent).
+
+    Raises:
+        CheckpointError: a mode this geoglacier does not know.
+    """
+    mode = norm.get("mode", "training") if isinstance(norm, dict) else "training"
+    if mode not in NORMALIZATION_MODES:
+        raise CheckpointError(
+            f"{path}: unknown normalisation mode {mode!r} (known: {', '.join(NORMALIZATION_MODES)}); "
+            "upgrade geoglacier or use another checkpoint"
+        )
+    return str(mode)
+
+
 def meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
-    """Metadata from a checkpoint's (or an exported model's) plain dict; ``path`` names it in errors."""
+    """Metadata from a checkpoint's (or an exported model's) plain dict; ``path`` names it in errors.
+
+    Raises:
+        CheckpointError: a missing or malformed entry, or an unknown normalisation mode.
+    """
+    mode = normalization_mode(raw.get("normalization"), path)
     try:
         model = ModelConfig(**raw["model"])
         norm = raw["normalization"]
@@ -123,6 +163,7 @@ def meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
             metrics=dict(raw.get("metrics", {})),
             versions=dict(raw.get("versions", {})),
             train_config=dict(raw.get("train_config", {})),
+            normalization=mode,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint is incomplete ({exc!r}); retrain or re-export it") from exc

@@ -7,7 +7,9 @@ grouped into *blocks* of at most ``block_size`` x ``block_size`` pixels
 
 1. a background thread reads the next block (rasterio windowed read) while the model
    works on the current one;
-2. bands are normalised with the checkpoint's statistics, nodata pixels set to 0;
+2. bands are normalised with the checkpoint's statistics (or, for a checkpoint
+   trained with ``normalization="scene"``, the scene's own, from one lazy pass over
+   it before the first block), nodata pixels set to 0;
    windows without a single valid pixel skip the model;
 3. windows go through the model in batches, which run on across block edges
    (``torch.inference_mode``, channels-last, optional bf16/fp16 autocast, optional
@@ -90,7 +92,7 @@ from geoglacier.io.scene import (
 from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
 from geoglacier.products.metadata import check_date, product_tags, summary_fields
 from geoglacier.products.recipes import check_scene_recipe
-from geoglacier.training.normalization import STD_FLOOR
+from geoglacier.training.normalization import STD_FLOOR, scene_scan
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -309,6 +311,46 @@ def normalise_block(
     return x, valid
 
 
+def block_statistics(
+    mean: tuple[float, ...] | np.ndarray, std: tuple[float, ...] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std as float32 ``(bands, 1, 1)`` arrays for :func:`normalise_block`.
+
+    The std gets the same floor as training's ``Normalization.apply``, for constant bands.
+    """
+    mean32 = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std32 = np.maximum(np.asarray(std, dtype=np.float32), STD_FLOOR)[:, None, None]
+    return mean32, std32
+
+
+def all_nodata_error(info: SceneInfo) -> InvalidRasterError:
+    """The error for a scene whose every pixel is nodata, naming it and its nodata value."""
+    nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
+    return InvalidRasterError(
+        f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
+        "check the scene and its nodata value"
+    )
+
+
+def scene_normalization(info: SceneInfo, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's own per-band mean and std over its valid pixels, as :func:`block_statistics`.
+
+    One lazy pass over the scene, chunk by chunk in bounded memory
+    (:func:`geoglacier.training.normalization.scene_scan`, the pass that training with
+    ``normalization="scene"`` makes over each of its scenes, so a scene gets the same
+    statistics in both), on dask's threaded scheduler so that it also runs inside a
+    dask.distributed task (segment-scenes).
+
+    Raises:
+        InvalidRasterError: the scene has no valid pixel.
+    """
+    scan = scene_scan(info.path, nodata=info.nodata, scheduler="threads", progress=progress)
+    if (scan.moments.count == 0).any():
+        raise all_nodata_error(info)
+    norm = scan.moments.normalization(str(info.path))
+    return block_statistics(norm.mean, norm.std)
+
+
 def warn_if_striped(info: SceneInfo, block_size: int) -> None:
     """Warn when a scene wider than one block is stored in full-width strips.
 
@@ -372,9 +414,7 @@ class Segmenter:
             engine_reason = engine_reason or "a loaded nn.Module"
         self.engine: Engine = model
         self.engine_reason = engine_reason
-        self._mean = np.asarray(meta.mean, dtype=np.float32)[:, None, None]
-        # The same floor as training's Normalization.apply, for constant bands.
-        self._std = np.maximum(np.asarray(meta.std, dtype=np.float32), STD_FLOOR)[:, None, None]
+        self._mean, self._std = block_statistics(meta.mean, meta.std)
         self.stats = RunStats()
 
     @classmethod
@@ -422,23 +462,38 @@ class Segmenter:
 
     # ------------------------------------------------------------------------ data side
 
-    def _load_block(self, info: SceneInfo, block: WindowBlock) -> tuple[np.ndarray, np.ndarray]:
+    def normalization_of(self, info: SceneInfo, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The per-band mean and std that normalise ``info``'s windows (see :func:`block_statistics`).
+
+        The checkpoint's training statistics, or with a ``normalization="scene"``
+        checkpoint the scene's own (:func:`scene_normalization`: one more lazy pass
+        over the scene, with a progress bar when ``progress``).
+        """
+        if self.meta.normalization == "scene":
+            return scene_normalization(info, progress)
+        return self._mean, self._std
+
+    def _load_block(
+        self, info: SceneInfo, block: WindowBlock, norm: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Normalised bands and validity of the pixels covered by ``block``'s windows."""
         (r0, c0), (h, w) = block.origin, block.shape
         raw = read_window(info.path, r0, c0, min(h, info.height - r0), min(w, info.width - c0))
-        return normalise_block(raw, info.nodata, self._mean, self._std, self.window)
+        return normalise_block(raw, info.nodata, norm[0], norm[1], self.window)
 
     def _read_ahead(
-        self, info: SceneInfo, blocks: list[WindowBlock]
+        self, info: SceneInfo, blocks: list[WindowBlock], norm: tuple[np.ndarray, np.ndarray]
     ) -> Iterator[tuple[WindowBlock, np.ndarray, np.ndarray]]:
         """Yield each block with its bands and validity, reading the next one while the model works."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoglacier-read")
         try:
-            future: Future[tuple[np.ndarray, np.ndarray]] = pool.submit(self._load_block, info, blocks[0])
+            future: Future[tuple[np.ndarray, np.ndarray]] = pool.submit(
+                self._load_block, info, blocks[0], norm
+            )
             for i, block in enumerate(blocks):
                 x, valid = future.result()
                 if i + 1 < len(blocks):
-                    future = pool.submit(self._load_block, info, blocks[i + 1])
+                    future = pool.submit(self._load_block, info, blocks[i + 1], norm)
                 yield block, x, valid
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -470,6 +525,7 @@ class Segmenter:
         """
         info = scene if isinstance(scene, SceneInfo) else self.inspect(scene)
         warn_if_striped(info, self.config.block_size)
+        norm = self.normalization_of(info, progress)
         overlap = self.config.overlap_fraction()
         offsets = tile_grid(info.height, info.width, self.window, overlap)
         weights = blend_weights(self.window, self.config.blend)  # type: ignore[arg-type]
@@ -481,7 +537,7 @@ class Segmenter:
         self.stats = stats
         blocks = block_plan(info.height, info.width, self.window, overlap, self.config.block_size)
         bar = progress_bar(stats.windows_total, info.path.name) if progress else None
-        reader = self._read_ahead(info, blocks)
+        reader = self._read_ahead(info, blocks, norm)
         try:
             pending: list[_Pending] = []
             for block, x, valid in reader:
@@ -590,7 +646,12 @@ class Segmenter:
             precision=self.precision,
             engine=self.engine.name,
             engine_reason=self.engine_reason,
-            extra={"windows_total": stats.windows_total, "batches": stats.batches, "window": self.window},
+            extra={
+                "windows_total": stats.windows_total,
+                "batches": stats.batches,
+                "window": self.window,
+                "normalization": self.meta.normalization,
+            },
         )
 
 
@@ -634,11 +695,7 @@ def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
         InvalidRasterError: naming the scene and its nodata value.
     """
     if stats.windows_run == 0:
-        nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
-        raise InvalidRasterError(
-            f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
-            "check the scene and its nodata value"
-        )
+        raise all_nodata_error(info)
 
 
 @dataclass

@@ -12,6 +12,10 @@ opened lazily once per process, so they are valid after a DataLoader forks). Das
 used once per scene, for the statistics and a coarse validity map
 (:func:`geoglacier.training.normalization.scan_scene`).
 
+Normalisation uses the training blocks' statistics for every scene, or with
+``normalization="scene"`` each scene's (classic: each pair's) own statistics over all
+its valid pixels (:func:`make_datasets`).
+
 Every sample is a dict: ``image`` float32 ``(C, P, P)`` normalised with invalid
 pixels 0, ``mask`` float32 ``(P, P)`` in {0, 1} (0 where ignored), ``valid`` bool
 ``(P, P)`` (False for nodata, mask nodata and padding), ``index`` int, and for scenes
@@ -37,8 +41,14 @@ from torch.utils.data import Dataset
 from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchError
 from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
 from geoglacier.io.masks import IGNORE, read_mask
-from geoglacier.io.scene import DEFAULT_BAND_NAMES
-from geoglacier.training.normalization import Moments, Normalization, scan_scene, stats_from_arrays
+from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
+from geoglacier.training.normalization import (
+    Moments,
+    Normalization,
+    check_normalization_mode,
+    scene_scan,
+    stats_from_arrays,
+)
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 ValidFractionFn = Callable[[np.ndarray], np.ndarray]
@@ -67,6 +77,20 @@ def _mask_values(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is not None and np.isfinite(nodata):
         out[raw == nodata] = IGNORE
     return out
+
+
+def per_pair(normalization: Normalization | Sequence[Normalization], pairs: int) -> tuple[Normalization, ...]:
+    """One normalisation per pair: the shared one repeated, or the per-scene ones as given.
+
+    Raises:
+        ConfigError: a sequence whose length is not the number of pairs.
+    """
+    if isinstance(normalization, Normalization):
+        return (normalization,) * pairs
+    norms = tuple(normalization)
+    if len(norms) != pairs:
+        raise ConfigError(f"{len(norms)} normalisations for {pairs} pairs; give one, or one per pair")
+    return norms
 
 
 def _normalise_valid(
@@ -139,14 +163,15 @@ class ClassicPatchDataset(Dataset):
     is drawn from ``(seed, epoch, index)``, so it does not depend on which worker
     reads the sample), at the centre otherwise. Smaller pairs are placed top-left in
     a ``patch_size`` square whose padding is invalid (mask ignored). Every sample has
-    the same shape, so batches collate.
+    the same shape, so batches collate. ``normalization`` is one for every pair, or one
+    per pair (per-scene normalisation).
     """
 
     def __init__(
         self,
         pairs: list[ClassicPair],
         patch_size: int,
-        normalization: Normalization,
+        normalization: Normalization | Sequence[Normalization],
         augment: AugmentFn | None = None,
         train: bool = True,
         seed: int = 0,
@@ -154,6 +179,7 @@ class ClassicPatchDataset(Dataset):
         self.pairs = list(pairs)
         self.patch_size = check_patch_size(patch_size)
         self.normalization = normalization
+        self.normalizations = per_pair(normalization, len(self.pairs))
         self.augment = augment
         self.train = train
         self.seed = seed
@@ -202,7 +228,7 @@ class ClassicPatchDataset(Dataset):
         mask[:h, :w] = full_mask[r : r + p, c : c + p]
         valid = np.zeros((p, p), dtype=bool)
         valid[:h, :w] = True
-        return _sample(image, mask, valid, None, self.normalization, self.augment, i)
+        return _sample(image, mask, valid, None, self.normalizations[i], self.augment, i)
 
 
 class ScenePatchDataset(Dataset):
@@ -212,6 +238,7 @@ class ScenePatchDataset(Dataset):
     normalisation, mask ignored). File handles are opened on first use in each
     process and kept in ``_handles[pid][pair_index]``, so a DataLoader worker never
     uses a handle inherited from its parent and never reopens a file per patch.
+    ``normalization`` is one for every scene, or one per scene (per-scene normalisation).
     """
 
     def __init__(
@@ -219,13 +246,14 @@ class ScenePatchDataset(Dataset):
         pairs: list[ScenePair],
         windows: np.ndarray,
         patch_size: int,
-        normalization: Normalization,
+        normalization: Normalization | Sequence[Normalization],
         augment: AugmentFn | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.patch_size = check_patch_size(patch_size)
         self.windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
         self.normalization = normalization
+        self.normalizations = per_pair(normalization, len(self.pairs))
         self.augment = augment
         self._nodata = [p.info.nodata for p in self.pairs]
         self._mask_nodata: list[float | None] = [None] * len(self.pairs)
@@ -280,8 +308,8 @@ class ScenePatchDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         block, mask = self.read(i)
         valid = np.ones(mask.shape, dtype=bool)  # NaN outside the scene: invalid like nodata
-        nodata = self._nodata[int(self.windows[i, 0])]
-        sample = _sample(block, mask, valid, nodata, self.normalization, self.augment, i)
+        k = int(self.windows[i, 0])
+        sample = _sample(block, mask, valid, self._nodata[k], self.normalizations[k], self.augment, i)
         sample["window"] = torch.from_numpy(self.windows[i].copy())
         return sample
 
@@ -525,6 +553,10 @@ class TrainingData:
     Call :meth:`resample` at the start of every epoch, before creating the
     DataLoader iterator (workers copy the dataset when the iterator starts, so with
     ``persistent_workers=True`` new windows would not reach them).
+
+    ``normalization`` holds the training statistics (stored in the checkpoint) in
+    either ``normalization_mode``; with ``"scene"`` the datasets apply each scene's own
+    statistics instead (their ``normalizations``).
     """
 
     train: ClassicPatchDataset | ScenePatchDataset
@@ -537,6 +569,7 @@ class TrainingData:
     patches_per_epoch: int | None = None
     regions: TrainRegions | None = None
     valid_fraction_fn: ValidFractionFn | None = field(default=None, repr=False)
+    normalization_mode: str = "training"
 
     def resample(self, epoch: int) -> None:
         """Redraw the random training windows (scenes) or crops (classic) from ``(seed, epoch)``."""
@@ -573,6 +606,126 @@ def check_same_recipe(scenes: list[ScenePair]) -> None:
             )
 
 
+def _own_statistics(moments: Moments, fallback: Normalization, what: str) -> Normalization:
+    """A scene's (or pair's) own statistics; ``fallback`` when it has no valid pixel (no pixel of it is used then)."""
+    return fallback if (moments.count == 0).any() else moments.normalization(what)
+
+
+def _split_classic(
+    classic: list[ClassicPair], val_fraction: float, seed: int
+) -> tuple[list[ClassicPair], list[ClassicPair]]:
+    """Training and validation pairs: ``val_fraction`` of them at random, at least one of two or more."""
+    order = np.random.default_rng(seed).permutation(len(classic))
+    n_val = int(round(val_fraction * len(classic)))
+    if len(classic) >= 2 and val_fraction > 0:
+        n_val = min(max(n_val, 1), len(classic) - 1)
+    else:
+        n_val = 0
+    val_pairs = [classic[i] for i in sorted(order[:n_val])]
+    train_pairs = [classic[i] for i in sorted(order[n_val:])]
+    return train_pairs, val_pairs
+
+
+def _classic_datasets(
+    classic: list[ClassicPair],
+    p: int,
+    val_fraction: float,
+    seed: int,
+    bands: int,
+    aug: AugmentFn | None,
+    mode: str,
+) -> TrainingData:
+    """The classic layout's datasets; with ``mode="scene"`` each pair is normalised by its own statistics."""
+
+    def image(q: ClassicPair) -> np.ndarray:
+        return np.moveaxis(np.load(q.image, mmap_mode="r"), -1, 0)
+
+    train_pairs, val_pairs = _split_classic(classic, val_fraction, seed)
+    norm = stats_from_arrays(image(q) for q in train_pairs)
+    train_norm: Normalization | list[Normalization] = norm
+    val_norm: Normalization | list[Normalization] = norm
+    if mode == "scene":
+
+        def own(q: ClassicPair) -> Normalization:
+            arr = image(q)
+            return _own_statistics(Moments.of(arr, valid_pixels(arr, None)), norm, str(q.image))
+
+        train_norm, val_norm = [own(q) for q in train_pairs], [own(q) for q in val_pairs]
+    return TrainingData(
+        train=ClassicPatchDataset(train_pairs, p, train_norm, aug, train=True, seed=seed),
+        val=ClassicPatchDataset(val_pairs, p, val_norm, None, train=False, seed=seed),
+        normalization=norm,
+        band_names=_band_names(bands),
+        layout="classic",
+        patch_size=p,
+        seed=seed,
+        patches_per_epoch=len(train_pairs),
+        normalization_mode=mode,
+    )
+
+
+def _scan_scenes(
+    scenes: list[ScenePair], regions: TrainRegions, bands: int, mode: str, what: str
+) -> tuple[Normalization, list[Normalization] | None, list[np.ndarray]]:
+    """The training blocks' statistics, each scene's own (``mode="scene"``) and the coarse validity maps.
+
+    One lazy pass per scene yields all three.
+    """
+    total = Moments.empty(bands)
+    maps: list[np.ndarray] = []
+    whole: list[Moments] = []
+    for k, q in enumerate(scenes):
+        boxes = regions.boxes(k)[:, 1:]
+        scan = scene_scan(q.image, regions=boxes, cell=VALIDITY_CELL, whole=mode == "scene")
+        total = total.merge(scan.moments)
+        maps.append(scan.coarse)
+        if scan.scene_moments is not None:
+            whole.append(scan.scene_moments)
+    norm = total.normalization(what)
+    if mode != "scene":
+        return norm, None, maps
+    own = [_own_statistics(m, norm, str(q.image)) for m, q in zip(whole, scenes, strict=True)]
+    return norm, own, maps
+
+
+def _scene_datasets(
+    scenes: list[ScenePair],
+    p: int,
+    val_fraction: float,
+    seed: int,
+    patches_per_epoch: int | None,
+    bands: int,
+    aug: AugmentFn | None,
+    mode: str,
+    what: str,
+) -> TrainingData:
+    """The scene layout's datasets; with ``mode="scene"`` each scene is normalised by its own statistics."""
+    check_same_recipe(scenes)
+    regions, val_windows = spatial_split([q.info.shape for q in scenes], p, val_fraction, seed)
+    norm, own, maps = _scan_scenes(scenes, regions, bands, mode, what)
+    fraction = coarse_valid_fraction(maps, p)
+    if len(val_windows):
+        val_windows = val_windows[fraction(val_windows) > 0]
+    if patches_per_epoch is None:
+        patches_per_epoch = max(8, int(np.ceil(regions.train_pixels().sum() / (p * p))))
+    per_scene = norm if own is None else own
+    data = TrainingData(
+        train=ScenePatchDataset(scenes, np.zeros((0, 3), dtype=np.int64), p, per_scene, aug),
+        val=ScenePatchDataset(scenes, val_windows, p, per_scene, None),
+        normalization=norm,
+        band_names=scenes[0].info.band_names,
+        layout="scenes",
+        patch_size=p,
+        seed=seed,
+        patches_per_epoch=int(patches_per_epoch),
+        regions=regions,
+        valid_fraction_fn=fraction,
+        normalization_mode=mode,
+    )
+    data.resample(0)
+    return data
+
+
 def make_datasets(
     data_dir: str | os.PathLike[str],
     patch_size: int = 256,
@@ -582,6 +735,7 @@ def make_datasets(
     bands: int = 5,
     augment: bool = True,
     radiometric: bool = False,
+    normalization: str = "training",
 ) -> TrainingData:
     """Find the pairs in ``data_dir``, split them, compute statistics, build datasets.
 
@@ -592,62 +746,22 @@ def make_datasets(
     coarse validity map used to skip mostly-nodata windows), ``patches_per_epoch``
     random training windows per epoch (default: as many as tile the training area,
     at least 8). Nodata never enters the statistics.
+
+    ``normalization="scene"`` normalises every scene (classic: every pair) by the mean
+    and std of its own valid pixels, the whole scene's, validation blocks included, as
+    inference will; the training statistics are still computed and returned in
+    :attr:`TrainingData.normalization` (the checkpoint keeps them).
     """
     from geoglacier.training.augment import build_augment
 
     p = check_patch_size(patch_size)
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    mode = check_normalization_mode(normalization)
     layout, pairs = find_pairs(data_dir, bands)
     aug = build_augment(seed, radiometric) if augment else None
     if layout == "classic":
-        classic: list[ClassicPair] = list(pairs)  # type: ignore[arg-type]
-        order = np.random.default_rng(seed).permutation(len(classic))
-        n_val = int(round(val_fraction * len(classic)))
-        if len(classic) >= 2 and val_fraction > 0:
-            n_val = min(max(n_val, 1), len(classic) - 1)
-        else:
-            n_val = 0
-        val_pairs = [classic[i] for i in sorted(order[:n_val])]
-        train_pairs = [classic[i] for i in sorted(order[n_val:])]
-        norm = stats_from_arrays(np.moveaxis(np.load(q.image, mmap_mode="r"), -1, 0) for q in train_pairs)
-        return TrainingData(
-            train=ClassicPatchDataset(train_pairs, p, norm, aug, train=True, seed=seed),
-            val=ClassicPatchDataset(val_pairs, p, norm, None, train=False, seed=seed),
-            normalization=norm,
-            band_names=_band_names(bands),
-            layout="classic",
-            patch_size=p,
-            seed=seed,
-            patches_per_epoch=len(train_pairs),
-        )
-    scenes: list[ScenePair] = list(pairs)  # type: ignore[arg-type]
-    check_same_recipe(scenes)
-    regions, val_windows = spatial_split([q.info.shape for q in scenes], p, val_fraction, seed)
-    total = Moments.empty(bands)
-    maps = []
-    for k, q in enumerate(scenes):
-        boxes = regions.boxes(k)[:, 1:]
-        moments, coarse = scan_scene(q.image, regions=boxes, cell=VALIDITY_CELL)
-        total = total.merge(moments)
-        maps.append(coarse)
-    norm = total.normalization(f"the training blocks of {Path(data_dir)}")
-    fraction = coarse_valid_fraction(maps, p)
-    if len(val_windows):
-        val_windows = val_windows[fraction(val_windows) > 0]
-    if patches_per_epoch is None:
-        patches_per_epoch = max(8, int(np.ceil(regions.train_pixels().sum() / (p * p))))
-    data = TrainingData(
-        train=ScenePatchDataset(scenes, np.zeros((0, 3), dtype=np.int64), p, norm, aug),
-        val=ScenePatchDataset(scenes, val_windows, p, norm, None),
-        normalization=norm,
-        band_names=scenes[0].info.band_names,
-        layout="scenes",
-        patch_size=p,
-        seed=seed,
-        patches_per_epoch=int(patches_per_epoch),
-        regions=regions,
-        valid_fraction_fn=fraction,
-    )
-    data.resample(0)
-    return data
+        return _classic_datasets(list(pairs), p, val_fraction, seed, bands, aug, mode)  # type: ignore[arg-type]
+    what = f"the training blocks of {Path(data_dir)}"
+    scenes: list[ScenePair] = list(pairs)  # type: ignore[assignment]
+    return _scene_datasets(scenes, p, val_fraction, seed, patches_per_epoch, bands, aug, mode, what)

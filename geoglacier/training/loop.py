@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from geoglacier.checkpoint import NORMALIZATION_MODES
 from geoglacier.device import cpu_has_bf16
 from geoglacier.errors import CheckpointError, ConfigError, DistributedError, Interrupted, OutputExistsError
 from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
@@ -77,6 +78,7 @@ RESUME_LOCKED = (
     "lr_factor",
     "lr_patience",
     "threshold",
+    "normalization",
 )
 
 Log = Callable[[str], None]
@@ -141,6 +143,10 @@ class TrainConfig:
             cross-validation).
         dist_timeout: seconds a torchrun process waits for the others in a collective
             before it ends with an error (a stalled or dead peer never hangs the job).
+        normalization: ``training`` (the training blocks' per-band mean and std, applied
+            to every scene) or ``scene`` (every scene standardised by the mean and std of
+            its own valid pixels, in training and at inference: a scene much snowier
+            than the training data keeps its contrast). Stored in the checkpoint.
     """
 
     arch: str = "UnetPlusPlus"
@@ -168,6 +174,7 @@ class TrainConfig:
     calibrate: bool = True
     tune_threshold: bool = False
     dist_timeout: float = 1800.0
+    normalization: str = "training"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` naming the option for values out of range."""
@@ -192,6 +199,10 @@ class TrainConfig:
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
             (self.bands >= 1, f"--bands must be at least 1, got {self.bands}"),
             (self.dist_timeout > 0, f"--dist-timeout must be positive, got {self.dist_timeout}"),
+            (
+                self.normalization in NORMALIZATION_MODES,
+                f"--normalization must be one of {', '.join(NORMALIZATION_MODES)}, got {self.normalization!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -787,6 +798,7 @@ def _setup(
         bands=config.bands,
         augment=config.augment,
         radiometric=config.augment_radiometric,
+        normalization=config.normalization,
     )
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -802,6 +814,7 @@ def _setup(
         patch_size=config.patch_size,
         threshold=config.threshold,
         train_config=config.to_dict(),
+        normalization=config.normalization,
     )
     run = _Run(
         model=model,

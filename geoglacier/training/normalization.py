@@ -9,14 +9,26 @@ Two ways to get the statistics, for two kinds of data:
 Both exclude nodata and non-finite pixels and accumulate in float64. Per chunk they
 keep ``(count, mean, M2)`` and merge chunks with Chan's parallel formula, which stays
 exact where the naive ``sum(x**2) - n * mean**2`` loses digits on large scenes.
+
+The same statistics serve both normalisation modes (``TrainConfig.normalization``):
+``training`` computes them once over the training blocks and applies them to every
+scene; ``scene`` computes them per scene (:func:`scene_scan` with ``whole=True``, the
+whole scene's valid pixels) and standardises each scene by its own. Mean and std, not
+a robust centre and spread such as the median and an interquantile range: these
+moments merge exactly chunk by chunk in one pass and bounded memory, while exact
+quantiles of a scene need its sorted pixels (or a second pass over it), and a
+histogram would only approximate them. A snowier scene simply has a brighter mean and
+its own spread, which per-scene standardisation removes.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,10 +180,25 @@ def _region_mask(regions: np.ndarray | None, r0: int, c0: int, h: int, w: int) -
     return mask
 
 
+def _coarse_counts(valid: np.ndarray, cell: int) -> np.ndarray:
+    """Valid pixels of every ``cell x cell`` block of ``valid`` (uint16; a ragged edge is padded invalid)."""
+    h, w = valid.shape
+    ph, pw = -(-h // cell) * cell, -(-w // cell) * cell
+    padded = np.zeros((ph, pw), dtype=np.uint16)
+    padded[:h, :w] = valid
+    return padded.reshape(ph // cell, cell, pw // cell, cell).sum(axis=(1, 3), dtype=np.uint16)
+
+
 def _chunk_scan(
-    block: np.ndarray, nodata: float | None, regions: np.ndarray | None, r0: int, c0: int, cell: int
-) -> tuple[Moments, np.ndarray]:
-    """Moments of one chunk (restricted to ``regions``) and its coarse valid-pixel counts."""
+    block: np.ndarray,
+    nodata: float | None,
+    regions: np.ndarray | None,
+    r0: int,
+    c0: int,
+    cell: int,
+    whole: bool = False,
+) -> tuple[Moments, Moments | None, np.ndarray]:
+    """Moments of one chunk inside ``regions``, of all its valid pixels (``whole``), and its coarse counts."""
     valid = valid_pixels(block, nodata)
     h, w = valid.shape
     inside = _region_mask(regions, r0, c0, h, w)
@@ -181,11 +208,117 @@ def _chunk_scan(
         counted = np.zeros_like(valid)
     else:
         counted = valid & inside
-    ph, pw = -(-h // cell) * cell, -(-w // cell) * cell
-    padded = np.zeros((ph, pw), dtype=np.uint16)
-    padded[:h, :w] = valid
-    coarse = padded.reshape(ph // cell, cell, pw // cell, cell).sum(axis=(1, 3), dtype=np.uint16)
-    return Moments.of(block, counted), coarse
+    moments = Moments.of(block, counted)
+    everything = None
+    if whole:
+        everything = moments if inside is None else Moments.of(block, valid)
+    return moments, everything, _coarse_counts(valid, cell)
+
+
+@dataclass
+class SceneScan:
+    """What one lazy pass over a scene found (see :func:`scene_scan`).
+
+    Attributes:
+        moments: moments of the valid pixels inside the regions (the whole scene without regions).
+        coarse: valid-pixel counts of every ``cell x cell`` block of the scene (uint16).
+        scene_moments: moments of all the scene's valid pixels, when asked for (``whole=True``).
+    """
+
+    moments: Moments
+    coarse: np.ndarray
+    scene_moments: Moments | None = None
+
+
+def _scene_array(path_or_dataarray: str | os.PathLike[str] | Any, chunks: int, cell: int) -> tuple[Any, Any]:
+    """The scene as a dask array chunked for the scan (whole bands, chunks a multiple of ``cell``) and its DataArray."""
+    from geoglacier.io.scene import open_scene
+
+    if isinstance(path_or_dataarray, (str, os.PathLike)):
+        da = open_scene(path_or_dataarray, chunks=chunks, expected_bands=None)
+    else:
+        da = path_or_dataarray
+        if da.chunks is None or max(max(c) for c in da.chunks[1:]) % cell:
+            da = da.chunk({"band": -1, "y": chunks, "x": chunks})
+    data = da.data
+    if data.numblocks[0] != 1:
+        data = data.rechunk({0: -1})
+    # Every chunk but the last in each axis must be a multiple of ``cell`` so the
+    # coarse maps of neighbouring chunks tile the scene's map exactly.
+    if any(c % cell for axis in (1, 2) for c in data.chunks[axis][:-1]):
+        data = data.rechunk({1: chunks, 2: chunks})
+    return data, da
+
+
+def _compute(tasks: list[Any], scheduler: str | None, progress: bool, desc: str) -> tuple[Any, ...]:
+    """``dask.compute`` of ``tasks``, with a tqdm bar of tasks on stderr when ``progress``."""
+    import dask
+    import rasterio
+
+    # GDAL's block cache (5% of RAM by default) would otherwise fill with the whole
+    # scene's tiles, none of which is read twice here.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        if not progress:
+            return dask.compute(*tasks, scheduler=scheduler)
+        from tqdm.dask import TqdmCallback
+
+        with TqdmCallback(desc=desc, unit="task", file=sys.stderr, leave=False):
+            return dask.compute(*tasks, scheduler=scheduler)
+
+
+def scene_scan(
+    path_or_dataarray: str | os.PathLike[str] | Any,
+    nodata: float | None = None,
+    chunks: int = 1024,
+    regions: np.ndarray | Sequence[Sequence[int]] | None = None,
+    cell: int = 8,
+    *,
+    whole: bool = False,
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> SceneScan:
+    """One lazy pass over a scene: moments inside ``regions``, optionally of the whole scene, and a validity map.
+
+    See :func:`scan_scene` for the map and the first four arguments.
+
+    Args:
+        whole: also the moments of every valid pixel of the scene, regions or not (per-scene
+            normalisation needs them beside the training blocks' ones: one read, two sums).
+        scheduler: dask scheduler (``None``: dask's default). Inference passes ``"threads"``
+            so a scan inside a dask.distributed task never hands its chunks back to a
+            cluster whose workers are all busy waiting on them.
+        progress: a tqdm bar of dask tasks on stderr.
+    """
+    import dask
+
+    chunks = -(-int(chunks) // cell) * cell
+    data, da = _scene_array(path_or_dataarray, chunks, cell)
+    if nodata is None:
+        nodata = da.attrs.get("nodata")
+    reg = None if regions is None else np.asarray(regions, dtype=np.int64).reshape(-1, 4)
+    delayed = data.to_delayed()
+    row_starts = np.concatenate([[0], np.cumsum(data.chunks[1])])
+    col_starts = np.concatenate([[0], np.cumsum(data.chunks[2])])
+    grid = [(i, j) for i in range(len(data.chunks[1])) for j in range(len(data.chunks[2]))]
+    tasks = [
+        dask.delayed(_chunk_scan)(
+            delayed[0, i, j], nodata, reg, int(row_starts[i]), int(col_starts[j]), cell, whole
+        )
+        for i, j in grid
+    ]
+    name = Path(str(getattr(path_or_dataarray, "name", path_or_dataarray))).name
+    results = _compute(tasks, scheduler, progress, f"{name} statistics")
+    bands = data.shape[0]
+    total, everything = Moments.empty(bands), Moments.empty(bands)
+    height, width = data.shape[1:]
+    coarse = np.zeros((-(-height // cell), -(-width // cell)), dtype=np.uint16)
+    for (i, j), (part, part_all, cmap) in zip(grid, results, strict=True):
+        total = total.merge(part)
+        if part_all is not None:
+            everything = everything.merge(part_all)
+        r, c = int(row_starts[i]) // cell, int(col_starts[j]) // cell
+        coarse[r : r + cmap.shape[0], c : c + cmap.shape[1]] = cmap
+    return SceneScan(total, coarse, everything if whole else None)
 
 
 def scan_scene(
@@ -214,53 +347,8 @@ def scan_scene(
     Returns:
         ``(moments, coarse_valid_counts)``.
     """
-    import dask
-    import rasterio
-
-    from geoglacier.io.scene import open_scene
-
-    chunks = -(-int(chunks) // cell) * cell
-    if isinstance(path_or_dataarray, (str, os.PathLike)):
-        da = open_scene(path_or_dataarray, chunks=chunks, expected_bands=None)
-    else:
-        da = path_or_dataarray
-        if da.chunks is None or max(max(c) for c in da.chunks[1:]) % cell:
-            da = da.chunk({"band": -1, "y": chunks, "x": chunks})
-    if nodata is None:
-        nodata = da.attrs.get("nodata")
-    reg = None if regions is None else np.asarray(regions, dtype=np.int64).reshape(-1, 4)
-    data = da.data
-    if data.numblocks[0] != 1:
-        data = data.rechunk({0: -1})
-    # Every chunk but the last in each axis must be a multiple of ``cell`` so the
-    # coarse maps of neighbouring chunks tile the scene's map exactly.
-    if any(c % cell for axis in (1, 2) for c in data.chunks[axis][:-1]):
-        data = data.rechunk({1: chunks, 2: chunks})
-    delayed = data.to_delayed()
-    row_starts = np.concatenate([[0], np.cumsum(data.chunks[1])])
-    col_starts = np.concatenate([[0], np.cumsum(data.chunks[2])])
-    tasks = []
-    for i in range(len(data.chunks[1])):
-        for j in range(len(data.chunks[2])):
-            r0, c0 = int(row_starts[i]), int(col_starts[j])
-            tasks.append(dask.delayed(_chunk_scan)(delayed[0, i, j], nodata, reg, r0, c0, cell))
-    # GDAL's block cache (5% of RAM by default) would otherwise fill with the whole
-    # scene's tiles, none of which is read twice here.
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-        results = dask.compute(*tasks)
-    bands = data.shape[0]
-    total = Moments.empty(bands)
-    height, width = data.shape[1:]
-    coarse = np.zeros((-(-height // cell), -(-width // cell)), dtype=np.uint16)
-    k = 0
-    for i in range(len(data.chunks[1])):
-        for j in range(len(data.chunks[2])):
-            part, cmap = results[k]
-            k += 1
-            total = total.merge(part)
-            r, c = int(row_starts[i]) // cell, int(col_starts[j]) // cell
-            coarse[r : r + cmap.shape[0], c : c + cmap.shape[1]] = cmap
-    return total, coarse
+    scan = scene_scan(path_or_dataarray, nodata=nodata, chunks=chunks, regions=regions, cell=cell)
+    return scan.moments, scan.coarse
 
 
 def scene_statistics(
@@ -268,13 +356,36 @@ def scene_statistics(
     nodata: float | None = None,
     chunks: int = 1024,
     regions: np.ndarray | Sequence[Sequence[int]] | None = None,
+    *,
+    scheduler: str | None = None,
+    progress: bool = False,
 ) -> Normalization:
     """Per-band mean and std of a whole scene, computed lazily chunk by chunk.
 
     Memory stays bounded by a few chunks per dask worker thread plus a 64 MB GDAL
     block cache, whatever the scene size. ``regions`` restricts the statistics to training blocks (``(M, 4)``
     rectangles ``(row_off, col_off, height, width)``) so validation pixels do not leak
-    into the normalisation.
+    into the normalisation. ``scheduler`` and ``progress`` as for :func:`scene_scan`.
     """
-    moments, _ = scan_scene(path_or_dataarray, nodata=nodata, chunks=chunks, regions=regions)
-    return moments.normalization(str(getattr(path_or_dataarray, "name", path_or_dataarray)))
+    scan = scene_scan(
+        path_or_dataarray,
+        nodata=nodata,
+        chunks=chunks,
+        regions=regions,
+        scheduler=scheduler,
+        progress=progress,
+    )
+    return scan.moments.normalization(str(getattr(path_or_dataarray, "name", path_or_dataarray)))
+
+
+def check_normalization_mode(mode: str) -> str:
+    """Return ``mode`` when it is a known normalisation mode (``training`` or ``scene``).
+
+    Raises:
+        ConfigError: naming ``--normalization`` and the known modes.
+    """
+    from geoglacier.checkpoint import NORMALIZATION_MODES
+
+    if mode not in NORMALIZATION_MODES:
+        raise ConfigError(f"--normalization must be one of {', '.join(NORMALIZATION_MODES)}, got {mode!r}")
+    return mode
