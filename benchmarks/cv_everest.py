@@ -293,6 +293,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from geoglacier.device import cpu_has_bf16
     from geoglacier.io.atomic import atomic_output
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="cv_everest_"))
@@ -324,6 +325,7 @@ def main() -> None:
         "args": json.loads(json.dumps(vars(args), default=str)),
         "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
         "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_bf16(),
         "cpu_count": os.cpu_count(),
         "machine": platform.platform(),
     }
