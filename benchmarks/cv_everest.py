@@ -266,6 +266,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="TrainConfig field=value (repeatable)")
     parser.add_argument("--segment-set", action="append", default=[], help="segment_scene option=value")
+    parser.add_argument(
+        "--fold", type=int, action="append", default=None, help="run only this fold (repeatable)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -316,7 +319,11 @@ def main() -> None:
             for k, rows in enumerate(strips(height, args.folds))
         ]
     else:
-        folds = [run_fold(k, rows, args, work) for k, rows in enumerate(strips(height, args.folds))]
+        folds = [
+            run_fold(k, rows, args, work)
+            for k, rows in enumerate(strips(height, args.folds))
+            if args.fold is None or k in args.fold
+        ]
     summary = summarize(folds)
     report = json.loads(args.json.read_text()) if args.json.exists() else {"runs": {}}
     report["runs"][args.name] = {
