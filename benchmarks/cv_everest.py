@@ -179,7 +179,13 @@ def recalibrate_fold(
     fold = trained / f"fold{k}"
     model, meta = load_checkpoint(fold / "model.pth")
     val = make_datasets(
-        fold / "data", args.patch_size, 0.2, args.seed, args.patches_per_epoch, augment=False
+        fold / "data",
+        args.patch_size,
+        0.2,
+        args.seed,
+        args.patches_per_epoch,
+        augment=False,
+        normalization=meta.normalization,
     ).val
     calibration, meta = calibrate_checkpoint(
         model, meta, val, torch.device("cpu"), args.threshold, tune_threshold=args.tune_threshold

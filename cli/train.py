@@ -89,7 +89,7 @@ from geoglacier.cli.options import overwrite_opt
     type=click.Choice(["training", "scene"]),
     default=None,
     help="training: the training blocks' band statistics for every scene; scene: each scene "
-    "standardised by its own (robust to snowier scenes) [training].",
+    "standardised by its own (robust to snowier scenes) [scene].",
 )
 @click.option(
     "--resume", is_flag=True, default=False, help="Continue an interrupted run from NAME.pth.state."

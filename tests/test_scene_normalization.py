@@ -224,7 +224,9 @@ def test_scene_mode_training_patches_are_standardised_per_scene(tmp_path: Path) 
         np.testing.assert_allclose(x.mean(axis=1, dtype=np.float64), 0.0, atol=1e-5)
         np.testing.assert_allclose(x.std(axis=1, dtype=np.float64), 1.0, rtol=1e-5)
     # The training statistics are still those of the training blocks of both scenes.
-    plain = make_datasets(tmp_path / "data", patch_size=64, val_fraction=0.25, augment=False)
+    plain = make_datasets(
+        tmp_path / "data", patch_size=64, val_fraction=0.25, augment=False, normalization="training"
+    )
     assert data.normalization == plain.normalization
     assert plain.normalization_mode == "training"
     # With them, the second scene is nowhere near standardised: the test can fail.

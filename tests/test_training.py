@@ -74,12 +74,19 @@ def _metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def _evaluate(model: torch.nn.Module, dataset: torch.utils.data.Dataset, batch_size: int = 4) -> float:
+def _evaluate(
+    model: torch.nn.Module, dataset: torch.utils.data.Dataset, batch_size: int = 4, amp: bool = True
+) -> float:
+    """Validation MCC in the precision training validated in (bf16 where the CPU has it natively)."""
+    from geoglacier.training.loop import _amp_dtype
+
+    dtype = _amp_dtype(TrainConfig(amp=amp), torch.device("cpu"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     counts = torch.zeros(4, dtype=torch.int64)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
         for batch in loader:
-            counts += confusion_counts(model(batch["image"]), batch["mask"], batch["valid"])
+            logits = model(batch["image"]).float()
+            counts += confusion_counts(logits, batch["mask"], batch["valid"])
     return mcc_from_counts(*counts.tolist())
 
 
@@ -307,7 +314,7 @@ def test_ema_checkpoint_is_the_moving_average_of_the_steps(
     from geoglacier.training.datasets import make_datasets
 
     val = make_datasets(separable, patch_size=64, val_fraction=0.25, seed=0, augment=False).val
-    assert _evaluate(model.eval(), val) == pytest.approx(result.best_val_mcc, abs=1e-6)
+    assert _evaluate(model.eval(), val, amp=False) == pytest.approx(result.best_val_mcc, abs=1e-6)
 
 
 def test_ema_run_resumes_to_the_uninterrupted_result(separable: Path, tmp_path: Path) -> None:

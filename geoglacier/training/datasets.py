@@ -735,7 +735,7 @@ def make_datasets(
     bands: int = 5,
     augment: bool = True,
     radiometric: bool = False,
-    normalization: str = "training",
+    normalization: str = "scene",
 ) -> TrainingData:
     """Find the pairs in ``data_dir``, split them, compute statistics, build datasets.
 

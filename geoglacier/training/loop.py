@@ -174,7 +174,7 @@ class TrainConfig:
     calibrate: bool = True
     tune_threshold: bool = False
     dist_timeout: float = 1800.0
-    normalization: str = "training"
+    normalization: str = "scene"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` naming the option for values out of range."""
