@@ -106,6 +106,11 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 # --------------------------------------------------------------------------- configuration
 
 
+def _whole_at_least(value: object, minimum: int) -> bool:
+    """True for an int (not a bool) of at least ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """How windows are cut, blended and run through the model.
@@ -151,11 +156,7 @@ class InferenceConfig:
             check_window(self.window)
         check_overlap(self.overlap)
         if self.overlap_px is not None:
-            if (
-                isinstance(self.overlap_px, bool)
-                or not isinstance(self.overlap_px, numbers.Integral)
-                or self.overlap_px < 0
-            ):
+            if not _whole_at_least(self.overlap_px, 0):
                 raise ConfigError(
                     f"--overlap-px must be a whole number of pixels >= 0 (got {self.overlap_px!r})"
                 )
@@ -165,17 +166,9 @@ class InferenceConfig:
                 )
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
-        if (
-            isinstance(self.batch_size, bool)
-            or not isinstance(self.batch_size, numbers.Integral)
-            or self.batch_size < 1
-        ):
+        if not _whole_at_least(self.batch_size, 1):
             raise ConfigError(f"--batch-size must be a positive integer (got {self.batch_size!r}); use 4")
-        if (
-            isinstance(self.block_size, bool)
-            or not isinstance(self.block_size, numbers.Integral)
-            or self.block_size < 1
-        ):
+        if not _whole_at_least(self.block_size, 1):
             raise ConfigError(
                 f"block_size must be a positive number of pixels (got {self.block_size!r}); use {DEFAULT_BLOCK_SIZE}"
             )
