@@ -145,8 +145,18 @@ def meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
     """Metadata from a checkpoint's (or an exported model's) plain dict; ``path`` names it in errors.
 
     Raises:
-        CheckpointError: a missing or malformed entry, or an unknown normalisation mode.
+        CheckpointError: a format newer than this reader, a missing or malformed entry, or
+            an unknown normalisation mode.
     """
+    try:
+        version = int(raw.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: format_version {raw.get('format_version')!r} is not a whole number") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this geoglacier reads "
+            f"({FORMAT_VERSION}); upgrade geoglacier"
+        )
     mode = normalization_mode(raw.get("normalization"), path)
     try:
         model = ModelConfig(**raw["model"])
@@ -195,11 +205,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"{p}: not a geoglacier checkpoint (no '{FORMAT}' marker); use a file written by 'geoglacier train'"
-        )
-    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p}: checkpoint format {raw.get('format_version')} is newer than this geoglacier reads "
-            f"({FORMAT_VERSION}); upgrade geoglacier"
         )
     meta = meta_from_dict(raw, p)
     state = raw.get("state_dict")

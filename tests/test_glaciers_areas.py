@@ -181,8 +181,9 @@ def test_bad_options_and_inputs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--min-coverage"):
         glacier_areas(m, inv, min_coverage=1.5)
     write_raster(tmp_path / "p.tif", np.zeros((32, 32), np.float32), transform=EQ_TRANSFORM)
-    with pytest.raises(GridMismatchError, match="not on the grid"):
+    with pytest.raises(GridMismatchError, match="not on the grid") as err:
         glacier_areas(m, inv, probabilities=tmp_path / "p.tif")
+    assert "--probabilities of the same run" in str(err.value) and "resample the mask" not in str(err.value)
     nocrs = write_mask(tmp_path / "nocrs.tif", mask, crs=None)
     with pytest.raises(CRSMissingError, match="no CRS"):
         glacier_areas(nocrs, inv)

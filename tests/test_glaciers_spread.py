@@ -94,8 +94,9 @@ def test_zero_spread_gives_zero_and_missing_spread_counts_as_zero(tmp_path: Path
 def test_bad_spread_rasters(tmp_path: Path) -> None:
     mask, inv, _ = _inputs(tmp_path, _constant_spread())
     write_raster(tmp_path / "small.tif", np.zeros((32, 32), np.float32), transform=EQ_TRANSFORM)
-    with pytest.raises(GridMismatchError, match="not on the grid"):
+    with pytest.raises(GridMismatchError, match="not on the grid") as err:
         glacier_areas(mask, inv, spread=tmp_path / "small.tif")
+    assert "--uncertainty of the same run" in str(err.value) and "resample the mask" not in str(err.value)
     write_raster(tmp_path / "big.tif", np.full((SIZE, SIZE), 3.0, np.float32), transform=EQ_TRANSFORM)
     with pytest.raises(InvalidRasterError, match="segment-scene --uncertainty"):
         glacier_areas(mask, inv, spread=tmp_path / "big.tif")

@@ -343,6 +343,27 @@ def test_checkpoint_round_trip_and_old_checkpoints(tmp_path: Path) -> None:
         _meta("median")
 
 
+def test_newer_formats_are_refused_in_checkpoints_and_exports(tmp_path: Path) -> None:
+    """A checkpoint or an exported model's metadata from a newer format fails with one line."""
+    from geoglacier.inference.export import meta_dict, read_exported_meta
+
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18"), None)
+    future = checkpoint_dict(model, _meta("scene"))
+    future["format_version"] = 3
+    torch.save(future, tmp_path / "future.pth")
+    with pytest.raises(CheckpointError, match=r"future.pth: checkpoint format 3 is newer .*upgrade geoglacier"):
+        read_checkpoint(tmp_path / "future.pth")
+    sidecar = {**meta_dict(_meta("scene")), "format_version": 3}
+    (tmp_path / "m.xml").write_text("<net/>")
+    (tmp_path / "m.json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=r"m.xml: checkpoint format 3 is newer") as info:
+        read_exported_meta(tmp_path / "m.xml")
+    assert "\n" not in str(info.value)
+    sidecar["format_version"] = 2
+    (tmp_path / "m.json").write_text(json.dumps(sidecar))
+    assert read_exported_meta(tmp_path / "m.xml").normalization == "scene"
+
+
 def test_exported_model_carries_the_mode(tmp_path: Path) -> None:
     from geoglacier.inference.export import export_onnx, meta_dict, read_exported_meta
 

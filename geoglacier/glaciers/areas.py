@@ -335,6 +335,9 @@ def _maybe_open(info: SceneInfo | None) -> Any:
     return _Null() if info is None else rasterio.open(info.path)
 
 
+_SAME_RUN = "give the {what} that segment-scene wrote with this mask ({option} of the same run)"
+
+
 def _check_probabilities(
     probabilities: str | os.PathLike[str] | None, mask: SceneInfo, thresholds: tuple[float, float]
 ) -> SceneInfo | None:
@@ -344,7 +347,7 @@ def _check_probabilities(
     if probabilities is None:
         return None
     info = inspect_scene(probabilities, expected_bands=1, what="probability raster", warn_no_crs=False)
-    check_same_grid(mask, info)
+    check_same_grid(mask, info, fix=_SAME_RUN.format(what="probability raster", option="--probabilities"))
     return info
 
 
@@ -353,7 +356,7 @@ def _check_spread(spread: str | os.PathLike[str] | None, mask: SceneInfo) -> Sce
     if spread is None:
         return None
     info = inspect_scene(spread, expected_bands=1, what="ensemble spread raster", warn_no_crs=False)
-    check_same_grid(mask, info)
+    check_same_grid(mask, info, fix=_SAME_RUN.format(what="spread raster", option="--uncertainty"))
     return info
 
 

@@ -90,8 +90,16 @@ def check_mask_values(path: str | os.PathLike[str], info: SceneInfo | None = Non
             normalize_mask(ds.read(1, window=window), info.nodata, info.path)
 
 
-def check_same_grid(scene: SceneInfo, mask: SceneInfo) -> None:
-    """Raise :class:`GridMismatchError` saying how the mask's grid differs from the scene's."""
+def check_same_grid(
+    scene: SceneInfo,
+    mask: SceneInfo,
+    fix: str = "resample the mask onto the scene's grid (e.g. gdalwarp -r near with the scene's extent)",
+) -> None:
+    """Raise :class:`GridMismatchError` saying how the mask's grid differs from the scene's.
+
+    ``fix`` ends the message: what the user should do (the default suits a label mask
+    given with a scene; a raster that should have come out of the same run says so).
+    """
     diffs: list[str] = []
     if (scene.height, scene.width) != (mask.height, mask.width):
         diffs.append(f"shape {mask.height}x{mask.width} vs scene {scene.height}x{scene.width}")
@@ -106,5 +114,5 @@ def check_same_grid(scene: SceneInfo, mask: SceneInfo) -> None:
         raise GridMismatchError(
             f"{mask.path} is not on the grid of {scene.path}: "
             + "; ".join(diffs)
-            + "; resample the mask onto the scene's grid (e.g. gdalwarp -r near with the scene's extent)"
+            + f"; {fix}"
         )
