@@ -151,7 +151,9 @@ def meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
     try:
         version = int(raw.get("format_version", 0))
     except (TypeError, ValueError):
-        raise CheckpointError(f"{path}: format_version {raw.get('format_version')!r} is not a whole number") from None
+        raise CheckpointError(
+            f"{path}: format_version {raw.get('format_version')!r} is not a whole number"
+        ) from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format {version} is newer than this geoglacier reads "

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.main import _Group
 from geoglacier.cli.train import train as train_command
-from geoglacier.training.loop import TrainConfig, TrainPaths, _amp_dtype, read_metrics_csv
+from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
+from tests.scoring import validation_mcc
 from tests.test_training import write_separable_scenes
 
 FAST_ARGS = [
@@ -192,7 +193,6 @@ def test_resume_after_sigkill_completes_the_run(
 
 
 def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script: Path) -> None:
-    from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
     from geoglacier.training.datasets import make_datasets
 
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -215,15 +215,10 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script
     # Validation counts were all-reduced over both ranks: one process over all of the
     # validation windows finds the same MCC with the saved weights.
     val = make_datasets(data, patch_size=64, val_fraction=0.25, seed=0, augment=False).val
-    counts = torch.zeros(4, dtype=torch.int64)
     # In the precision it validated in (bf16 where this CPU has native bf16).
-    dtype = _amp_dtype(TrainConfig(**meta.train_config), torch.device("cpu"))
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        for i in range(len(val)):
-            sample = val[i]
-            logits = model(sample["image"][None]).float()
-            counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
-    assert mcc_from_counts(*counts.tolist()) == pytest.approx(meta.metrics["val_mcc"], abs=1e-3)
+    assert validation_mcc(model, val, TrainConfig(**meta.train_config)) == pytest.approx(
+        meta.metrics["val_mcc"], abs=1e-3
+    )
     # ... and the checkpoint segments a scene.
     from geoglacier.inference.segment import segment_scene
 

@@ -24,10 +24,10 @@ from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.main import _Group
 from geoglacier.cli.train import train as train_command
 from geoglacier.io.atomic import TMP_PREFIX
-from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
 from geoglacier.training.datasets import make_datasets
-from geoglacier.training.loop import TrainConfig, TrainPaths, _amp_dtype, read_metrics_csv
+from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
 from tests.data import glacier_mask, scene_array, write_raster
+from tests.scoring import validation_mcc
 from tests.test_training import write_separable_scenes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,14 +71,7 @@ def _rescore(out: Path, data: Path, val_fraction: float) -> tuple[float, int]:
     """
     model, meta = load_checkpoint(out)
     val = make_datasets(data, patch_size=64, val_fraction=val_fraction, seed=0, augment=False).val
-    dtype = _amp_dtype(TrainConfig(**meta.train_config), torch.device("cpu"))
-    counts = torch.zeros(4, dtype=torch.int64)
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        for i in range(len(val)):
-            sample = val[i]
-            logits = model(sample["image"][None]).float()
-            counts += confusion_counts(logits, sample["mask"][None], sample["valid"][None])
-    return mcc_from_counts(*counts.tolist()), len(val)
+    return validation_mcc(model, val, TrainConfig(**meta.train_config)), len(val)
 
 
 @pytest.mark.parametrize(("val_fraction", "n_val"), [(0.2, 1), (0.4, 2), (0.6, 3)])

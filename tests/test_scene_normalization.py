@@ -351,7 +351,9 @@ def test_newer_formats_are_refused_in_checkpoints_and_exports(tmp_path: Path) ->
     future = checkpoint_dict(model, _meta("scene"))
     future["format_version"] = 3
     torch.save(future, tmp_path / "future.pth")
-    with pytest.raises(CheckpointError, match=r"future.pth: checkpoint format 3 is newer .*upgrade geoglacier"):
+    with pytest.raises(
+        CheckpointError, match=r"future.pth: checkpoint format 3 is newer .*upgrade geoglacier"
+    ):
         read_checkpoint(tmp_path / "future.pth")
     sidecar = {**meta_dict(_meta("scene")), "format_version": 3}
     (tmp_path / "m.xml").write_text("<net/>")

@@ -13,7 +13,6 @@ import torch
 
 from geoglacier.checkpoint import load_checkpoint, read_checkpoint
 from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
-from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
 from geoglacier.training.loop import (
     CSV_FIELDS,
     TrainConfig,
@@ -25,6 +24,7 @@ from geoglacier.training.loop import (
     train,
 )
 from tests.data import write_raster
+from tests.scoring import validation_mcc
 
 # Small and fast: U-Net (not ++) with ResNet18, no downloads, no workers unless asked.
 FAST = dict(
@@ -78,16 +78,7 @@ def _evaluate(
     model: torch.nn.Module, dataset: torch.utils.data.Dataset, batch_size: int = 4, amp: bool = True
 ) -> float:
     """Validation MCC in the precision training validated in (bf16 where the CPU has it natively)."""
-    from geoglacier.training.loop import _amp_dtype
-
-    dtype = _amp_dtype(TrainConfig(amp=amp), torch.device("cpu"))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    counts = torch.zeros(4, dtype=torch.int64)
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        for batch in loader:
-            logits = model(batch["image"]).float()
-            counts += confusion_counts(logits, batch["mask"], batch["valid"])
-    return mcc_from_counts(*counts.tolist())
+    return validation_mcc(model, dataset, TrainConfig(amp=amp), batch_size)
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,5 @@ def check_same_grid(
         )
     if diffs:
         raise GridMismatchError(
-            f"{mask.path} is not on the grid of {scene.path}: "
-            + "; ".join(diffs)
-            + f"; {fix}"
+            f"{mask.path} is not on the grid of {scene.path}: " + "; ".join(diffs) + f"; {fix}"
         )
