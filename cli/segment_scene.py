@@ -128,7 +128,7 @@ def segment_scene(
             overwrite=overwrite, window=window, overlap=overlap, batch_size=batch_size, blend=blend,
             device=device, precision=precision, tta=tta, engine=engine, overlap_px=overlap_px,
             pixel_size=pixel_size, progress=progress, date=date, inventory=inventory, glaciers=glaciers,
-            id_column=id_column, outlines=outlines,
+            id_column=id_column, outlines=outlines, min_area=min_area,
         )  # fmt: skip
         return
     result = run(
@@ -159,22 +159,12 @@ def segment_scene(
     _echo_result(result)
 
 
-def _run_ensemble(
-    scene: str,
-    model_path: tuple[str, ...],
-    out: str,
-    *,
-    outlines: str | None,
-    **kwargs: Any,
-) -> None:
+def _run_ensemble(scene: str, model_path: tuple[str, ...], out: str, **kwargs: Any) -> None:
     """Segment SCENE with an ensemble of checkpoints and print what it wrote."""
     from geoglacier.measure.areas import format_summary
 
-    if outlines or len(model_path) < 2:
-        raise click.UsageError(
-            "an ensemble takes two or more --model and no --outlines (not supported for "
-            "ensembles yet); --uncertainty needs an ensemble"
-        )
+    if len(model_path) < 2:
+        raise click.UsageError("--uncertainty needs an ensemble: give two or more --model")
     from geoglacier.inference.ensemble import segment_ensemble
 
     ens = segment_ensemble(scene, model_path, out, **kwargs)
@@ -185,9 +175,10 @@ def _run_ensemble(
         from geoglacier.glaciers.areas import format_totals
 
         click.echo(format_totals(ens.glacier_totals))
-    for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path, ens.glaciers):
+    for path in (ens.mask, ens.probabilities, ens.uncertainty, ens.summary_path, ens.outlines, ens.glaciers):
         if path is not None:
-            click.echo(f"wrote {path}")
+            extra = f" ({ens.outline_count} polygons)" if path == ens.outlines else ""
+            click.echo(f"wrote {path}{extra}")
 
 
 def _echo_result(result: Any) -> None:

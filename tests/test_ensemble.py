@@ -150,3 +150,93 @@ def test_cli_two_models_make_an_ensemble(members: tuple[Path, Path, Path], tmp_p
         cli, [*args[:4], "--out", str(tmp_path / "x.tif"), "--uncertainty", str(tmp_path / "y.tif")]
     )
     assert bad.exit_code == 2 and "needs an ensemble" in bad.output
+
+
+# ------------------------------------------------------------------------------- outlines
+
+
+def _features(path: Path) -> list[dict]:
+    import fiona
+
+    with fiona.open(path) as src:
+        return [{"geometry": f.geometry, **dict(f.properties)} for f in src]
+
+
+def test_ensemble_outlines_are_those_of_its_mask(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from rasterio.features import rasterize
+    from shapely.geometry import shape
+
+    from geoglacier.measure.outlines import write_outlines
+
+    scene, a, b = members
+    out = tmp_path / "o.gpkg"
+    result = segment_ensemble(scene, [a, b], tmp_path / "ens.tif", outlines=out, **OPTIONS)
+    assert result.outlines == out and result.outline_count is not None
+    ref_count = write_outlines(result.mask, tmp_path / "ref.gpkg")  # the mask, traced on its own
+    got, ref = _features(out), _features(tmp_path / "ref.gpkg")
+    assert result.outline_count == len(got) == ref_count > 1
+    total = sum(f["area_km2"] for f in got)
+    assert total == pytest.approx(sum(f["area_km2"] for f in ref), rel=1e-9)
+    assert total > 0
+    # independent of the tracer: the polygons cover exactly the mask's glacier pixels
+    mask = _read(result.mask)
+    with rasterio.open(result.mask) as ds:
+        burned = rasterize([shape(f["geometry"]) for f in got], out_shape=mask.shape, transform=ds.transform)
+    np.testing.assert_array_equal(burned, (mask == 1).astype(np.uint8))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".geoglacier-tmp")]
+
+
+def test_ensemble_outlines_are_checked_before_any_member_runs(
+    members: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoglacier.inference.segment as segment
+    from geoglacier.errors import OutputExistsError
+
+    scene, a, b = members
+    ran: list[object] = []
+    monkeypatch.setattr(segment, "segment_scene", lambda *args, **kwargs: ran.append(args))
+    (tmp_path / "o.gpkg").write_bytes(b"keep")
+    with pytest.raises(OutputExistsError, match="o.gpkg"):
+        segment_ensemble(scene, [a, b], tmp_path / "m.tif", outlines=tmp_path / "o.gpkg", **OPTIONS)
+    with pytest.raises(ConfigError, match="unknown outline format '.shp'"):
+        segment_ensemble(scene, [a, b], tmp_path / "m.tif", outlines=tmp_path / "o.shp", **OPTIONS)
+    with pytest.raises(ConfigError, match="--min-area"):
+        segment_ensemble(
+            scene, [a, b], tmp_path / "m.tif", outlines=tmp_path / "x.gpkg", min_area=-1, **OPTIONS
+        )
+    assert ran == []
+    assert [p.name for p in tmp_path.iterdir()] == ["o.gpkg"]
+    assert (tmp_path / "o.gpkg").read_bytes() == b"keep"
+
+
+def test_cli_ensemble_writes_outlines_with_inventory_ids(
+    members: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from geoglacier.cli.main import cli
+    from geoglacier.measure.outlines import write_outlines
+    from tests.data import UTM_TRANSFORM
+    from tests.glacier_data import px_box
+    from tests.glacier_data import write_outlines as write_inventory
+
+    scene, a, b = members
+    boxes = [px_box(0, 0, 48, 56, UTM_TRANSFORM), px_box(48, 56, 96, 112, UTM_TRANSFORM)]
+    inv = write_inventory(tmp_path / "inv.gpkg", boxes)
+    mask, out = tmp_path / "e.tif", tmp_path / "o.gpkg"
+    args = ["segment-scene", str(scene), "--model", str(a), "--model", str(b), "--out", str(mask)]
+    args += ["--outlines", str(out), "--min-area", "0.005", "--inventory", str(inv)]
+    args += ["--window", "64", "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    ref_count = write_outlines(mask, tmp_path / "ref.gpkg", 0.005, zones=(boxes, ["G1", "G2"]))
+    assert f"wrote {out} ({ref_count} polygons)" in result.output
+    got, ref = _features(out), _features(tmp_path / "ref.gpkg")
+    assert len(got) == ref_count and {"G1", "G2"} <= {f["glacier_id"] for f in got}
+    assert [(f["glacier_id"], f["area_km2"]) for f in got] == [(f["glacier_id"], f["area_km2"]) for f in ref]
+    assert min(f["area_km2"] for f in got) >= 0.005
+    assert ref_count < write_outlines(mask, tmp_path / "all.gpkg")  # --min-area dropped some
+    # the outlines file now exists: a rerun without --overwrite fails before any member runs
+    again = CliRunner().invoke(cli, [*args[:7], str(tmp_path / "m2.tif"), *args[8:]])
+    assert again.exit_code != 0 and "o.gpkg" in again.output and "Traceback" not in again.output
+    assert not (tmp_path / "m2.tif").exists()

@@ -161,6 +161,78 @@ def test_ensemble_members_in_scene_mode_are_invariant(
     np.testing.assert_allclose(means[1], means[0], atol=1e-5, rtol=0)
 
 
+def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every scene scan that inference makes (and forget what it remembers)."""
+    import geoglacier.inference.segment as segment
+
+    scans: list[Path] = []
+
+    def counting(path, *args, **kwargs):
+        scans.append(Path(path))
+        return scene_scan(path, *args, **kwargs)
+
+    segment.clear_scene_stats()
+    monkeypatch.setattr(segment, "scene_scan", counting)
+    return scans
+
+
+def test_ensemble_in_scene_mode_scans_the_scene_once(
+    scenes: tuple[Path, Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geoglacier.inference.segment import clear_scene_stats
+
+    s, _, _ = scenes
+    scans = _count_scans(monkeypatch)
+    members = [_untrained(tmp_path / f"m{k}.pth", "scene", seed=k) for k in (1, 2)]
+    segment_ensemble(s, members, tmp_path / "ens.tif", probabilities=tmp_path / "ens_p.tif", **RUN)
+    assert scans == [s]
+    singles = []
+    for k, member in enumerate(members):  # each alone, with a fresh scan of its own
+        clear_scene_stats()
+        segment_scene(s, member, tmp_path / f"{k}.tif", probabilities=tmp_path / f"{k}_p.tif", **RUN)
+        singles.append(_read(tmp_path / f"{k}_p.tif").astype(np.float64))
+    assert scans == [s, s, s]
+    np.testing.assert_allclose(
+        _read(tmp_path / "ens_p.tif"), (singles[0] + singles[1]) / 2, atol=1e-6, rtol=0
+    )
+
+
+def test_remembered_scene_statistics_follow_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import os
+
+    from geoglacier.inference.segment import SCENE_STATS_CACHE_SIZE
+
+    scans = _count_scans(monkeypatch)
+    data = _with_nodata(scene_array(64, 64, seed=11))
+    path = write_raster(tmp_path / "s.tif", data, nodata=NODATA, descriptions=BANDS)
+    info = inspect_scene(path, expected_bands=None, warn_no_crs=False)
+    mean, std = scene_normalization(info)
+    again, _ = scene_normalization(inspect_scene(path, expected_bands=None, warn_no_crs=False))
+    assert len(scans) == 1 and np.array_equal(again, mean)
+    with pytest.raises(ValueError, match="read-only"):
+        again += 1.0  # a caller cannot change what the next one gets
+    # rewritten in place (same size), with other values and a later mtime: scanned again
+    before = path.stat()
+    write_raster(path, _transformed(data), nodata=NODATA, descriptions=BANDS)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert path.stat().st_size == before.st_size
+    mean2, std2 = scene_normalization(inspect_scene(path, expected_bands=None, warn_no_crs=False))
+    assert len(scans) == 2
+    ref_mean, ref_std = _numpy_stats(_transformed(data))
+    np.testing.assert_allclose(mean2.ravel(), ref_mean, rtol=1e-6)
+    np.testing.assert_allclose(std2.ravel(), ref_std, rtol=1e-6)
+    assert np.abs(mean2 - mean).max() > 1.0
+    # another nodata value is another key; only the last few scenes are kept
+    scene_normalization(dataclasses.replace(info, nodata=0.0))
+    assert len(scans) == 3
+    for k in range(SCENE_STATS_CACHE_SIZE):
+        other = write_raster(tmp_path / f"o{k}.tif", scene_array(32, 32, seed=k), descriptions=BANDS)
+        scene_normalization(inspect_scene(other, expected_bands=None, warn_no_crs=False))
+    scene_normalization(inspect_scene(path, expected_bands=None, warn_no_crs=False))
+    assert len(scans) == 3 + SCENE_STATS_CACHE_SIZE + 1  # evicted by the others: scanned once more
+
+
 def test_batch_segments_in_scene_mode_inside_dask_workers(
     scenes: tuple[Path, Path, np.ndarray], tmp_path: Path
 ) -> None:

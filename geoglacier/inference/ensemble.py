@@ -16,7 +16,9 @@ probability COGs) are removed whatever happens, and the outputs appear only comp
 
 With an inventory, the per-glacier table of the mask follows
 (:func:`~geoglacier.glaciers.areas.run_glaciers`, as for one model); the uncertainty
-raster, when written, gives its ``uncertainty_ensemble_km2`` column.
+raster, when written, gives its ``uncertainty_ensemble_km2`` column. Outlines are the
+polygons of the ensemble's mask (:func:`~geoglacier.measure.outlines.write_outlines`),
+with the inventory's ``glacier_id`` when there is one, as for one model.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
 from geoglacier.io.atomic import TMP_PREFIX, check_output_path
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
-from geoglacier.io.scene import inspect_scene
+from geoglacier.io.scene import SceneInfo, inspect_scene
 from geoglacier.measure.areas import summarize_mask, write_summary_json
+from geoglacier.measure.outlines import write_outlines
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class EnsembleResult:
     summary: Any = None
     glaciers: Path | None = None
     glacier_totals: Any = None
+    outlines: Path | None = None
+    outline_count: int | None = None
 
 
 def member_threshold(model_paths: Sequence[str | os.PathLike[str]]) -> float:
@@ -153,6 +158,8 @@ def segment_ensemble(
     probabilities: str | os.PathLike[str] | None = None,
     uncertainty: str | os.PathLike[str] | None = None,
     summary: str | os.PathLike[str] | None = None,
+    outlines: str | os.PathLike[str] | None = None,
+    min_area: float = 0.0,
     inventory: str | os.PathLike[str] | None = None,
     glaciers: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
@@ -168,6 +175,9 @@ def segment_ensemble(
         probabilities: also write the mean probability COG.
         uncertainty: also write the members' standard deviation COG.
         summary: also write the area summary JSON of the mask.
+        outlines: also write the mask's glacier polygons (.gpkg or .geojson) with their
+            areas; with ``inventory`` they carry the ``glacier_id`` they overlap most.
+        min_area: drop outline polygons smaller than this many km2.
         inventory, glaciers, id_column: glacier outlines, and the per-glacier table (.gpkg
             or .csv) to write from the mask, as for one model; read and checked before
             any member runs. With ``uncertainty`` the table has ``uncertainty_ensemble_km2``.
@@ -176,31 +186,24 @@ def segment_ensemble(
             batch_size, blend, device, precision, tta, pixel_size, progress, date ...).
 
     Raises:
-        ConfigError: fewer than two members.
+        ConfigError: fewer than two members, a bad ``min_area`` or outline extension.
         CheckpointError: members trained on different bands.
-        OutputExistsError: an output exists and ``overwrite`` is False.
-        InventoryError, CRSMissingError: a bad inventory, or one for a scene without CRS.
+        OutputExistsError, OutputPathError: an output cannot be written (checked first).
+        InventoryError, CRSMissingError: a bad inventory, or one (or outlines, or a
+            summary without ``pixel_size``) for a scene without CRS.
     """
-    from geoglacier.inference.segment import segment_scene
-
     if len(model_paths) < 2:
         raise ConfigError(f"an ensemble needs at least two --model checkpoints, got {len(model_paths)}")
-    targets = [Path(out), *(Path(p) for p in (probabilities, uncertainty, summary) if p is not None)]
-    for target in targets:
-        check_output_path(target, overwrite)
-    outputs = [out, probabilities, uncertainty, summary]
-    inv = _prepare_inventory(scene, inventory, glaciers, outputs, id_column, overwrite)
+    info = _check_outputs(
+        scene, out, probabilities, uncertainty, summary, outlines,
+        min_area=min_area, pixel_size=segment_options.get("pixel_size"), overwrite=overwrite,
+    )  # fmt: skip
+    other_paths = [scene, out, probabilities, uncertainty, summary, outlines]
+    inv = _prepare_inventory(info, inventory, glaciers, other_paths, id_column, overwrite, outlines)
     threshold = member_threshold(model_paths)
-    parent = Path(out).parent if str(Path(out).parent) else Path(".")
-    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}ensemble-", dir=parent) as tmp:
-        probs = []
-        for k, model in enumerate(model_paths):
-            prob = Path(tmp) / f"p{k}.tif"
-            segment_scene(scene, model, Path(tmp) / f"m{k}.tif", probabilities=prob, **segment_options)
-            probs.append(prob)
-        out_p = Path(probabilities) if probabilities is not None else None
-        out_u = Path(uncertainty) if uncertainty is not None else None
-        combine_probabilities(probs, threshold, Path(out), out_p, out_u, overwrite)
+    out_p = Path(probabilities) if probabilities is not None else None
+    out_u = Path(uncertainty) if uncertainty is not None else None
+    _run_members(scene, model_paths, Path(out), out_p, out_u, threshold, overwrite, segment_options)
     area = None
     if summary is not None:
         area = summarize_mask(out, segment_options.get("pixel_size"))
@@ -210,6 +213,10 @@ def segment_ensemble(
         totals = run_glaciers(
             out, inv, glaciers, overwrite=overwrite, probabilities=out_p, spread=out_u
         ).totals
+    count = None
+    if outlines is not None:
+        zones = None if inv is None else (inv.geometries, inv.ids)
+        count = write_outlines(out, outlines, min_area, overwrite, zones=zones)
     return EnsembleResult(
         mask=Path(out),
         probabilities=out_p,
@@ -220,26 +227,69 @@ def segment_ensemble(
         summary=area,
         glaciers=Path(glaciers) if totals is not None else None,
         glacier_totals=totals,
+        outlines=Path(outlines) if outlines is not None else None,
+        outline_count=count,
     )
 
 
-def _prepare_inventory(
+def _run_members(
     scene: str | os.PathLike[str],
+    model_paths: Sequence[str | os.PathLike[str]],
+    out: Path,
+    out_p: Path | None,
+    out_u: Path | None,
+    threshold: float,
+    overwrite: bool,
+    segment_options: dict[str, Any],
+) -> None:
+    """Segment the scene with each member into a temporary folder beside ``out``, then combine them."""
+    from geoglacier.inference.segment import segment_scene
+
+    parent = out.parent if str(out.parent) else Path(".")
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}ensemble-", dir=parent) as tmp:
+        probs = []
+        for k, model in enumerate(model_paths):
+            prob = Path(tmp) / f"p{k}.tif"
+            segment_scene(scene, model, Path(tmp) / f"m{k}.tif", probabilities=prob, **segment_options)
+            probs.append(prob)
+        combine_probabilities(probs, threshold, out, out_p, out_u, overwrite)
+
+
+def _check_outputs(
+    scene: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    probabilities: str | os.PathLike[str] | None,
+    uncertainty: str | os.PathLike[str] | None,
+    summary: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    *,
+    min_area: float,
+    pixel_size: float | None,
+    overwrite: bool,
+) -> SceneInfo:
+    """Check the outputs, ``min_area`` and the scene's CRS as one model's run does; return the scene's info."""
+    from geoglacier.inference.segment import check_areas, check_min_area, check_outputs
+
+    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
+    if uncertainty is not None:
+        check_output_path(uncertainty, overwrite)
+    check_min_area(min_area)
+    info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
+    check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
+    return info
+
+
+def _prepare_inventory(
+    info: SceneInfo,
     inventory: str | os.PathLike[str] | None,
     glaciers: str | os.PathLike[str] | None,
-    outputs: list[str | os.PathLike[str] | None],
+    other_paths: list[str | os.PathLike[str] | None],
     id_column: str | None,
     overwrite: bool,
+    outlines: str | os.PathLike[str] | None,
 ) -> Any:
     """Read the inventory onto the scene's grid and check the table path, before any member runs."""
-    if inventory is None and glaciers is None:
-        return None
-    if inventory is not None and glaciers is None:
-        raise ConfigError(
-            "an ensemble's --inventory needs --glaciers TABLE (.gpkg or .csv): nothing would use it"
-        )
-    info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
     return prepare_glacier_table(
         inventory, glaciers, crs=info.crs, transform=info.transform, height=info.height, width=info.width,
-        other_paths=[scene, *outputs], id_column=id_column, overwrite=overwrite,
+        other_paths=other_paths, id_column=id_column, overwrite=overwrite, outlines=outlines is not None,
     )  # fmt: skip

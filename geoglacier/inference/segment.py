@@ -33,8 +33,10 @@ import math
 import numbers
 import os
 import sys
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -325,6 +327,14 @@ def all_nodata_error(info: SceneInfo) -> InvalidRasterError:
     )
 
 
+#: Scenes whose statistics :func:`scene_normalization` keeps (a few: an ensemble's members
+#: share one scene; segment-scenes runs a few scenes at once per worker).
+SCENE_STATS_CACHE_SIZE: int = 4
+
+_scene_stats: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_scene_stats_lock = threading.Lock()
+
+
 def scene_normalization(info: SceneInfo, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The scene's own per-band mean and std over its valid pixels, as :func:`block_statistics`.
 
@@ -334,14 +344,62 @@ def scene_normalization(info: SceneInfo, progress: bool = False) -> tuple[np.nda
     statistics in both), on dask's threaded scheduler so that it also runs inside a
     dask.distributed task (segment-scenes).
 
+    The result is remembered for the last :data:`SCENE_STATS_CACHE_SIZE` scenes, keyed on
+    the file's identity and modification (:func:`scene_stats_key`) and its nodata value,
+    so the K members of an ensemble scan the scene once, and a rewritten file is scanned
+    again. The arrays returned are read-only (they are shared between callers). Two
+    threads asking for one new scene at the same moment may both scan it.
+
     Raises:
         InvalidRasterError: the scene has no valid pixel.
     """
+    key = scene_stats_key(info)
+    with _scene_stats_lock:
+        cached = _scene_stats.get(key) if key is not None else None
+        if cached is not None:
+            _scene_stats.move_to_end(key)
+            return cached
+    stats = _scan_normalization(info, progress)  # outside the lock: other scenes go on meanwhile
+    if key is not None:
+        with _scene_stats_lock:
+            _scene_stats[key] = stats
+            _scene_stats.move_to_end(key)
+            while len(_scene_stats) > SCENE_STATS_CACHE_SIZE:
+                _scene_stats.popitem(last=False)
+    return stats
+
+
+def scene_stats_key(info: SceneInfo) -> tuple[Any, ...] | None:
+    """What identifies a scene's statistics: resolved path, inode, size, times, nodata.
+
+    ``None`` (do not cache) for a path that cannot be stat'ed (a GDAL virtual path). The
+    inode and ctime catch a file replaced by a rename even within the mtime's resolution.
+    """
+    try:
+        path = info.path.resolve()
+        st = path.stat()
+    except OSError:
+        return None
+    nodata = None if info.nodata is None else float(info.nodata).hex()  # NaN != NaN: key its text
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, nodata)
+
+
+def clear_scene_stats() -> None:
+    """Forget every remembered scene statistic (:func:`scene_normalization`)."""
+    with _scene_stats_lock:
+        _scene_stats.clear()
+
+
+def _scan_normalization(info: SceneInfo, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One scan of the scene into read-only :func:`block_statistics` arrays."""
     scan = scene_scan(info.path, nodata=info.nodata, scheduler="threads", progress=progress)
     if (scan.moments.count == 0).any():
         raise all_nodata_error(info)
     norm = scan.moments.normalization(str(info.path))
-    return block_statistics(norm.mean, norm.std)
+    mean, std = block_statistics(norm.mean, norm.std)
+    mean.flags.writeable = False
+    std.flags.writeable = False
+    return mean, std
 
 
 def warn_if_striped(info: SceneInfo, block_size: int) -> None:
