@@ -240,3 +240,21 @@ def test_cli_ensemble_writes_outlines_with_inventory_ids(
     again = CliRunner().invoke(cli, [*args[:7], str(tmp_path / "m2.tif"), *args[8:]])
     assert again.exit_code != 0 and "o.gpkg" in again.output and "Traceback" not in again.output
     assert not (tmp_path / "m2.tif").exists()
+
+
+def test_ensemble_mask_and_summary_carry_the_acquisition_date(
+    members: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """As for one model: --date reaches the mask's ACQUISITION_DATE tag and the summary JSON."""
+    import json
+
+    scene, a, b = members
+    segment_ensemble(
+        scene, [a, b], tmp_path / "ens.tif", summary=tmp_path / "ens.json", date="2001-02-03", **OPTIONS
+    )
+    segment_scene(scene, a, tmp_path / "one.tif", summary=tmp_path / "one.json", date="2001-02-03", **OPTIONS)
+    with rasterio.open(tmp_path / "ens.tif") as ds:
+        assert ds.tags()["ACQUISITION_DATE"] == "2001-02-03"
+    ens, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ens", "one"))
+    assert ens["acquisition_date"] == one["acquisition_date"] == "2001-02-03"
+    assert {"sensor", "source_product"} <= set(ens)

@@ -45,6 +45,7 @@ from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo, inspect_scene
 from geoglacier.measure.areas import summarize_mask, write_summary_json
 from geoglacier.measure.outlines import write_outlines
+from geoglacier.products.metadata import product_tags, summary_fields
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def segment_ensemble(
     area = None
     if summary is not None:
         area = summarize_mask(out, segment_options.get("pixel_size"))
-        write_summary_json(area, summary, overwrite)
+        write_summary_json(area, summary, overwrite, extra=summary_fields(product_tags(out)))
     totals = None
     if inv is not None and glaciers is not None:
         totals = run_glaciers(
