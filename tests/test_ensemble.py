@@ -10,7 +10,7 @@ import rasterio
 import torch
 
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
-from geoglacier.errors import CheckpointError, ConfigError
+from geoglacier.errors import CheckpointError, ConfigError, OutputPathError
 from geoglacier.inference.ensemble import ensemble_stats, segment_ensemble
 from geoglacier.inference.segment import segment_scene
 from geoglacier.model import ModelConfig, build_model
@@ -102,6 +102,12 @@ def test_bad_ensembles(members: tuple[Path, Path, Path], tmp_path: Path) -> None
     with pytest.raises(FileExistsError):
         segment_ensemble(scene, [a, a], tmp_path / "exists.tif", **OPTIONS)
     assert (tmp_path / "exists.tif").read_bytes() == b"keep"
+    with pytest.raises(OutputPathError, match="both the probabilities and the uncertainty output"):
+        segment_ensemble(
+            scene, [a, a], tmp_path / "m.tif", probabilities=tmp_path / "pu.tif", uncertainty=tmp_path / "pu.tif",
+            **OPTIONS,
+        )  # fmt: skip
+    assert not (tmp_path / "m.tif").exists() and not (tmp_path / "pu.tif").exists()
 
 
 def test_train_ensemble_writes_one_member_per_seed(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from geoglacier.checkpoint import read_checkpoint
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
-from geoglacier.io.atomic import TMP_PREFIX, check_output_path
+from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo, inspect_scene
@@ -271,9 +271,7 @@ def _check_outputs(
     """Check the outputs, ``min_area`` and the scene's CRS as one model's run does; return the scene's info."""
     from geoglacier.inference.segment import check_areas, check_min_area, check_outputs
 
-    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
-    if uncertainty is not None:
-        check_output_path(uncertainty, overwrite)
+    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene, uncertainty=uncertainty)
     check_min_area(min_area)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
     check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)

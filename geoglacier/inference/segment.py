@@ -833,15 +833,21 @@ def check_outputs(
     outlines: str | os.PathLike[str] | None,
     overwrite: bool,
     scene: str | os.PathLike[str] | None = None,
+    uncertainty: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
     """Check every requested output path before work; return them by role.
+
+    ``uncertainty`` is an ensemble's spread raster (checked like the others).
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
         OutputPathError: a folder is missing or read-only, or two outputs share a path.
         ConfigError: the outlines file has an unsupported extension.
     """
-    requested = {"mask": out, "probabilities": probabilities, "summary": summary, "outlines": outlines}
+    requested = {
+        "mask": out, "probabilities": probabilities, "uncertainty": uncertainty, "summary": summary,
+        "outlines": outlines,
+    }  # fmt: skip
     targets: dict[str, Path] = {}
     seen: dict[Path, str] = {}
     if scene is not None:
