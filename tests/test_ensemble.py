@@ -264,3 +264,17 @@ def test_ensemble_mask_and_summary_carry_the_acquisition_date(
     ens, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ens", "one"))
     assert ens["acquisition_date"] == one["acquisition_date"] == "2001-02-03"
     assert {"sensor", "source_product"} <= set(ens)
+
+
+def test_loaded_members_must_match_and_carry_their_own_window(
+    members: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from geoglacier.inference.segment import InferenceConfig, Segmenter
+
+    scene, a, b = members
+    segs = [Segmenter.from_checkpoint(p, InferenceConfig(device="cpu", window=64)) for p in (a, b)]
+    with pytest.raises(ConfigError, match="carry their own window"):
+        segment_ensemble(scene, [a, b], tmp_path / "x.tif", segmenters=segs, window=64)
+    with pytest.raises(ConfigError, match="1 segmenters for 2"):
+        segment_ensemble(scene, [a, b], tmp_path / "x.tif", segmenters=segs[:1], progress=False)
+    assert not (tmp_path / "x.tif").exists()

@@ -26,17 +26,18 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoglacier.checkpoint import read_checkpoint
+from geoglacier.checkpoint import CheckpointMeta, read_checkpoint
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
 from geoglacier.io.atomic import TMP_PREFIX
@@ -46,6 +47,9 @@ from geoglacier.io.scene import SceneInfo, inspect_scene
 from geoglacier.measure.areas import summarize_mask, write_summary_json
 from geoglacier.measure.outlines import write_outlines
 from geoglacier.products.metadata import product_tags, summary_fields
+
+if TYPE_CHECKING:
+    from geoglacier.inference.segment import Segmenter
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,14 @@ def member_threshold(model_paths: Sequence[str | os.PathLike[str]]) -> float:
     """The ensemble's threshold: the mean of the members' thresholds.
 
     Raises:
-        CheckpointError: members trained on different bands (they cannot share a scene).
+        CheckpointError: a member is unreadable, or members were trained on different
+            bands (they cannot share a scene).
     """
-    metas = [read_checkpoint(p)[0] for p in model_paths]
+    return metas_threshold(model_paths, [read_checkpoint(p)[0] for p in model_paths])
+
+
+def metas_threshold(model_paths: Sequence[str | os.PathLike[str]], metas: Sequence[CheckpointMeta]) -> float:
+    """:func:`member_threshold` of members already read (``metas``, in the order of ``model_paths``)."""
     bands = {m.bands for m in metas}
     if len(bands) > 1:
         listed = "; ".join(
@@ -165,6 +174,7 @@ def segment_ensemble(
     glaciers: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
     overwrite: bool = False,
+    segmenters: Sequence[Segmenter] | None = None,
     **segment_options: Any,
 ) -> EnsembleResult:
     """Segment ``scene`` with every checkpoint in ``model_paths`` and write their average.
@@ -183,11 +193,16 @@ def segment_ensemble(
             or .csv) to write from the mask, as for one model; read and checked before
             any member runs. With ``uncertainty`` the table has ``uncertainty_ensemble_km2``.
         overwrite: replace existing outputs.
+        segmenters: the members already loaded (one per ``model_paths`` entry, in order),
+            for a caller that segments many scenes (a dask worker): they run as they were
+            configured, and ``segment_options`` may then hold only pixel_size, progress
+            and date.
         **segment_options: passed to each member's ``segment_scene`` (window, overlap,
             batch_size, blend, device, precision, tta, pixel_size, progress, date ...).
 
     Raises:
-        ConfigError: fewer than two members, a bad ``min_area`` or outline extension.
+        ConfigError: fewer than two members, a bad ``min_area`` or outline extension,
+            ``segmenters`` that do not match ``model_paths`` or come with window options.
         CheckpointError: members trained on different bands.
         OutputExistsError, OutputPathError: an output cannot be written (checked first).
         InventoryError, CRSMissingError: a bad inventory, or one (or outlines, or a
@@ -201,10 +216,15 @@ def segment_ensemble(
     )  # fmt: skip
     other_paths = [scene, out, probabilities, uncertainty, summary, outlines]
     inv = _prepare_inventory(info, inventory, glaciers, other_paths, id_column, overwrite, outlines)
-    threshold = member_threshold(model_paths)
+    runs = _member_runs(scene, model_paths, segmenters, segment_options)
+    threshold = (
+        member_threshold(model_paths)
+        if segmenters is None
+        else metas_threshold(model_paths, [s.meta for s in segmenters])
+    )
     out_p = Path(probabilities) if probabilities is not None else None
     out_u = Path(uncertainty) if uncertainty is not None else None
-    _run_members(scene, model_paths, Path(out), out_p, out_u, threshold, overwrite, segment_options)
+    _run_members(runs, Path(out), out_p, out_u, threshold, overwrite)
     area = None
     if summary is not None:
         area = summarize_mask(out, segment_options.get("pixel_size"))
@@ -233,25 +253,60 @@ def segment_ensemble(
     )
 
 
-def _run_members(
+#: Writes one member's mask and probability raster of the scene: ``run(mask, probabilities)``.
+MemberRun = Callable[[Path, Path], object]
+_LOADED_OPTIONS = frozenset({"pixel_size", "progress", "date"})
+
+
+def _member_runs(
     scene: str | os.PathLike[str],
     model_paths: Sequence[str | os.PathLike[str]],
+    segmenters: Sequence[Segmenter] | None,
+    segment_options: dict[str, Any],
+) -> list[MemberRun]:
+    """How each member segments ``scene``: load its checkpoint, or run the segmenter given for it."""
+    from geoglacier.inference.segment import segment_scene
+
+    if segmenters is None:
+        return [
+            partial(_run_checkpoint, segment_scene, scene, model, segment_options) for model in model_paths
+        ]
+    if len(segmenters) != len(model_paths):
+        raise ConfigError(f"{len(segmenters)} segmenters for {len(model_paths)} ensemble members")
+    extra = set(segment_options) - _LOADED_OPTIONS
+    if extra:
+        raise ConfigError(f"loaded segmenters carry their own {', '.join(sorted(extra))}; leave it out")
+    return [partial(_run_loaded, seg, scene, segment_options) for seg in segmenters]
+
+
+def _run_checkpoint(
+    run: Callable[..., object], scene: str | os.PathLike[str], model: str | os.PathLike[str],
+    options: dict[str, Any], mask: Path, prob: Path,
+) -> object:  # fmt: skip
+    return run(scene, model, mask, probabilities=prob, **options)
+
+
+def _run_loaded(
+    segmenter: Segmenter, scene: str | os.PathLike[str], options: dict[str, Any], mask: Path, prob: Path
+) -> object:
+    return segmenter.run(scene, mask, probabilities=prob, **options)
+
+
+def _run_members(
+    runs: Sequence[MemberRun],
     out: Path,
     out_p: Path | None,
     out_u: Path | None,
     threshold: float,
     overwrite: bool,
-    segment_options: dict[str, Any],
 ) -> None:
     """Segment the scene with each member into a temporary folder beside ``out``, then combine them."""
-    from geoglacier.inference.segment import segment_scene
-
     parent = out.parent if str(out.parent) else Path(".")
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}ensemble-", dir=parent) as tmp:
         probs = []
-        for k, model in enumerate(model_paths):
+        for k, run in enumerate(runs):
             prob = Path(tmp) / f"p{k}.tif"
-            segment_scene(scene, model, Path(tmp) / f"m{k}.tif", probabilities=prob, **segment_options)
+            run(Path(tmp) / f"m{k}.tif", prob)
             probs.append(prob)
         combine_probabilities(probs, threshold, out, out_p, out_u, overwrite)
 
