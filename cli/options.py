@@ -20,6 +20,15 @@ model_opt = click.option(
     type=click.Path(path_type=str),
     help="Checkpoint written by 'geoglacier train' (or a model from 'geoglacier export').",
 )
+models_opt = click.option(
+    "--model",
+    "model_path",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Checkpoint written by 'geoglacier train' (or a model from 'geoglacier export'); "
+    "give several checkpoints for an ensemble.",
+)
 bands_opt = click.option(
     "--bands", default=5, show_default=True, type=int, help="Number of bands the scenes must have."
 )

@@ -6,21 +6,21 @@ from typing import Any
 
 import click
 
-from geoglacier.cli.options import date_opt, device_opt, engine_opt, overlap_px_opt, overwrite_opt
+from geoglacier.cli.options import (
+    date_opt,
+    device_opt,
+    engine_opt,
+    models_opt,
+    overlap_px_opt,
+    overwrite_opt,
+)
 
 _out_path = click.Path(dir_okay=False, path_type=str)
 
 
 @click.command("segment-scene")
 @click.argument("scene", type=click.Path(path_type=str))
-@click.option(
-    "--model",
-    "model_path",
-    required=True,
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="Checkpoint written by 'geoglacier train'; give it several times for an ensemble.",
-)
+@models_opt
 @click.option(
     "--uncertainty",
     type=_out_path,

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import device_opt, engine_opt, model_opt, overlap_px_opt, overwrite_opt
+from geoglacier.cli.options import device_opt, engine_opt, models_opt, overlap_px_opt, overwrite_opt
 
 
 @click.command("segment-scenes")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(path_type=str))
-@model_opt
+@models_opt
+@click.option(
+    "--uncertainty",
+    is_flag=True,
+    help="Ensembles: also write NAME_uncertainty.tif, the members' probability spread (std); "
+    "with --inventory the glacier tables get uncertainty_ensemble_km2.",
+)
 @click.option(
     "--out-dir",
     required=True,
@@ -58,7 +64,8 @@ from geoglacier.cli.options import device_opt, engine_opt, model_opt, overlap_px
 @overwrite_opt
 def segment_scenes(
     scenes: tuple[str, ...],
-    model_path: str,
+    model_path: tuple[str, ...],
+    uncertainty: bool,
     out_dir: str,
     workers: int,
     scheduler: str | None,
@@ -78,7 +85,10 @@ def segment_scenes(
     overlap_px: int | None,
     overwrite: bool,
 ) -> None:
-    """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv."""
+    """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv.
+
+    Two or more --model segment each scene as an ensemble (mean of the members' probabilities).
+    """
     from geoglacier.inference.batch import segment_scenes as run
 
     client = None
@@ -109,6 +119,7 @@ def segment_scenes(
             pixel_size=pixel_size,
             inventory=inventory,
             id_column=id_column,
+            uncertainty=uncertainty,
         )
     finally:
         if client is not None:

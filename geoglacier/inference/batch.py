@@ -2,7 +2,9 @@
 
 Each scene is one task. A worker process loads the model once (cached per process,
 keyed by the checkpoint's path and modification time) and reuses it for every scene
-it is given; a worker that sees a GPU uses it. A scene that fails is reported with
+it is given; a worker that sees a GPU uses it. With two or more models each scene is
+segmented by their ensemble (:func:`~geoglacier.inference.ensemble.segment_ensemble`),
+the members loaded once per worker in the same way. A scene that fails is reported with
 its error and the others go on. Outputs are written atomically, so a scene whose
 outputs exist is complete and a rerun skips it.
 """
@@ -50,11 +52,15 @@ class SceneOutputs:
     summary: Path
     outlines: Path | None
     glaciers: Path | None = None
+    uncertainty: Path | None = None
+
+    def paths(self) -> list[Path]:
+        """Every output asked for."""
+        optional = (self.outlines, self.glaciers, self.uncertainty)
+        return [self.mask, self.summary] + [p for p in optional if p is not None]
 
     def complete(self) -> bool:
-        done = [self.mask, self.summary] + ([self.outlines] if self.outlines else [])
-        done += [self.glaciers] if self.glaciers else []
-        return all(p.is_file() for p in done)
+        return all(p.is_file() for p in self.paths())
 
 
 @dataclass
@@ -75,7 +81,11 @@ class BatchResult:
 
 
 def plan_outputs(
-    scenes: Sequence[str | os.PathLike[str]], out_dir: Path, outlines: str | None, glaciers: bool = False
+    scenes: Sequence[str | os.PathLike[str]],
+    out_dir: Path,
+    outlines: str | None,
+    glaciers: bool = False,
+    uncertainty: bool = False,
 ) -> list[SceneOutputs]:
     """Name each scene's outputs after its file stem; stems must be unique."""
     plans: list[SceneOutputs] = []
@@ -95,6 +105,7 @@ def plan_outputs(
                 summary=out_dir / f"{stem}_summary.json",
                 outlines=out_dir / f"{stem}_outlines.{outlines}" if outlines else None,
                 glaciers=out_dir / f"{stem}_glaciers.csv" if glaciers else None,
+                uncertainty=out_dir / f"{stem}_uncertainty.tif" if uncertainty else None,
             )
         )
     return plans
@@ -113,30 +124,38 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return config, run
 
 
-def _worker_segmenter(
-    model_path: str, device: str, config_options: dict[str, Any], threads: int | None
-) -> Any:
-    """Load the model once per worker process and keep it for later scenes."""
+def _worker_segmenters(
+    models: tuple[str, ...], device: str, config_options: dict[str, Any], threads: int | None
+) -> tuple[Any, ...]:
+    """Load the models (one, or an ensemble's members) once per worker process and keep them for later scenes."""
     import torch
 
     from geoglacier.inference.segment import InferenceConfig, Segmenter
 
-    key = (model_path, os.path.getmtime(model_path), device, tuple(sorted(config_options.items())))
-    with _MODELS_LOCK:  # threads of one worker share the loaded model
-        segmenter = _MODELS.get(key)
-        if segmenter is None:
+    stamps = tuple((m, os.path.getmtime(m)) for m in models)
+    key = (stamps, device, tuple(sorted(config_options.items())))
+    with _MODELS_LOCK:  # threads of one worker share the loaded models
+        segmenters = _MODELS.get(key)
+        if segmenters is None:
             if threads:
                 torch.set_num_threads(threads)
             _MODELS.clear()
             config = InferenceConfig(device=device, **config_options)
-            segmenter = Segmenter.from_checkpoint(model_path, config=config)
-            _MODELS[key] = segmenter
-    return segmenter
+            segmenters = tuple(Segmenter.from_checkpoint(m, config=config) for m in models)
+            _MODELS[key] = segmenters
+    return segmenters
+
+
+def _as_models(model_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+    """One model path, or an ensemble's, as a tuple of strings."""
+    if isinstance(model_path, str | os.PathLike):
+        return (os.fspath(model_path),)
+    return tuple(os.fspath(m) for m in model_path)
 
 
 def segment_one(
     plan: SceneOutputs,
-    model_path: str,
+    model_path: str | Sequence[str],
     device: str,
     options: dict[str, Any],
     overwrite: bool,
@@ -146,26 +165,25 @@ def segment_one(
 ) -> dict[str, Any]:
     """Segment one scene (runs on a worker); never raises, returns a result row.
 
-    With ``inventory`` the scene's per-glacier table is written to ``plan.glaciers``
-    (a header-only table when no outline reaches the scene).
+    ``model_path`` is one model, or two or more checkpoints segmenting the scene as an
+    ensemble (writing ``plan.uncertainty`` when it is set). With ``inventory`` the scene's
+    per-glacier table is written to ``plan.glaciers`` (a header-only table when no
+    outline reaches the scene).
     """
     row: dict[str, Any] = {"scene": str(plan.scene), "mask": str(plan.mask)}
     try:
         config_options, run_options = _split_options(options)
-        segmenter = _worker_segmenter(model_path, device, config_options, threads)
-        result = segmenter.run(
-            plan.scene,
-            plan.mask,
-            summary=plan.summary,
-            outlines=plan.outlines,
-            overwrite=overwrite,
-            progress=False,
-            **run_options,
-        )
-        if result.summary is not None:
-            row.update(_summary_fields(result.summary.to_dict()))
+        segmenters = _worker_segmenters(_as_models(model_path), device, config_options, threads)
+        if len(segmenters) == 1:
+            summary = _single_scene(plan, segmenters[0], overwrite, run_options)
+        else:
+            summary = _ensemble_scene(plan, _as_models(model_path), segmenters, overwrite, run_options)
+        if summary is not None:
+            row.update(_summary_fields(summary.to_dict()))
         if inventory is not None and plan.glaciers is not None:
-            write_scene_glaciers(plan.mask, inventory, plan.glaciers, id_column=id_column)
+            write_scene_glaciers(
+                plan.mask, inventory, plan.glaciers, id_column=id_column, spread=plan.uncertainty
+            )
         row["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -173,15 +191,59 @@ def segment_one(
     return row
 
 
+def _single_scene(plan: SceneOutputs, segmenter: Any, overwrite: bool, run_options: dict[str, Any]) -> Any:
+    """One model's mask, summary and outlines of the scene; its area summary (None without CRS)."""
+    result = segmenter.run(
+        plan.scene,
+        plan.mask,
+        summary=plan.summary,
+        outlines=plan.outlines,
+        overwrite=overwrite,
+        progress=False,
+        **run_options,
+    )
+    return result.summary
+
+
+def _ensemble_scene(
+    plan: SceneOutputs,
+    models: tuple[str, ...],
+    segmenters: tuple[Any, ...],
+    overwrite: bool,
+    run_options: dict[str, Any],
+) -> Any:
+    """The ensemble's mask, summary, outlines and spread of the scene; its area summary.
+
+    The scene is not complete (or it would have been skipped), so outputs left by an
+    earlier run are replaced: all of them are written again, together.
+    """
+    from geoglacier.inference.ensemble import segment_ensemble
+
+    redo = overwrite or any(p.exists() for p in plan.paths())
+    result = segment_ensemble(
+        plan.scene, models, plan.mask, uncertainty=plan.uncertainty, summary=plan.summary,
+        outlines=plan.outlines, overwrite=redo, segmenters=segmenters, progress=False, **run_options,
+    )  # fmt: skip
+    return result.summary
+
+
 def write_scene_glaciers(
-    mask: Path, inventory: str | os.PathLike[str], out: Path, *, id_column: str | None = None
+    mask: Path,
+    inventory: str | os.PathLike[str],
+    out: Path,
+    *,
+    id_column: str | None = None,
+    spread: Path | None = None,
 ) -> Path:
-    """One scene's per-glacier table; header-only when no outline of the inventory reaches it."""
+    """One scene's per-glacier table; header-only when no outline of the inventory reaches it.
+
+    With ``spread`` (an ensemble's uncertainty raster) the table has ``uncertainty_ensemble_km2``.
+    """
     from geoglacier.errors import NoOverlapError
     from geoglacier.glaciers.areas import run_glaciers
 
     try:
-        run_glaciers(mask, inventory, out, overwrite=True, id_column=id_column)
+        run_glaciers(mask, inventory, out, overwrite=True, id_column=id_column, spread=spread)
     except NoOverlapError:
         with atomic_output(out, overwrite=True) as tmp:
             tmp.write_text("glacier_id\n")
@@ -251,15 +313,16 @@ def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def _check_batch(
     out: Path,
-    model_path: str | os.PathLike[str],
+    models: tuple[str, ...],
     outlines: str | None,
     workers: int,
     device: str,
     options: dict[str, Any],
     inventory: str | os.PathLike[str] | None,
     id_column: str | None,
-) -> tuple[str, str | None]:
-    """Fail once, before a cluster starts; return the resolved model and inventory paths."""
+    uncertainty: bool = False,
+) -> tuple[tuple[str, ...], str | None]:
+    """Fail once, before a cluster starts; return the resolved model(s) and inventory paths."""
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
     if outlines not in (None, "gpkg", "geojson"):
@@ -271,30 +334,42 @@ def _check_batch(
 
     # Bad options fail here, once, before a cluster starts.
     InferenceConfig(device=device, **config_options).validate()
-    model = str(Path(model_path).resolve())
-    from geoglacier.checkpoint import read_checkpoint
-    from geoglacier.inference.engines import check_engine
-    from geoglacier.inference.export import read_exported_meta
-
-    # A bad checkpoint or a missing engine fails once, here, not once per scene.
-    check_engine(config_options.get("engine", "auto"))
-    if Path(model).suffix in (".onnx", ".xml"):
-        read_exported_meta(model)
-    else:
-        read_checkpoint(model)
+    resolved = _check_models(models, config_options.get("engine", "auto"), uncertainty)
     inventory_path = None
     if inventory is not None:
         from geoglacier.glaciers.inventory import read_inventory
 
         read_inventory(inventory, None, id_column=id_column)  # a bad inventory fails once, here
         inventory_path = str(Path(inventory).resolve()) if Path(inventory).exists() else str(inventory)
-    return model, inventory_path
+    return resolved, inventory_path
+
+
+def _check_models(models: tuple[str, ...], engine: str, uncertainty: bool) -> tuple[str, ...]:
+    """A bad checkpoint, mismatched ensemble members or a missing engine fail once, here, not once per scene."""
+    from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.inference.engines import check_engine
+    from geoglacier.inference.ensemble import member_threshold
+    from geoglacier.inference.export import read_exported_meta
+
+    if not models:
+        raise ConfigError("give a model (--model), or two or more for an ensemble")
+    if uncertainty and len(models) < 2:
+        raise ConfigError("--uncertainty needs an ensemble: give two or more --model")
+    resolved = tuple(str(Path(m).resolve()) for m in models)
+    check_engine(engine)
+    if len(resolved) > 1:
+        member_threshold(resolved)  # every member readable, all on one band recipe
+    elif Path(resolved[0]).suffix in (".onnx", ".xml"):
+        read_exported_meta(resolved[0])
+    else:
+        read_checkpoint(resolved[0])
+    return resolved
 
 
 def _run_on_cluster(
     todo: list[SceneOutputs],
     total: int,
-    model: str,
+    model: tuple[str, ...],
     client: Any | None,
     workers: int,
     threads_per_worker: int,
@@ -366,7 +441,7 @@ def _run_on_cluster(
 
 def segment_scenes(
     scenes: Sequence[str | os.PathLike[str]],
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
     client: Any | None = None,
@@ -379,13 +454,16 @@ def segment_scenes(
     log: Callable[[str], None] = print,
     inventory: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
+    uncertainty: bool = False,
     **options: Any,
 ) -> BatchResult:
     """Segment each scene as a task on a dask.distributed cluster.
 
     Args:
         scenes: GeoTIFF scenes; their file stems name the outputs.
-        model_path: checkpoint written by ``geoglacier train``.
+        model_path: checkpoint written by ``geoglacier train`` (or an exported model), or
+            two or more checkpoints trained on the same bands: each scene is then segmented
+            by their ensemble (mean probability, cut at the members' mean threshold).
         out_dir: folder for ``NAME_mask.tif``, ``NAME_summary.json`` (and outlines),
             plus the combined ``summary.csv``.
         client: a ``dask.distributed.Client`` of an existing cluster; without one a
@@ -395,6 +473,9 @@ def segment_scenes(
             ``glaciers.csv``: every glacier from the scene that covers it best (highest
             valid coverage, then latest ACQUISITION_DATE), with a ``scene`` column.
         id_column: the inventory's id column (default: found automatically).
+        uncertainty: ensembles only: also write ``NAME_uncertainty.tif``, the members'
+            probability spread (std); with ``inventory`` the glacier tables then carry
+            ``uncertainty_ensemble_km2``. A scene without it is not complete.
         overwrite: redo scenes whose outputs exist (otherwise they are skipped).
         options: passed to the segmenter (window, overlap, batch_size, blend,
             precision, tta, engine, min_area, pixel_size).
@@ -404,10 +485,10 @@ def segment_scenes(
     """
     out = Path(out_dir)
     model, inventory_path = _check_batch(
-        out, model_path, outlines, workers, device, options, inventory, id_column
+        out, _as_models(model_path), outlines, workers, device, options, inventory, id_column, uncertainty
     )
     out.mkdir(parents=True, exist_ok=True)
-    plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None)
+    plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None, uncertainty=uncertainty)
     result = BatchResult()
     todo = []
     for plan in plans:
