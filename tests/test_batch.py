@@ -223,3 +223,21 @@ def test_ensemble_batch_errors_come_once_before_the_cluster(
     with pytest.raises(ConfigError, match="needs an ensemble"):
         segment_scenes(scenes, [a], out, uncertainty=True, progress=False)
     assert not out.exists()
+
+
+def test_a_partly_written_scene_is_redone_whole(
+    batch_inputs: tuple[list[Path], Path], tmp_path: Path
+) -> None:
+    """A scene left with its mask but no summary (an interrupted run) is redone, not refused."""
+    from geoglacier.inference.batch import segment_one
+
+    scenes, ckpt = batch_inputs
+    plan = plan_outputs([scenes[0]], tmp_path, None)[0]
+    options = {"window": 64}
+    first = segment_one(plan, str(ckpt), "cpu", options, overwrite=False, threads=1)
+    assert first["status"] == "done" and plan.complete()
+    reference = plan.summary.read_text()
+    plan.summary.unlink()
+    again = segment_one(plan, str(ckpt), "cpu", options, overwrite=False, threads=1)
+    assert again["status"] == "done", again.get("error")
+    assert plan.complete() and plan.summary.read_text() == reference

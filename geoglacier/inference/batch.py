@@ -192,17 +192,29 @@ def segment_one(
 
 
 def _single_scene(plan: SceneOutputs, segmenter: Any, overwrite: bool, run_options: dict[str, Any]) -> Any:
-    """One model's mask, summary and outlines of the scene; its area summary (None without CRS)."""
+    """One model's mask, summary and outlines of the scene; its area summary (None without CRS).
+
+    As for an ensemble, outputs left by an earlier, incomplete run of the scene are replaced.
+    """
     result = segmenter.run(
         plan.scene,
         plan.mask,
         summary=plan.summary,
         outlines=plan.outlines,
-        overwrite=overwrite,
+        overwrite=_redo(plan, overwrite),
         progress=False,
         **run_options,
     )
     return result.summary
+
+
+def _redo(plan: SceneOutputs, overwrite: bool) -> bool:
+    """Whether the scene's outputs may be replaced: asked to, or left by an incomplete run.
+
+    A scene reaches a worker only when it is not complete (or ``overwrite``), so any of its
+    outputs that exist are the partial result of an interrupted or failed earlier run.
+    """
+    return overwrite or any(p.exists() for p in plan.paths())
 
 
 def _ensemble_scene(
@@ -219,7 +231,7 @@ def _ensemble_scene(
     """
     from geoglacier.inference.ensemble import segment_ensemble
 
-    redo = overwrite or any(p.exists() for p in plan.paths())
+    redo = _redo(plan, overwrite)
     result = segment_ensemble(
         plan.scene, models, plan.mask, uncertainty=plan.uncertainty, summary=plan.summary,
         outlines=plan.outlines, overwrite=redo, segmenters=segmenters, progress=False, **run_options,
