@@ -13,13 +13,6 @@ device_opt = click.option(
     show_default=True,
     help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
 )
-model_opt = click.option(
-    "--model",
-    "model_path",
-    required=True,
-    type=click.Path(path_type=str),
-    help="Checkpoint written by 'geoglacier train' (or a model from 'geoglacier export').",
-)
 models_opt = click.option(
     "--model",
     "model_path",
