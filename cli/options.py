@@ -22,9 +22,6 @@ models_opt = click.option(
     help="Checkpoint written by 'geoglacier train' (or a model from 'geoglacier export'); "
     "give several checkpoints for an ensemble.",
 )
-bands_opt = click.option(
-    "--bands", default=5, show_default=True, type=int, help="Number of bands the scenes must have."
-)
 recipe_opt = click.option(
     "--bands",
     "bands",
