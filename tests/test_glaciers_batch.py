@@ -71,7 +71,7 @@ def test_batch_table_from_two_overlapping_scenes(tmp_path: Path, one_torch_threa
     )
     out = tmp_path / "out"
     out.mkdir()
-    plans = plan_outputs([a, b, far], out, None, glaciers=True)
+    plans = plan_outputs([a, b, far], out, "gpkg", glaciers=True)
     rows = [segment_one(p, str(ckpt), "cpu", {"window": 64}, False, inventory=str(inv)) for p in plans]
     assert [r["status"] for r in rows] == ["done"] * 3, rows
     assert all(p.complete() for p in plans)
@@ -82,3 +82,18 @@ def test_batch_table_from_two_overlapping_scenes(tmp_path: Path, one_torch_threa
     assert chosen == {"G1": "a.tif", "G2": "b.tif", "G3": "b.tif"}
     assert table.set_index("glacier_id").loc["G2", "acquisition_date"] == "2021-09-01"
     assert table["coverage"].to_numpy() == pytest.approx(np.array([1.0, 1.0, 1.0]))
+    # Outlines carry the inventory's ids as segment-scene --inventory --outlines writes them.
+    from geoglacier.inference.segment import segment_scene
+
+    segment_scene(a, ckpt, tmp_path / "ref.tif", outlines=tmp_path / "ref.gpkg", inventory=inv, window=64)
+    got, ref = (_outline_rows(p) for p in (plans[0].outlines, tmp_path / "ref.gpkg"))
+    assert got == ref and any(i for i, _ in got), got
+    assert not any(i for i, _ in _outline_rows(plans[2].outlines))  # no outline reaches the far scene
+
+
+def _outline_rows(path: Path) -> list[tuple[str, float]]:
+    import fiona
+
+    with fiona.open(path) as src:
+        rows = [(f["properties"].get("glacier_id") or "", round(f["properties"]["area_km2"], 9)) for f in src]
+    return sorted(rows)

@@ -18,7 +18,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -174,16 +174,20 @@ def segment_one(
     try:
         config_options, run_options = _split_options(options)
         segmenters = _worker_segmenters(_as_models(model_path), device, config_options, threads)
+        ids_later = inventory is not None and plan.outlines is not None
+        first = replace(plan, outlines=None) if ids_later else plan  # outlines wait for the ids
         if len(segmenters) == 1:
-            summary = _single_scene(plan, segmenters[0], overwrite, run_options)
+            summary = _single_scene(first, segmenters[0], overwrite, run_options)
         else:
-            summary = _ensemble_scene(plan, _as_models(model_path), segmenters, overwrite, run_options)
+            summary = _ensemble_scene(first, _as_models(model_path), segmenters, overwrite, run_options)
         if summary is not None:
             row.update(_summary_fields(summary.to_dict()))
         if inventory is not None and plan.glaciers is not None:
             write_scene_glaciers(
                 plan.mask, inventory, plan.glaciers, id_column=id_column, spread=plan.uncertainty
             )
+        if ids_later:
+            write_scene_outlines(plan, inventory, id_column, run_options.get("min_area", 0.0))
         row["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -237,6 +241,27 @@ def _ensemble_scene(
         outlines=plan.outlines, overwrite=redo, segmenters=segmenters, progress=False, **run_options,
     )  # fmt: skip
     return result.summary
+
+
+def write_scene_outlines(
+    plan: SceneOutputs, inventory: str | os.PathLike[str], id_column: str | None, min_area: float
+) -> int:
+    """The scene's outlines with the ``glacier_id`` of the inventory outline each overlaps most.
+
+    As ``segment-scene --inventory --outlines`` writes them; without ids when no outline
+    of the inventory reaches the scene. Returns the number of polygons.
+    """
+    from geoglacier.errors import NoOverlapError
+    from geoglacier.glaciers.inventory import read_inventory_for_mask
+    from geoglacier.measure.outlines import write_outlines
+
+    assert plan.outlines is not None
+    try:
+        inv = read_inventory_for_mask(inventory, plan.mask, id_column=id_column)
+        zones = (inv.geometries, inv.ids)
+    except NoOverlapError:
+        zones = None
+    return write_outlines(plan.mask, plan.outlines, min_area, overwrite=True, zones=zones)
 
 
 def write_scene_glaciers(
