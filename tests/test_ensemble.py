@@ -278,3 +278,23 @@ def test_loaded_members_must_match_and_carry_their_own_window(
     with pytest.raises(ConfigError, match="1 segmenters for 2"):
         segment_ensemble(scene, [a, b], tmp_path / "x.tif", segmenters=segs[:1], progress=False)
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_exported_members_make_the_same_ensemble(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """ONNX exports of the members give the checkpoints' ensemble (within engine tolerance)."""
+    pytest.importorskip("onnxruntime")
+    from geoglacier.inference.export import export_model
+
+    scene, a, b = members
+    exported = [export_model(ckpt, "onnx", tmp_path / f"{ckpt.stem}.onnx") for ckpt in (a, b)]
+    fp32 = {**OPTIONS, "precision": "fp32"}  # torch fp32, as the engine tests compare
+    ref = segment_ensemble(scene, [a, b], tmp_path / "ref.tif", probabilities=tmp_path / "ref_p.tif", **fp32)
+    got = segment_ensemble(
+        scene, exported, tmp_path / "onnx.tif", probabilities=tmp_path / "onnx_p.tif", engine="onnxruntime",
+        **fp32,
+    )  # fmt: skip
+    assert got.threshold == pytest.approx(ref.threshold)
+    p_ref, p_got = _read(tmp_path / "ref_p.tif"), _read(tmp_path / "onnx_p.tif")
+    valid = ~np.isnan(p_ref)
+    np.testing.assert_array_equal(np.isnan(p_got), ~valid)
+    np.testing.assert_allclose(p_got[valid], p_ref[valid], atol=1e-4)

@@ -383,10 +383,9 @@ def _check_batch(
 
 def _check_models(models: tuple[str, ...], engine: str, uncertainty: bool) -> tuple[str, ...]:
     """A bad checkpoint, mismatched ensemble members or a missing engine fail once, here, not once per scene."""
-    from geoglacier.checkpoint import read_checkpoint
     from geoglacier.inference.engines import check_engine
     from geoglacier.inference.ensemble import member_threshold
-    from geoglacier.inference.export import read_exported_meta
+    from geoglacier.inference.export import read_model_meta
 
     if not models:
         raise ConfigError("give a model (--model), or two or more for an ensemble")
@@ -396,10 +395,8 @@ def _check_models(models: tuple[str, ...], engine: str, uncertainty: bool) -> tu
     check_engine(engine)
     if len(resolved) > 1:
         member_threshold(resolved)  # every member readable, all on one band recipe
-    elif Path(resolved[0]).suffix in (".onnx", ".xml"):
-        read_exported_meta(resolved[0])
     else:
-        read_checkpoint(resolved[0])
+        read_model_meta(resolved[0])
     return resolved
 
 

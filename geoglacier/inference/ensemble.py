@@ -37,7 +37,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoglacier.checkpoint import CheckpointMeta, read_checkpoint
+from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
 from geoglacier.io.atomic import TMP_PREFIX
@@ -76,7 +76,9 @@ def member_threshold(model_paths: Sequence[str | os.PathLike[str]]) -> float:
         CheckpointError: a member is unreadable, or members were trained on different
             bands (they cannot share a scene).
     """
-    return metas_threshold(model_paths, [read_checkpoint(p)[0] for p in model_paths])
+    from geoglacier.inference.export import read_model_meta
+
+    return metas_threshold(model_paths, [read_model_meta(p) for p in model_paths])
 
 
 def metas_threshold(model_paths: Sequence[str | os.PathLike[str]], metas: Sequence[CheckpointMeta]) -> float:

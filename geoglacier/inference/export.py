@@ -28,7 +28,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from geoglacier.checkpoint import CheckpointMeta, checkpoint_dict, load_checkpoint, meta_from_dict
+from geoglacier.checkpoint import (
+    CheckpointMeta,
+    checkpoint_dict,
+    load_checkpoint,
+    meta_from_dict,
+    read_checkpoint,
+)
 from geoglacier.errors import CheckpointError, ConfigError, EngineUnavailableError, GeoglacierWarning
 from geoglacier.io.atomic import atomic_output
 
@@ -167,6 +173,17 @@ def read_exported_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
             )
         raw = json.loads(sidecar.read_text())
     return meta_from_dict(raw, p)
+
+
+def read_model_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """The metadata of any model ``segment-scene`` takes: a ``.pth`` checkpoint or an export.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a geoglacier model.
+    """
+    if Path(path).suffix in (".onnx", ".xml"):
+        return read_exported_meta(path)
+    return read_checkpoint(path)[0]
 
 
 def export_model(
