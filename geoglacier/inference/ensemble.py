@@ -227,19 +227,10 @@ def segment_ensemble(
     out_p = Path(probabilities) if probabilities is not None else None
     out_u = Path(uncertainty) if uncertainty is not None else None
     _run_members(runs, Path(out), out_p, out_u, threshold, overwrite)
-    area = None
-    if summary is not None:
-        area = summarize_mask(out, segment_options.get("pixel_size"))
-        write_summary_json(area, summary, overwrite, extra=summary_fields(product_tags(out)))
-    totals = None
-    if inv is not None and glaciers is not None:
-        totals = run_glaciers(
-            out, inv, glaciers, overwrite=overwrite, probabilities=out_p, spread=out_u
-        ).totals
-    count = None
-    if outlines is not None:
-        zones = None if inv is None else (inv.geometries, inv.ids)
-        count = write_outlines(out, outlines, min_area, overwrite, zones=zones)
+    area, totals, count = _mask_products(
+        Path(out), inv, summary, glaciers, outlines, out_p, out_u,
+        pixel_size=segment_options.get("pixel_size"), min_area=min_area, overwrite=overwrite,
+    )  # fmt: skip
     return EnsembleResult(
         mask=Path(out),
         probabilities=out_p,
@@ -253,6 +244,38 @@ def segment_ensemble(
         outlines=Path(outlines) if outlines is not None else None,
         outline_count=count,
     )
+
+
+def _mask_products(
+    out: Path,
+    inv: Any,
+    summary: str | os.PathLike[str] | None,
+    glaciers: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    out_p: Path | None,
+    out_u: Path | None,
+    *,
+    pixel_size: float | None,
+    min_area: float,
+    overwrite: bool,
+) -> tuple[Any, Any, int | None]:
+    """What follows the ensemble's mask: the summary, the per-glacier table and the outlines.
+
+    Returns the area summary, the table's totals and the polygon count (``None`` for
+    each one not asked for).
+    """
+    area = totals = count = None
+    if summary is not None:
+        area = summarize_mask(out, pixel_size)
+        write_summary_json(area, summary, overwrite, extra=summary_fields(product_tags(out)))
+    if inv is not None and glaciers is not None:
+        totals = run_glaciers(
+            out, inv, glaciers, overwrite=overwrite, probabilities=out_p, spread=out_u
+        ).totals
+    if outlines is not None:
+        zones = None if inv is None else (inv.geometries, inv.ids)
+        count = write_outlines(out, outlines, min_area, overwrite, zones=zones)
+    return area, totals, count
 
 
 #: Writes one member's mask and probability raster of the scene: ``run(mask, probabilities)``.
