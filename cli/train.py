@@ -27,7 +27,13 @@ from geoglacier.cli.options import overwrite_opt
 @click.option(
     "--encoder-weights", default=None, help="imagenet, none or PATH of an encoder state dict [imagenet]."
 )
-@click.option("--bands", type=int, default=None, help="Number of image bands [5].")
+@click.option(
+    "--bands",
+    default=None,
+    help="Image bands: a count (5), or the band recipe the scenes were stacked with, as "
+    "'geoglacier stack --bands' takes it (red,green,blue,nir,swir1): scenes must name these bands, "
+    "classic pairs are taken to hold them, and the checkpoint records them [5].",
+)
 @click.option("--epochs", type=int, default=None, help="Total number of epochs [150].")
 @click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
 @click.option("--lr", type=float, default=None, help="AdamW learning rate [1e-4].")

@@ -42,6 +42,7 @@ from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchErro
 from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
 from geoglacier.io.masks import IGNORE, read_mask
 from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
+from geoglacier.products.recipes import format_recipe, scene_descriptions
 from geoglacier.training.normalization import (
     Moments,
     Normalization,
@@ -606,6 +607,36 @@ def check_same_recipe(scenes: list[ScenePair]) -> None:
             )
 
 
+def check_scenes_hold(scenes: list[ScenePair], recipe: Sequence[str]) -> None:
+    """Every scene's band descriptions must name ``recipe`` in order (what ``--bands`` asked for).
+
+    Scenes without any description are taken to hold ``recipe``, with one
+    :class:`GeoglacierWarning` for all of them.
+
+    Raises:
+        RecipeMismatchError: a scene describes other bands, another order or only some bands.
+    """
+    expected = tuple(n.lower() for n in recipe)
+    bare: list[str] = []
+    for q in scenes:
+        found = tuple(d.strip().lower() for d in scene_descriptions(q.image))
+        if not any(found):
+            bare.append(q.image.name)
+        elif found != expected:
+            raise RecipeMismatchError(
+                f"{q.image}: the scene holds bands {','.join(d or '?' for d in found)} but --bands asks for "
+                f"{format_recipe(expected)}; train with --bands {','.join(d or '?' for d in found)} "
+                f"or stack the scene with --bands {format_recipe(expected)}"
+            )
+    if bare:
+        warnings.warn(
+            f"{len(bare)} scene(s) without band descriptions ({', '.join(bare[:3])}): assuming they hold "
+            f"{format_recipe(expected)}, as --bands says (scenes from 'geoglacier stack' carry them)",
+            GeoglacierWarning,
+            stacklevel=3,
+        )
+
+
 def _own_statistics(moments: Moments, fallback: Normalization, what: str) -> Normalization:
     """A scene's (or pair's) own statistics; ``fallback`` when it has no valid pixel (no pixel of it is used then)."""
     return fallback if (moments.count == 0).any() else moments.normalization(what)
@@ -631,7 +662,7 @@ def _classic_datasets(
     p: int,
     val_fraction: float,
     seed: int,
-    bands: int,
+    band_names: tuple[str, ...],
     aug: AugmentFn | None,
     mode: str,
 ) -> TrainingData:
@@ -655,7 +686,7 @@ def _classic_datasets(
         train=ClassicPatchDataset(train_pairs, p, train_norm, aug, train=True, seed=seed),
         val=ClassicPatchDataset(val_pairs, p, val_norm, None, train=False, seed=seed),
         normalization=norm,
-        band_names=_band_names(bands),
+        band_names=band_names,
         layout="classic",
         patch_size=p,
         seed=seed,
@@ -694,13 +725,21 @@ def _scene_datasets(
     val_fraction: float,
     seed: int,
     patches_per_epoch: int | None,
-    bands: int,
+    recipe: tuple[str, ...] | None,
     aug: AugmentFn | None,
     mode: str,
     what: str,
 ) -> TrainingData:
-    """The scene layout's datasets; with ``mode="scene"`` each scene is normalised by its own statistics."""
-    check_same_recipe(scenes)
+    """The scene layout's datasets; with ``mode="scene"`` each scene is normalised by its own statistics.
+
+    With a ``recipe`` every scene must hold it (:func:`check_scenes_hold`) and the
+    checkpoint names it; without, the scenes must agree among themselves.
+    """
+    if recipe is None:
+        check_same_recipe(scenes)
+    else:
+        check_scenes_hold(scenes, recipe)
+    bands = scenes[0].info.count
     regions, val_windows = spatial_split([q.info.shape for q in scenes], p, val_fraction, seed)
     norm, own, maps = _scan_scenes(scenes, regions, bands, mode, what)
     fraction = coarse_valid_fraction(maps, p)
@@ -713,7 +752,7 @@ def _scene_datasets(
         train=ScenePatchDataset(scenes, np.zeros((0, 3), dtype=np.int64), p, per_scene, aug),
         val=ScenePatchDataset(scenes, val_windows, p, per_scene, None),
         normalization=norm,
-        band_names=scenes[0].info.band_names,
+        band_names=scenes[0].info.band_names if recipe is None else recipe,
         layout="scenes",
         patch_size=p,
         seed=seed,
@@ -736,6 +775,7 @@ def make_datasets(
     augment: bool = True,
     radiometric: bool = False,
     normalization: str = "scene",
+    recipe: Sequence[str] | None = None,
 ) -> TrainingData:
     """Find the pairs in ``data_dir``, split them, compute statistics, build datasets.
 
@@ -751,6 +791,10 @@ def make_datasets(
     and std of its own valid pixels, the whole scene's, validation blocks included, as
     inference will; the training statistics are still computed and returned in
     :attr:`TrainingData.normalization` (the checkpoint keeps them).
+
+    ``recipe`` (a parsed band recipe, ``bands`` long) names the bands: scenes must
+    describe theirs so (:func:`check_scenes_hold`), classic pairs are taken to hold it.
+    Without it, scenes name their own bands and classic pairs get default names.
     """
     from geoglacier.training.augment import build_augment
 
@@ -758,10 +802,14 @@ def make_datasets(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     mode = check_normalization_mode(normalization)
+    names = None if recipe is None else tuple(recipe)
+    if names is not None and len(names) != bands:
+        raise ConfigError(f"the band recipe {format_recipe(names)} names {len(names)} bands, not {bands}")
     layout, pairs = find_pairs(data_dir, bands)
     aug = build_augment(seed, radiometric) if augment else None
     if layout == "classic":
-        return _classic_datasets(list(pairs), p, val_fraction, seed, bands, aug, mode)  # type: ignore[arg-type]
+        classic_names = _band_names(bands) if names is None else names
+        return _classic_datasets(list(pairs), p, val_fraction, seed, classic_names, aug, mode)  # type: ignore[arg-type]
     what = f"the training blocks of {Path(data_dir)}"
     scenes: list[ScenePair] = list(pairs)  # type: ignore[assignment]
-    return _scene_datasets(scenes, p, val_fraction, seed, patches_per_epoch, bands, aug, mode, what)
+    return _scene_datasets(scenes, p, val_fraction, seed, patches_per_epoch, names, aug, mode, what)

@@ -52,9 +52,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geoglacier.checkpoint import NORMALIZATION_MODES
 from geoglacier.device import cpu_has_bf16
-from geoglacier.errors import CheckpointError, ConfigError, DistributedError, Interrupted, OutputExistsError
+from geoglacier.errors import (
+    CheckpointError,
+    ConfigError,
+    DistributedError,
+    Interrupted,
+    OutputExistsError,
+    RecipeError,
+)
 from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
+from geoglacier.products.recipes import format_recipe, parse_recipe
 from geoglacier.training.losses import BCEDiceLoss
 
 STATE_FORMAT = "geoglacier-train-state"
@@ -111,7 +119,10 @@ class TrainConfig:
         arch: smp architecture (UnetPlusPlus, Unet, FPN, DeepLabV3Plus, Linknet).
         encoder: smp encoder name (resnet34; tests use resnet18).
         encoder_weights: ``imagenet``, ``none`` or the path of an encoder state dict.
-        bands: number of image bands.
+        bands: the image bands: a count (``5``), or a band recipe as ``geoglacier stack
+            --bands`` takes it (``"red,green,blue,nir,swir1"``), whose length is the count.
+            With a recipe, scenes' band descriptions must name it in order, and classic
+            pairs (which carry no names) are taken to hold it: the checkpoint stores it.
         epochs: total number of epochs (a resumed run ends at the same count).
         batch_size: patches per optimiser step (per process under torchrun).
         lr: AdamW learning rate.
@@ -152,7 +163,7 @@ class TrainConfig:
     arch: str = "UnetPlusPlus"
     encoder: str = "resnet34"
     encoder_weights: str = "imagenet"
-    bands: int = 5
+    bands: int | str = 5
     epochs: int = 150
     batch_size: int = 4
     lr: float = 1e-4
@@ -176,8 +187,48 @@ class TrainConfig:
     dist_timeout: float = 1800.0
     normalization: str = "scene"
 
+    @property
+    def recipe(self) -> tuple[str, ...] | None:
+        """The band names ``bands`` gives, or None for a bare count."""
+        return None if isinstance(self.bands, int) else parse_recipe(self.bands)
+
+    @property
+    def band_count(self) -> int:
+        """The number of image bands (the recipe's length when ``bands`` names them)."""
+        recipe = self.recipe
+        return int(self.bands) if recipe is None else len(recipe)
+
+    def _parsed_bands(self) -> TrainConfig:
+        """A copy whose ``bands`` is an int or a canonical recipe (``"5"`` -> 5, ``"Red, green"`` -> ``"red,green"``).
+
+        Raises:
+            RecipeError: a name outside the recipe vocabulary, a repeated or an empty one.
+        """
+        if not isinstance(self.bands, str):
+            return self
+        text = self.bands.strip()
+        try:
+            return dataclasses.replace(self, bands=int(text))
+        except ValueError:
+            pass
+        try:
+            recipe = parse_recipe(text)
+        except RecipeError as exc:
+            raise RecipeError(f"--bands: {exc} (or give a band count)") from None
+        return dataclasses.replace(self, bands=format_recipe(recipe))
+
     def validate(self) -> TrainConfig:
-        """Raise :class:`ConfigError` naming the option for values out of range."""
+        """Raise :class:`ConfigError` naming the option for values out of range.
+
+        Returns:
+            The config with ``bands`` canonical (see :meth:`_parsed_bands`), as stored
+            in checkpoints and compared on resume.
+        """
+        config = self._parsed_bands()
+        config._check_ranges()
+        return config
+
+    def _check_ranges(self) -> None:
         checks: list[tuple[bool, str]] = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
@@ -197,7 +248,7 @@ class TrainConfig:
             (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
             (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
-            (self.bands >= 1, f"--bands must be at least 1, got {self.bands}"),
+            (self.band_count >= 1, f"--bands must be at least 1, got {self.bands}"),
             (self.dist_timeout > 0, f"--dist-timeout must be positive, got {self.dist_timeout}"),
             (
                 self.normalization in NORMALIZATION_MODES,
@@ -207,7 +258,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as stored in checkpoints and the training state."""
@@ -617,7 +667,7 @@ def train(
         device = resolve_device(f"cuda:{dist_info.local_rank}")
     else:
         device = resolve_device(config.device)
-    model_config = ModelConfig(arch=config.arch, encoder=config.encoder, in_channels=config.bands)
+    model_config = ModelConfig(arch=config.arch, encoder=config.encoder, in_channels=config.band_count)
     check_config(model_config)
     state: dict[str, Any] | None = None
     if resuming:
@@ -795,7 +845,8 @@ def _setup(
         val_fraction=config.val_fraction,
         seed=config.seed,
         patches_per_epoch=config.patches_per_epoch,
-        bands=config.bands,
+        bands=config.band_count,
+        recipe=config.recipe,
         augment=config.augment,
         radiometric=config.augment_radiometric,
         normalization=config.normalization,
