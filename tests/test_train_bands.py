@@ -136,3 +136,19 @@ def test_resume_with_another_recipe_is_refused(classic: Path, tmp_path: Path) ->
     # The same recipe written another way is the same recipe.
     result = train(classic, out, resume=True, bands="RED, green,blue,nir,swir1", **{**QUIET, "epochs": 2})
     assert result.resumed_from == 1 and result.epochs == 2
+
+
+def test_bad_data_fails_before_the_encoder_weights_are_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ImageNet weights asked for, a recipe mismatch is reported before any download starts."""
+    import geoglacier.model as model_module
+
+    fetched: list[object] = []
+    real = model_module.build_model
+    monkeypatch.setattr(model_module, "build_model", lambda *a, **k: fetched.append(a) or real(*a, **k))
+    data = _described_scenes(tmp_path / "data", ("red", "green", "blue", "nir", "ndvi"))
+    config = TrainConfig(**{**FAST, "bands": ",".join(SWIR), "encoder_weights": "imagenet", "epochs": 1})
+    with pytest.raises(RecipeMismatchError, match="asks for red,green,blue,nir,swir1"):
+        train(data, tmp_path / "m.pth", config, log=lambda _: None)
+    assert fetched == []

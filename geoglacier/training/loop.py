@@ -837,8 +837,6 @@ def _setup(
     from geoglacier.training.datasets import make_datasets
 
     seed_everything(config.seed)
-    weights = None if state is not None else config.encoder_weights
-    model = build_model(model_config, encoder_weights=weights)
     data = make_datasets(
         data_dir,
         patch_size=config.patch_size,
@@ -851,6 +849,10 @@ def _setup(
         radiometric=config.augment_radiometric,
         normalization=config.normalization,
     )
+    # The data is checked first: a bad folder fails in seconds, before weights are fetched.
+    seed_everything(config.seed)  # the network starts from the seed alone, whatever the data drew
+    weights = None if state is not None else config.encoder_weights
+    model = build_model(model_config, encoder_weights=weights)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
