@@ -140,6 +140,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save({"format": "geoglacier-checkpoint", "payload": _CallsAFunction()}, d / "code.pth")
     (d / "notes.pth").write_text("not a checkpoint either\n")
     # Training data folders.
+    _classic(d / "classic_good")
     _classic(d / "classic_values", mask=_mask() * 7)
     _classic(d / "classic_two_bands", mask=np.stack([_mask(), _mask()]))
     _classic(d / "classic_channels_first", image=scene_array(SIZE, SIZE, 5, seed=3))
@@ -367,7 +368,8 @@ ROWS: list[Row] = [
     ),
     Row(
         "encoder-weights-imagenet-offline",
-        "train {i}/classic_values --out {o}/model.pth " + TRAIN.replace("weights none", "weights imagenet"),
+        # good data: the data is checked first, so a bad folder would fail before the weights
+        "train {i}/classic_good --out {o}/model.pth " + TRAIN.replace("weights none", "weights imagenet"),
         ("imagenet", "resnet18"),
         ("--encoder-weights none",),
         setup=_offline_hub,

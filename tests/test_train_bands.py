@@ -152,3 +152,18 @@ def test_bad_data_fails_before_the_encoder_weights_are_fetched(
     with pytest.raises(RecipeMismatchError, match="asks for red,green,blue,nir,swir1"):
         train(data, tmp_path / "m.pth", config, log=lambda _: None)
     assert fetched == []
+
+
+def test_band_count_errors_name_the_recipe_asked_for(tmp_path: Path) -> None:
+    """A 4-band scene against a SWIR recipe: the error names that recipe, not the default one."""
+    from geoglacier.errors import BandCountError
+
+    root = tmp_path / "data"
+    write_separable_scenes(root, size=128)
+    image = root / "images" / "tile.tif"
+    with rasterio.open(image) as ds:
+        four = ds.read()[:4]
+    write_raster(image, four)
+    config = TrainConfig(**{**FAST, "bands": ",".join(SWIR), "epochs": 1})
+    with pytest.raises(BandCountError, match=r"expected 5 bands \(red, green, blue, nir, swir1\), found 4"):
+        train(root, tmp_path / "m.pth", config, log=lambda _: None)

@@ -645,7 +645,9 @@ class Segmenter:
 
     def inspect(self, scene: str | os.PathLike[str]) -> SceneInfo:
         """Check ``scene`` against the checkpoint's band count and recipe (no CRS warning: the caller decides)."""
-        info = inspect_scene(scene, expected_bands=self.meta.band_count, warn_no_crs=False)
+        info = inspect_scene(
+            scene, expected_bands=self.meta.band_count, warn_no_crs=False, band_names=self.meta.bands
+        )
         check_scene_recipe(info.path, self.meta.bands, warn=False)
         return info
 

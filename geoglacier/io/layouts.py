@@ -11,6 +11,7 @@ scenes
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -112,8 +113,13 @@ def classic_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[Clas
     return pairs
 
 
-def scene_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[ScenePair]:
-    """Match ``images/NAME.tif`` with ``masks/NAME.tif``; check bands, grids and mask values."""
+def scene_pairs(
+    data_dir: str | os.PathLike[str], bands: int = 5, band_names: Sequence[str] | None = None
+) -> list[ScenePair]:
+    """Match ``images/NAME.tif`` with ``masks/NAME.tif``; check bands, grids and mask values.
+
+    ``band_names`` (a recipe asked for) name the bands in a band-count error.
+    """
     root = Path(data_dir)
 
     def tifs(folder: Path) -> dict[str, Path]:
@@ -132,7 +138,7 @@ def scene_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[SceneP
         )
     pairs = []
     for name in sorted(images):
-        sinfo = inspect_scene(images[name], bands)
+        sinfo = inspect_scene(images[name], bands, band_names=band_names)
         minfo = inspect_mask(masks[name])
         check_same_grid(sinfo, minfo)
         check_mask_values(masks[name], minfo)
@@ -141,10 +147,10 @@ def scene_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[SceneP
 
 
 def find_pairs(
-    data_dir: str | os.PathLike[str], bands: int = 5
+    data_dir: str | os.PathLike[str], bands: int = 5, band_names: Sequence[str] | None = None
 ) -> tuple[Layout, list[ClassicPair] | list[ScenePair]]:
-    """Detect the layout of ``data_dir`` and return its checked pairs."""
+    """Detect the layout of ``data_dir`` and return its checked pairs (``band_names``: see :func:`scene_pairs`)."""
     layout = detect_layout(data_dir)
     if layout == "classic":
         return layout, classic_pairs(data_dir, bands)
-    return layout, scene_pairs(data_dir, bands)
+    return layout, scene_pairs(data_dir, bands, band_names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,29 @@ def _check_exists(path: Path, what: str) -> None:
         raise InvalidRasterError(f"{path} is a directory; give the path of a GeoTIFF {what}")
 
 
+def _band_count_message(p: Path, expected: int, count: int, names: Sequence[str] | None) -> str:
+    if names is None and expected == len(DEFAULT_BAND_NAMES):
+        names = DEFAULT_BAND_NAMES
+    if names is None or len(names) != expected:
+        return f"{p}: expected {expected} bands, found {count}"
+    return (
+        f"{p}: expected {expected} bands ({', '.join(names)}), found {count}; "
+        f"stack the bands into one {expected}-band GeoTIFF"
+    )
+
+
 def inspect_scene(
     path: str | os.PathLike[str],
     expected_bands: int | None = 5,
     *,
     what: str = "scene",
     warn_no_crs: bool = True,
+    band_names: Sequence[str] | None = None,
 ) -> SceneInfo:
     """Check that ``path`` is a readable raster with the expected bands and a supported dtype.
+
+    ``band_names`` (the recipe a model expects) name the bands in the band-count error;
+    without them a 5-band request names the default recipe.
 
     The last block of the first band is read too: a truncated file usually loses its
     tail, and failing here, with the file name, beats failing halfway through a job.
@@ -100,12 +116,7 @@ def inspect_scene(
                     "float32 or an integer type (for example with gdal_translate -ot Float32)"
                 )
             if expected_bands is not None and count != expected_bands:
-                raise BandCountError(
-                    f"{p}: expected {expected_bands} bands (red, green, blue, nir, ndvi), "
-                    f"found {count}; stack the bands into one {expected_bands}-band GeoTIFF"
-                    if expected_bands == 5
-                    else f"{p}: expected {expected_bands} bands, found {count}"
-                )
+                raise BandCountError(_band_count_message(p, expected_bands, count, band_names))
             bh, bw = ds.block_shapes[0]
             last = Window(
                 (ds.width - 1) // bw * bw,

@@ -805,7 +805,7 @@ def make_datasets(
     names = None if recipe is None else tuple(recipe)
     if names is not None and len(names) != bands:
         raise ConfigError(f"the band recipe {format_recipe(names)} names {len(names)} bands, not {bands}")
-    layout, pairs = find_pairs(data_dir, bands)
+    layout, pairs = find_pairs(data_dir, bands, names)
     aug = build_augment(seed, radiometric) if augment else None
     if layout == "classic":
         classic_names = _band_names(bands) if names is None else names
