@@ -17,9 +17,9 @@ import torch
 from click.testing import CliRunner
 
 from geoglacier.checkpoint import load_checkpoint
-from geoglacier.cli.main import _Group
 from geoglacier.cli.train import train as train_command
 from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
+from tests.cli_groups import train_group
 from tests.scoring import validation_mcc
 from tests.test_training import write_separable_scenes
 
@@ -49,13 +49,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def group() -> click.Group:
     """A group like ``geoglacier``'s, which turns library errors into one-line messages."""
-
-    @click.group(cls=_Group)
-    def cli() -> None:
-        pass
-
-    cli.add_command(train_command)
-    return cli
+    return train_group()
 
 
 @pytest.fixture

@@ -14,18 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-import click
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from geoglacier.checkpoint import load_checkpoint
-from geoglacier.cli.main import _Group
-from geoglacier.cli.train import train as train_command
 from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.training.datasets import make_datasets
 from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
+from tests.cli_groups import train_group
 from tests.data import glacier_mask, scene_array, write_raster
 from tests.scoring import validation_mcc
 from tests.test_training import write_separable_scenes
@@ -127,13 +125,7 @@ def test_a_stalled_rank_ends_the_job_after_the_timeout(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ SIGTERM
 
 
-def _group() -> click.Group:
-    @click.group(cls=_Group)
-    def cli() -> None:
-        pass
-
-    cli.add_command(train_command)
-    return cli
+_group = train_group
 
 
 def test_sigterm_keeps_the_last_epoch_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:

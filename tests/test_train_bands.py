@@ -12,12 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from geoglacier.checkpoint import load_checkpoint
-from geoglacier.cli.main import _Group
-from geoglacier.cli.train import train as train_command
 from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeError, RecipeMismatchError
 from geoglacier.products.recipes import VOCABULARY, check_scene_recipe
 from geoglacier.synthetic import write_classic_layout
 from geoglacier.training.loop import TrainConfig, train
+from tests.cli_groups import train_group
 from tests.data import write_raster
 from tests.test_cli_train import FAST_ARGS
 from tests.test_training import FAST, write_separable_scenes
@@ -47,12 +46,8 @@ def _described_scenes(root: Path, names: tuple[str, ...]) -> Path:
 
 @pytest.fixture
 def group() -> click.Group:
-    @click.group(cls=_Group)
-    def cli() -> None:
-        pass
-
-    cli.add_command(train_command)
-    return cli
+    """A group like ``geoglacier``'s, which turns library errors into one-line messages."""
+    return train_group()
 
 
 def _invoke(group: click.Group, *args: str | Path) -> click.testing.Result:
