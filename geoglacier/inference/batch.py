@@ -173,21 +173,18 @@ def segment_one(
     row: dict[str, Any] = {"scene": str(plan.scene), "mask": str(plan.mask)}
     try:
         config_options, run_options = _split_options(options)
-        segmenters = _worker_segmenters(_as_models(model_path), device, config_options, threads)
+        models = _as_models(model_path)
+        segmenters = _worker_segmenters(models, device, config_options, threads)
         ids_later = inventory is not None and plan.outlines is not None
         first = replace(plan, outlines=None) if ids_later else plan  # outlines wait for the ids
         if len(segmenters) == 1:
             summary = _single_scene(first, segmenters[0], overwrite, run_options)
         else:
-            summary = _ensemble_scene(first, _as_models(model_path), segmenters, overwrite, run_options)
+            summary = _ensemble_scene(first, models, segmenters, overwrite, run_options)
         if summary is not None:
             row.update(_summary_fields(summary.to_dict()))
-        if inventory is not None and plan.glaciers is not None:
-            write_scene_glaciers(
-                plan.mask, inventory, plan.glaciers, id_column=id_column, spread=plan.uncertainty
-            )
-        if ids_later:
-            write_scene_outlines(plan, inventory, id_column, run_options.get("min_area", 0.0))
+        if inventory is not None:
+            write_scene_inventory_outputs(plan, inventory, id_column, run_options.get("min_area", 0.0))
         row["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -243,47 +240,46 @@ def _ensemble_scene(
     return result.summary
 
 
-def write_scene_outlines(
+def write_scene_inventory_outputs(
     plan: SceneOutputs, inventory: str | os.PathLike[str], id_column: str | None, min_area: float
-) -> int:
-    """The scene's outlines with the ``glacier_id`` of the inventory outline each overlaps most.
+) -> None:
+    """The scene's glacier table and outlines from the inventory, read once onto its mask.
 
-    As ``segment-scene --inventory --outlines`` writes them; without ids when no outline
-    of the inventory reaches the scene. Returns the number of polygons.
+    The table is header-only, and the outlines carry no ``glacier_id``, when no outline
+    of the inventory reaches the scene; outlines are those ``segment-scene --inventory
+    --outlines`` writes.
     """
     from geoglacier.errors import NoOverlapError
     from geoglacier.glaciers.inventory import read_inventory_for_mask
     from geoglacier.measure.outlines import write_outlines
 
-    assert plan.outlines is not None
     try:
         inv = read_inventory_for_mask(inventory, plan.mask, id_column=id_column)
-        zones = (inv.geometries, inv.ids)
     except NoOverlapError:
-        zones = None
-    return write_outlines(plan.mask, plan.outlines, min_area, overwrite=True, zones=zones)
+        inv = None
+    if plan.glaciers is not None:
+        write_scene_glaciers(plan.mask, inv, plan.glaciers, spread=plan.uncertainty)
+    if plan.outlines is not None:
+        zones = None if inv is None else (inv.geometries, inv.ids)
+        write_outlines(plan.mask, plan.outlines, min_area, overwrite=True, zones=zones)
 
 
-def write_scene_glaciers(
-    mask: Path,
-    inventory: str | os.PathLike[str],
-    out: Path,
-    *,
-    id_column: str | None = None,
-    spread: Path | None = None,
-) -> Path:
-    """One scene's per-glacier table; header-only when no outline of the inventory reaches it.
+def write_scene_glaciers(mask: Path, inv: Any, out: Path, *, spread: Path | None = None) -> Path:
+    """One scene's per-glacier table from ``inv`` (an Inventory on the mask, or None: header-only).
 
     With ``spread`` (an ensemble's uncertainty raster) the table has ``uncertainty_ensemble_km2``.
     """
     from geoglacier.errors import NoOverlapError
     from geoglacier.glaciers.areas import run_glaciers
 
-    try:
-        run_glaciers(mask, inventory, out, overwrite=True, id_column=id_column, spread=spread)
-    except NoOverlapError:
-        with atomic_output(out, overwrite=True) as tmp:
-            tmp.write_text("glacier_id\n")
+    if inv is not None:
+        try:
+            run_glaciers(mask, inv, out, overwrite=True, spread=spread)
+            return out
+        except NoOverlapError:  # outlines touch the footprint but no valid pixel
+            pass
+    with atomic_output(out, overwrite=True) as tmp:
+        tmp.write_text("glacier_id\n")
     return out
 
 
