@@ -215,6 +215,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[
     return meta, state
 
 
+def band_count_error(path: Path, meta: CheckpointMeta, data_bands: int) -> CheckpointError:
+    """The error for data whose band count is not the model's; it names the model's bands."""
+    return CheckpointError(
+        f"{path}: the model was trained on {meta.band_count} bands ({','.join(meta.bands)}) "
+        f"but the data has {data_bands}; use a model trained on the same bands or stack "
+        "the scene with that band recipe (geoglacier stack --bands)"
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -231,10 +240,7 @@ def load_checkpoint(
     p = Path(path)
     meta, state = read_checkpoint(p)
     if expected_bands is not None and meta.band_count != expected_bands:
-        raise CheckpointError(
-            f"{p}: the model was trained on {meta.band_count} bands but the data has {expected_bands}; "
-            "use a checkpoint trained on the same bands"
-        )
+        raise band_count_error(p, meta, expected_bands)
     if expected_config is not None and (meta.model.arch, meta.model.encoder) != (
         expected_config.arch,
         expected_config.encoder,

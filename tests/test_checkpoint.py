@@ -52,7 +52,9 @@ def test_round_trip(saved: tuple[Path, torch.nn.Module]) -> None:
 
 
 def test_other_band_count_is_refused(saved: tuple[Path, torch.nn.Module]) -> None:
-    with pytest.raises(CheckpointError, match="trained on 5 bands but the data has 4"):
+    with pytest.raises(
+        CheckpointError, match=r"trained on 5 bands \(red,green,blue,nir,ndvi\) but the data has 4"
+    ):
         load_checkpoint(saved[0], expected_bands=4)
 
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
 from geoglacier.cli.main import cli
-from geoglacier.errors import EngineUnavailableError, GeoglacierWarning, RecipeMismatchError
+from geoglacier.errors import CheckpointError, EngineUnavailableError, GeoglacierWarning, RecipeMismatchError
 from geoglacier.inference import engines
 from geoglacier.inference.engines import load_engine
 from geoglacier.inference.export import cache_dir, cached_export, export_model, read_exported_meta
@@ -167,6 +167,13 @@ def test_exported_model_segments_alone_and_refuses_other_bands(
     )
     assert res.exit_code == 1
     assert "bands are nir,red,green,blue,ndvi" in res.output and len(res.output.strip().splitlines()) == 1
+
+    four = write_scene(tmp_path / "four.tif", height=96, width=160, bands=4)
+    with pytest.raises(
+        CheckpointError, match=r"trained on 5 bands \(red,green,blue,nir,ndvi\) but the data has 4"
+    ):
+        segment_scene(four, onnx, tmp_path / "mask4.tif", window=64, progress=False)
+    assert not (tmp_path / "mask4.tif").exists()
 
 
 @pytest.mark.parametrize(("engine", "extra"), [("onnxruntime", "onnx"), ("openvino", "openvino")])

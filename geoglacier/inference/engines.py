@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoglacier.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint
+from geoglacier.checkpoint import CheckpointMeta, band_count_error, load_checkpoint, read_checkpoint
 from geoglacier.device import cpu_capability, cpu_has_bf16, resolve_device
-from geoglacier.errors import CheckpointError, ConfigError, GeoglacierWarning
+from geoglacier.errors import ConfigError, GeoglacierWarning
 from geoglacier.inference.export import cached_export, read_exported_meta, require
 
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
@@ -400,10 +400,7 @@ def load_engine(
     else:  # the network is built only if the export cache has to be filled
         meta = read_checkpoint(path)[0]
     if expected_bands is not None and meta.band_count != expected_bands:
-        raise CheckpointError(
-            f"{path}: the model was trained on {meta.band_count} bands but the data has {expected_bands}; "
-            "use a model trained on the same bands"
-        )
+        raise band_count_error(path, meta, expected_bands)
     if choice.measure:
         built = {name: _make(name, path, precision, torch_device, loaded) for name in choice.measure}
         size = int(meta.patch_size)
