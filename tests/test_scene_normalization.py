@@ -233,6 +233,32 @@ def test_remembered_scene_statistics_follow_the_file(tmp_path: Path, monkeypatch
     assert len(scans) == 3 + SCENE_STATS_CACHE_SIZE + 1  # evicted by the others: scanned once more
 
 
+def test_remembered_statistics_of_a_vrt_follow_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import rasterio.shutil
+
+    scans = _count_scans(monkeypatch)
+    data = scene_array(48, 48, seed=12)
+    source = write_raster(tmp_path / "src.tif", data, descriptions=BANDS)
+    vrt = tmp_path / "s.vrt"
+    rasterio.shutil.copy(source, vrt, driver="VRT")
+    mean, _ = scene_normalization(inspect_scene(vrt, expected_bands=None, warn_no_crs=False))
+    scene_normalization(inspect_scene(vrt, expected_bands=None, warn_no_crs=False))
+    assert len(scans) == 1
+    # the source is rewritten; the .vrt file itself is untouched
+    vrt_before, before = vrt.stat(), source.stat()
+    write_raster(source, _transformed(data), descriptions=BANDS)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert vrt.stat().st_mtime_ns == vrt_before.st_mtime_ns
+    mean2, _ = scene_normalization(inspect_scene(vrt, expected_bands=None, warn_no_crs=False))
+    assert len(scans) == 2
+    np.testing.assert_allclose(mean2.ravel(), _numpy_stats(_transformed(data))[0], rtol=1e-6)
+    assert np.abs(mean2 - mean).max() > 1.0
+
+
 def test_batch_segments_in_scene_mode_inside_dask_workers(
     scenes: tuple[Path, Path, np.ndarray], tmp_path: Path
 ) -> None:

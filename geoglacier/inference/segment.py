@@ -370,18 +370,35 @@ def scene_normalization(info: SceneInfo, progress: bool = False) -> tuple[np.nda
 
 
 def scene_stats_key(info: SceneInfo) -> tuple[Any, ...] | None:
-    """What identifies a scene's statistics: resolved path, inode, size, times, nodata.
+    """What identifies a scene's statistics: each of its files' identity and times, and nodata.
 
-    ``None`` (do not cache) for a path that cannot be stat'ed (a GDAL virtual path). The
-    inode and ctime catch a file replaced by a rename even within the mtime's resolution.
+    The files are those GDAL reads for the scene (``rasterio``'s ``files``): the file
+    itself and its sidecars, and for a ``.vrt`` the rasters it points to, so rewriting a
+    VRT's source is seen too. ``None`` (do not cache) when a file cannot be stat'ed (a
+    GDAL virtual path). The inode and ctime catch a file replaced by a rename even
+    within the mtime's resolution.
     """
+    nodata = None if info.nodata is None else float(info.nodata).hex()  # NaN != NaN: key its text
     try:
-        path = info.path.resolve()
-        st = path.stat()
+        return (*(_file_identity(Path(f)) for f in _scene_files(info.path)), nodata)
     except OSError:
         return None
-    nodata = None if info.nodata is None else float(info.nodata).hex()  # NaN != NaN: key its text
-    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, nodata)
+
+
+def _scene_files(path: Path) -> list[str]:
+    """The files GDAL opens for ``path``, the path itself first."""
+    try:
+        with rasterio.open(path) as src:
+            files = list(src.files)
+    except rasterio.errors.RasterioError as exc:
+        raise OSError(str(exc)) from exc
+    return [str(path), *(f for f in files if Path(f).resolve() != path.resolve())]
+
+
+def _file_identity(path: Path) -> tuple[Any, ...]:
+    resolved = path.resolve()
+    st = resolved.stat()
+    return (str(resolved), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def clear_scene_stats() -> None:
