@@ -42,7 +42,8 @@ setup(
         "pystac>=1.8",
     ],
     extras_require={
-        # onnxruntime is light (one wheel, no CUDA): the test extra has it so the engine tests run.
+        # onnxruntime and OpenVINO are CPU wheels (no CUDA): the test extra has both so every
+        # engine's tests run in CI.
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
@@ -51,6 +52,7 @@ setup(
             "monai>=1.3",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+            "openvino>=2024.0",
         ],
         # Inference engines (segment-scene --engine onnxruntime / openvino, geoglacier export).
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
