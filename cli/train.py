@@ -69,6 +69,12 @@ from geoglacier.cli.options import overwrite_opt
     default=None,
     help="Decay of a moving average of the weights, per step; validated and saved instead (0: off) [0].",
 )
+@click.option(
+    "--dropout",
+    type=float,
+    default=None,
+    help="Channel-wise dropout on the decoder features before the head, training only (0: off) [0].",
+)
 @click.option("--lr-factor", type=float, default=None, help="ReduceLROnPlateau factor [0.1].")
 @click.option("--lr-patience", type=int, default=None, help="ReduceLROnPlateau patience, epochs [10].")
 @click.option(

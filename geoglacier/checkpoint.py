@@ -8,7 +8,8 @@ pickled objects is refused. Keys::
     format_version  the oldest reader that understands the file: 1, or 2 for per-scene
                     normalisation (a reader of version 1 would apply the stored training
                     statistics to every scene; it refuses a version 2 file instead)
-    model           ModelConfig as a dict (arch, encoder, in_channels, classes)
+    model           ModelConfig as a dict (arch, encoder, in_channels, classes; dropout only
+                    when the network was trained with it: absent means 0)
     state_dict      the network's weights (of the best epoch)
     bands           band names, in order
     normalization   {"mean": [...], "std": [...], "mode": ...}: per band statistics of the
@@ -232,6 +233,10 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
 ) -> tuple[nn.Module, CheckpointMeta]:
     """Build the network a checkpoint describes and load its weights (eval mode).
+
+    ``expected_config`` is matched on architecture and encoder only: the band count is
+    ``expected_bands``' job, and training-time dropout has no weights and does nothing in
+    eval mode, so a checkpoint trained with it serves wherever one without it would.
 
     Raises:
         CheckpointError: unreadable file, unsafe pickle, or a checkpoint whose band

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,36 @@ HUB_HOST = "huggingface.co"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What defines the network's shape; stored in every checkpoint."""
+    """What defines the network; stored in every checkpoint.
+
+    Attributes:
+        arch: smp architecture (one of :data:`ARCHITECTURES`).
+        encoder: smp encoder name.
+        in_channels: number of image bands.
+        classes: output channels (logits).
+        dropout: probability of channel-wise (spatial) dropout on the decoder's output
+            features, in front of the segmentation head, while training (0: none). It has
+            no parameters and is the identity in eval mode, so it changes neither the
+            weights' names nor inference.
+    """
 
     arch: str = "UnetPlusPlus"
     encoder: str = "resnet34"
     in_channels: int = 5
     classes: int = 1
+    dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values for a checkpoint; ``dropout`` only when set.
+
+        Without dropout the dict is the one earlier versions wrote, so a checkpoint of the
+        default network stays readable by them (their reader refuses unknown keys); a
+        missing ``dropout`` reads back as 0.
+        """
+        raw = asdict(self)
+        if not self.dropout:
+            del raw["dropout"]
+        return raw
 
 
 def _smp() -> Any:
@@ -58,14 +80,38 @@ def check_config(config: ModelConfig) -> None:
         )
     if config.in_channels < 1:
         raise ConfigError(f"in_channels must be at least 1, got {config.in_channels}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {config.dropout}")
+
+
+def add_head_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Put ``nn.Dropout2d(p)`` in front of the segmentation head without renaming any weight.
+
+    smp's ``SegmentationHead`` is an ``nn.Sequential`` of convolution, upsampling and
+    activation, children ``0``, ``1``, ``2``: inserting dropout at index 0 would shift
+    them and rename ``segmentation_head.0.weight``. A Sequential runs its children in
+    insertion order whatever their names, so the head becomes one whose first child is
+    named ``dropout`` and whose others keep their names. Dropout has no parameters or
+    buffers, so the state dict keeps the same keys and the weights load into a network
+    with or without it. In eval mode it is the identity (the ONNX exporter leaves it out).
+
+    Returns:
+        ``model``, changed in place (unchanged for ``p == 0``).
+    """
+    if p:
+        head = model.segmentation_head
+        children = [("dropout", nn.Dropout2d(p)), *head.named_children()]
+        model.segmentation_head = nn.Sequential(OrderedDict(children))
+    return model
 
 
 def _construct(config: ModelConfig, in_channels: int) -> nn.Module:
     smp = _smp()
     cls = getattr(smp, config.arch)
-    return cls(
+    model = cls(
         encoder_name=config.encoder, encoder_weights=None, in_channels=in_channels, classes=config.classes
     )
+    return add_head_dropout(model, config.dropout)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -98,3 +98,23 @@ def test_mismatched_weights(tmp_path: Path) -> None:
     path = save_checkpoint(net, _meta(), tmp_path / "m.pth")  # meta claims 5 bands
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_checkpoint(path)
+
+
+def test_dropout_is_recorded_but_is_no_other_architecture(
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    plain_path, plain = saved
+    assert "dropout" not in torch.load(plain_path, weights_only=True)["model"]  # as earlier versions wrote
+    assert read_checkpoint(plain_path)[0].model.dropout == 0.0
+    config = ModelConfig(encoder="resnet18", dropout=0.3)
+    path = save_checkpoint(build_model(config, None), _meta(model=config), tmp_path / "dropout.pth")
+    assert torch.load(path, weights_only=True)["model"]["dropout"] == 0.3
+    # dropout has no weights and is the identity in eval mode: architectures that differ
+    # only by it are the same network for inference, either way round
+    model, meta = load_checkpoint(path, expected_config=ModelConfig(encoder="resnet18"))
+    assert meta.model == config and model.segmentation_head.dropout.p == 0.3 and not model.training
+    load_checkpoint(plain_path, expected_config=config)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(1, 5, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), plain.eval()(x))

@@ -113,6 +113,7 @@ def test_existing_output_fails_before_any_work(group: click.Group, tmp_path: Pat
         (["--device", "tpu"], "--device 'tpu' is not a device"),
         (["--patch-size", "50"], "--patch-size must be a positive multiple of 32"),
         (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
     ],
 )
 def test_bad_options_give_one_line_errors(
@@ -221,3 +222,32 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script
     assert segmented.windows_run > 0
     with rasterio.open(scene) as src, rasterio.open(segmented.mask) as dst:
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+
+
+def test_dropout_is_recorded_locked_on_resume_and_inference_is_deterministic(
+    group: click.Group, data: Path, tmp_path: Path
+) -> None:
+    from geoglacier.cli.segment_scene import segment_scene
+
+    out = tmp_path / "model.pth"
+    common = [data, "--out", out, *FAST_ARGS, "--patches-per-epoch", "8", "--num-workers", "0"]
+    result = _invoke(group, *common, "--epochs", "1", "--dropout", "0.3")
+    assert result.exit_code == 0, result.output
+    model, meta = load_checkpoint(out)
+    assert meta.model.dropout == 0.3 and meta.train_config["dropout"] == 0.3
+    assert model.segmentation_head.dropout.p == 0.3 and not model.training
+    other = _invoke(group, *common, "--epochs", "2", "--resume", "--dropout", "0.5")
+    assert other.exit_code != 0 and "started with --dropout 0.3, not 0.5" in other.output
+    assert "Traceback" not in other.output and other.output.strip().count("\n") == 0
+
+    scene = sorted((data / "images").glob("*.tif"))[0]
+    probabilities = []
+    for name in ("a", "b"):
+        args = [scene, "--model", out, "--out", tmp_path / f"{name}.tif", "--probabilities"]
+        args += [tmp_path / f"{name}_p.tif", "--window", "64", "--device", "cpu", "--no-progress"]
+        run = CliRunner().invoke(segment_scene, list(map(str, args)))
+        assert run.exit_code == 0, run.output
+        with rasterio.open(tmp_path / f"{name}_p.tif") as ds:
+            probabilities.append(ds.read(1))
+    assert (probabilities[0] == probabilities[1]).all()
+    assert probabilities[0].std() > 0  # a real prediction, not a constant

@@ -8,6 +8,7 @@ float32 sums (about 1e-5 in the logits of a trained model).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -270,3 +271,24 @@ def test_overlap_in_pixels(checkpoint: Path) -> None:
 
     with pytest.raises(ConfigError, match="overlap-px"):
         InferenceConfig(window=64, overlap_px=64).validate()
+
+
+def test_onnx_export_of_a_dropout_model_is_its_eval_network(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from geoglacier.checkpoint import load_checkpoint
+
+    meta = dataclasses.replace(tiny_meta(), model=ModelConfig(arch="Unet", encoder="resnet18", dropout=0.5))
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(meta.model, None), meta, tmp_path / "dropout.pth")
+    out = export_model(ckpt, "onnx", tmp_path / "dropout.onnx")
+    assert read_exported_meta(out).model.dropout == 0.5
+    assert "Dropout" not in {node.op_type for node in onnx.load(str(out)).graph.node}
+    model, _ = load_checkpoint(ckpt)
+    x = np.random.default_rng(0).normal(size=(2, 5, 64, 96)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    first = session.run(None, {"bands": x})[0]
+    np.testing.assert_allclose(first, want, atol=1e-4)
+    np.testing.assert_array_equal(session.run(None, {"bands": x})[0], first)

@@ -83,6 +83,7 @@ RESUME_LOCKED = (
     "augment",
     "augment_radiometric",
     "ema",
+    "dropout",
     "lr_factor",
     "lr_patience",
     "threshold",
@@ -142,6 +143,9 @@ class TrainConfig:
         ema: decay of an exponential moving average of the weights, updated after every
             optimiser step (0: off). With it, validation, the best checkpoint and
             calibration use the averaged weights.
+        dropout: probability of channel-wise dropout (``nn.Dropout2d``) on the decoder's
+            output features in front of the segmentation head, in training only (0: off);
+            stored in the checkpoint's model description (:class:`geoglacier.model.ModelConfig`).
         lr_factor: ReduceLROnPlateau factor.
         lr_patience: ReduceLROnPlateau patience in epochs.
         threshold: probability above which a pixel counts as glacier in the epoch metrics
@@ -179,6 +183,7 @@ class TrainConfig:
     augment: bool = True
     augment_radiometric: bool = False
     ema: float = 0.0
+    dropout: float = 0.0
     lr_factor: float = 0.1
     lr_patience: int = 10
     threshold: float = 0.5
@@ -245,6 +250,7 @@ class TrainConfig:
                 f"--num-workers must be >= 0, got {self.num_workers}",
             ),
             (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1), got {self.ema}"),
+            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
             (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
             (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
@@ -667,7 +673,9 @@ def train(
         device = resolve_device(f"cuda:{dist_info.local_rank}")
     else:
         device = resolve_device(config.device)
-    model_config = ModelConfig(arch=config.arch, encoder=config.encoder, in_channels=config.band_count)
+    model_config = ModelConfig(
+        arch=config.arch, encoder=config.encoder, in_channels=config.band_count, dropout=config.dropout
+    )
     check_config(model_config)
     state: dict[str, Any] | None = None
     if resuming:
