@@ -15,12 +15,15 @@ from geoglacier.errors import ConfigError
 from geoglacier.io.layouts import classic_pairs, scene_pairs
 from geoglacier.io.masks import IGNORE
 from geoglacier.training.datasets import (
+    VAL_SHARE_TOLERANCE,
     ClassicPatchDataset,
     ScenePatchDataset,
     TrainRegions,
+    block_areas,
     check_patch_size,
     coarse_valid_fraction,
     make_datasets,
+    pick_val_blocks,
     sample_train_windows,
     seed_worker,
     spatial_split,
@@ -275,6 +278,65 @@ def test_split_is_seeded_and_fraction_respected() -> None:
     assert len(a[1]) == 16 * 4  # four 64-windows per 128-block
     with pytest.raises(ConfigError):
         spatial_split(shapes, 64, block=32)
+
+
+def _held_out_share(shapes: list[tuple[int, int]], regions: object) -> float:
+    total = sum(h * w for h, w in shapes)
+    return 1.0 - float(regions.train_pixels().sum()) / total  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.2, 0.3])
+def test_held_out_share_is_about_the_val_fraction(val_fraction: float) -> None:
+    # The real Everest west scene at the default 256 px patches: with blocks of 512 it has
+    # two (512 and 143 rows); holding out one of them kept 22 % or 78 % of it, by seed.
+    # (At 10 % one 256 px block is already 10-20 % of this scene.)
+    everest = [(655, 480)]
+    for seed in range(40):
+        regions, _ = spatial_split(everest, 256, val_fraction, seed)
+        share = _held_out_share(everest, regions)
+        tolerance = VAL_SHARE_TOLERANCE * val_fraction if val_fraction >= 0.2 else 0.15
+        assert abs(share - val_fraction) <= tolerance, (seed, share)
+    # many scene shapes with room for several patch-size blocks
+    rng = np.random.default_rng(0)
+    for seed in range(60):
+        shapes = [
+            (int(rng.integers(256, 1500)), int(rng.integers(256, 1500)))
+            for _ in range(int(rng.integers(1, 4)))
+        ]
+        regions, _ = spatial_split(shapes, 64, val_fraction, seed)
+        for k, (h, w) in enumerate(shapes):
+            b = regions.blocks[k]
+            areas = block_areas(h, w, b)
+            share = float(areas[regions.is_val[k]].sum()) / (h * w)
+            assert abs(share - val_fraction) <= VAL_SHARE_TOLERANCE * val_fraction, (shapes, seed, k, share)
+
+
+def test_strips_two_blocks_wide_get_smaller_blocks() -> None:
+    # 202 x 480 at 128 px patches: blocks of 256 make two per strip, one held out = half
+    shapes = [(202, 480), (202, 480)]
+    for seed in range(10):
+        regions, val = spatial_split(shapes, 128, 0.2, seed)
+        assert regions.blocks == (128, 128)
+        assert 0.1 <= _held_out_share(shapes, regions) <= 0.3
+        assert len(val) and set(val[:, 0]) == {0, 1}
+
+
+def test_pick_val_blocks_by_hand() -> None:
+    areas = np.array([[100, 100], [100, 700]])  # 1000 px
+    rng = np.random.default_rng(0)
+    order = np.random.default_rng(0).permutation(4)
+    val = pick_val_blocks(areas, 0.2, rng)
+    # visiting `order`: the first block is always taken; the 700 px block is never added to a 100
+    # (900 is farther from 200 than 100); a second 100 px block reaches the target exactly.
+    first = order[0]
+    if areas.ravel()[first] == 700:
+        assert val.ravel().tolist() == [i == first for i in range(4)]
+    else:
+        assert val.sum() == 2 and areas[val].sum() == 200 and not val[1, 1]
+    assert not pick_val_blocks(areas, 0.0, rng).any()
+    assert not pick_val_blocks(np.array([[500]]), 0.5, rng).any()
+    assert pick_val_blocks(np.array([[10, 10]]), 0.9, rng).sum() == 1  # one block always stays for training
+    np.testing.assert_array_equal(block_areas(5, 7, 4), [[16, 12], [4, 3]])
 
 
 def test_coarse_fraction_exact_for_aligned_windows() -> None:

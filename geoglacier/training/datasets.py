@@ -394,6 +394,55 @@ def _val_starts(b0: int, b1: int, size: int, patch: int) -> list[int]:
     return starts
 
 
+#: A block size is kept when its validation blocks hold the asked share of a scene's
+#: pixels within this relative tolerance (0.5: 10-30 % for ``val_fraction=0.2``);
+#: otherwise the split is tried again with smaller blocks.
+VAL_SHARE_TOLERANCE = 0.5
+
+
+def block_areas(h: int, w: int, b: int) -> np.ndarray:
+    """Pixel count of every block of side ``b`` on an ``h x w`` scene (edge blocks are clipped)."""
+    rows = np.minimum(b, h - np.arange(0, h, b))
+    cols = np.minimum(b, w - np.arange(0, w, b))
+    return np.outer(rows, cols).astype(np.int64)
+
+
+def pick_val_blocks(areas: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Validation blocks holding about ``val_fraction`` of the pixels of a block grid.
+
+    Blocks are visited in a seeded random order; each is taken when it brings the held-out
+    pixel count closer to the target (the first is always taken). At least one block is
+    held out and one kept when the grid has two or more; none when it has one or
+    ``val_fraction`` is 0.
+    """
+    flat = areas.ravel()
+    val = np.zeros(flat.size, dtype=bool)
+    if flat.size < 2 or val_fraction <= 0:
+        return val.reshape(areas.shape)
+    target, held = val_fraction * float(flat.sum()), 0.0
+    for i in rng.permutation(flat.size):
+        if held >= target or val.sum() == flat.size - 1:
+            break
+        if not val.any() or held + flat[i] - target <= target - held:
+            val[i] = True
+            held += float(flat[i])
+    return val.reshape(areas.shape)
+
+
+def _split_scene(
+    h: int, w: int, p: int, val_fraction: float, rng: np.random.Generator, block: int | None
+) -> tuple[int, np.ndarray]:
+    """Block size and validation grid of one scene (see :func:`spatial_split`)."""
+    sizes = [block] if block is not None else [2 * p, p]
+    for b in sizes:
+        areas = block_areas(h, w, b)
+        val = pick_val_blocks(areas, val_fraction, rng)
+        share = float(areas[val].sum()) / float(areas.sum())
+        if b == sizes[-1] or abs(share - val_fraction) <= VAL_SHARE_TOLERANCE * val_fraction:
+            return b, val
+    raise AssertionError("unreachable: the last block size is always kept")
+
+
 def spatial_split(
     info_shapes: Sequence[tuple[int, int]],
     patch_size: int,
@@ -403,11 +452,14 @@ def spatial_split(
 ) -> tuple[TrainRegions, np.ndarray]:
     """Split scenes into training and validation blocks.
 
-    Each scene is cut into square blocks (default ``2 * patch_size``; a scene that
-    would get a single block of that size gets blocks of ``patch_size`` instead) and
-    about ``val_fraction`` of its blocks, at least one when it has two or more, go to
-    validation, chosen by ``seed``. Neighbouring pixels are strongly correlated, so a
-    split by blocks rather than by random windows keeps validation honest.
+    Each scene is cut into square blocks of ``2 * patch_size`` and validation takes
+    blocks until they hold about ``val_fraction`` of the scene's pixels
+    (:func:`pick_val_blocks`). Where blocks that large cannot come within
+    :data:`VAL_SHARE_TOLERANCE` of that share (a scene only a few blocks wide, whose one
+    held-out block would be half of it or more), the scene gets blocks of
+    ``patch_size`` instead. ``block`` forces one size. Neighbouring pixels are strongly
+    correlated, so a split by blocks rather than by random windows keeps validation
+    honest.
 
     Returns:
         ``(train_regions, val_windows)``: the block grids, and an ``(N, 3)`` int64 array
@@ -422,19 +474,7 @@ def spatial_split(
     rng = np.random.default_rng(seed)
     shapes, blocks, grids, val_windows = [], [], [], []
     for k, (h, w) in enumerate(info_shapes):
-        b = int(block) if block is not None else 2 * p
-        if block is None and -(-h // b) * -(-w // b) < 2:
-            b = p
-        nby, nbx = -(-h // b), -(-w // b)
-        nb = nby * nbx
-        n_val = int(round(val_fraction * nb))
-        if nb >= 2 and val_fraction > 0:
-            n_val = min(max(n_val, 1), nb - 1)
-        else:
-            n_val = 0
-        val = np.zeros(nb, dtype=bool)
-        val[rng.choice(nb, size=n_val, replace=False)] = True
-        val = val.reshape(nby, nbx)
+        b, val = _split_scene(int(h), int(w), p, val_fraction, rng, block)
         for i, j in zip(*np.nonzero(val), strict=True):
             r0, c0 = int(i) * b, int(j) * b
             for r in _val_starts(r0, min(r0 + b, h), h, p):
