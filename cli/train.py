@@ -104,6 +104,13 @@ from geoglacier.cli.options import overwrite_opt
     "standardised by its own (robust to snowier scenes) [scene].",
 )
 @click.option(
+    "--sampling",
+    type=click.Choice(["uniform", "balanced"]),
+    default=None,
+    help="uniform: training windows anywhere; balanced: half centred on glacier, half on "
+    "non-glacier ground [uniform].",
+)
+@click.option(
     "--resume", is_flag=True, default=False, help="Continue an interrupted run from NAME.pth.state."
 )
 @click.option(

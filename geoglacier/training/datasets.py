@@ -4,7 +4,8 @@ Samplers yield windows, datasets answer them. A window is ``(pair_index, row_off
 col_off)`` in pixels; its size is the patch size. :func:`spatial_split` cuts every
 scene into square blocks and gives some blocks to validation;
 :func:`sample_train_windows` draws training windows that never touch a validation
-window; :class:`ScenePatchDataset` reads exactly the window asked for.
+window (:func:`sample_balanced_windows` half on glacier, half on other ground);
+:class:`ScenePatchDataset` reads exactly the window asked for.
 
 The per-patch path is plain rasterio reading into a fresh array, NumPy normalisation
 and ``torch.from_numpy``: no dask, no xarray, no per-patch file opening (handles are
@@ -49,6 +50,16 @@ from geoglacier.training.normalization import (
     check_normalization_mode,
     scene_scan,
     stats_from_arrays,
+)
+from geoglacier.training.sampling import (
+    CLASS_NAMES,
+    CellSampler,
+    Sampling,
+    balanced_crop_centre,
+    centred_windows,
+    check_sampling_mode,
+    mask_class_counts,
+    training_cells,
 )
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -165,7 +176,9 @@ class ClassicPatchDataset(Dataset):
     reads the sample), at the centre otherwise. Smaller pairs are placed top-left in
     a ``patch_size`` square whose padding is invalid (mask ignored). Every sample has
     the same shape, so batches collate. ``normalization`` is one for every pair, or one
-    per pair (per-scene normalisation).
+    per pair (per-scene normalisation). With ``sampling="balanced"`` a training crop is
+    centred on a glacier or a non-glacier pixel of the pair with equal probability
+    (:func:`~geoglacier.training.sampling.balanced_crop_centre`).
     """
 
     def __init__(
@@ -176,6 +189,7 @@ class ClassicPatchDataset(Dataset):
         augment: AugmentFn | None = None,
         train: bool = True,
         seed: int = 0,
+        sampling: Sampling = "uniform",
     ) -> None:
         self.pairs = list(pairs)
         self.patch_size = check_patch_size(patch_size)
@@ -184,9 +198,11 @@ class ClassicPatchDataset(Dataset):
         self.augment = augment
         self.train = train
         self.seed = seed
+        self.sampling = check_sampling_mode(sampling)
         self.epoch = 0
         self._arrays: dict[int, np.ndarray] = {}
         self._masks: dict[int, np.ndarray] = {}
+        self._classes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -194,6 +210,7 @@ class ClassicPatchDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_arrays"], state["_masks"] = {}, {}  # a memmap would pickle as a full copy
+        state["_classes"] = {}
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -215,7 +232,19 @@ class ClassicPatchDataset(Dataset):
         if not self.train:
             return max(h - p, 0) // 2, max(w - p, 0) // 2
         rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.sampling == "balanced" and (h > p or w > p):
+            centre = balanced_crop_centre(self.classes(i), w, rng)
+            if centre is not None:
+                row, col = centre
+                return min(max(row - p // 2, 0), max(h - p, 0)), min(max(col - p // 2, 0), max(w - p, 0))
         return int(rng.integers(0, max(h - p, 0) + 1)), int(rng.integers(0, max(w - p, 0) + 1))
+
+    def classes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the glacier and of the non-glacier pixels of pair ``i``'s mask (cached)."""
+        if i not in self._classes:
+            flat = self._load(i)[1].ravel()
+            self._classes[i] = (np.flatnonzero(flat == 1), np.flatnonzero(flat == 0))
+        return self._classes[i]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         arr, full_mask = self._load(i)
@@ -583,6 +612,96 @@ def sample_train_windows(
     return np.concatenate(found).astype(np.int64).reshape(-1, 3)[:n]
 
 
+def sample_balanced_windows(
+    train_regions: TrainRegions,
+    n: int,
+    patch_size: int,
+    rng: np.random.Generator,
+    samplers: Sequence[CellSampler | None],
+    valid_fraction_fn: ValidFractionFn | None = None,
+    min_valid: float = 0.5,
+) -> np.ndarray:
+    """Draw ``n`` training windows, half centred on glacier and half on non-glacier ground.
+
+    ``samplers`` are the glacier and the non-glacier :class:`CellSampler`; the glacier
+    half gets the extra window of an odd ``n``. Centres are drawn from a sampler and
+    turned into windows moved inside the scene (:func:`centred_windows`); the rules of
+    :func:`sample_train_windows` hold (no validation block touched, at least
+    ``min_valid`` valid). A half whose sampler is None (no pixel of the class), or
+    whose candidates keep being rejected, is completed by :func:`sample_train_windows`.
+    The windows come back shuffled.
+    """
+    p = check_patch_size(patch_size)
+    if n <= 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    wanted = ((n + 1) // 2, n // 2)
+    parts: list[np.ndarray] = []
+    for sampler, m in zip(samplers, wanted, strict=True):
+        got = np.zeros((0, 3), dtype=np.int64)
+        if sampler is not None:
+            got = _centred_on(sampler, train_regions, m, p, rng, valid_fraction_fn, min_valid)
+        parts.append(got)
+        if len(got) < m:
+            parts.append(
+                sample_train_windows(train_regions, m - len(got), p, rng, valid_fraction_fn, min_valid)
+            )
+    windows = np.concatenate(parts).astype(np.int64).reshape(-1, 3)
+    return windows[rng.permutation(len(windows))]
+
+
+def _centred_on(
+    sampler: CellSampler,
+    train_regions: TrainRegions,
+    n: int,
+    p: int,
+    rng: np.random.Generator,
+    valid_fraction_fn: ValidFractionFn | None,
+    min_valid: float,
+) -> np.ndarray:
+    """Up to ``n`` allowed windows centred on ``sampler``'s pixels (fewer when rejection keeps failing)."""
+    found: list[np.ndarray] = [np.zeros((0, 3), dtype=np.int64)]
+    count = 0
+    for _ in range(50):
+        if count >= n:
+            break
+        cands = centred_windows(sampler.draw(2 * (n - count) + 16, rng), train_regions.shapes, p)
+        cands = cands[train_regions.allowed(cands, p)]
+        if valid_fraction_fn is not None and len(cands):
+            cands = cands[valid_fraction_fn(cands) >= min_valid]
+        found.append(cands[: n - count])
+        count += len(found[-1])
+    return np.concatenate(found)
+
+
+def class_samplers(
+    scenes: Sequence[ScenePair], regions: TrainRegions, valid_maps: Sequence[np.ndarray]
+) -> tuple[CellSampler | None, CellSampler | None]:
+    """Glacier and non-glacier :class:`CellSampler` over the training blocks of ``scenes``.
+
+    One windowed pass over each mask (:func:`~geoglacier.training.sampling.mask_class_counts`),
+    on the grid of the coarse validity maps; cells in validation blocks and cells
+    without a valid image pixel are left out. A class found nowhere gives None and a
+    :class:`GeoglacierWarning`: that half of the windows is then drawn uniformly.
+    """
+    glacier, other = [], []
+    for k, q in enumerate(scenes):
+        counts = mask_class_counts(q.mask, VALIDITY_CELL)
+        keep = training_cells(regions.is_val[k], regions.blocks[k], VALIDITY_CELL, counts[0].shape)
+        keep &= np.asarray(valid_maps[k]) > 0
+        glacier.append(np.where(keep, counts[0], 0))
+        other.append(np.where(keep, counts[1], 0))
+    samplers = tuple(CellSampler.from_counts(c, regions.shapes, VALIDITY_CELL) for c in (glacier, other))
+    for sampler, name in zip(samplers, CLASS_NAMES, strict=True):
+        if sampler is None:
+            warnings.warn(
+                f"--sampling balanced: the training blocks hold no valid {name} pixel, so the {name} "
+                "half of the windows is drawn uniformly instead",
+                GeoglacierWarning,
+                stacklevel=3,
+            )
+    return samplers[0], samplers[1]
+
+
 # ---------------------------------------------------------------------------------------
 # putting it together
 
@@ -598,6 +717,9 @@ class TrainingData:
     ``normalization`` holds the training statistics (stored in the checkpoint) in
     either ``normalization_mode``; with ``"scene"`` the datasets apply each scene's own
     statistics instead (their ``normalizations``).
+
+    With ``sampling="balanced"`` scene windows are drawn by :func:`sample_balanced_windows`
+    from ``class_samplers`` (glacier, non-glacier); classic crops balance themselves.
     """
 
     train: ClassicPatchDataset | ScenePatchDataset
@@ -611,12 +733,24 @@ class TrainingData:
     regions: TrainRegions | None = None
     valid_fraction_fn: ValidFractionFn | None = field(default=None, repr=False)
     normalization_mode: str = "training"
+    sampling: Sampling = "uniform"
+    class_samplers: tuple[CellSampler | None, CellSampler | None] = field(default=(None, None), repr=False)
 
     def resample(self, epoch: int) -> None:
         """Redraw the random training windows (scenes) or crops (classic) from ``(seed, epoch)``."""
         if isinstance(self.train, ScenePatchDataset):
             assert self.regions is not None and self.patches_per_epoch is not None
             rng = np.random.default_rng([self.seed, int(epoch)])
+            if self.sampling == "balanced":
+                self.train.windows = sample_balanced_windows(
+                    self.regions,
+                    self.patches_per_epoch,
+                    self.patch_size,
+                    rng,
+                    self.class_samplers,
+                    self.valid_fraction_fn,
+                )
+                return
             self.train.windows = sample_train_windows(
                 self.regions, self.patches_per_epoch, self.patch_size, rng, self.valid_fraction_fn
             )
@@ -705,6 +839,7 @@ def _classic_datasets(
     band_names: tuple[str, ...],
     aug: AugmentFn | None,
     mode: str,
+    sampling: Sampling = "uniform",
 ) -> TrainingData:
     """The classic layout's datasets; with ``mode="scene"`` each pair is normalised by its own statistics."""
 
@@ -722,8 +857,11 @@ def _classic_datasets(
             return _own_statistics(Moments.of(arr, valid_pixels(arr, None)), norm, str(q.image))
 
         train_norm, val_norm = [own(q) for q in train_pairs], [own(q) for q in val_pairs]
+    train = ClassicPatchDataset(train_pairs, p, train_norm, aug, train=True, seed=seed, sampling=sampling)
+    if sampling == "balanced":
+        _warn_missing_classes(train)
     return TrainingData(
-        train=ClassicPatchDataset(train_pairs, p, train_norm, aug, train=True, seed=seed),
+        train=train,
         val=ClassicPatchDataset(val_pairs, p, val_norm, None, train=False, seed=seed),
         normalization=norm,
         band_names=band_names,
@@ -732,7 +870,20 @@ def _classic_datasets(
         seed=seed,
         patches_per_epoch=len(train_pairs),
         normalization_mode=mode,
+        sampling=sampling,
     )
+
+
+def _warn_missing_classes(train: ClassicPatchDataset) -> None:
+    """Warn when no training pair holds a glacier (or a non-glacier) pixel: balanced crops cannot be."""
+    for which, name in enumerate(CLASS_NAMES):
+        if not any(len(train.classes(i)[which]) for i in range(len(train))):
+            warnings.warn(
+                f"--sampling balanced: no training pair holds a valid {name} pixel, so crops are "
+                "centred on the other class or drawn uniformly",
+                GeoglacierWarning,
+                stacklevel=4,
+            )
 
 
 def _scan_scenes(
@@ -769,6 +920,7 @@ def _scene_datasets(
     aug: AugmentFn | None,
     mode: str,
     what: str,
+    sampling: Sampling = "uniform",
 ) -> TrainingData:
     """The scene layout's datasets; with ``mode="scene"`` each scene is normalised by its own statistics.
 
@@ -800,6 +952,8 @@ def _scene_datasets(
         regions=regions,
         valid_fraction_fn=fraction,
         normalization_mode=mode,
+        sampling=sampling,
+        class_samplers=class_samplers(scenes, regions, maps) if sampling == "balanced" else (None, None),
     )
     data.resample(0)
     return data
@@ -816,6 +970,7 @@ def make_datasets(
     radiometric: bool = False,
     normalization: str = "scene",
     recipe: Sequence[str] | None = None,
+    sampling: str = "uniform",
 ) -> TrainingData:
     """Find the pairs in ``data_dir``, split them, compute statistics, build datasets.
 
@@ -835,6 +990,11 @@ def make_datasets(
     ``recipe`` (a parsed band recipe, ``bands`` long) names the bands: scenes must
     describe theirs so (:func:`check_scenes_hold`), classic pairs are taken to hold it.
     Without it, scenes name their own bands and classic pairs get default names.
+
+    ``sampling="balanced"`` centres half of the training windows (classic: each crop
+    with probability one half) on glacier ground and half on non-glacier ground
+    (:mod:`geoglacier.training.sampling`; scenes take one more windowed pass over each
+    mask for it); ``"uniform"`` draws positions uniformly.
     """
     from geoglacier.training.augment import build_augment
 
@@ -842,6 +1002,7 @@ def make_datasets(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     mode = check_normalization_mode(normalization)
+    balance = check_sampling_mode(sampling)
     names = None if recipe is None else tuple(recipe)
     if names is not None and len(names) != bands:
         raise ConfigError(f"the band recipe {format_recipe(names)} names {len(names)} bands, not {bands}")
@@ -849,7 +1010,7 @@ def make_datasets(
     aug = build_augment(seed, radiometric) if augment else None
     if layout == "classic":
         classic_names = _band_names(bands) if names is None else names
-        return _classic_datasets(list(pairs), p, val_fraction, seed, classic_names, aug, mode)  # type: ignore[arg-type]
+        return _classic_datasets(list(pairs), p, val_fraction, seed, classic_names, aug, mode, balance)  # type: ignore[arg-type]
     what = f"the training blocks of {Path(data_dir)}"
     scenes: list[ScenePair] = list(pairs)  # type: ignore[assignment]
-    return _scene_datasets(scenes, p, val_fraction, seed, patches_per_epoch, names, aug, mode, what)
+    return _scene_datasets(scenes, p, val_fraction, seed, patches_per_epoch, names, aug, mode, what, balance)

@@ -64,6 +64,7 @@ from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_in
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
 from geoglacier.products.recipes import format_recipe, parse_recipe
 from geoglacier.training.losses import BCEDiceLoss
+from geoglacier.training.sampling import SAMPLING_MODES
 
 STATE_FORMAT = "geoglacier-train-state"
 CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "seconds")
@@ -88,6 +89,7 @@ RESUME_LOCKED = (
     "lr_patience",
     "threshold",
     "normalization",
+    "sampling",
 )
 
 Log = Callable[[str], None]
@@ -162,6 +164,10 @@ class TrainConfig:
             to every scene) or ``scene`` (every scene standardised by the mean and std of
             its own valid pixels, in training and at inference: a scene much snowier
             than the training data keeps its contrast). Stored in the checkpoint.
+        sampling: ``uniform`` (training windows anywhere in the training blocks) or
+            ``balanced`` (half of them centred on glacier ground, half on non-glacier
+            ground; classic crops each with probability one half:
+            :mod:`geoglacier.training.sampling`).
     """
 
     arch: str = "UnetPlusPlus"
@@ -191,6 +197,7 @@ class TrainConfig:
     tune_threshold: bool = False
     dist_timeout: float = 1800.0
     normalization: str = "scene"
+    sampling: str = "uniform"
 
     @property
     def recipe(self) -> tuple[str, ...] | None:
@@ -259,6 +266,10 @@ class TrainConfig:
             (
                 self.normalization in NORMALIZATION_MODES,
                 f"--normalization must be one of {', '.join(NORMALIZATION_MODES)}, got {self.normalization!r}",
+            ),
+            (
+                self.sampling in SAMPLING_MODES,
+                f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}",
             ),
         ]
         for ok, message in checks:
@@ -856,6 +867,7 @@ def _setup(
         augment=config.augment,
         radiometric=config.augment_radiometric,
         normalization=config.normalization,
+        sampling=config.sampling,
     )
     # The data is checked first: a bad folder fails in seconds, before weights are fetched.
     seed_everything(config.seed)  # the network starts from the seed alone, whatever the data drew
