@@ -209,6 +209,26 @@ def test_resume_refuses_a_different_recipe(separable: Path, tmp_path: Path) -> N
         train(separable, out, epochs=2, resume=True, patches_per_epoch=8, **{**FAST, "batch_size": 2})
 
 
+def test_resume_of_an_older_state_compares_missing_fields_with_their_old_value(
+    separable: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.pth"
+    train(separable, out, epochs=1, patches_per_epoch=8, log=lambda _: None, **FAST)
+    state_path = tmp_path / "m.pth.state"
+    state = torch.load(state_path, weights_only=False)
+    del state["config"]["dropout"], state["config"]["sampling"]  # written before these options existed
+    torch.save(state, state_path)
+    with pytest.raises(ConfigError, match="started with --dropout 0.0, not 0.3"):
+        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, dropout=0.3, **FAST)
+    with pytest.raises(ConfigError, match="started with --sampling uniform, not balanced"):
+        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, sampling="balanced", **FAST)
+    # the validation split changed: a state without a split version is refused
+    del state["split_version"]
+    torch.save(state, state_path)
+    with pytest.raises(ConfigError, match="other validation blocks.*--overwrite"):
+        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, **FAST)
+
+
 def test_resume_from_a_damaged_state_is_a_clear_error(tmp_path: Path) -> None:
     out = tmp_path / "m.pth"
     (tmp_path / "m.pth.state").write_bytes(b"not a torch file")

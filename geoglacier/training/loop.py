@@ -91,6 +91,19 @@ RESUME_LOCKED = (
     "normalization",
     "sampling",
 )
+# What a run started before a locked field existed did: a state without the field is
+# compared with this value (fields not listed were there from the start).
+RESUME_LEGACY = {
+    "augment_radiometric": False,
+    "ema": 0.0,
+    "dropout": 0.0,
+    "normalization": "training",
+    "sampling": "uniform",
+}
+# How validation blocks are chosen (:func:`geoglacier.training.datasets.spatial_split`):
+# 2 = blocks holding about --val-fraction of each scene's pixels. A state of another
+# version would resume on other training windows, so it is refused.
+SPLIT_VERSION = 2
 
 Log = Callable[[str], None]
 
@@ -630,13 +643,23 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
-def _check_resume_config(saved: dict[str, Any], config: TrainConfig, state_path: Path) -> None:
+def _check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: Path) -> None:
+    """Refuse to resume a run with another recipe, or one split into other validation blocks."""
+    saved = state["config"]
     for name in RESUME_LOCKED:
-        if name in saved and saved[name] != getattr(config, name):
+        if name not in saved and name not in RESUME_LEGACY:
+            continue
+        was = saved.get(name, RESUME_LEGACY.get(name))
+        if was != getattr(config, name):
             raise ConfigError(
-                f"{state_path}: the run was started with --{name.replace('_', '-')} {saved[name]}, "
+                f"{state_path}: the run was started with --{name.replace('_', '-')} {was}, "
                 f"not {getattr(config, name)}; resume with the same value or start again with --overwrite"
             )
+    if state.get("split_version", 1) != SPLIT_VERSION:
+        raise ConfigError(
+            f"{state_path}: the run was started by an earlier geoglacier that chose other validation "
+            "blocks; it cannot be resumed on the same split: start again with --overwrite"
+        )
 
 
 def train(
@@ -701,7 +724,7 @@ def train(
             raise CheckpointError(
                 f"{paths.state} is not a geoglacier training state; start again with --overwrite"
             )
-        _check_resume_config(state["config"], config, paths.state)
+        _check_resume_config(state, config, paths.state)
     if not dist_info.is_main:
         log = _silent
     started_group = False
@@ -1065,6 +1088,7 @@ def _save_state(path: Path, run: _Run, config: TrainConfig, epoch: int) -> None:
         "best_epoch": int(run.best_epoch),
         "history": [dict(row) for row in run.history],
         "config": config.to_dict(),
+        "split_version": SPLIT_VERSION,
     }
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)
