@@ -180,12 +180,12 @@ def _region_mask(regions: np.ndarray | None, r0: int, c0: int, h: int, w: int) -
     return mask
 
 
-def _coarse_counts(valid: np.ndarray, cell: int) -> np.ndarray:
-    """Valid pixels of every ``cell x cell`` block of ``valid`` (uint16; a ragged edge is padded invalid)."""
-    h, w = valid.shape
+def cell_counts(pixels: np.ndarray, cell: int) -> np.ndarray:
+    """True pixels of every ``cell x cell`` block of a bool array (uint16; a ragged edge is padded False)."""
+    h, w = pixels.shape
     ph, pw = -(-h // cell) * cell, -(-w // cell) * cell
     padded = np.zeros((ph, pw), dtype=np.uint16)
-    padded[:h, :w] = valid
+    padded[:h, :w] = pixels
     return padded.reshape(ph // cell, cell, pw // cell, cell).sum(axis=(1, 3), dtype=np.uint16)
 
 
@@ -212,7 +212,7 @@ def _chunk_scan(
     everything = None
     if whole:
         everything = moments if inside is None else Moments.of(block, valid)
-    return moments, everything, _coarse_counts(valid, cell)
+    return moments, everything, cell_counts(valid, cell)
 
 
 @dataclass

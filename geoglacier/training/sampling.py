@@ -24,6 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geoglacier.errors import ConfigError
+from geoglacier.training.normalization import cell_counts
 
 Sampling = Literal["uniform", "balanced"]
 SAMPLING_MODES: tuple[str, ...] = ("uniform", "balanced")
@@ -36,15 +37,6 @@ def check_sampling_mode(mode: str) -> Sampling:
     if mode not in SAMPLING_MODES:
         raise ConfigError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {mode!r}")
     return cast(Sampling, mode)
-
-
-def _cell_sums(pixels: np.ndarray, cell: int) -> np.ndarray:
-    """Count of True pixels in every ``cell x cell`` block (a ragged edge padded False)."""
-    h, w = pixels.shape
-    ph, pw = -(-h // cell) * cell, -(-w // cell) * cell
-    padded = np.zeros((ph, pw), dtype=np.uint16)
-    padded[:h, :w] = pixels
-    return padded.reshape(ph // cell, cell, pw // cell, cell).sum(axis=(1, 3), dtype=np.uint16)
 
 
 def mask_class_counts(
@@ -75,8 +67,8 @@ def mask_class_counts(
                 is_glacier &= ~ignore
                 is_other &= ~ignore
             rows = slice(r0 // cell, r0 // cell + -(-raw.shape[0] // cell))
-            glacier[rows] = _cell_sums(is_glacier, cell)
-            other[rows] = _cell_sums(is_other, cell)
+            glacier[rows] = cell_counts(is_glacier, cell)
+            other[rows] = cell_counts(is_other, cell)
     return glacier, other
 
 
