@@ -339,6 +339,26 @@ def test_pick_val_blocks_by_hand() -> None:
     np.testing.assert_array_equal(block_areas(5, 7, 4), [[16, 12], [4, 3]])
 
 
+def test_describe_names_the_held_out_share(tmp_path: Path) -> None:
+    data = make_datasets(_scene_layout(tmp_path / "d"), patch_size=64, seed=1, patches_per_epoch=30)
+    regions = data.regions
+    held = sum(
+        int(block_areas(h, w, b)[v].sum())
+        for (h, w), b, v in zip(regions.shapes, regions.blocks, regions.is_val, strict=True)
+    )
+    total = sum(h * w for h, w in regions.shapes)
+    line = data.describe()
+    assert line.startswith(f"Validation: {held / total:.0%} of the scenes' pixels")
+    assert (
+        f"{sum(int(v.sum()) for v in regions.is_val)} blocks" in line
+        and "30 training windows of 64 px" in line
+    )
+    classic = make_datasets(_classic_layout(tmp_path / "c"), patch_size=64, seed=0)
+    assert classic.describe().startswith(
+        f"Validation: {len(classic.val)} of {len(classic.val) + len(classic.train)} pairs"
+    )
+
+
 def test_coarse_fraction_exact_for_aligned_windows() -> None:
     rng = np.random.default_rng(0)
     valid = rng.random((96, 80)) > 0.4

@@ -160,7 +160,9 @@ def test_same_seed_same_metrics_with_workers(separable: Path, tmp_path: Path) ->
 
 def test_resumed_run_equals_uninterrupted_run(separable: Path, tmp_path: Path) -> None:
     opts = {**FAST, "patches_per_epoch": 8, "lr": 1e-3}
-    full = train(separable, tmp_path / "full.pth", epochs=3, log=lambda _: None, **opts)
+    log: list[str] = []
+    full = train(separable, tmp_path / "full.pth", epochs=3, log=log.append, **opts)
+    assert log[0].startswith("Validation: ") and "8 training windows" in log[0]  # a new run says its split
     part = tmp_path / "part.pth"
     first = train(separable, part, epochs=1, log=lambda _: None, **opts)
     assert first.epochs == 1

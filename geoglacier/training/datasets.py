@@ -757,6 +757,21 @@ class TrainingData:
         else:
             self.train.set_epoch(epoch)
 
+    def describe(self) -> str:
+        """One line on the split: what validation holds, what an epoch trains on."""
+        if self.regions is None:
+            n_val, n_all = len(self.val), len(self.val) + len(self.train)
+            return f"Validation: {n_val} of {n_all} pairs; training crops of {self.patch_size} px from the other {n_all - n_val}"
+        total = sum(h * w for h, w in self.regions.shapes)
+        held = total - float(self.regions.train_pixels().sum())
+        blocks = sum(int(v.sum()) for v in self.regions.is_val)
+        sizes = "/".join(str(b) for b in sorted(set(self.regions.blocks), reverse=True))
+        return (
+            f"Validation: {held / total:.0%} of the scenes' pixels ({blocks} blocks of {sizes} px, "
+            f"{len(self.regions.shapes)} scene(s)); {self.patches_per_epoch} training windows of "
+            f"{self.patch_size} px per epoch ({self.sampling})"
+        )
+
 
 def _band_names(bands: int) -> tuple[str, ...]:
     return (

@@ -892,6 +892,8 @@ def _setup(
         normalization=config.normalization,
         sampling=config.sampling,
     )
+    if state is None:
+        log(data.describe())
     # The data is checked first: a bad folder fails in seconds, before weights are fetched.
     seed_everything(config.seed)  # the network starts from the seed alone, whatever the data drew
     weights = None if state is not None else config.encoder_weights
