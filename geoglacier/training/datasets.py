@@ -429,32 +429,39 @@ def _val_starts(b0: int, b1: int, size: int, patch: int) -> list[int]:
 VAL_SHARE_TOLERANCE = 0.5
 
 
+def _block_sides(n: int, b: int) -> np.ndarray:
+    """Lengths of the blocks of side ``b`` along an axis of ``n`` pixels (the last clipped)."""
+    return np.minimum(b, n - np.arange(0, n, b))
+
+
 def block_areas(h: int, w: int, b: int) -> np.ndarray:
     """Pixel count of every block of side ``b`` on an ``h x w`` scene (edge blocks are clipped)."""
-    rows = np.minimum(b, h - np.arange(0, h, b))
-    cols = np.minimum(b, w - np.arange(0, w, b))
-    return np.outer(rows, cols).astype(np.int64)
+    return np.outer(_block_sides(h, b), _block_sides(w, b)).astype(np.int64)
 
 
 def pick_val_blocks(areas: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Validation blocks holding about ``val_fraction`` of the pixels of a block grid.
 
-    Blocks are visited in a seeded random order; each is taken when it brings the held-out
-    pixel count closer to the target (the first is always taken). At least one block is
-    held out and one kept when the grid has two or more; none when it has one or
-    ``val_fraction`` is 0.
+    Blocks are visited in a seeded random order; each is taken when it brings the
+    held-out pixel count strictly closer to the target. When none does (each is more
+    than twice the target), the one closest to the target is taken. Nothing is held out
+    when the grid has a single block or ``val_fraction`` is 0; one block is always kept
+    for training.
     """
     flat = areas.ravel()
     val = np.zeros(flat.size, dtype=bool)
     if flat.size < 2 or val_fraction <= 0:
         return val.reshape(areas.shape)
     target, held = val_fraction * float(flat.sum()), 0.0
-    for i in rng.permutation(flat.size):
+    order = rng.permutation(flat.size)
+    for i in order:
         if held >= target or val.sum() == flat.size - 1:
             break
-        if not val.any() or held + flat[i] - target <= target - held:
+        if abs(held + flat[i] - target) < abs(held - target):
             val[i] = True
             held += float(flat[i])
+    if not val.any():
+        val[order[np.argmin(np.abs(flat[order] - target))]] = True
     return val.reshape(areas.shape)
 
 
@@ -483,10 +490,12 @@ def spatial_split(
 
     Each scene is cut into square blocks of ``2 * patch_size`` and validation takes
     blocks until they hold about ``val_fraction`` of the scene's pixels
-    (:func:`pick_val_blocks`). Where blocks that large cannot come within
-    :data:`VAL_SHARE_TOLERANCE` of that share (a scene only a few blocks wide, whose one
-    held-out block would be half of it or more), the scene gets blocks of
-    ``patch_size`` instead. ``block`` forces one size. Neighbouring pixels are strongly
+    (:func:`pick_val_blocks`). Where the blocks drawn do not come within
+    :data:`VAL_SHARE_TOLERANCE` of that share (typically a scene only a few blocks wide,
+    whose one held-out block would be half of it or more; the draw is seeded, so the
+    block size of a scene can depend on the seed), the scene gets blocks of
+    ``patch_size`` instead, whatever share they reach: a scene one or two patches
+    across cannot hold out a fifth of itself in whole blocks. ``block`` forces one size. Neighbouring pixels are strongly
     correlated, so a split by blocks rather than by random windows keeps validation
     honest.
 
