@@ -211,24 +211,33 @@ def test_resume_refuses_a_different_recipe(separable: Path, tmp_path: Path) -> N
         train(separable, out, epochs=2, resume=True, patches_per_epoch=8, **{**FAST, "batch_size": 2})
 
 
-def test_resume_of_an_older_state_compares_missing_fields_with_their_old_value(
-    separable: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "m.pth"
-    train(separable, out, epochs=1, patches_per_epoch=8, log=lambda _: None, **FAST)
-    state_path = tmp_path / "m.pth.state"
-    state = torch.load(state_path, weights_only=False)
-    del state["config"]["dropout"], state["config"]["sampling"]  # written before these options existed
-    torch.save(state, state_path)
+def _as_older_state(path: Path) -> None:
+    """Rewrite a training state as a geoglacier before dropout, sampling and the new split wrote it."""
+    state = torch.load(path, weights_only=False)
+    del state["config"]["dropout"], state["config"]["sampling"], state["split_version"]
+    torch.save(state, path)
+
+
+def test_resume_of_an_older_state(separable: Path, tmp_path: Path) -> None:
+    from geoglacier.synthetic import write_classic_layout
+
+    # classic layout (split unchanged): missing options compare with what runs did before them
+    classic = tmp_path / "classic"
+    write_classic_layout(classic, n=4, size=64, seed=0)
+    out = tmp_path / "c.pth"
+    train(classic, out, epochs=1, log=lambda _: None, **FAST)
+    _as_older_state(tmp_path / "c.pth.state")
     with pytest.raises(ConfigError, match="started with --dropout 0.0, not 0.3"):
-        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, dropout=0.3, **FAST)
+        train(classic, out, epochs=2, resume=True, dropout=0.3, **FAST)
     with pytest.raises(ConfigError, match="started with --sampling uniform, not balanced"):
-        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, sampling="balanced", **FAST)
-    # the validation split changed: a state without a split version is refused
-    del state["split_version"]
-    torch.save(state, state_path)
+        train(classic, out, epochs=2, resume=True, sampling="balanced", **FAST)
+    assert train(classic, out, epochs=2, resume=True, log=lambda _: None, **FAST).resumed_from == 1
+    # scene layout: its validation blocks changed, so the older state is refused first
+    out = tmp_path / "s.pth"
+    train(separable, out, epochs=1, patches_per_epoch=8, log=lambda _: None, **FAST)
+    _as_older_state(tmp_path / "s.pth.state")
     with pytest.raises(ConfigError, match="other validation blocks.*--overwrite"):
-        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, **FAST)
+        train(separable, out, epochs=2, resume=True, patches_per_epoch=8, dropout=0.3, **FAST)
 
 
 def test_resume_from_a_damaged_state_is_a_clear_error(tmp_path: Path) -> None:

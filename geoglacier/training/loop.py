@@ -61,6 +61,7 @@ from geoglacier.errors import (
     RecipeError,
 )
 from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
+from geoglacier.io.layouts import detect_layout
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
 from geoglacier.products.recipes import format_recipe, parse_recipe
 from geoglacier.training.losses import BCEDiceLoss
@@ -100,9 +101,10 @@ RESUME_LEGACY = {
     "normalization": "training",
     "sampling": "uniform",
 }
-# How validation blocks are chosen (:func:`geoglacier.training.datasets.spatial_split`):
-# 2 = blocks holding about --val-fraction of each scene's pixels. A state of another
-# version would resume on other training windows, so it is refused.
+# How validation blocks are chosen in the scene layout
+# (:func:`geoglacier.training.datasets.spatial_split`): 2 = blocks holding about
+# --val-fraction of each scene's pixels. A scene-layout state of another version would
+# resume on other training windows, so it is refused (the classic split is unchanged).
 SPLIT_VERSION = 2
 
 Log = Callable[[str], None]
@@ -643,8 +645,13 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
-def _check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: Path) -> None:
-    """Refuse to resume a run with another recipe, or one split into other validation blocks."""
+def _check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: Path, layout: str) -> None:
+    """Refuse to resume a run split into other validation blocks, or with another recipe."""
+    if layout == "scenes" and state.get("split_version", 1) != SPLIT_VERSION:
+        raise ConfigError(
+            f"{state_path}: the run was started by an earlier geoglacier that chose other validation "
+            "blocks; it cannot be resumed on the same split: start again with --overwrite"
+        )
     saved = state["config"]
     for name in RESUME_LOCKED:
         if name not in saved and name not in RESUME_LEGACY:
@@ -655,11 +662,6 @@ def _check_resume_config(state: dict[str, Any], config: TrainConfig, state_path:
                 f"{state_path}: the run was started with --{name.replace('_', '-')} {was}, "
                 f"not {getattr(config, name)}; resume with the same value or start again with --overwrite"
             )
-    if state.get("split_version", 1) != SPLIT_VERSION:
-        raise ConfigError(
-            f"{state_path}: the run was started by an earlier geoglacier that chose other validation "
-            "blocks; it cannot be resumed on the same split: start again with --overwrite"
-        )
 
 
 def train(
@@ -724,7 +726,7 @@ def train(
             raise CheckpointError(
                 f"{paths.state} is not a geoglacier training state; start again with --overwrite"
             )
-        _check_resume_config(state, config, paths.state)
+        _check_resume_config(state, config, paths.state, detect_layout(data_dir))
     if not dist_info.is_main:
         log = _silent
     started_group = False
