@@ -5,9 +5,11 @@ loads with ``torch.load(..., weights_only=True)`` and a file holding arbitrary
 pickled objects is refused. Keys::
 
     format          "geoglacier-checkpoint"
-    format_version  the oldest reader that understands the file: 1, or 2 for per-scene
+    format_version  the oldest reader that understands the file: 1, 2 for per-scene
                     normalisation (a reader of version 1 would apply the stored training
-                    statistics to every scene; it refuses a version 2 file instead)
+                    statistics to every scene; it refuses a version 2 file instead), 3 for
+                    a network trained with dropout (its model entry has a ``dropout`` key
+                    that readers of version 2 do not know)
     model           ModelConfig as a dict (arch, encoder, in_channels, classes; dropout only
                     when the network was trained with it: absent means 0)
     state_dict      the network's weights (of the best epoch)
@@ -42,7 +44,7 @@ from geoglacier.io.atomic import atomic_output
 from geoglacier.model import ModelConfig, build_model
 
 FORMAT = "geoglacier-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 #: How scenes are normalised: ``training`` applies the training blocks' per-band mean and
 #: std (stored in the checkpoint) to every scene; ``scene`` standardises every scene by
@@ -95,13 +97,20 @@ def package_versions() -> dict[str, str]:
     }
 
 
+def format_version(meta: CheckpointMeta) -> int:
+    """The oldest reader version that understands a file of ``meta`` (see the module docstring)."""
+    if meta.model.dropout:
+        return 3
+    return 1 if meta.normalization == "training" else 2
+
+
 def checkpoint_dict(model: nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
     """The plain dict that :func:`save_checkpoint` writes."""
     inner = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {k: v.detach().to("cpu").clone() for k, v in inner.state_dict().items()}
     return {
         "format": FORMAT,
-        "format_version": 1 if meta.normalization == "training" else FORMAT_VERSION,
+        "format_version": format_version(meta),
         "model": meta.model.to_dict(),
         "state_dict": state,
         "bands": list(meta.bands),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import geoglacier.checkpoint as checkpoint_module
 from geoglacier.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
 from geoglacier.errors import CheckpointError
 from geoglacier.model import ModelConfig, build_model
@@ -101,14 +102,21 @@ def test_mismatched_weights(tmp_path: Path) -> None:
 
 
 def test_dropout_is_recorded_but_is_no_other_architecture(
-    saved: tuple[Path, torch.nn.Module], tmp_path: Path
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plain_path, plain = saved
     assert "dropout" not in torch.load(plain_path, weights_only=True)["model"]  # as earlier versions wrote
     assert read_checkpoint(plain_path)[0].model.dropout == 0.0
     config = ModelConfig(encoder="resnet18", dropout=0.3)
     path = save_checkpoint(build_model(config, None), _meta(model=config), tmp_path / "dropout.pth")
-    assert torch.load(path, weights_only=True)["model"]["dropout"] == 0.3
+    raw = torch.load(path, weights_only=True)
+    assert raw["model"]["dropout"] == 0.3
+    # readers from before dropout existed (format 2) say to upgrade instead of "incomplete"
+    assert raw["format_version"] == 3 and torch.load(plain_path, weights_only=True)["format_version"] < 3
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint_module, "FORMAT_VERSION", 2)
+        with pytest.raises(CheckpointError, match=r"checkpoint format 3 is newer .*upgrade geoglacier"):
+            read_checkpoint(path)
     # dropout has no weights and is the identity in eval mode: architectures that differ
     # only by it are the same network for inference, either way round
     model, meta = load_checkpoint(path, expected_config=ModelConfig(encoder="resnet18"))

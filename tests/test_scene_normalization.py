@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from geoglacier.checkpoint import (
+    FORMAT_VERSION,
     CheckpointMeta,
     checkpoint_dict,
     meta_from_dict,
@@ -446,17 +447,18 @@ def test_newer_formats_are_refused_in_checkpoints_and_exports(tmp_path: Path) ->
     from geoglacier.inference.export import meta_dict, read_exported_meta
 
     model = build_model(ModelConfig(arch="Unet", encoder="resnet18"), None)
+    newer = FORMAT_VERSION + 1
     future = checkpoint_dict(model, _meta("scene"))
-    future["format_version"] = 3
+    future["format_version"] = newer
     torch.save(future, tmp_path / "future.pth")
     with pytest.raises(
-        CheckpointError, match=r"future.pth: checkpoint format 3 is newer .*upgrade geoglacier"
+        CheckpointError, match=rf"future.pth: checkpoint format {newer} is newer .*upgrade geoglacier"
     ):
         read_checkpoint(tmp_path / "future.pth")
-    sidecar = {**meta_dict(_meta("scene")), "format_version": 3}
+    sidecar = {**meta_dict(_meta("scene")), "format_version": newer}
     (tmp_path / "m.xml").write_text("<net/>")
     (tmp_path / "m.json").write_text(json.dumps(sidecar))
-    with pytest.raises(CheckpointError, match=r"m.xml: checkpoint format 3 is newer") as info:
+    with pytest.raises(CheckpointError, match=rf"m.xml: checkpoint format {newer} is newer") as info:
         read_exported_meta(tmp_path / "m.xml")
     assert "\n" not in str(info.value)
     sidecar["format_version"] = 2
