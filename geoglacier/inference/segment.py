@@ -378,6 +378,8 @@ def scene_stats_key(info: SceneInfo) -> tuple[Any, ...] | None:
     GDAL virtual path). The inode and ctime catch a file replaced by a rename even
     within the mtime's resolution.
     """
+    if not info.path.is_file():  # a GDAL virtual path (/vsicurl/...): not even opened for a key
+        return None
     nodata = None if info.nodata is None else float(info.nodata).hex()  # NaN != NaN: key its text
     try:
         return (*(_file_identity(Path(f)) for f in _scene_files(info.path)), nodata)
