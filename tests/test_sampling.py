@@ -107,11 +107,12 @@ def test_balanced_windows_are_seeded(corner: Path) -> None:
     assert not np.array_equal(_data(corner, 3, sampling="balanced").train.windows, first)
 
 
-def test_uniform_windows_are_unchanged(corner: Path) -> None:
+def test_uniform_is_the_default_and_draws_with_the_uniform_sampler(corner: Path) -> None:
     default = _data(corner, 5)
     uniform = _data(corner, 5, sampling="uniform")
     np.testing.assert_array_equal(default.train.windows, uniform.train.windows)
-    # The sampler of before balanced sampling existed, called as TrainingData called it.
+    # the uniform sampler called as TrainingData called it before balanced sampling (the
+    # windows themselves moved with the new validation split, not with sampling)
     before = sample_train_windows(
         default.regions, N, P, np.random.default_rng([5, 0]), default.valid_fraction_fn
     )
