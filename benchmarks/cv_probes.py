@@ -49,13 +49,15 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _standardised(path: Path) -> np.ndarray:
-    """A strip standardised by its own per-band mean and std (the default per-scene mode)."""
+    """A strip standardised as the default per-scene mode does it (its valid pixels' mean and std)."""
     import rasterio
 
+    from geoglacier.inference.segment import scene_normalization
+    from geoglacier.io.scene import inspect_scene
+
+    mean, std = scene_normalization(inspect_scene(path, expected_bands=None, warn_no_crs=False))
     with rasterio.open(path) as src:
-        a = src.read().astype(np.float32)
-    flat = a.reshape(a.shape[0], -1)
-    return (a - flat.mean(1)[:, None, None]) / np.maximum(flat.std(1), 1e-6)[:, None, None]
+        return ((src.read().astype(np.float32) - mean) / std).astype(np.float32)
 
 
 def _crops(arrays: list[np.ndarray], size: int, n: int, rng: np.random.Generator) -> Any:
@@ -74,6 +76,7 @@ def reestimate_bn(model: Any, arrays: list[np.ndarray], size: int, batches: int 
     import torch
 
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
@@ -82,8 +85,8 @@ def reestimate_bn(model: Any, arrays: list[np.ndarray], size: int, batches: int 
     with torch.no_grad():
         for _ in range(batches):
             model(_crops(arrays, size, 4, rng))
-    for m in norms:
-        m.momentum = 0.1
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
     model.eval()
 
 
@@ -160,7 +163,7 @@ def probe_fold(fold: Path, scratch: Path) -> dict[str, np.ndarray]:
     masks["precise-bn"] = _segment_with(fold, scratch / "pbn", lambda m, _: reestimate_bn(m, train, size))
     state = fold / "model.pth.state"
     if state.exists():
-        last = torch.load(state, map_location="cpu", weights_only=False)["model"]
+        last = torch.load(state, map_location="cpu", weights_only=True)["model"]
         masks["last-epoch"] = _segment_with(fold, scratch / "last", lambda m, _: m.load_state_dict(last))
     for km2 in (0.1, 1.0):
         masks[f"min-area-{km2:g}"] = _drop_small(base, km2)
@@ -176,10 +179,11 @@ def probe_fold(fold: Path, scratch: Path) -> dict[str, np.ndarray]:
 def score(mask: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import matthews_corrcoef
 
-    ref = reference == 1
+    known = reference != 255  # the reference's nodata is scored as neither
+    ref, pred = reference[known] == 1, mask[known]
     return {
-        "mcc": round(float(matthews_corrcoef(ref.ravel(), mask.ravel())), 4),
-        "area_error_relative": round(float(mask.sum() / ref.sum() - 1.0), 4),
+        "mcc": round(float(matthews_corrcoef(ref, pred)), 4),
+        "area_error_relative": round(float(pred.sum() / ref.sum() - 1.0), 4),
     }
 
 
