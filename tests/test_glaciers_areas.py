@@ -214,6 +214,25 @@ def test_area_ratio_and_quicklook(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_quicklook_draws_outlines_where_they_lie_on_the_decimated_mask(tmp_path: Path) -> None:
+    from geoglacier.glaciers.quicklook import _mask_picture, _outlines_on_picture
+    from geoglacier.io.masks import inspect_mask
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:20, 10:20] = 1
+    mask[40:48, 40:48] = 255
+    res = _run(tmp_path, mask, [px_box(10, 10, 20, 20)])
+    info = inspect_mask(tmp_path / "mask.tif")
+    image = _mask_picture(info, max_side=SIZE // 2)  # every other pixel
+    assert image.shape == (SIZE // 2, SIZE // 2, 3)
+    assert np.all(image[5:10, 5:10] == 0.72) and np.all(image[20:24, 20:24] == 0.0)
+    assert image[0, 0, 0] == np.float32(0.32)
+    (ring,), (ratio,), (dashed,) = _outlines_on_picture(res, info, image.shape[:2])
+    # the outline's corners, pixel (10, 10) to (20, 20), at half scale
+    assert {tuple(p) for p in np.round(ring, 9)} == {(5.0, 5.0), (10.0, 5.0), (10.0, 10.0), (5.0, 10.0)}
+    assert ratio == pytest.approx(1.0) and dashed is False
+
+
 def test_an_inventory_object_is_cut_to_the_mask(tmp_path: Path) -> None:
     from geoglacier.glaciers.inventory import read_inventory
 
