@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,52 +93,70 @@ def evaluate_masks(
     field = None
     if ref.crs is not None or pixel_size is not None:
         field = _make_field(ref.transform, ref.crs, ref.height, ref.width, pixel_size, source=str(ref.path))
-    tp = fp = tn = fn = 0
-    pred_m2 = ref_m2 = 0.0
+    tally = _Tally()
     with rasterio.open(pred.path) as pds, rasterio.open(ref.path) as rds:
         for window in _read_windows(pred.height, pred.width, pred.block_shape):
             p = normalize_mask(pds.read(1, window=window), pred.nodata, pred.path)
             r = normalize_mask(rds.read(1, window=window), ref.nodata, ref.path)
             for r0 in range(0, p.shape[0], _TILE):
                 for c0 in range(0, p.shape[1], _TILE):
-                    pt = p[r0 : r0 + _TILE, c0 : c0 + _TILE]
-                    rt = r[r0 : r0 + _TILE, c0 : c0 + _TILE]
-                    valid = (pt != IGNORE) & (rt != IGNORE)
-                    pg = (pt == 1) & valid
-                    rg = (rt == 1) & valid
-                    n_valid = int(np.count_nonzero(valid))
-                    n_p, n_r = int(np.count_nonzero(pg)), int(np.count_nonzero(rg))
-                    n_tp = int(np.count_nonzero(pg & rg))
-                    tp += n_tp
-                    fp += n_p - n_tp
-                    fn += n_r - n_tp
-                    tn += n_valid - n_p - n_r + n_tp
-                    if field is not None and (n_p or n_r):
-                        a_p, a_r = field.weighted_sums(
-                            [pg, rg], int(window.row_off) + r0, int(window.col_off) + c0
-                        )
-                        pred_m2 += a_p
-                        ref_m2 += a_r
+                    tiles = (p[r0 : r0 + _TILE, c0 : c0 + _TILE], r[r0 : r0 + _TILE, c0 : c0 + _TILE])
+                    tally.add(*tiles, field, (int(window.row_off) + r0, int(window.col_off) + c0))
+    return _result(pred, ref, tally, field)
+
+
+@dataclass
+class _Tally:
+    """Confusion counts and true glacier areas (m²) summed tile by tile."""
+
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+    pred_m2: float = 0.0
+    ref_m2: float = 0.0
+
+    def add(self, pt: np.ndarray, rt: np.ndarray, field: Any, origin: tuple[int, int]) -> None:
+        """Count one tile of the two masks; a pixel nodata in either is left out."""
+        valid = (pt != IGNORE) & (rt != IGNORE)
+        pg = (pt == 1) & valid
+        rg = (rt == 1) & valid
+        n_valid = int(np.count_nonzero(valid))
+        n_p, n_r = int(np.count_nonzero(pg)), int(np.count_nonzero(rg))
+        n_tp = int(np.count_nonzero(pg & rg))
+        self.tp += n_tp
+        self.fp += n_p - n_tp
+        self.fn += n_r - n_tp
+        self.tn += n_valid - n_p - n_r + n_tp
+        if field is not None and (n_p or n_r):
+            a_p, a_r = field.weighted_sums([pg, rg], *origin)
+            self.pred_m2 += a_p
+            self.ref_m2 += a_r
+
+
+def _result(pred: SceneInfo, ref: SceneInfo, t: _Tally, field: Any) -> dict[str, Any]:
+    """The JSON-ready dict :func:`evaluate_masks` returns."""
+    valid = t.tp + t.fp + t.tn + t.fn
     out: dict[str, Any] = {
         "pred": str(pred.path),
         "ref": str(ref.path),
-        "tp": tp,
-        "fp": fp,
-        "tn": tn,
-        "fn": fn,
-        "valid_pixels": tp + fp + tn + fn,
-        "excluded_pixels": pred.height * pred.width - (tp + fp + tn + fn),
+        "tp": t.tp,
+        "fp": t.fp,
+        "tn": t.tn,
+        "fn": t.fn,
+        "valid_pixels": valid,
+        "excluded_pixels": pred.height * pred.width - valid,
     }
-    out.update(metrics_from_counts(tp, fp, tn, fn))
+    out.update(metrics_from_counts(t.tp, t.fp, t.tn, t.fn))
     has_area = field is not None
     out.update(
         {
-            "pred_area_km2": pred_m2 / 1e6 if has_area else None,
-            "ref_area_km2": ref_m2 / 1e6 if has_area else None,
-            "area_error_km2": (pred_m2 - ref_m2) / 1e6 if has_area else None,
-            "area_error_relative": (pred_m2 - ref_m2) / ref_m2 if has_area and ref_m2 > 0 else None,
+            "pred_area_km2": t.pred_m2 / 1e6 if has_area else None,
+            "ref_area_km2": t.ref_m2 / 1e6 if has_area else None,
+            "area_error_km2": (t.pred_m2 - t.ref_m2) / 1e6 if has_area else None,
+            "area_error_relative": (t.pred_m2 - t.ref_m2) / t.ref_m2 if has_area and t.ref_m2 > 0 else None,
             "crs": crs_label(ref.crs),
-            "area_method": field.method if field is not None else None,
+            "area_method": field.method if has_area else None,
         }
     )
     return out
