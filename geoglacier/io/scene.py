@@ -104,42 +104,21 @@ def inspect_scene(
     _check_exists(p, what)
     try:
         with rasterio.open(p) as ds:
-            count, dtype = ds.count, ds.dtypes[0]
-            if len(set(ds.dtypes)) != 1:
-                raise InvalidRasterError(
-                    f"{p}: bands have different dtypes {sorted(set(ds.dtypes))}; "
-                    "rewrite the scene with one dtype (for example float32)"
-                )
-            if dtype not in SUPPORTED_DTYPES:
-                raise InvalidRasterError(
-                    f"{p}: dtype {dtype} is not supported; convert the scene to "
-                    "float32 or an integer type (for example with gdal_translate -ot Float32)"
-                )
-            if expected_bands is not None and count != expected_bands:
-                raise BandCountError(_band_count_message(p, expected_bands, count, band_names))
-            bh, bw = ds.block_shapes[0]
-            last = Window(
-                (ds.width - 1) // bw * bw,
-                (ds.height - 1) // bh * bh,
-                min(bw, ds.width - (ds.width - 1) // bw * bw),
-                min(bh, ds.height - (ds.height - 1) // bh * bh),
-            )
-            ds.read(1, window=last)
-            names = tuple(
-                d if d else (DEFAULT_BAND_NAMES[i] if count == len(DEFAULT_BAND_NAMES) else f"band{i + 1}")
-                for i, d in enumerate(ds.descriptions)
-            )
+            _check_dtypes(p, ds.dtypes)
+            if expected_bands is not None and ds.count != expected_bands:
+                raise BandCountError(_band_count_message(p, expected_bands, ds.count, band_names))
+            _read_last_block(ds)
             info = SceneInfo(
                 path=p,
                 width=ds.width,
                 height=ds.height,
-                count=count,
-                dtype=dtype,
+                count=ds.count,
+                dtype=ds.dtypes[0],
                 crs=ds.crs,
                 transform=ds.transform,
                 nodata=ds.nodata,
-                band_names=names,
-                block_shape=(bh, bw),
+                band_names=_described_names(ds.descriptions),
+                block_shape=ds.block_shapes[0],
             )
     except RasterioIOError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
@@ -153,6 +132,36 @@ def inspect_scene(
             stacklevel=2,
         )
     return info
+
+
+def _check_dtypes(p: Path, dtypes: Sequence[str]) -> None:
+    """One supported dtype for all bands, or an error that says how to convert."""
+    if len(set(dtypes)) != 1:
+        raise InvalidRasterError(
+            f"{p}: bands have different dtypes {sorted(set(dtypes))}; "
+            "rewrite the scene with one dtype (for example float32)"
+        )
+    if dtypes[0] not in SUPPORTED_DTYPES:
+        raise InvalidRasterError(
+            f"{p}: dtype {dtypes[0]} is not supported; convert the scene to "
+            "float32 or an integer type (for example with gdal_translate -ot Float32)"
+        )
+
+
+def _read_last_block(ds: Any) -> None:
+    """Read the first band's last block: a truncated file usually loses its tail."""
+    bh, bw = ds.block_shapes[0]
+    col, row = (ds.width - 1) // bw * bw, (ds.height - 1) // bh * bh
+    ds.read(1, window=Window(col, row, min(bw, ds.width - col), min(bh, ds.height - row)))
+
+
+def _described_names(descriptions: Sequence[str | None]) -> tuple[str, ...]:
+    """Band names from the descriptions; the default recipe's (or ``bandN``) where one is missing."""
+    count = len(descriptions)
+    return tuple(
+        d if d else (DEFAULT_BAND_NAMES[i] if count == len(DEFAULT_BAND_NAMES) else f"band{i + 1}")
+        for i, d in enumerate(descriptions)
+    )
 
 
 def open_scene(
