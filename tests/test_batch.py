@@ -203,7 +203,7 @@ def test_ensemble_batch_errors_come_once_before_the_cluster(
 
     scenes, a, b, _ = ensemble_inputs
     started: list[object] = []
-    monkeypatch.setattr(batch, "_run_on_cluster", lambda *args, **kwargs: started.append(args))
+    monkeypatch.setattr(batch, "_cluster", lambda *args, **kwargs: started.append(args))
     other = _member(tmp_path / "other.pth", 3, 0.5, bands=("green", "red", "blue", "nir", "ndvi"))
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")

@@ -17,7 +17,8 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -396,76 +397,82 @@ def _check_models(models: tuple[str, ...], engine: str, uncertainty: bool) -> tu
     return resolved
 
 
-def _run_on_cluster(
-    todo: list[SceneOutputs],
-    total: int,
-    model: tuple[str, ...],
-    client: Any | None,
-    workers: int,
-    threads_per_worker: int,
-    device: str,
-    options: dict[str, Any],
-    overwrite: bool,
-    progress: bool,
-    log: Callable[[str], None],
-    inventory_path: str | None,
-    id_column: str | None,
+@dataclass(frozen=True)
+class _Job:
+    """What every worker needs besides its scene: the model(s) and how to run them."""
+
+    model: tuple[str, ...]
+    device: str
+    options: dict[str, Any]
+    overwrite: bool
+    inventory: str | None
+    id_column: str | None
+
+    def submit(self, client: Any, plan: SceneOutputs, threads: int | None) -> Any:
+        """Queue :func:`segment_one` for ``plan`` on ``client``; the future."""
+        return client.submit(
+            segment_one,
+            plan,
+            self.model,
+            self.device,
+            self.options,
+            self.overwrite,
+            threads,
+            key=f"segment-{plan.scene.stem}-{uuid.uuid4().hex}",
+            pure=False,
+            inventory=self.inventory,
+            id_column=self.id_column,
+        )
+
+
+@contextmanager
+def _cluster(client: Any | None, workers: int, threads_per_worker: int) -> Iterator[tuple[Any, int | None]]:
+    """``client`` as it is, or a LocalCluster of ``workers`` processes closed on exit.
+
+    Also yields the torch threads for each worker of a cluster started here (None: leave
+    a user's cluster as it is): the machine's cores shared between the worker processes
+    instead of every torch runtime starting one thread per core.
+    """
+    if client is not None:
+        yield client, None
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+    )
+    try:
+        own = Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+    try:
+        yield own, max(1, (os.cpu_count() or 1) // workers)
+    finally:
+        own.close()
+        cluster.close()
+
+
+def _collect(
+    futures: list[Any], todo: list[SceneOutputs], total: int, progress: bool, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    """Segment the scenes of ``todo`` on ``client`` (or a LocalCluster started here)."""
-    from distributed import Client, LocalCluster, as_completed
+    """The result rows in the order the scenes finish; a dead worker's scene is marked failed."""
+    from distributed import as_completed
     from tqdm.auto import tqdm
 
     rows: list[dict[str, Any]] = []
-    own_cluster = None
-    threads: int | None = None
-    if client is None:
-        own_cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=None,
-        )
+    bar = tqdm(total=total, initial=total - len(todo), unit="scene", disable=not progress)
+    for future in as_completed(futures):
         try:
-            client = Client(own_cluster)
-        except BaseException:
-            own_cluster.close()
-            raise
-        # Share the machine's cores between the worker processes instead of
-        # letting every torch runtime start one thread per core.
-        threads = max(1, (os.cpu_count() or 1) // workers)
-    try:
-        futures = [
-            client.submit(
-                segment_one,
-                plan,
-                model,
-                device,
-                options,
-                overwrite,
-                threads,
-                key=f"segment-{plan.scene.stem}-{uuid.uuid4().hex}",
-                pure=False,
-                inventory=inventory_path,
-                id_column=id_column,
-            )
-            for plan in todo
-        ]
-        bar = tqdm(total=total, initial=total - len(todo), unit="scene", disable=not progress)
-        for future in as_completed(futures):
-            try:
-                row = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died: report, go on
-                plan = todo[futures.index(future)]
-                row = {"scene": str(plan.scene), "status": "failed", "error": f"worker failed: {exc}"}
-            rows.append(row)
-            bar.update(1)
-            if row["status"] == "failed":
-                log(f"FAILED {row['scene']}: {row.get('error')}")
-        bar.close()
-    finally:
-        if own_cluster is not None:
-            client.close()
-            own_cluster.close()
+            row = future.result()
+        except Exception as exc:  # noqa: BLE001 - a worker died: report, go on
+            plan = todo[futures.index(future)]
+            row = {"scene": str(plan.scene), "status": "failed", "error": f"worker failed: {exc}"}
+        rows.append(row)
+        bar.update(1)
+        if row["status"] == "failed":
+            log(f"FAILED {row['scene']}: {row.get('error')}")
+    bar.close()
     return rows
 
 
@@ -529,10 +536,10 @@ def segment_scenes(
     if result.rows:
         log(f"Skipping {len(result.rows)} scene(s) whose outputs are complete (--overwrite redoes them)")
     if todo:
-        result.rows += _run_on_cluster(
-            todo, len(plans), model, client, workers, threads_per_worker, device, options,
-            overwrite, progress, log, inventory_path, id_column,
-        )  # fmt: skip
+        job = _Job(model, device, options, overwrite, inventory_path, id_column)
+        with _cluster(client, workers, threads_per_worker) as (running, threads):
+            futures = [job.submit(running, plan, threads) for plan in todo]
+            result.rows += _collect(futures, todo, len(plans), progress, log)
     order = {str(p.scene): i for i, p in enumerate(plans)}
     result.rows.sort(key=lambda r: order.get(r["scene"], len(order)))
     result.summary_csv = write_summary_csv(result.rows, out / SUMMARY_CSV)
