@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
@@ -103,6 +103,38 @@ def combine_probabilities(
     overwrite: bool = False,
 ) -> None:
     """Average member probability rasters tile by tile into mask, probability and spread COGs."""
+    mask_spec, float_spec = _ensemble_specs(member_probs)
+    with ExitStack() as stack:
+        sources = [stack.enter_context(rasterio.open(p)) for p in member_probs]
+        for src in sources[1:]:
+            if (src.height, src.width, src.transform) != (
+                mask_spec.height,
+                mask_spec.width,
+                mask_spec.transform,
+            ):
+                raise ConfigError(f"{src.name}: member probabilities are not on one grid")
+        mask_w = stack.enter_context(cog_output(mask_out, mask_spec, overwrite))
+        floats = [
+            stack.enter_context(cog_output(path, replace(float_spec, description=what), overwrite))
+            if path
+            else None
+            for path, what in (
+                (prob_out, "glacier probability (ensemble mean)"),
+                (spread_out, "ensemble spread (std of member probabilities)"),
+            )
+        ]
+        for window in _tiles(mask_spec.height, mask_spec.width, mask_spec.block):
+            mean, spread = ensemble_stats(np.stack([s.read(1, window=window) for s in sources]))
+            mask = np.where(np.isnan(mean), np.uint8(IGNORE), (mean > threshold).astype(np.uint8))
+            row, col = int(window.row_off), int(window.col_off)
+            mask_w.write_tile(mask, row, col)
+            for writer, values in zip(floats, (mean, spread), strict=True):
+                if writer is not None:
+                    writer.write_tile(values, row, col)
+
+
+def _ensemble_specs(member_probs: Sequence[Path]) -> tuple[RasterSpec, RasterSpec]:
+    """The mask's and the float outputs' specs, on the first member's grid with its tags."""
     with rasterio.open(member_probs[0]) as first:
         base = RasterSpec(first.height, first.width, first.crs, first.transform, "uint8", IGNORE)
         tags = first.tags()
@@ -112,47 +144,14 @@ def combine_probabilities(
     mask_spec = replace(
         base, description="glacier", tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"}
     )
-    float_spec = replace(base, dtype="float32", nodata=float("nan"), resampling="AVERAGE", tags=tags)
-    with ExitStack() as stack:
-        sources = [stack.enter_context(rasterio.open(p)) for p in member_probs]
-        for src in sources[1:]:
-            if (src.height, src.width, src.transform) != (base.height, base.width, base.transform):
-                raise ConfigError(f"{src.name}: member probabilities are not on one grid")
-        mask_w = stack.enter_context(cog_output(mask_out, mask_spec, overwrite))
-        prob_w = (
-            stack.enter_context(
-                cog_output(
-                    prob_out,
-                    replace(float_spec, description="glacier probability (ensemble mean)"),
-                    overwrite,
-                )
-            )
-            if prob_out
-            else None
-        )
-        spread_w = (
-            stack.enter_context(
-                cog_output(
-                    spread_out,
-                    replace(float_spec, description="ensemble spread (std of member probabilities)"),
-                    overwrite,
-                )
-            )
-            if spread_out
-            else None
-        )
-        block = mask_spec.block
-        for row in range(0, base.height, block):
-            for col in range(0, base.width, block):
-                window = Window(col, row, min(block, base.width - col), min(block, base.height - row))
-                stackp = np.stack([s.read(1, window=window) for s in sources])
-                mean, spread = ensemble_stats(stackp)
-                mask = np.where(np.isnan(mean), np.uint8(IGNORE), (mean > threshold).astype(np.uint8))
-                mask_w.write_tile(mask, row, col)
-                if prob_w is not None:
-                    prob_w.write_tile(mean, row, col)
-                if spread_w is not None:
-                    spread_w.write_tile(spread, row, col)
+    return mask_spec, replace(base, dtype="float32", nodata=float("nan"), resampling="AVERAGE", tags=tags)
+
+
+def _tiles(height: int, width: int, block: int) -> Iterator[Window]:
+    """Row-major windows of ``block`` pixels, the last ones cut at the edges."""
+    for row in range(0, height, block):
+        for col in range(0, width, block):
+            yield Window(col, row, min(block, width - col), min(block, height - row))
 
 
 def ensemble_stats(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
