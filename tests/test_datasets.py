@@ -14,21 +14,23 @@ from rasterio.windows import Window
 from geoglacier.errors import ConfigError
 from geoglacier.io.layouts import classic_pairs, scene_pairs
 from geoglacier.io.masks import IGNORE
+from geoglacier.training.checks import check_patch_size
 from geoglacier.training.datasets import (
-    VAL_SHARE_TOLERANCE,
     ClassicPatchDataset,
     ScenePatchDataset,
-    TrainRegions,
-    block_areas,
-    check_patch_size,
     coarse_valid_fraction,
     make_datasets,
-    pick_val_blocks,
     sample_train_windows,
     seed_worker,
-    spatial_split,
 )
 from geoglacier.training.normalization import Normalization
+from geoglacier.training.split import (
+    VAL_SHARE_TOLERANCE,
+    TrainRegions,
+    block_areas,
+    pick_val_blocks,
+    spatial_split,
+)
 from tests.data import EVEREST, glacier_mask, scene_array, write_raster
 
 NODATA = -9999.0

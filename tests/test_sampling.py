@@ -18,7 +18,6 @@ from geoglacier.io.layouts import classic_pairs
 from geoglacier.io.masks import IGNORE
 from geoglacier.training.datasets import (
     ClassicPatchDataset,
-    TrainRegions,
     coarse_valid_fraction,
     make_datasets,
     sample_balanced_windows,
@@ -27,6 +26,7 @@ from geoglacier.training.datasets import (
 from geoglacier.training.loop import RESUME_LOCKED, TrainConfig
 from geoglacier.training.normalization import Normalization
 from geoglacier.training.sampling import CellSampler, centred_windows, mask_class_counts
+from geoglacier.training.split import TrainRegions
 from tests.cli_groups import train_group
 from tests.data import scene_array, write_raster
 from tests.test_training import write_separable_scenes
