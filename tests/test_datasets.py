@@ -15,15 +15,9 @@ from geoglacier.errors import ConfigError
 from geoglacier.io.layouts import classic_pairs, scene_pairs
 from geoglacier.io.masks import IGNORE
 from geoglacier.training.checks import check_patch_size
-from geoglacier.training.datasets import (
-    ClassicPatchDataset,
-    ScenePatchDataset,
-    coarse_valid_fraction,
-    make_datasets,
-    sample_train_windows,
-    seed_worker,
-)
+from geoglacier.training.datasets import ClassicPatchDataset, ScenePatchDataset, make_datasets, seed_worker
 from geoglacier.training.normalization import Normalization
+from geoglacier.training.sampling import coarse_valid_fraction, sample_train_windows
 from geoglacier.training.split import (
     VAL_SHARE_TOLERANCE,
     TrainRegions,

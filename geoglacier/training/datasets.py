@@ -1,11 +1,12 @@
-"""Patch datasets and window samplers for training.
+"""Patch datasets for training, and :func:`make_datasets`, which builds them from a data directory.
 
 Samplers yield windows, datasets answer them. A window is ``(pair_index, row_off,
-col_off)`` in pixels; its size is the patch size. :func:`spatial_split` cuts every
-scene into square blocks and gives some blocks to validation;
-:func:`sample_train_windows` draws training windows that never touch a validation
-window (:func:`sample_balanced_windows` half on glacier, half on other ground);
-:class:`ScenePatchDataset` reads exactly the window asked for.
+col_off)`` in pixels; its size is the patch size.
+:func:`~geoglacier.training.split.spatial_split` cuts every scene into square blocks and
+gives some blocks to validation; :func:`~geoglacier.training.sampling.sample_train_windows`
+draws training windows that never touch a validation window
+(:func:`~geoglacier.training.sampling.sample_balanced_windows` half on glacier, half on
+other ground); :class:`ScenePatchDataset` reads exactly the window asked for.
 
 The per-patch path is plain rasterio reading into a fresh array, NumPy normalisation
 and ``torch.from_numpy``: no dask, no xarray, no per-patch file opening (handles are
@@ -54,19 +55,20 @@ from geoglacier.training.normalization import (
 )
 from geoglacier.training.sampling import (
     CLASS_NAMES,
+    VALIDITY_CELL,
     CellSampler,
     Sampling,
+    ValidFractionFn,
     balanced_crop_centre,
-    centred_windows,
     check_sampling_mode,
-    mask_class_counts,
-    training_cells,
+    class_samplers,
+    coarse_valid_fraction,
+    sample_balanced_windows,
+    sample_train_windows,
 )
 from geoglacier.training.split import TrainRegions, classic_split, spatial_split
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-ValidFractionFn = Callable[[np.ndarray], np.ndarray]
-VALIDITY_CELL = 8
 
 
 def _mask_values(raw: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -352,198 +354,6 @@ def seed_worker(worker_id: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# window samplers
-
-
-def coarse_valid_fraction(
-    maps: Sequence[np.ndarray], patch_size: int, cell: int = VALIDITY_CELL
-) -> ValidFractionFn:
-    """A ``valid_fraction_fn`` from coarse valid-pixel counts (see :func:`scan_scene`).
-
-    The fraction counts the valid pixels of every cell a window touches, divided by
-    the window area: exact for cell-aligned windows, a slight overestimate otherwise
-    (never an underestimate), and exactly 0 only when the window has no valid pixel.
-    """
-    integrals = []
-    for m in maps:
-        ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1), dtype=np.int64)
-        ii[1:, 1:] = m.astype(np.int64).cumsum(0).cumsum(1)
-        integrals.append(ii)
-
-    def fraction(windows: np.ndarray) -> np.ndarray:
-        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
-        out = np.zeros(len(windows))
-        for k in np.unique(windows[:, 0]):
-            sel = windows[:, 0] == k
-            ii = integrals[k]
-            ny, nx = ii.shape[0] - 1, ii.shape[1] - 1
-            r, c = windows[sel, 1], windows[sel, 2]
-            a, b = np.clip(r // cell, 0, ny), np.clip(-(-(r + patch_size) // cell), 0, ny)
-            d, e = np.clip(c // cell, 0, nx), np.clip(-(-(c + patch_size) // cell), 0, nx)
-            out[sel] = ii[b, e] - ii[a, e] - ii[b, d] + ii[a, d]
-        return np.minimum(out / float(patch_size * patch_size), 1.0)
-
-    return fraction
-
-
-def sample_train_windows(
-    train_regions: TrainRegions,
-    n: int,
-    patch_size: int,
-    rng: np.random.Generator,
-    valid_fraction_fn: ValidFractionFn | None = None,
-    min_valid: float = 0.5,
-) -> np.ndarray:
-    """Draw ``n`` training windows ``(pair_index, row_off, col_off)`` that avoid validation.
-
-    Scenes are picked in proportion to their training area; positions are uniform over
-    the scene and rejected when they touch a validation block or, with
-    ``valid_fraction_fn``, when less than ``min_valid`` of the window is valid (the
-    check uses the coarse validity map, so no pixels are read). When rejection keeps
-    failing (tiny training areas) windows are anchored inside single training blocks;
-    if even those are mostly nodata, the rest are taken regardless, with a warning.
-    """
-    p = check_patch_size(patch_size)
-    if n <= 0:
-        return np.zeros((0, 3), dtype=np.int64)
-    weights = train_regions.train_pixels()
-    if weights.sum() <= 0:
-        raise ConfigError("no training blocks left after the validation split; lower --val-fraction")
-    weights = weights / weights.sum()
-    shapes = np.asarray(train_regions.shapes, dtype=np.int64)
-    found: list[np.ndarray] = []
-    count = 0
-
-    def keep(cands: np.ndarray, check_valid: bool = True) -> None:
-        nonlocal count
-        cands = cands[train_regions.allowed(cands, p)]
-        if check_valid and valid_fraction_fn is not None and len(cands):
-            cands = cands[valid_fraction_fn(cands) >= min_valid]
-        cands = cands[: n - count]
-        found.append(cands)
-        count += len(cands)
-
-    for _ in range(50):
-        if count >= n:
-            break
-        m = 2 * (n - count) + 16
-        k = rng.choice(len(weights), size=m, p=weights)
-        r = rng.integers(0, np.maximum(shapes[k, 0] - p, 0) + 1)
-        c = rng.integers(0, np.maximum(shapes[k, 1] - p, 0) + 1)
-        keep(np.stack([k, r, c], axis=1))
-    boxes = train_regions.boxes()
-    for check_valid in (True, False):
-        for _ in range(20):
-            if count >= n:
-                break
-            m = 2 * (n - count) + 16
-            pick = boxes[rng.integers(0, len(boxes), size=m)]
-            r = pick[:, 1] + rng.integers(0, np.maximum(pick[:, 3] - p, 0) + 1)
-            c = pick[:, 2] + rng.integers(0, np.maximum(pick[:, 4] - p, 0) + 1)
-            keep(np.stack([pick[:, 0], r, c], axis=1), check_valid)
-        if count < n and check_valid and valid_fraction_fn is not None:
-            warnings.warn(
-                f"only {count} of {n} training windows are at least {min_valid:.0%} valid; "
-                "the rest are mostly nodata",
-                GeoglacierWarning,
-                stacklevel=2,
-            )
-    return np.concatenate(found).astype(np.int64).reshape(-1, 3)[:n]
-
-
-def sample_balanced_windows(
-    train_regions: TrainRegions,
-    n: int,
-    patch_size: int,
-    rng: np.random.Generator,
-    samplers: Sequence[CellSampler | None],
-    valid_fraction_fn: ValidFractionFn | None = None,
-    min_valid: float = 0.5,
-) -> np.ndarray:
-    """Draw ``n`` training windows, half centred on glacier and half on non-glacier ground.
-
-    ``samplers`` are the glacier and the non-glacier :class:`CellSampler`; the glacier
-    half gets the extra window of an odd ``n``. Centres are drawn from a sampler and
-    turned into windows moved inside the scene (:func:`centred_windows`); the rules of
-    :func:`sample_train_windows` hold (no validation block touched, at least
-    ``min_valid`` valid). A half whose sampler is None (no pixel of the class), or
-    whose candidates keep being rejected, is completed by :func:`sample_train_windows`.
-    The windows come back shuffled. Windows centred near a validation block are rejected
-    more often than others, so the glacier share of the centres can fall a little short
-    of one half where glaciers lie along validation blocks (0.47 in a three-scene probe).
-    """
-    p = check_patch_size(patch_size)
-    if n <= 0:
-        return np.zeros((0, 3), dtype=np.int64)
-    wanted = ((n + 1) // 2, n // 2)
-    parts: list[np.ndarray] = []
-    for sampler, m in zip(samplers, wanted, strict=True):
-        got = np.zeros((0, 3), dtype=np.int64)
-        if sampler is not None:
-            got = _centred_on(sampler, train_regions, m, p, rng, valid_fraction_fn, min_valid)
-        parts.append(got)
-        if len(got) < m:
-            parts.append(
-                sample_train_windows(train_regions, m - len(got), p, rng, valid_fraction_fn, min_valid)
-            )
-    windows = np.concatenate(parts).astype(np.int64).reshape(-1, 3)
-    return windows[rng.permutation(len(windows))]
-
-
-def _centred_on(
-    sampler: CellSampler,
-    train_regions: TrainRegions,
-    n: int,
-    p: int,
-    rng: np.random.Generator,
-    valid_fraction_fn: ValidFractionFn | None,
-    min_valid: float,
-) -> np.ndarray:
-    """Up to ``n`` allowed windows centred on ``sampler``'s pixels (fewer when rejection keeps failing)."""
-    found: list[np.ndarray] = [np.zeros((0, 3), dtype=np.int64)]
-    count = 0
-    for _ in range(50):
-        if count >= n:
-            break
-        cands = centred_windows(sampler.draw(2 * (n - count) + 16, rng), train_regions.shapes, p)
-        cands = cands[train_regions.allowed(cands, p)]
-        if valid_fraction_fn is not None and len(cands):
-            cands = cands[valid_fraction_fn(cands) >= min_valid]
-        found.append(cands[: n - count])
-        count += len(found[-1])
-    return np.concatenate(found)
-
-
-def class_samplers(
-    scenes: Sequence[ScenePair], regions: TrainRegions, valid_maps: Sequence[np.ndarray]
-) -> tuple[CellSampler | None, CellSampler | None]:
-    """Glacier and non-glacier :class:`CellSampler` over the training blocks of ``scenes``.
-
-    One windowed pass over each mask (:func:`~geoglacier.training.sampling.mask_class_counts`),
-    on the grid of the coarse validity maps; cells in validation blocks and cells
-    without a valid image pixel are left out. A class found nowhere gives None and a
-    :class:`GeoglacierWarning`: that half of the windows is then drawn uniformly.
-    """
-    glacier, other = [], []
-    for k, q in enumerate(scenes):
-        counts = mask_class_counts(q.mask, VALIDITY_CELL)
-        keep = training_cells(regions.is_val[k], regions.blocks[k], VALIDITY_CELL, counts[0].shape)
-        keep &= np.asarray(valid_maps[k]) > 0
-        glacier.append(np.where(keep, counts[0], 0))
-        other.append(np.where(keep, counts[1], 0))
-    samplers = tuple(CellSampler.from_counts(c, regions.shapes, VALIDITY_CELL) for c in (glacier, other))
-    for sampler, name in zip(samplers, CLASS_NAMES, strict=True):
-        if sampler is None:
-            warnings.warn(
-                f"--sampling balanced: the training blocks hold no valid {name} pixel, so the {name} "
-                "half of the windows is drawn uniformly instead",
-                GeoglacierWarning,
-                stacklevel=3,
-            )
-    return samplers[0], samplers[1]
-
-
-# ---------------------------------------------------------------------------------------
 # putting it together
 
 
@@ -559,7 +369,7 @@ class TrainingData:
     either ``normalization_mode``; with ``"scene"`` the datasets apply each scene's own
     statistics instead (their ``normalizations``).
 
-    With ``sampling="balanced"`` scene windows are drawn by :func:`sample_balanced_windows`
+    With ``sampling="balanced"`` scene windows are drawn by :func:`~geoglacier.training.sampling.sample_balanced_windows`
     from ``class_samplers`` (glacier, non-glacier); classic crops balance themselves.
     """
 
@@ -720,7 +530,7 @@ def _scene_datasets(
 ) -> TrainingData:
     """The scene layout's datasets; with ``mode="scene"`` each scene is normalised by its own statistics.
 
-    With a ``recipe`` every scene must hold it (:func:`check_scenes_hold`) and the
+    With a ``recipe`` every scene must hold it (:func:`~geoglacier.training.checks.check_scenes_hold`) and the
     checkpoint names it; without, the scenes must agree among themselves.
     """
     if recipe is None:
@@ -772,7 +582,7 @@ def make_datasets(
 
     classic layout: pairs are split ``1 - val_fraction`` / ``val_fraction`` at random
     (seeded; at least one validation pair when there are two or more), statistics come
-    from the training arrays. scene layout: :func:`spatial_split` by blocks, statistics
+    from the training arrays. scene layout: :func:`~geoglacier.training.split.spatial_split` by blocks, statistics
     from the training blocks only (one lazy dask pass per scene, which also yields the
     coarse validity map used to skip mostly-nodata windows), ``patches_per_epoch``
     random training windows per epoch (default: as many as tile the training area,
@@ -784,7 +594,7 @@ def make_datasets(
     :attr:`TrainingData.normalization` (the checkpoint keeps them).
 
     ``recipe`` (a parsed band recipe, ``bands`` long) names the bands: scenes must
-    describe theirs so (:func:`check_scenes_hold`), classic pairs are taken to hold it.
+    describe theirs so (:func:`~geoglacier.training.checks.check_scenes_hold`), classic pairs are taken to hold it.
     Without it, scenes name their own bands and classic pairs get default names.
 
     ``sampling="balanced"`` centres half of the training windows (classic: each crop
