@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import numpy as np
@@ -226,6 +226,83 @@ def coarse_valid_fraction(
     return fraction
 
 
+@dataclass
+class _Accepted:
+    """The candidate windows accepted so far, at most ``n``, and the rules they pass.
+
+    A candidate is kept when its in-scene part lies in training blocks and, with
+    ``valid_fraction_fn``, when at least ``min_valid`` of it is valid; candidates
+    beyond ``n`` are dropped in the order drawn.
+    """
+
+    regions: TrainRegions
+    n: int
+    patch_size: int
+    valid_fraction_fn: ValidFractionFn | None
+    min_valid: float
+    found: list[np.ndarray] = field(default_factory=lambda: [np.zeros((0, 3), dtype=np.int64)])
+    count: int = 0
+
+    @property
+    def missing(self) -> int:
+        """How many windows are still wanted."""
+        return self.n - self.count
+
+    def keep(self, cands: np.ndarray, check_valid: bool = True) -> None:
+        """Accept the candidates that pass (the validity rule only when ``check_valid``)."""
+        cands = cands[self.regions.allowed(cands, self.patch_size)]
+        if check_valid and self.valid_fraction_fn is not None and len(cands):
+            cands = cands[self.valid_fraction_fn(cands) >= self.min_valid]
+        cands = cands[: self.missing]
+        self.found.append(cands)
+        self.count += len(cands)
+
+    def windows(self) -> np.ndarray:
+        """The accepted windows, ``(count, 3)`` int64."""
+        return np.concatenate(self.found).astype(np.int64).reshape(-1, 3)[: self.n]
+
+
+def _scene_weights(train_regions: TrainRegions) -> np.ndarray:
+    """Each scene's share of the training pixels.
+
+    Raises:
+        ConfigError: the validation split left no training block.
+    """
+    weights = train_regions.train_pixels()
+    if weights.sum() <= 0:
+        raise ConfigError("no training blocks left after the validation split; lower --val-fraction")
+    return weights / weights.sum()
+
+
+def _draw_in_scenes(accepted: _Accepted, weights: np.ndarray, rng: np.random.Generator) -> None:
+    """Up to 50 rounds of windows uniform over scenes picked by ``weights``."""
+    p = accepted.patch_size
+    shapes = np.asarray(accepted.regions.shapes, dtype=np.int64)
+    for _ in range(50):
+        if accepted.count >= accepted.n:
+            break
+        m = 2 * accepted.missing + 16
+        k = rng.choice(len(weights), size=m, p=weights)
+        r = rng.integers(0, np.maximum(shapes[k, 0] - p, 0) + 1)
+        c = rng.integers(0, np.maximum(shapes[k, 1] - p, 0) + 1)
+        accepted.keep(np.stack([k, r, c], axis=1))
+
+
+def _draw_in_blocks(
+    accepted: _Accepted, boxes: np.ndarray, rng: np.random.Generator, check_valid: bool
+) -> None:
+    """Up to 20 rounds of windows anchored inside single training blocks (rows of :meth:`TrainRegions.boxes`)."""
+    p = accepted.patch_size
+    for _ in range(20):
+        if accepted.count >= accepted.n:
+            break
+        m = 2 * accepted.missing + 16
+        pick = boxes[rng.integers(0, len(boxes), size=m)]
+        r = pick[:, 1] + rng.integers(0, np.maximum(pick[:, 3] - p, 0) + 1)
+        c = pick[:, 2] + rng.integers(0, np.maximum(pick[:, 4] - p, 0) + 1)
+        accepted.keep(np.stack([pick[:, 0], r, c], axis=1), check_valid)
+
+
 def sample_train_windows(
     train_regions: TrainRegions,
     n: int,
@@ -246,49 +323,20 @@ def sample_train_windows(
     p = check_patch_size(patch_size)
     if n <= 0:
         return np.zeros((0, 3), dtype=np.int64)
-    weights = train_regions.train_pixels()
-    if weights.sum() <= 0:
-        raise ConfigError("no training blocks left after the validation split; lower --val-fraction")
-    weights = weights / weights.sum()
-    shapes = np.asarray(train_regions.shapes, dtype=np.int64)
-    found: list[np.ndarray] = []
-    count = 0
-
-    def keep(cands: np.ndarray, check_valid: bool = True) -> None:
-        nonlocal count
-        cands = cands[train_regions.allowed(cands, p)]
-        if check_valid and valid_fraction_fn is not None and len(cands):
-            cands = cands[valid_fraction_fn(cands) >= min_valid]
-        cands = cands[: n - count]
-        found.append(cands)
-        count += len(cands)
-
-    for _ in range(50):
-        if count >= n:
-            break
-        m = 2 * (n - count) + 16
-        k = rng.choice(len(weights), size=m, p=weights)
-        r = rng.integers(0, np.maximum(shapes[k, 0] - p, 0) + 1)
-        c = rng.integers(0, np.maximum(shapes[k, 1] - p, 0) + 1)
-        keep(np.stack([k, r, c], axis=1))
+    weights = _scene_weights(train_regions)
+    accepted = _Accepted(train_regions, n, p, valid_fraction_fn, min_valid)
+    _draw_in_scenes(accepted, weights, rng)
     boxes = train_regions.boxes()
     for check_valid in (True, False):
-        for _ in range(20):
-            if count >= n:
-                break
-            m = 2 * (n - count) + 16
-            pick = boxes[rng.integers(0, len(boxes), size=m)]
-            r = pick[:, 1] + rng.integers(0, np.maximum(pick[:, 3] - p, 0) + 1)
-            c = pick[:, 2] + rng.integers(0, np.maximum(pick[:, 4] - p, 0) + 1)
-            keep(np.stack([pick[:, 0], r, c], axis=1), check_valid)
-        if count < n and check_valid and valid_fraction_fn is not None:
+        _draw_in_blocks(accepted, boxes, rng, check_valid)
+        if accepted.count < n and check_valid and valid_fraction_fn is not None:
             warnings.warn(
-                f"only {count} of {n} training windows are at least {min_valid:.0%} valid; "
+                f"only {accepted.count} of {n} training windows are at least {min_valid:.0%} valid; "
                 "the rest are mostly nodata",
                 GeoglacierWarning,
                 stacklevel=2,
             )
-    return np.concatenate(found).astype(np.int64).reshape(-1, 3)[:n]
+    return accepted.windows()
 
 
 def sample_balanced_windows(
@@ -340,18 +388,12 @@ def _centred_on(
     min_valid: float,
 ) -> np.ndarray:
     """Up to ``n`` allowed windows centred on ``sampler``'s pixels (fewer when rejection keeps failing)."""
-    found: list[np.ndarray] = [np.zeros((0, 3), dtype=np.int64)]
-    count = 0
+    accepted = _Accepted(train_regions, n, p, valid_fraction_fn, min_valid)
     for _ in range(50):
-        if count >= n:
+        if accepted.count >= n:
             break
-        cands = centred_windows(sampler.draw(2 * (n - count) + 16, rng), train_regions.shapes, p)
-        cands = cands[train_regions.allowed(cands, p)]
-        if valid_fraction_fn is not None and len(cands):
-            cands = cands[valid_fraction_fn(cands) >= min_valid]
-        found.append(cands[: n - count])
-        count += len(found[-1])
-    return np.concatenate(found)
+        accepted.keep(centred_windows(sampler.draw(2 * accepted.missing + 16, rng), train_regions.shapes, p))
+    return accepted.windows()
 
 
 def class_samplers(
