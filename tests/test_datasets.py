@@ -14,21 +14,17 @@ from rasterio.windows import Window
 from geoglacier.errors import ConfigError
 from geoglacier.io.layouts import classic_pairs, scene_pairs
 from geoglacier.io.masks import IGNORE
-from geoglacier.training.datasets import (
+from geoglacier.training.checks import check_patch_size
+from geoglacier.training.datasets import ClassicPatchDataset, ScenePatchDataset, make_datasets, seed_worker
+from geoglacier.training.normalization import Normalization
+from geoglacier.training.sampling import coarse_valid_fraction, sample_train_windows
+from geoglacier.training.split import (
     VAL_SHARE_TOLERANCE,
-    ClassicPatchDataset,
-    ScenePatchDataset,
     TrainRegions,
     block_areas,
-    check_patch_size,
-    coarse_valid_fraction,
-    make_datasets,
     pick_val_blocks,
-    sample_train_windows,
-    seed_worker,
     spatial_split,
 )
-from geoglacier.training.normalization import Normalization
 from tests.data import EVEREST, glacier_mask, scene_array, write_raster
 
 NODATA = -9999.0

@@ -16,17 +16,18 @@ from geoglacier.checkpoint import load_checkpoint
 from geoglacier.errors import ConfigError, GeoglacierWarning
 from geoglacier.io.layouts import classic_pairs
 from geoglacier.io.masks import IGNORE
-from geoglacier.training.datasets import (
-    ClassicPatchDataset,
-    TrainRegions,
+from geoglacier.training.datasets import ClassicPatchDataset, make_datasets
+from geoglacier.training.loop import RESUME_LOCKED, TrainConfig
+from geoglacier.training.normalization import Normalization
+from geoglacier.training.sampling import (
+    CellSampler,
+    centred_windows,
     coarse_valid_fraction,
-    make_datasets,
+    mask_class_counts,
     sample_balanced_windows,
     sample_train_windows,
 )
-from geoglacier.training.loop import RESUME_LOCKED, TrainConfig
-from geoglacier.training.normalization import Normalization
-from geoglacier.training.sampling import CellSampler, centred_windows, mask_class_counts
+from geoglacier.training.split import TrainRegions
 from tests.cli_groups import train_group
 from tests.data import scene_array, write_raster
 from tests.test_training import write_separable_scenes

@@ -1,11 +1,12 @@
-"""Patch datasets and window samplers for training.
+"""Patch datasets for training, and :func:`make_datasets`, which builds them from a data directory.
 
 Samplers yield windows, datasets answer them. A window is ``(pair_index, row_off,
-col_off)`` in pixels; its size is the patch size. :func:`spatial_split` cuts every
-scene into square blocks and gives some blocks to validation;
-:func:`sample_train_windows` draws training windows that never touch a validation
-window (:func:`sample_balanced_windows` half on glacier, half on other ground);
-:class:`ScenePatchDataset` reads exactly the window asked for.
+col_off)`` in pixels; its size is the patch size.
+:func:`~geoglacier.training.split.spatial_split` cuts every scene into square blocks and
+gives some blocks to validation; :func:`~geoglacier.training.sampling.sample_train_windows`
+draws training windows that never touch a validation window
+(:func:`~geoglacier.training.sampling.sample_balanced_windows` half on glacier, half on
+other ground); :class:`ScenePatchDataset` reads exactly the window asked for.
 
 The per-patch path is plain rasterio reading into a fresh array, NumPy normalisation
 and ``torch.from_numpy``: no dask, no xarray, no per-patch file opening (handles are
@@ -39,11 +40,12 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchError
+from geoglacier.errors import ConfigError, GeoglacierWarning
 from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
 from geoglacier.io.masks import IGNORE, read_mask
 from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
-from geoglacier.products.recipes import format_recipe, scene_descriptions
+from geoglacier.products.recipes import format_recipe
+from geoglacier.training.checks import check_patch_size, check_same_recipe, check_scenes_hold
 from geoglacier.training.normalization import (
     Moments,
     Normalization,
@@ -53,28 +55,20 @@ from geoglacier.training.normalization import (
 )
 from geoglacier.training.sampling import (
     CLASS_NAMES,
+    VALIDITY_CELL,
     CellSampler,
     Sampling,
+    ValidFractionFn,
     balanced_crop_centre,
-    centred_windows,
     check_sampling_mode,
-    mask_class_counts,
-    training_cells,
+    class_samplers,
+    coarse_valid_fraction,
+    sample_balanced_windows,
+    sample_train_windows,
 )
+from geoglacier.training.split import TrainRegions, classic_split, spatial_split
 
 AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-ValidFractionFn = Callable[[np.ndarray], np.ndarray]
-VALIDITY_CELL = 8
-
-
-def check_patch_size(patch_size: int) -> int:
-    """Raise :class:`ConfigError` unless ``patch_size`` is a positive multiple of 32 (U-Net++ needs it)."""
-    if not isinstance(patch_size, (int, np.integer)) or patch_size <= 0 or patch_size % 32:
-        raise ConfigError(
-            f"--patch-size must be a positive multiple of 32 (the U-Net++ encoder halves it 5 times), "
-            f"got {patch_size}; try {max(32, int(round(float(patch_size) / 32)) * 32)}"
-        )
-    return int(patch_size)
 
 
 def _mask_values(raw: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -360,360 +354,6 @@ def seed_worker(worker_id: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# spatial split and window samplers
-
-
-@dataclass(frozen=True)
-class TrainRegions:
-    """The block grid of every scene and which blocks belong to validation.
-
-    Attributes:
-        shapes: ``(height, width)`` of each scene.
-        blocks: block size in pixels of each scene.
-        is_val: per scene, a bool ``(n_block_rows, n_block_cols)`` grid.
-    """
-
-    shapes: tuple[tuple[int, int], ...]
-    blocks: tuple[int, ...]
-    is_val: tuple[np.ndarray, ...]
-
-    def boxes(self, pair_index: int | None = None, train: bool = True) -> np.ndarray:
-        """``(M, 5)`` rectangles ``(pair_index, row_off, col_off, height, width)``, clipped to the scene."""
-        rows = []
-        for k, ((h, w), b, val) in enumerate(zip(self.shapes, self.blocks, self.is_val, strict=True)):
-            if pair_index is not None and k != pair_index:
-                continue
-            for i, j in zip(*np.nonzero(~val if train else val), strict=True):
-                r, c = int(i) * b, int(j) * b
-                rows.append((k, r, c, min(b, h - r), min(b, w - c)))
-        return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
-
-    def train_pixels(self) -> np.ndarray:
-        """Number of training pixels of each scene."""
-        boxes = self.boxes()
-        return np.bincount(boxes[:, 0], weights=boxes[:, 3] * boxes[:, 4], minlength=len(self.shapes))
-
-    def allowed(self, windows: np.ndarray, patch_size: int) -> np.ndarray:
-        """True for windows whose in-scene part lies entirely in training blocks."""
-        out = np.zeros(len(windows), dtype=bool)
-        for k in np.unique(windows[:, 0]) if len(windows) else []:
-            sel = windows[:, 0] == k
-            (h, w), b, val = self.shapes[k], self.blocks[k], self.is_val[k]
-            r, c = windows[sel, 1], windows[sel, 2]
-            r0, c0 = np.clip(r, 0, h - 1) // b, np.clip(c, 0, w - 1) // b
-            r1 = np.clip(np.minimum(r + patch_size, h) - 1, 0, h - 1) // b
-            c1 = np.clip(np.minimum(c + patch_size, w) - 1, 0, w - 1) // b
-            # A window spans at most two blocks per axis because block >= patch size.
-            bad = val[r0, c0] | val[r0, c1] | val[r1, c0] | val[r1, c1]
-            out[sel] = ~bad
-        return out
-
-
-def _val_starts(b0: int, b1: int, size: int, patch: int) -> list[int]:
-    """Window starts covering block ``[b0, b1)`` of an axis of length ``size``.
-
-    Windows tile the block from its start; a last window that would cross into the
-    next block is moved flush with the block end (an overlap inside the block), unless
-    the block ends at the scene edge, where it may hang outside (padding, invalid).
-    """
-    starts = list(range(b0, b1 - patch + 1, patch))
-    covered = starts[-1] + patch if starts else b0
-    if covered < b1:
-        starts.append(b1 - patch if b1 < size and b1 - patch >= b0 else covered)
-    return starts
-
-
-#: A block size is kept when its validation blocks hold the asked share of a scene's
-#: pixels within this relative tolerance (0.5: 10-30 % for ``val_fraction=0.2``);
-#: otherwise the split is tried again with smaller blocks.
-VAL_SHARE_TOLERANCE = 0.5
-
-
-def _block_sides(n: int, b: int) -> np.ndarray:
-    """Lengths of the blocks of side ``b`` along an axis of ``n`` pixels (the last clipped)."""
-    return np.minimum(b, n - np.arange(0, n, b))
-
-
-def block_areas(h: int, w: int, b: int) -> np.ndarray:
-    """Pixel count of every block of side ``b`` on an ``h x w`` scene (edge blocks are clipped)."""
-    return np.outer(_block_sides(h, b), _block_sides(w, b)).astype(np.int64)
-
-
-def pick_val_blocks(areas: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Validation blocks holding about ``val_fraction`` of the pixels of a block grid.
-
-    Blocks are visited in a seeded random order; each is taken when it brings the
-    held-out pixel count strictly closer to the target. When none does (each is more
-    than twice the target), the one closest to the target is taken. Nothing is held out
-    when the grid has a single block or ``val_fraction`` is 0; one block is always kept
-    for training.
-    """
-    flat = areas.ravel()
-    val = np.zeros(flat.size, dtype=bool)
-    if flat.size < 2 or val_fraction <= 0:
-        return val.reshape(areas.shape)
-    target, held = val_fraction * float(flat.sum()), 0.0
-    order = rng.permutation(flat.size)
-    for i in order:
-        if held >= target or val.sum() == flat.size - 1:
-            break
-        if abs(held + flat[i] - target) < abs(held - target):
-            val[i] = True
-            held += float(flat[i])
-    if not val.any():
-        val[order[np.argmin(np.abs(flat[order] - target))]] = True
-    return val.reshape(areas.shape)
-
-
-def _split_scene(
-    h: int, w: int, p: int, val_fraction: float, rng: np.random.Generator, block: int | None
-) -> tuple[int, np.ndarray]:
-    """Block size and validation grid of one scene (see :func:`spatial_split`)."""
-    sizes = [block] if block is not None else [2 * p, p]
-    for b in sizes:
-        areas = block_areas(h, w, b)
-        val = pick_val_blocks(areas, val_fraction, rng)
-        share = float(areas[val].sum()) / float(areas.sum())
-        if b == sizes[-1] or abs(share - val_fraction) <= VAL_SHARE_TOLERANCE * val_fraction:
-            return b, val
-    raise AssertionError("unreachable: the last block size is always kept")
-
-
-def spatial_split(
-    info_shapes: Sequence[tuple[int, int]],
-    patch_size: int,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    block: int | None = None,
-) -> tuple[TrainRegions, np.ndarray]:
-    """Split scenes into training and validation blocks.
-
-    Each scene is cut into square blocks of ``2 * patch_size`` and validation takes
-    blocks until they hold about ``val_fraction`` of the scene's pixels
-    (:func:`pick_val_blocks`). Where the blocks drawn do not come within
-    :data:`VAL_SHARE_TOLERANCE` of that share (typically a scene only a few blocks wide,
-    whose one held-out block would be half of it or more; the draw is seeded, so the
-    block size of a scene can depend on the seed), the scene gets blocks of
-    ``patch_size`` instead, whatever share they reach: a scene one or two patches
-    across cannot hold out a fifth of itself in whole blocks. ``block`` forces one size. Neighbouring pixels are strongly
-    correlated, so a split by blocks rather than by random windows keeps validation
-    honest.
-
-    Returns:
-        ``(train_regions, val_windows)``: the block grids, and an ``(N, 3)`` int64 array
-        of validation windows ``(pair_index, row_off, col_off)`` tiling the
-        validation blocks.
-    """
-    p = check_patch_size(patch_size)
-    if block is not None and block < p:
-        raise ConfigError(f"block size {block} is smaller than --patch-size {p}; use a block >= {p}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    shapes, blocks, grids, val_windows = [], [], [], []
-    for k, (h, w) in enumerate(info_shapes):
-        b, val = _split_scene(int(h), int(w), p, val_fraction, rng, block)
-        for i, j in zip(*np.nonzero(val), strict=True):
-            r0, c0 = int(i) * b, int(j) * b
-            for r in _val_starts(r0, min(r0 + b, h), h, p):
-                for c in _val_starts(c0, min(c0 + b, w), w, p):
-                    val_windows.append((k, r, c))
-        shapes.append((int(h), int(w)))
-        blocks.append(b)
-        grids.append(val)
-    regions = TrainRegions(tuple(shapes), tuple(blocks), tuple(grids))
-    return regions, np.asarray(val_windows, dtype=np.int64).reshape(-1, 3)
-
-
-def coarse_valid_fraction(
-    maps: Sequence[np.ndarray], patch_size: int, cell: int = VALIDITY_CELL
-) -> ValidFractionFn:
-    """A ``valid_fraction_fn`` from coarse valid-pixel counts (see :func:`scan_scene`).
-
-    The fraction counts the valid pixels of every cell a window touches, divided by
-    the window area: exact for cell-aligned windows, a slight overestimate otherwise
-    (never an underestimate), and exactly 0 only when the window has no valid pixel.
-    """
-    integrals = []
-    for m in maps:
-        ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1), dtype=np.int64)
-        ii[1:, 1:] = m.astype(np.int64).cumsum(0).cumsum(1)
-        integrals.append(ii)
-
-    def fraction(windows: np.ndarray) -> np.ndarray:
-        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
-        out = np.zeros(len(windows))
-        for k in np.unique(windows[:, 0]):
-            sel = windows[:, 0] == k
-            ii = integrals[k]
-            ny, nx = ii.shape[0] - 1, ii.shape[1] - 1
-            r, c = windows[sel, 1], windows[sel, 2]
-            a, b = np.clip(r // cell, 0, ny), np.clip(-(-(r + patch_size) // cell), 0, ny)
-            d, e = np.clip(c // cell, 0, nx), np.clip(-(-(c + patch_size) // cell), 0, nx)
-            out[sel] = ii[b, e] - ii[a, e] - ii[b, d] + ii[a, d]
-        return np.minimum(out / float(patch_size * patch_size), 1.0)
-
-    return fraction
-
-
-def sample_train_windows(
-    train_regions: TrainRegions,
-    n: int,
-    patch_size: int,
-    rng: np.random.Generator,
-    valid_fraction_fn: ValidFractionFn | None = None,
-    min_valid: float = 0.5,
-) -> np.ndarray:
-    """Draw ``n`` training windows ``(pair_index, row_off, col_off)`` that avoid validation.
-
-    Scenes are picked in proportion to their training area; positions are uniform over
-    the scene and rejected when they touch a validation block or, with
-    ``valid_fraction_fn``, when less than ``min_valid`` of the window is valid (the
-    check uses the coarse validity map, so no pixels are read). When rejection keeps
-    failing (tiny training areas) windows are anchored inside single training blocks;
-    if even those are mostly nodata, the rest are taken regardless, with a warning.
-    """
-    p = check_patch_size(patch_size)
-    if n <= 0:
-        return np.zeros((0, 3), dtype=np.int64)
-    weights = train_regions.train_pixels()
-    if weights.sum() <= 0:
-        raise ConfigError("no training blocks left after the validation split; lower --val-fraction")
-    weights = weights / weights.sum()
-    shapes = np.asarray(train_regions.shapes, dtype=np.int64)
-    found: list[np.ndarray] = []
-    count = 0
-
-    def keep(cands: np.ndarray, check_valid: bool = True) -> None:
-        nonlocal count
-        cands = cands[train_regions.allowed(cands, p)]
-        if check_valid and valid_fraction_fn is not None and len(cands):
-            cands = cands[valid_fraction_fn(cands) >= min_valid]
-        cands = cands[: n - count]
-        found.append(cands)
-        count += len(cands)
-
-    for _ in range(50):
-        if count >= n:
-            break
-        m = 2 * (n - count) + 16
-        k = rng.choice(len(weights), size=m, p=weights)
-        r = rng.integers(0, np.maximum(shapes[k, 0] - p, 0) + 1)
-        c = rng.integers(0, np.maximum(shapes[k, 1] - p, 0) + 1)
-        keep(np.stack([k, r, c], axis=1))
-    boxes = train_regions.boxes()
-    for check_valid in (True, False):
-        for _ in range(20):
-            if count >= n:
-                break
-            m = 2 * (n - count) + 16
-            pick = boxes[rng.integers(0, len(boxes), size=m)]
-            r = pick[:, 1] + rng.integers(0, np.maximum(pick[:, 3] - p, 0) + 1)
-            c = pick[:, 2] + rng.integers(0, np.maximum(pick[:, 4] - p, 0) + 1)
-            keep(np.stack([pick[:, 0], r, c], axis=1), check_valid)
-        if count < n and check_valid and valid_fraction_fn is not None:
-            warnings.warn(
-                f"only {count} of {n} training windows are at least {min_valid:.0%} valid; "
-                "the rest are mostly nodata",
-                GeoglacierWarning,
-                stacklevel=2,
-            )
-    return np.concatenate(found).astype(np.int64).reshape(-1, 3)[:n]
-
-
-def sample_balanced_windows(
-    train_regions: TrainRegions,
-    n: int,
-    patch_size: int,
-    rng: np.random.Generator,
-    samplers: Sequence[CellSampler | None],
-    valid_fraction_fn: ValidFractionFn | None = None,
-    min_valid: float = 0.5,
-) -> np.ndarray:
-    """Draw ``n`` training windows, half centred on glacier and half on non-glacier ground.
-
-    ``samplers`` are the glacier and the non-glacier :class:`CellSampler`; the glacier
-    half gets the extra window of an odd ``n``. Centres are drawn from a sampler and
-    turned into windows moved inside the scene (:func:`centred_windows`); the rules of
-    :func:`sample_train_windows` hold (no validation block touched, at least
-    ``min_valid`` valid). A half whose sampler is None (no pixel of the class), or
-    whose candidates keep being rejected, is completed by :func:`sample_train_windows`.
-    The windows come back shuffled. Windows centred near a validation block are rejected
-    more often than others, so the glacier share of the centres can fall a little short
-    of one half where glaciers lie along validation blocks (0.47 in a three-scene probe).
-    """
-    p = check_patch_size(patch_size)
-    if n <= 0:
-        return np.zeros((0, 3), dtype=np.int64)
-    wanted = ((n + 1) // 2, n // 2)
-    parts: list[np.ndarray] = []
-    for sampler, m in zip(samplers, wanted, strict=True):
-        got = np.zeros((0, 3), dtype=np.int64)
-        if sampler is not None:
-            got = _centred_on(sampler, train_regions, m, p, rng, valid_fraction_fn, min_valid)
-        parts.append(got)
-        if len(got) < m:
-            parts.append(
-                sample_train_windows(train_regions, m - len(got), p, rng, valid_fraction_fn, min_valid)
-            )
-    windows = np.concatenate(parts).astype(np.int64).reshape(-1, 3)
-    return windows[rng.permutation(len(windows))]
-
-
-def _centred_on(
-    sampler: CellSampler,
-    train_regions: TrainRegions,
-    n: int,
-    p: int,
-    rng: np.random.Generator,
-    valid_fraction_fn: ValidFractionFn | None,
-    min_valid: float,
-) -> np.ndarray:
-    """Up to ``n`` allowed windows centred on ``sampler``'s pixels (fewer when rejection keeps failing)."""
-    found: list[np.ndarray] = [np.zeros((0, 3), dtype=np.int64)]
-    count = 0
-    for _ in range(50):
-        if count >= n:
-            break
-        cands = centred_windows(sampler.draw(2 * (n - count) + 16, rng), train_regions.shapes, p)
-        cands = cands[train_regions.allowed(cands, p)]
-        if valid_fraction_fn is not None and len(cands):
-            cands = cands[valid_fraction_fn(cands) >= min_valid]
-        found.append(cands[: n - count])
-        count += len(found[-1])
-    return np.concatenate(found)
-
-
-def class_samplers(
-    scenes: Sequence[ScenePair], regions: TrainRegions, valid_maps: Sequence[np.ndarray]
-) -> tuple[CellSampler | None, CellSampler | None]:
-    """Glacier and non-glacier :class:`CellSampler` over the training blocks of ``scenes``.
-
-    One windowed pass over each mask (:func:`~geoglacier.training.sampling.mask_class_counts`),
-    on the grid of the coarse validity maps; cells in validation blocks and cells
-    without a valid image pixel are left out. A class found nowhere gives None and a
-    :class:`GeoglacierWarning`: that half of the windows is then drawn uniformly.
-    """
-    glacier, other = [], []
-    for k, q in enumerate(scenes):
-        counts = mask_class_counts(q.mask, VALIDITY_CELL)
-        keep = training_cells(regions.is_val[k], regions.blocks[k], VALIDITY_CELL, counts[0].shape)
-        keep &= np.asarray(valid_maps[k]) > 0
-        glacier.append(np.where(keep, counts[0], 0))
-        other.append(np.where(keep, counts[1], 0))
-    samplers = tuple(CellSampler.from_counts(c, regions.shapes, VALIDITY_CELL) for c in (glacier, other))
-    for sampler, name in zip(samplers, CLASS_NAMES, strict=True):
-        if sampler is None:
-            warnings.warn(
-                f"--sampling balanced: the training blocks hold no valid {name} pixel, so the {name} "
-                "half of the windows is drawn uniformly instead",
-                GeoglacierWarning,
-                stacklevel=3,
-            )
-    return samplers[0], samplers[1]
-
-
-# ---------------------------------------------------------------------------------------
 # putting it together
 
 
@@ -729,7 +369,7 @@ class TrainingData:
     either ``normalization_mode``; with ``"scene"`` the datasets apply each scene's own
     statistics instead (their ``normalizations``).
 
-    With ``sampling="balanced"`` scene windows are drawn by :func:`sample_balanced_windows`
+    With ``sampling="balanced"`` scene windows are drawn by :func:`~geoglacier.training.sampling.sample_balanced_windows`
     from ``class_samplers`` (glacier, non-glacier); classic crops balance themselves.
     """
 
@@ -792,69 +432,9 @@ def _band_names(bands: int) -> tuple[str, ...]:
     )
 
 
-def check_same_recipe(scenes: list[ScenePair]) -> None:
-    """All scenes must hold the same bands in the same order (their descriptions): the checkpoint stores one recipe.
-
-    Raises:
-        RecipeMismatchError: two scenes name their bands differently.
-    """
-    first = scenes[0].info
-    for q in scenes[1:]:
-        if q.info.band_names != first.band_names:
-            raise RecipeMismatchError(
-                f"{q.info.path}: bands {','.join(q.info.band_names)} differ from "
-                f"{','.join(first.band_names)} of {first.path.name}; stack every scene with the same --bands"
-            )
-
-
-def check_scenes_hold(scenes: list[ScenePair], recipe: Sequence[str]) -> None:
-    """Every scene's band descriptions must name ``recipe`` in order (what ``--bands`` asked for).
-
-    Scenes without any description are taken to hold ``recipe``, with one
-    :class:`GeoglacierWarning` for all of them.
-
-    Raises:
-        RecipeMismatchError: a scene describes other bands, another order or only some bands.
-    """
-    expected = tuple(n.lower() for n in recipe)
-    bare: list[str] = []
-    for q in scenes:
-        found = tuple(d.strip().lower() for d in scene_descriptions(q.image))
-        if not any(found):
-            bare.append(q.image.name)
-        elif found != expected:
-            raise RecipeMismatchError(
-                f"{q.image}: the scene holds bands {','.join(d or '?' for d in found)} but --bands asks for "
-                f"{format_recipe(expected)}; train with --bands {','.join(d or '?' for d in found)} "
-                f"or stack the scene with --bands {format_recipe(expected)}"
-            )
-    if bare:
-        warnings.warn(
-            f"{len(bare)} scene(s) without band descriptions ({', '.join(bare[:3])}): assuming they hold "
-            f"{format_recipe(expected)}, as --bands says (scenes from 'geoglacier stack' carry them)",
-            GeoglacierWarning,
-            stacklevel=3,
-        )
-
-
 def _own_statistics(moments: Moments, fallback: Normalization, what: str) -> Normalization:
     """A scene's (or pair's) own statistics; ``fallback`` when it has no valid pixel (no pixel of it is used then)."""
     return fallback if (moments.count == 0).any() else moments.normalization(what)
-
-
-def _split_classic(
-    classic: list[ClassicPair], val_fraction: float, seed: int
-) -> tuple[list[ClassicPair], list[ClassicPair]]:
-    """Training and validation pairs: ``val_fraction`` of them at random, at least one of two or more."""
-    order = np.random.default_rng(seed).permutation(len(classic))
-    n_val = int(round(val_fraction * len(classic)))
-    if len(classic) >= 2 and val_fraction > 0:
-        n_val = min(max(n_val, 1), len(classic) - 1)
-    else:
-        n_val = 0
-    val_pairs = [classic[i] for i in sorted(order[:n_val])]
-    train_pairs = [classic[i] for i in sorted(order[n_val:])]
-    return train_pairs, val_pairs
 
 
 def _classic_datasets(
@@ -872,7 +452,7 @@ def _classic_datasets(
     def image(q: ClassicPair) -> np.ndarray:
         return np.moveaxis(np.load(q.image, mmap_mode="r"), -1, 0)
 
-    train_pairs, val_pairs = _split_classic(classic, val_fraction, seed)
+    train_pairs, val_pairs = classic_split(classic, val_fraction, seed)
     norm = stats_from_arrays(image(q) for q in train_pairs)
     train_norm: Normalization | list[Normalization] = norm
     val_norm: Normalization | list[Normalization] = norm
@@ -950,7 +530,7 @@ def _scene_datasets(
 ) -> TrainingData:
     """The scene layout's datasets; with ``mode="scene"`` each scene is normalised by its own statistics.
 
-    With a ``recipe`` every scene must hold it (:func:`check_scenes_hold`) and the
+    With a ``recipe`` every scene must hold it (:func:`~geoglacier.training.checks.check_scenes_hold`) and the
     checkpoint names it; without, the scenes must agree among themselves.
     """
     if recipe is None:
@@ -1002,7 +582,7 @@ def make_datasets(
 
     classic layout: pairs are split ``1 - val_fraction`` / ``val_fraction`` at random
     (seeded; at least one validation pair when there are two or more), statistics come
-    from the training arrays. scene layout: :func:`spatial_split` by blocks, statistics
+    from the training arrays. scene layout: :func:`~geoglacier.training.split.spatial_split` by blocks, statistics
     from the training blocks only (one lazy dask pass per scene, which also yields the
     coarse validity map used to skip mostly-nodata windows), ``patches_per_epoch``
     random training windows per epoch (default: as many as tile the training area,
@@ -1014,7 +594,7 @@ def make_datasets(
     :attr:`TrainingData.normalization` (the checkpoint keeps them).
 
     ``recipe`` (a parsed band recipe, ``bands`` long) names the bands: scenes must
-    describe theirs so (:func:`check_scenes_hold`), classic pairs are taken to hold it.
+    describe theirs so (:func:`~geoglacier.training.checks.check_scenes_hold`), classic pairs are taken to hold it.
     Without it, scenes name their own bands and classic pairs get default names.
 
     ``sampling="balanced"`` centres half of the training windows (classic: each crop

@@ -1,0 +1,71 @@
+"""Checks on what training is given: the patch size and the scenes' band recipe.
+
+Each raises a typed error from :mod:`geoglacier.errors` naming the fix; the split, the
+samplers and the dataset builders share them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchError
+from geoglacier.io.layouts import ScenePair
+from geoglacier.products.recipes import format_recipe, scene_descriptions
+
+
+def check_patch_size(patch_size: int) -> int:
+    """Raise :class:`ConfigError` unless ``patch_size`` is a positive multiple of 32 (U-Net++ needs it)."""
+    if not isinstance(patch_size, (int, np.integer)) or patch_size <= 0 or patch_size % 32:
+        raise ConfigError(
+            f"--patch-size must be a positive multiple of 32 (the U-Net++ encoder halves it 5 times), "
+            f"got {patch_size}; try {max(32, int(round(float(patch_size) / 32)) * 32)}"
+        )
+    return int(patch_size)
+
+
+def check_same_recipe(scenes: list[ScenePair]) -> None:
+    """All scenes must hold the same bands in the same order (their descriptions): the checkpoint stores one recipe.
+
+    Raises:
+        RecipeMismatchError: two scenes name their bands differently.
+    """
+    first = scenes[0].info
+    for q in scenes[1:]:
+        if q.info.band_names != first.band_names:
+            raise RecipeMismatchError(
+                f"{q.info.path}: bands {','.join(q.info.band_names)} differ from "
+                f"{','.join(first.band_names)} of {first.path.name}; stack every scene with the same --bands"
+            )
+
+
+def check_scenes_hold(scenes: list[ScenePair], recipe: Sequence[str]) -> None:
+    """Every scene's band descriptions must name ``recipe`` in order (what ``--bands`` asked for).
+
+    Scenes without any description are taken to hold ``recipe``, with one
+    :class:`GeoglacierWarning` for all of them.
+
+    Raises:
+        RecipeMismatchError: a scene describes other bands, another order or only some bands.
+    """
+    expected = tuple(n.lower() for n in recipe)
+    bare: list[str] = []
+    for q in scenes:
+        found = tuple(d.strip().lower() for d in scene_descriptions(q.image))
+        if not any(found):
+            bare.append(q.image.name)
+        elif found != expected:
+            raise RecipeMismatchError(
+                f"{q.image}: the scene holds bands {','.join(d or '?' for d in found)} but --bands asks for "
+                f"{format_recipe(expected)}; train with --bands {','.join(d or '?' for d in found)} "
+                f"or stack the scene with --bands {format_recipe(expected)}"
+            )
+    if bare:
+        warnings.warn(
+            f"{len(bare)} scene(s) without band descriptions ({', '.join(bare[:3])}): assuming they hold "
+            f"{format_recipe(expected)}, as --bands says (scenes from 'geoglacier stack' carry them)",
+            GeoglacierWarning,
+            stacklevel=3,
+        )
