@@ -29,10 +29,10 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import rasterio
@@ -68,7 +68,8 @@ from geoglacier.training.sampling import (
 )
 from geoglacier.training.split import TrainRegions, classic_split, spatial_split
 
-AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+if TYPE_CHECKING:  # augment imports albumentations: only when augmenting
+    from geoglacier.training.augment import AugmentFn
 
 
 def _mask_values(raw: np.ndarray, nodata: float | None) -> np.ndarray:
