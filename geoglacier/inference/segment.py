@@ -24,12 +24,13 @@ the open tiles along the front of processed blocks: a band across the scene's sh
 side, so neither a taller nor a wider scene needs more. :class:`Segmenter` yields the
 finished tiles (:meth:`Segmenter.predict`) or writes them as COG masks
 (:meth:`Segmenter.run`); :func:`segment_scene` checks everything, loads the checkpoint
-and runs it.
+and runs it. The options are :class:`~geoglacier.inference.config.InferenceConfig`; the
+normalisation statistics come from :mod:`geoglacier.inference.normalization`, and what a
+run writes, checked before it starts, from :mod:`geoglacier.inference.outputs`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -37,8 +38,7 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,102 +48,36 @@ from torch import nn
 
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.device import resolve_device
-from geoglacier.errors import (
-    CheckpointError,
-    ConfigError,
-    CRSMissingError,
-    GeoglacierWarning,
-    OutputPathError,
-)
-from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
+from geoglacier.errors import CheckpointError, GeoglacierWarning
+from geoglacier.glaciers.areas import prepare_glacier_table
 from geoglacier.inference.blend import FinishedTile, TileBlender
 from geoglacier.inference.config import InferenceConfig, check_segmentation_meta, default_window
-from geoglacier.inference.engines import (
-    Engine,
-    TorchEngine,
-    load_engine,
-    resolve_precision,
-)
+from geoglacier.inference.engines import Engine, TorchEngine, load_engine, resolve_precision
 from geoglacier.inference.normalization import (
     all_nodata_error,
     block_statistics,
     normalise_block,
     scene_normalization,
 )
-from geoglacier.inference.windows import (
-    WindowBlock,
-    blend_weights,
-    block_plan,
-    tile_grid,
+from geoglacier.inference.outputs import (
+    RunOutputs,
+    check_areas,
+    check_min_area,
+    check_outputs,
+    glacier_products,
+    make_accumulator,
+    output_specs,
 )
-from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
-from geoglacier.io.cog import CogWriter, RasterSpec, cog_blocksize, cog_output
-from geoglacier.io.masks import IGNORE
-from geoglacier.io.scene import (
-    GDAL_CACHE_BYTES,
-    SceneInfo,
-    inspect_scene,
-    read_window,
-)
-from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+from geoglacier.inference.results import RunStats, SegmentResult
+from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan, tile_grid
+from geoglacier.io.atomic import sigterm_as_interrupt
+from geoglacier.io.cog import cog_blocksize
+from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo, inspect_scene, read_window
 from geoglacier.products.metadata import check_date, product_tags, summary_fields
 from geoglacier.products.recipes import check_scene_recipe
 
 #: Test-time augmentation: the identity and the three flips (dims of an NCHW tensor).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-
-
-# ------------------------------------------------------------------------------- results
-
-
-@dataclass
-class RunStats:
-    """Counters of one pass over a scene."""
-
-    windows_total: int = 0
-    windows_run: int = 0
-    windows_skipped: int = 0
-    batches: int = 0
-    max_open_pixels: int = 0
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """What :func:`segment_scene` wrote and counted.
-
-    Attributes:
-        mask: the mask COG (uint8: 1 glacier, 0 not glacier, 255 nodata).
-        probabilities, summary_path, outlines: the optional outputs (``None`` when not asked).
-        summary: glacier and valid areas (``None`` when the scene has no CRS and no
-            pixel size was given).
-        outline_count: polygons written to ``outlines``.
-        windows_run, windows_skipped: windows through the model / skipped as all-nodata.
-        seconds: wall time of the run.
-        max_open_pixels: most pixels held at once in open blending tiles (bounded by the
-            block size and the scene's shorter side, not by its area).
-        device, precision: what the model ran on.
-        engine: what ran the network (``torch``, ``onnxruntime``, ``openvino``) and
-            ``engine_reason``, why (``auto``'s choice or "asked for").
-    """
-
-    mask: Path
-    probabilities: Path | None = None
-    summary_path: Path | None = None
-    outlines: Path | None = None
-    summary: AreaSummary | None = None
-    outline_count: int | None = None
-    windows_run: int = 0
-    windows_skipped: int = 0
-    seconds: float = 0.0
-    max_open_pixels: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"
-    engine: str = "torch"
-    engine_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------- engine
 
 
 def progress_bar(total: int, name: str) -> Any:
@@ -460,39 +394,6 @@ class Segmenter:
         )
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def output_specs(
-    info: SceneInfo, window: int, product: dict[str, str] | None = None
-) -> tuple[RasterSpec, RasterSpec]:
-    """Grid, encoding and tags of the mask COG and the probability COG of ``info``.
-
-    ``product`` tags (acquisition date, sensor, source product) are copied onto both.
-    """
-    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window), **(product or {})}
-    mask_spec = RasterSpec(
-        info.height,
-        info.width,
-        info.crs,
-        info.transform,
-        "uint8",
-        IGNORE,
-        resampling="NEAREST",
-        description="glacier",
-        tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
-    )
-    prob_spec = replace(
-        mask_spec,
-        dtype="float32",
-        nodata=float("nan"),
-        resampling="AVERAGE",
-        description="glacier probability",
-        tags=tags,
-    )
-    return mask_spec, prob_spec
-
-
 def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
     """Raise when every window was skipped: the scene is nodata throughout.
 
@@ -501,179 +402,6 @@ def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
     """
     if stats.windows_run == 0:
         raise all_nodata_error(info)
-
-
-@dataclass
-class RunOutputs:
-    """The outputs of one run, open under temporary names until the run succeeds.
-
-    Attributes:
-        mask, probabilities: COG writers (``probabilities`` only when asked for).
-        summary, outlines: temporary paths of the optional summary JSON and outline file.
-        accumulator: counts areas from the mask blocks as they are written (``None``
-            when areas cannot be computed).
-    """
-
-    mask: CogWriter
-    probabilities: CogWriter | None
-    summary: Path | None
-    outlines: Path | None
-    accumulator: AreaAccumulator | None
-
-    @classmethod
-    def open(
-        cls,
-        stack: ExitStack,
-        targets: dict[str, Path],
-        mask_spec: RasterSpec,
-        prob_spec: RasterSpec,
-        overwrite: bool,
-        accumulator: AreaAccumulator | None,
-    ) -> RunOutputs:
-        """Enter every requested output's atomic context on ``stack``."""
-        on_block = None if accumulator is None else accumulator.add
-        mask = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
-        probabilities = (
-            stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
-            if "probabilities" in targets
-            else None
-        )
-        summary = (
-            stack.enter_context(atomic_output(targets["summary"], overwrite))
-            if "summary" in targets
-            else None
-        )
-        outlines = (
-            stack.enter_context(atomic_output(targets["outlines"], overwrite))
-            if "outlines" in targets
-            else None
-        )
-        return cls(mask, probabilities, summary, outlines, accumulator)
-
-    def write(self, tile: FinishedTile, threshold: float) -> None:
-        """Threshold a finished tile into the mask (255 where nodata) and store its probabilities."""
-        p = tile.probabilities
-        mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
-        self.mask.write_tile(mask, tile.row_off, tile.col_off)
-        if self.probabilities is not None:
-            self.probabilities.write_tile(p, tile.row_off, tile.col_off)
-
-    def finish(
-        self, min_area: float, extra: dict[str, Any] | None = None
-    ) -> tuple[AreaSummary | None, int | None]:
-        """Build the COGs, then the summary (with ``extra`` fields) and outlines; return areas and polygon count."""
-        mask_tmp = self.mask.finish()
-        if self.probabilities is not None:
-            self.probabilities.finish()
-        area = self.accumulator.result() if self.accumulator is not None else None
-        if self.summary is not None:
-            assert area is not None
-            write_summary_json(area, self.summary, overwrite=True, extra=extra)
-        outline_count: int | None = None
-        if self.outlines is not None:
-            from geoglacier.measure.outlines import write_outlines
-
-            outline_count = write_outlines(mask_tmp, self.outlines, min_area_km2=min_area, overwrite=True)
-        return area, outline_count
-
-
-# ------------------------------------------------------------------------------ checks
-
-
-def check_outputs(
-    out: str | os.PathLike[str],
-    probabilities: str | os.PathLike[str] | None,
-    summary: str | os.PathLike[str] | None,
-    outlines: str | os.PathLike[str] | None,
-    overwrite: bool,
-    scene: str | os.PathLike[str] | None = None,
-    uncertainty: str | os.PathLike[str] | None = None,
-) -> dict[str, Path]:
-    """Check every requested output path before work; return them by role.
-
-    ``uncertainty`` is an ensemble's spread raster (checked like the others).
-
-    Raises:
-        OutputExistsError: an output exists and ``overwrite`` is False.
-        OutputPathError: a folder is missing or read-only, or two outputs share a path.
-        ConfigError: the outlines file has an unsupported extension.
-    """
-    requested = {
-        "mask": out, "probabilities": probabilities, "uncertainty": uncertainty, "summary": summary,
-        "outlines": outlines,
-    }  # fmt: skip
-    targets: dict[str, Path] = {}
-    seen: dict[Path, str] = {}
-    if scene is not None:
-        seen[Path(scene).resolve()] = "input scene"
-    for role, path in requested.items():
-        if path is None:
-            continue
-        key = Path(path).resolve()
-        if key in seen:
-            raise OutputPathError(
-                f"{path}: used for both the {seen[key]} and the {role} output; give distinct files"
-            )
-        target = check_output_path(path, overwrite)
-        seen[key] = role
-        targets[role] = target
-    if outlines is not None:
-        from geoglacier.measure.outlines import DRIVERS
-
-        if targets["outlines"].suffix.lower() not in DRIVERS:
-            raise ConfigError(
-                f"{outlines}: unknown outline format {targets['outlines'].suffix or '(no extension)'!r}; "
-                "use a .gpkg (GeoPackage, in the mask's CRS) or .geojson (EPSG:4326) file name"
-            )
-    return targets
-
-
-def check_min_area(min_area: float) -> None:
-    if not (min_area >= 0 and math.isfinite(min_area)):
-        raise ConfigError(f"--min-area must be >= 0 km2 (got {min_area})")
-
-
-def check_areas(info: SceneInfo, pixel_size: float | None, *, needed: bool, outlines: bool = False) -> bool:
-    """Whether areas can be computed for ``info``; raise if they are needed and cannot be.
-
-    Raises:
-        CRSMissingError: no CRS and a summary or outlines were asked for (outlines always
-            need a CRS; a summary can do with ``pixel_size``).
-        ConfigError: a non-positive ``pixel_size``.
-    """
-    if pixel_size is not None and not (pixel_size > 0 and math.isfinite(pixel_size)):
-        raise ConfigError(f"--pixel-size must be a positive number of metres (got {pixel_size})")
-    if info.crs is None and pixel_size is None and needed:
-        raise CRSMissingError(
-            f"{info.path} has no CRS, so areas cannot be computed; pass --pixel-size METRES "
-            "or assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
-        )
-    if outlines and info.crs is None:
-        raise CRSMissingError(
-            f"{info.path} has no CRS; outlines need a georeferenced scene "
-            "(assign the CRS, for example with gdal_edit.py -a_srs EPSG:XXXX)"
-        )
-    return info.crs is not None or pixel_size is not None
-
-
-def make_accumulator(
-    info: SceneInfo, pixel_size: float | None, *, needed: bool, source: str | os.PathLike[str] | None = None
-) -> AreaAccumulator | None:
-    """An area accumulator for the scene's grid, or ``None`` when areas cannot be computed.
-
-    Raises:
-        CRSMissingError: no CRS, no ``pixel_size``, and a summary or outlines were asked for.
-        ConfigError: a non-positive ``pixel_size``.
-    """
-    if not check_areas(info, pixel_size, needed=needed):
-        warnings.warn(
-            f"{info.path} has no CRS: the mask is written without one and no areas are computed "
-            "(pass --pixel-size METRES for areas)",
-            GeoglacierWarning,
-            stacklevel=3,
-        )
-        return None
-    return AreaAccumulator(info.transform, info.crs, info.height, info.width, pixel_size, source=source)
 
 
 # ----------------------------------------------------------------------------- top level
@@ -718,29 +446,6 @@ def _check_scene_run(
     return info, inv, date
 
 
-def _glacier_products(
-    result: SegmentResult,
-    inv: Any,
-    glaciers: str | os.PathLike[str] | None,
-    outlines: str | os.PathLike[str] | None,
-    min_area: float,
-    overwrite: bool,
-) -> SegmentResult:
-    """Write the per-glacier table and the outlines with inventory ids from the finished mask."""
-    if glaciers is not None:
-        table = run_glaciers(
-            result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
-        )
-        extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
-        result = replace(result, extra=extra)
-    if outlines is not None:
-        from geoglacier.measure.outlines import write_outlines
-
-        count = write_outlines(result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids))
-        result = replace(result, outlines=Path(outlines), outline_count=count)
-    return result
-
-
 def _run_segmenter(
     segmenter: Segmenter,
     scene: str | os.PathLike[str],
@@ -772,7 +477,7 @@ def _run_segmenter(
             date=date,
         )
         if inv is not None:
-            result = _glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
+            result = glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
     return result
 
 
@@ -812,7 +517,8 @@ def segment_scene(
         model_path: checkpoint written by ``geoglacier train``, or a model exported from
             one by ``geoglacier export`` (``.onnx``, ``.xml``).
         out: mask COG: uint8, 1 glacier, 0 not glacier, 255 nodata; the scene's grid.
-        window: window edge in pixels (multiple of 32); default :func:`default_window`.
+        window: window edge in pixels (multiple of 32); default
+            :func:`~geoglacier.inference.config.default_window`.
         overlap: fraction of a window shared with the next, in [0, 1).
         overlap_px: the overlap in pixels instead (wins over ``overlap`` when given).
         batch_size: windows per forward pass.
