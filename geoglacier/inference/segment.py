@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,7 @@ from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan,
 from geoglacier.io.atomic import sigterm_as_interrupt
 from geoglacier.io.cog import cog_blocksize
 from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo, inspect_scene, read_window
+from geoglacier.measure.areas import AreaSummary
 from geoglacier.products.metadata import check_date, product_tags, summary_fields
 from geoglacier.products.recipes import check_scene_recipe
 
@@ -263,41 +265,56 @@ class Segmenter:
         info = scene if isinstance(scene, SceneInfo) else self.inspect(scene)
         warn_if_striped(info, self.config.block_size)
         norm = self.normalization_of(info, progress)
+        offsets, blender, blocks = self._plan(info, tile)
+        stats = stats if stats is not None else RunStats()
+        stats.windows_total = len(offsets)
+        self.stats = stats
+        bar = progress_bar(stats.windows_total, info.path.name) if progress else None
+        reader = self._read_ahead(info, blocks, norm)
+        try:
+            yield from self._blend_blocks(reader, blender, stats, bar)
+        finally:
+            reader.close()
+            stats.max_open_pixels = blender.max_open_pixels
+            if bar is not None:
+                bar.close()
+
+    def _plan(self, info: SceneInfo, tile: int | None) -> tuple[np.ndarray, TileBlender, list[WindowBlock]]:
+        """The scene's window offsets, the blender of its output tiles and the blocks to read."""
         overlap = self.config.overlap_fraction()
         offsets = tile_grid(info.height, info.width, self.window, overlap)
         weights = blend_weights(self.window, self.config.blend)  # type: ignore[arg-type]
         blender = TileBlender(
             info.height, info.width, offsets, weights, tile or cog_blocksize(info.height, info.width)
         )
-        stats = stats if stats is not None else RunStats()
-        stats.windows_total = len(offsets)
-        self.stats = stats
         blocks = block_plan(info.height, info.width, self.window, overlap, self.config.block_size)
-        bar = progress_bar(stats.windows_total, info.path.name) if progress else None
-        reader = self._read_ahead(info, blocks, norm)
-        try:
-            pending: list[_Pending] = []
-            for block, x, valid in reader:
-                for item in self._windows_of(block, x, valid):
-                    if isinstance(item, tuple):  # no data: skip the model
-                        stats.windows_skipped += 1
-                        if bar is not None:
-                            bar.update(1)
-                        yield from blender.skip(np.array([item]))
-                        continue
-                    pending.append(item)
-                    if len(pending) == self.config.batch_size:
-                        yield from self._run_batch(pending, blender, stats, bar)
-                        pending = []
-                # The batch runs on into the next block: keep copies, not the block.
-                pending = [_Pending(p.offset, p.bands.copy(), p.valid.copy()) for p in pending]
-            if pending:
-                yield from self._run_batch(pending, blender, stats, bar)
-        finally:
-            reader.close()
-            stats.max_open_pixels = blender.max_open_pixels
-            if bar is not None:
-                bar.close()
+        return offsets, blender, blocks
+
+    def _blend_blocks(
+        self,
+        reader: Iterator[tuple[WindowBlock, np.ndarray, np.ndarray]],
+        blender: TileBlender,
+        stats: RunStats,
+        bar: Any,
+    ) -> Iterator[FinishedTile]:
+        """Batch the windows of each block read through the model; yield the tiles as they finish."""
+        pending: list[_Pending] = []
+        for block, x, valid in reader:
+            for item in self._windows_of(block, x, valid):
+                if isinstance(item, tuple):  # no data: skip the model
+                    stats.windows_skipped += 1
+                    if bar is not None:
+                        bar.update(1)
+                    yield from blender.skip(np.array([item]))
+                    continue
+                pending.append(item)
+                if len(pending) == self.config.batch_size:
+                    yield from self._run_batch(pending, blender, stats, bar)
+                    pending = []
+            # The batch runs on into the next block: keep copies, not the block.
+            pending = [_Pending(p.offset, p.bands.copy(), p.valid.copy()) for p in pending]
+        if pending:
+            yield from self._run_batch(pending, blender, stats, bar)
 
     def _windows_of(
         self, block: WindowBlock, x: np.ndarray, valid: np.ndarray
@@ -370,6 +387,17 @@ class Segmenter:
                 outputs.write(tile, float(self.meta.threshold))
             check_something_ran(info, stats)
             area, outline_count = outputs.finish(min_area, summary_fields(product))
+        return self._result(targets, area, outline_count, stats, time.perf_counter() - start)
+
+    def _result(
+        self,
+        targets: dict[str, Path],
+        area: AreaSummary | None,
+        outline_count: int | None,
+        stats: RunStats,
+        seconds: float,
+    ) -> SegmentResult:
+        """What :meth:`run` wrote and counted."""
         return SegmentResult(
             mask=targets["mask"],
             probabilities=targets.get("probabilities"),
@@ -379,7 +407,7 @@ class Segmenter:
             outline_count=outline_count,
             windows_run=stats.windows_run,
             windows_skipped=stats.windows_skipped,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             max_open_pixels=stats.max_open_pixels,
             device=self.device,
             precision=self.precision,
