@@ -45,7 +45,9 @@ import rasterio
 import torch
 
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
-from geoglacier.inference.segment import InferenceConfig, Segmenter, cpu_has_bf16
+from geoglacier.device import cpu_has_bf16
+from geoglacier.inference.config import InferenceConfig
+from geoglacier.inference.segment import Segmenter
 from geoglacier.inference.windows import tile_grid
 from geoglacier.model import ModelConfig, build_model
 from geoglacier.synthetic import generate_scene

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_inference import make_checkpoint, peak_rss_run  # noqa: E402
 
-from geoglacier.inference.segment import DEFAULT_BLOCK_SIZE  # noqa: E402
+from geoglacier.inference.config import DEFAULT_BLOCK_SIZE  # noqa: E402
 from geoglacier.inference.windows import tile_grid  # noqa: E402
 from geoglacier.synthetic import generate_scene  # noqa: E402
 

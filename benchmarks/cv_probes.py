@@ -52,7 +52,7 @@ def _standardised(path: Path) -> np.ndarray:
     """A strip standardised as the default per-scene mode does it (its valid pixels' mean and std)."""
     import rasterio
 
-    from geoglacier.inference.segment import scene_normalization
+    from geoglacier.inference.normalization import scene_normalization
     from geoglacier.io.scene import inspect_scene
 
     mean, std = scene_normalization(inspect_scene(path, expected_bands=None, warn_no_crs=False))

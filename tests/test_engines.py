@@ -24,9 +24,10 @@ from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
 from geoglacier.cli.main import cli
 from geoglacier.errors import CheckpointError, EngineUnavailableError, GeoglacierWarning, RecipeMismatchError
 from geoglacier.inference import engines
+from geoglacier.inference.config import InferenceConfig
 from geoglacier.inference.engines import load_engine
 from geoglacier.inference.export import cache_dir, cached_export, export_model, read_exported_meta
-from geoglacier.inference.segment import InferenceConfig, Segmenter, segment_scene
+from geoglacier.inference.segment import Segmenter, segment_scene
 from geoglacier.inference.windows import stride_for
 from geoglacier.model import ModelConfig, build_model
 from tests.data import write_scene

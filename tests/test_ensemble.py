@@ -269,7 +269,8 @@ def test_ensemble_mask_and_summary_carry_the_acquisition_date(
 def test_loaded_members_must_match_and_carry_their_own_window(
     members: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    from geoglacier.inference.segment import InferenceConfig, Segmenter
+    from geoglacier.inference.config import InferenceConfig
+    from geoglacier.inference.segment import Segmenter
 
     scene, a, b = members
     segs = [Segmenter.from_checkpoint(p, InferenceConfig(device="cpu", window=64)) for p in (a, b)]

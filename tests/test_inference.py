@@ -24,8 +24,10 @@ from geoglacier.errors import (
     OutputExistsError,
     OutputPathError,
 )
+from geoglacier.inference import engines
 from geoglacier.inference import segment as inference
-from geoglacier.inference.segment import InferenceConfig, Segmenter, segment_scene
+from geoglacier.inference.config import InferenceConfig
+from geoglacier.inference.segment import Segmenter, segment_scene
 from geoglacier.inference.windows import tile_grid
 from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.model import ModelConfig, build_model
@@ -433,8 +435,8 @@ def test_reduced_precision_agrees_with_fp32(tmp_path: Path, checkpoint: Path) ->
     )
     assert np.abs(ref - low).max() < 0.05
     cpu = torch.device("cpu")
-    assert inference.resolve_precision("auto", cpu) == torch.float32  # bf16 only when asked for on CPU
-    assert inference.resolve_precision("bf16", cpu) == torch.bfloat16
+    assert engines.resolve_precision("auto", cpu) == torch.float32  # bf16 only when asked for on CPU
+    assert engines.resolve_precision("bf16", cpu) == torch.bfloat16
 
 
 @pytest.mark.parametrize("axis", ["height", "width"])

@@ -27,7 +27,8 @@ from geoglacier.checkpoint import (
 )
 from geoglacier.errors import CheckpointError, ConfigError, InvalidRasterError
 from geoglacier.inference.ensemble import segment_ensemble
-from geoglacier.inference.segment import scene_normalization, segment_scene
+from geoglacier.inference.normalization import scene_normalization
+from geoglacier.inference.segment import segment_scene
 from geoglacier.io.scene import inspect_scene
 from geoglacier.model import ModelConfig, build_model
 from geoglacier.training.datasets import make_datasets
@@ -164,7 +165,7 @@ def test_ensemble_members_in_scene_mode_are_invariant(
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Record every scene scan that inference makes (and forget what it remembers)."""
-    import geoglacier.inference.segment as segment
+    import geoglacier.inference.normalization as normalization
 
     scans: list[Path] = []
 
@@ -172,15 +173,15 @@ def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         scans.append(Path(path))
         return scene_scan(path, *args, **kwargs)
 
-    segment.clear_scene_stats()
-    monkeypatch.setattr(segment, "scene_scan", counting)
+    normalization.clear_scene_stats()
+    monkeypatch.setattr(normalization, "scene_scan", counting)
     return scans
 
 
 def test_ensemble_in_scene_mode_scans_the_scene_once(
     scenes: tuple[Path, Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from geoglacier.inference.segment import clear_scene_stats
+    from geoglacier.inference.normalization import clear_scene_stats
 
     s, _, _ = scenes
     scans = _count_scans(monkeypatch)
@@ -202,7 +203,7 @@ def test_remembered_scene_statistics_follow_the_file(tmp_path: Path, monkeypatch
     import dataclasses
     import os
 
-    from geoglacier.inference.segment import SCENE_STATS_CACHE_SIZE
+    from geoglacier.inference.normalization import SCENE_STATS_CACHE_SIZE
 
     scans = _count_scans(monkeypatch)
     data = _with_nodata(scene_array(64, 64, seed=11))

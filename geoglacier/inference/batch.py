@@ -131,7 +131,8 @@ def _worker_segmenters(
     """Load the models (one, or an ensemble's members) once per worker process and keep them for later scenes."""
     import torch
 
-    from geoglacier.inference.segment import InferenceConfig, Segmenter
+    from geoglacier.inference.config import InferenceConfig
+    from geoglacier.inference.segment import Segmenter
 
     stamps = tuple((m, os.path.getmtime(m)) for m in models)
     key = (stamps, device, tuple(sorted(config_options.items())))
@@ -364,7 +365,7 @@ def _check_batch(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     config_options, _ = _split_options(options)
-    from geoglacier.inference.segment import InferenceConfig
+    from geoglacier.inference.config import InferenceConfig
 
     # Bad options fail here, once, before a cluster starts.
     InferenceConfig(device=device, **config_options).validate()

@@ -348,7 +348,7 @@ def _check_outputs(
     overwrite: bool,
 ) -> SceneInfo:
     """Check the outputs, ``min_area`` and the scene's CRS as one model's run does; return the scene's info."""
-    from geoglacier.inference.segment import check_areas, check_min_area, check_outputs
+    from geoglacier.inference.outputs import check_areas, check_min_area, check_outputs
 
     check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene, uncertainty=uncertainty)
     check_min_area(min_area)

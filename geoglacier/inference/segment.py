@@ -24,25 +24,23 @@ the open tiles along the front of processed blocks: a band across the scene's sh
 side, so neither a taller nor a wider scene needs more. :class:`Segmenter` yields the
 finished tiles (:meth:`Segmenter.predict`) or writes them as COG masks
 (:meth:`Segmenter.run`); :func:`segment_scene` checks everything, loads the checkpoint
-and runs it.
+and runs it. The options are :class:`~geoglacier.inference.config.InferenceConfig`; the
+normalisation statistics come from :mod:`geoglacier.inference.normalization`, and what a
+run writes, checked before it starts, from :mod:`geoglacier.inference.outputs`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import sys
-import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -51,231 +49,37 @@ from torch import nn
 
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.device import resolve_device
-from geoglacier.errors import (
-    CheckpointError,
-    ConfigError,
-    CRSMissingError,
-    GeoglacierWarning,
-    InvalidRasterError,
-    OutputPathError,
-)
-from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
+from geoglacier.errors import CheckpointError, GeoglacierWarning
+from geoglacier.glaciers.areas import prepare_glacier_table
 from geoglacier.inference.blend import FinishedTile, TileBlender
-from geoglacier.inference.engines import (
-    ENGINES,
-    PRECISIONS,
-    Engine,
-    TorchEngine,
-    cpu_has_bf16,  # noqa: F401 - importable from here as before
-    load_engine,
-    precision_name,  # noqa: F401
-    resolve_precision,
+from geoglacier.inference.config import InferenceConfig, check_segmentation_meta, default_window
+from geoglacier.inference.engines import Engine, TorchEngine, load_engine, resolve_precision
+from geoglacier.inference.normalization import (
+    all_nodata_error,
+    block_statistics,
+    normalise_block,
+    scene_normalization,
 )
-from geoglacier.inference.windows import (
-    BLEND_MODES,
-    WindowBlock,
-    blend_weights,
-    block_plan,
-    check_overlap,
-    check_window,
-    pad_reflect,
-    tile_grid,
+from geoglacier.inference.outputs import (
+    RunOutputs,
+    check_areas,
+    check_min_area,
+    check_outputs,
+    glacier_products,
+    make_accumulator,
+    output_specs,
 )
-from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
-from geoglacier.io.cog import CogWriter, RasterSpec, cog_blocksize, cog_output
-from geoglacier.io.masks import IGNORE
-from geoglacier.io.scene import (
-    GDAL_CACHE_BYTES,
-    SceneInfo,
-    inspect_scene,
-    read_window,
-    valid_pixels,
-)
-from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+from geoglacier.inference.results import RunStats, SegmentResult
+from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan, tile_grid
+from geoglacier.io.atomic import sigterm_as_interrupt
+from geoglacier.io.cog import cog_blocksize
+from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo, inspect_scene, read_window
+from geoglacier.measure.areas import AreaSummary
 from geoglacier.products.metadata import check_date, product_tags, summary_fields
 from geoglacier.products.recipes import check_scene_recipe
-from geoglacier.training.normalization import STD_FLOOR, scene_scan
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-#: Edge in pixels of the blocks of windows read and blended together (see InferenceConfig).
-DEFAULT_BLOCK_SIZE: int = 1024
 
 #: Test-time augmentation: the identity and the three flips (dims of an NCHW tensor).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _whole_at_least(value: object, minimum: int) -> bool:
-    """True for an int (not a bool) of at least ``minimum``."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How windows are cut, blended and run through the model.
-
-    Attributes:
-        window: window edge in pixels, a multiple of 32; ``None`` uses the checkpoint's
-            ``patch_size`` (the size the network was trained on).
-        overlap: fraction of a window shared with its neighbour, in [0, 1).
-        overlap_px: the overlap in pixels instead (0 <= overlap_px < window); when given it
-            wins over ``overlap``, so a larger window keeps the same margin around each
-            window's centre instead of a proportionally larger one.
-        batch_size: windows per forward pass (>= 1).
-        blend: weight map for blending overlapping windows: gaussian, cosine or none.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (bf16 on CUDA, fp16 on older GPUs, fp32 on CPU), ``fp32``,
-            ``bf16`` or ``fp16``.
-        engine: what runs the network: ``auto``, ``torch``, ``onnxruntime`` or
-            ``openvino`` (see :mod:`geoglacier.inference.engines`).
-        tta: average the predictions of the four flips of each window.
-        block_size: largest edge in pixels of the blocks of windows read and blended
-            together; memory follows it (two blocks of input bands and about a
-            block-wide band of output tiles), not the scene size.
-    """
-
-    window: int | None = None
-    overlap: float = 0.25
-    batch_size: int = 4
-    blend: str = "gaussian"
-    device: str = "auto"
-    precision: str = "auto"
-    tta: bool = False
-    block_size: int = DEFAULT_BLOCK_SIZE
-    engine: str = "auto"
-    overlap_px: int | None = None
-
-    def validate(self) -> InferenceConfig:
-        """Check every field (not the device's availability); return ``self``.
-
-        Raises:
-            ConfigError: naming the offending option and a valid value.
-        """
-        if self.window is not None:
-            check_window(self.window)
-        check_overlap(self.overlap)
-        if self.overlap_px is not None:
-            if not _whole_at_least(self.overlap_px, 0):
-                raise ConfigError(
-                    f"--overlap-px must be a whole number of pixels >= 0 (got {self.overlap_px!r})"
-                )
-            if self.window is not None and self.overlap_px >= self.window:
-                raise ConfigError(
-                    f"--overlap-px {self.overlap_px} must be less than the window ({self.window} px)"
-                )
-        if self.engine not in ENGINES:
-            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
-        if not _whole_at_least(self.batch_size, 1):
-            raise ConfigError(f"--batch-size must be a positive integer (got {self.batch_size!r}); use 4")
-        if not _whole_at_least(self.block_size, 1):
-            raise ConfigError(
-                f"block_size must be a positive number of pixels (got {self.block_size!r}); use {DEFAULT_BLOCK_SIZE}"
-            )
-        if self.blend not in BLEND_MODES:
-            raise ConfigError(f"--blend must be one of {', '.join(BLEND_MODES)} (got {self.blend!r})")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        return self
-
-    def overlap_fraction(self) -> float:
-        """The overlap as a fraction of the window (``overlap_px / window`` when pixels are given).
-
-        :func:`geoglacier.inference.windows.stride_for` rounds ``window * fraction`` back
-        to exactly ``overlap_px``.
-        """
-        assert self.window is not None
-        if self.overlap_px is not None:
-            return check_overlap(self.overlap_px / self.window)
-        return float(self.overlap)
-
-
-# ------------------------------------------------------------------------------- results
-
-
-@dataclass
-class RunStats:
-    """Counters of one pass over a scene."""
-
-    windows_total: int = 0
-    windows_run: int = 0
-    windows_skipped: int = 0
-    batches: int = 0
-    max_open_pixels: int = 0
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """What :func:`segment_scene` wrote and counted.
-
-    Attributes:
-        mask: the mask COG (uint8: 1 glacier, 0 not glacier, 255 nodata).
-        probabilities, summary_path, outlines: the optional outputs (``None`` when not asked).
-        summary: glacier and valid areas (``None`` when the scene has no CRS and no
-            pixel size was given).
-        outline_count: polygons written to ``outlines``.
-        windows_run, windows_skipped: windows through the model / skipped as all-nodata.
-        seconds: wall time of the run.
-        max_open_pixels: most pixels held at once in open blending tiles (bounded by the
-            block size and the scene's shorter side, not by its area).
-        device, precision: what the model ran on.
-        engine: what ran the network (``torch``, ``onnxruntime``, ``openvino``) and
-            ``engine_reason``, why (``auto``'s choice or "asked for").
-    """
-
-    mask: Path
-    probabilities: Path | None = None
-    summary_path: Path | None = None
-    outlines: Path | None = None
-    summary: AreaSummary | None = None
-    outline_count: int | None = None
-    windows_run: int = 0
-    windows_skipped: int = 0
-    seconds: float = 0.0
-    max_open_pixels: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"
-    engine: str = "torch"
-    engine_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------- engine
-
-
-def check_segmentation_meta(meta: CheckpointMeta) -> None:
-    """Check that a checkpoint can segment: one output class, one mean and std per band.
-
-    Raises:
-        CheckpointError: naming what is wrong and how to fix it.
-    """
-    if meta.model.classes != 1:
-        raise CheckpointError(
-            f"the checkpoint has {meta.model.classes} output classes; segment-scene needs a "
-            "binary glacier model (classes=1)"
-        )
-    if len(meta.mean) != meta.band_count or len(meta.std) != meta.band_count:
-        raise CheckpointError(
-            f"the checkpoint's normalisation has {len(meta.mean)} means and {len(meta.std)} stds "
-            f"for {meta.band_count} bands; re-export the checkpoint"
-        )
-    if not all(s >= 0 and math.isfinite(s) for s in meta.std):
-        raise CheckpointError(f"the checkpoint's band std {meta.std} must be finite and >= 0")
-
-
-def default_window(meta: CheckpointMeta) -> int:
-    """The window used when none is given: the checkpoint's training patch size.
-
-    The network is fully convolutional and larger windows compute fewer pixels twice,
-    but they also change its answer: a U-Net++/ResNet34 trained on 128 px patches gave
-    masks that differ on 2.7 % of the pixels at 512 px windows against 256 px and an
-    MCC 0.02 lower on a held-out strip, for at most 10 % less time on onnxruntime or
-    OpenVINO (benchmarks/results/inference.md). Larger windows stay an option
-    (``window`` with ``overlap_px``), measured, not the default.
-    """
-    return check_window(int(meta.patch_size))
 
 
 def progress_bar(total: int, name: str) -> Any:
@@ -283,142 +87,6 @@ def progress_bar(total: int, name: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="window", file=sys.stderr, desc=name)
-
-
-def normalise_block(
-    raw: np.ndarray, nodata: float | None, mean: np.ndarray, std: np.ndarray, window: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised bands of a block read from the scene, nodata set to 0, padded up to one window.
-
-    Returns:
-        ``(bands, h, w)`` float32 and the ``(h, w)`` validity (False on padding), where
-        ``h, w`` are the block's sides, or ``window`` for a side of a scene smaller than one.
-    """
-    valid = valid_pixels(raw, nodata)
-    raw -= mean  # in place: the block is the largest array held, keep one copy
-    raw /= std
-    raw[:, ~valid] = 0.0
-    x = pad_reflect(raw, window)
-    if valid.shape != x.shape[1:]:
-        padded = np.zeros(x.shape[1:], dtype=bool)
-        padded[: valid.shape[0], : valid.shape[1]] = valid
-        valid = padded
-    return x, valid
-
-
-def block_statistics(
-    mean: tuple[float, ...] | np.ndarray, std: tuple[float, ...] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std as float32 ``(bands, 1, 1)`` arrays for :func:`normalise_block`.
-
-    The std gets the same floor as training's ``Normalization.apply``, for constant bands.
-    """
-    mean32 = np.asarray(mean, dtype=np.float32)[:, None, None]
-    std32 = np.maximum(np.asarray(std, dtype=np.float32), STD_FLOOR)[:, None, None]
-    return mean32, std32
-
-
-def all_nodata_error(info: SceneInfo) -> InvalidRasterError:
-    """The error for a scene whose every pixel is nodata, naming it and its nodata value."""
-    nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
-    return InvalidRasterError(
-        f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
-        "check the scene and its nodata value"
-    )
-
-
-#: Scenes whose statistics :func:`scene_normalization` keeps (a few: an ensemble's members
-#: share one scene; segment-scenes runs a few scenes at once per worker).
-SCENE_STATS_CACHE_SIZE: int = 4
-
-_scene_stats: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-_scene_stats_lock = threading.Lock()
-
-
-def scene_normalization(info: SceneInfo, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The scene's own per-band mean and std over its valid pixels, as :func:`block_statistics`.
-
-    One lazy pass over the scene, chunk by chunk in bounded memory
-    (:func:`geoglacier.training.normalization.scene_scan`, the pass that training with
-    ``normalization="scene"`` makes over each of its scenes, so a scene gets the same
-    statistics in both), on dask's threaded scheduler so that it also runs inside a
-    dask.distributed task (segment-scenes).
-
-    The result is remembered for the last :data:`SCENE_STATS_CACHE_SIZE` scenes, keyed on
-    the file's identity and modification (:func:`scene_stats_key`) and its nodata value,
-    so the K members of an ensemble scan the scene once, and a rewritten file is scanned
-    again. The arrays returned are read-only (they are shared between callers). Two
-    threads asking for one new scene at the same moment may both scan it.
-
-    Raises:
-        InvalidRasterError: the scene has no valid pixel.
-    """
-    key = scene_stats_key(info)
-    with _scene_stats_lock:
-        cached = _scene_stats.get(key) if key is not None else None
-        if cached is not None:
-            _scene_stats.move_to_end(key)
-            return cached
-    stats = _scan_normalization(info, progress)  # outside the lock: other scenes go on meanwhile
-    if key is not None:
-        with _scene_stats_lock:
-            _scene_stats[key] = stats
-            _scene_stats.move_to_end(key)
-            while len(_scene_stats) > SCENE_STATS_CACHE_SIZE:
-                _scene_stats.popitem(last=False)
-    return stats
-
-
-def scene_stats_key(info: SceneInfo) -> tuple[Any, ...] | None:
-    """What identifies a scene's statistics: each of its files' identity and times, and nodata.
-
-    The files are those GDAL reads for the scene (``rasterio``'s ``files``): the file
-    itself and its sidecars, and for a ``.vrt`` the rasters it points to, so rewriting a
-    VRT's source is seen too. ``None`` (do not cache) when a file cannot be stat'ed (a
-    GDAL virtual path). The inode and ctime catch a file replaced by a rename even
-    within the mtime's resolution.
-    """
-    if not info.path.is_file():  # a GDAL virtual path (/vsicurl/...): not even opened for a key
-        return None
-    nodata = None if info.nodata is None else float(info.nodata).hex()  # NaN != NaN: key its text
-    try:
-        return (*(_file_identity(Path(f)) for f in _scene_files(info.path)), nodata)
-    except OSError:
-        return None
-
-
-def _scene_files(path: Path) -> list[str]:
-    """The files GDAL opens for ``path``, the path itself first."""
-    try:
-        with rasterio.open(path) as src:
-            files = list(src.files)
-    except rasterio.errors.RasterioError as exc:
-        raise OSError(str(exc)) from exc
-    return [str(path), *(f for f in files if Path(f).resolve() != path.resolve())]
-
-
-def _file_identity(path: Path) -> tuple[Any, ...]:
-    resolved = path.resolve()
-    st = resolved.stat()
-    return (str(resolved), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def clear_scene_stats() -> None:
-    """Forget every remembered scene statistic (:func:`scene_normalization`)."""
-    with _scene_stats_lock:
-        _scene_stats.clear()
-
-
-def _scan_normalization(info: SceneInfo, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One scan of the scene into read-only :func:`block_statistics` arrays."""
-    scan = scene_scan(info.path, nodata=info.nodata, scheduler="threads", progress=progress)
-    if (scan.moments.count == 0).any():
-        raise all_nodata_error(info)
-    norm = scan.moments.normalization(str(info.path))
-    mean, std = block_statistics(norm.mean, norm.std)
-    mean.flags.writeable = False
-    std.flags.writeable = False
-    return mean, std
 
 
 def warn_if_striped(info: SceneInfo, block_size: int) -> None:
@@ -533,11 +201,12 @@ class Segmenter:
     # ------------------------------------------------------------------------ data side
 
     def normalization_of(self, info: SceneInfo, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The per-band mean and std that normalise ``info``'s windows (see :func:`block_statistics`).
+        """The per-band mean and std that normalise ``info``'s windows.
 
-        The checkpoint's training statistics, or with a ``normalization="scene"``
-        checkpoint the scene's own (:func:`scene_normalization`: one more lazy pass
-        over the scene, with a progress bar when ``progress``).
+        As :func:`~geoglacier.inference.normalization.block_statistics` arrays: the
+        checkpoint's training statistics, or with a ``normalization="scene"`` checkpoint
+        the scene's own (:func:`~geoglacier.inference.normalization.scene_normalization`:
+        one more lazy pass over the scene, with a progress bar when ``progress``).
         """
         if self.meta.normalization == "scene":
             return scene_normalization(info, progress)
@@ -596,41 +265,56 @@ class Segmenter:
         info = scene if isinstance(scene, SceneInfo) else self.inspect(scene)
         warn_if_striped(info, self.config.block_size)
         norm = self.normalization_of(info, progress)
+        offsets, blender, blocks = self._plan(info, tile)
+        stats = stats if stats is not None else RunStats()
+        stats.windows_total = len(offsets)
+        self.stats = stats
+        bar = progress_bar(stats.windows_total, info.path.name) if progress else None
+        reader = self._read_ahead(info, blocks, norm)
+        try:
+            yield from self._blend_blocks(reader, blender, stats, bar)
+        finally:
+            reader.close()
+            stats.max_open_pixels = blender.max_open_pixels
+            if bar is not None:
+                bar.close()
+
+    def _plan(self, info: SceneInfo, tile: int | None) -> tuple[np.ndarray, TileBlender, list[WindowBlock]]:
+        """The scene's window offsets, the blender of its output tiles and the blocks to read."""
         overlap = self.config.overlap_fraction()
         offsets = tile_grid(info.height, info.width, self.window, overlap)
         weights = blend_weights(self.window, self.config.blend)  # type: ignore[arg-type]
         blender = TileBlender(
             info.height, info.width, offsets, weights, tile or cog_blocksize(info.height, info.width)
         )
-        stats = stats if stats is not None else RunStats()
-        stats.windows_total = len(offsets)
-        self.stats = stats
         blocks = block_plan(info.height, info.width, self.window, overlap, self.config.block_size)
-        bar = progress_bar(stats.windows_total, info.path.name) if progress else None
-        reader = self._read_ahead(info, blocks, norm)
-        try:
-            pending: list[_Pending] = []
-            for block, x, valid in reader:
-                for item in self._windows_of(block, x, valid):
-                    if isinstance(item, tuple):  # no data: skip the model
-                        stats.windows_skipped += 1
-                        if bar is not None:
-                            bar.update(1)
-                        yield from blender.skip(np.array([item]))
-                        continue
-                    pending.append(item)
-                    if len(pending) == self.config.batch_size:
-                        yield from self._run_batch(pending, blender, stats, bar)
-                        pending = []
-                # The batch runs on into the next block: keep copies, not the block.
-                pending = [_Pending(p.offset, p.bands.copy(), p.valid.copy()) for p in pending]
-            if pending:
-                yield from self._run_batch(pending, blender, stats, bar)
-        finally:
-            reader.close()
-            stats.max_open_pixels = blender.max_open_pixels
-            if bar is not None:
-                bar.close()
+        return offsets, blender, blocks
+
+    def _blend_blocks(
+        self,
+        reader: Iterator[tuple[WindowBlock, np.ndarray, np.ndarray]],
+        blender: TileBlender,
+        stats: RunStats,
+        bar: Any,
+    ) -> Iterator[FinishedTile]:
+        """Batch the windows of each block read through the model; yield the tiles as they finish."""
+        pending: list[_Pending] = []
+        for block, x, valid in reader:
+            for item in self._windows_of(block, x, valid):
+                if isinstance(item, tuple):  # no data: skip the model
+                    stats.windows_skipped += 1
+                    if bar is not None:
+                        bar.update(1)
+                    yield from blender.skip(np.array([item]))
+                    continue
+                pending.append(item)
+                if len(pending) == self.config.batch_size:
+                    yield from self._run_batch(pending, blender, stats, bar)
+                    pending = []
+            # The batch runs on into the next block: keep copies, not the block.
+            pending = [_Pending(p.offset, p.bands.copy(), p.valid.copy()) for p in pending]
+        if pending:
+            yield from self._run_batch(pending, blender, stats, bar)
 
     def _windows_of(
         self, block: WindowBlock, x: np.ndarray, valid: np.ndarray
@@ -703,6 +387,17 @@ class Segmenter:
                 outputs.write(tile, float(self.meta.threshold))
             check_something_ran(info, stats)
             area, outline_count = outputs.finish(min_area, summary_fields(product))
+        return self._result(targets, area, outline_count, stats, time.perf_counter() - start)
+
+    def _result(
+        self,
+        targets: dict[str, Path],
+        area: AreaSummary | None,
+        outline_count: int | None,
+        stats: RunStats,
+        seconds: float,
+    ) -> SegmentResult:
+        """What :meth:`run` wrote and counted."""
         return SegmentResult(
             mask=targets["mask"],
             probabilities=targets.get("probabilities"),
@@ -712,7 +407,7 @@ class Segmenter:
             outline_count=outline_count,
             windows_run=stats.windows_run,
             windows_skipped=stats.windows_skipped,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             max_open_pixels=stats.max_open_pixels,
             device=self.device,
             precision=self.precision,
@@ -727,39 +422,6 @@ class Segmenter:
         )
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def output_specs(
-    info: SceneInfo, window: int, product: dict[str, str] | None = None
-) -> tuple[RasterSpec, RasterSpec]:
-    """Grid, encoding and tags of the mask COG and the probability COG of ``info``.
-
-    ``product`` tags (acquisition date, sensor, source product) are copied onto both.
-    """
-    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window), **(product or {})}
-    mask_spec = RasterSpec(
-        info.height,
-        info.width,
-        info.crs,
-        info.transform,
-        "uint8",
-        IGNORE,
-        resampling="NEAREST",
-        description="glacier",
-        tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
-    )
-    prob_spec = replace(
-        mask_spec,
-        dtype="float32",
-        nodata=float("nan"),
-        resampling="AVERAGE",
-        description="glacier probability",
-        tags=tags,
-    )
-    return mask_spec, prob_spec
-
-
 def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
     """Raise when every window was skipped: the scene is nodata throughout.
 
@@ -768,179 +430,6 @@ def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
     """
     if stats.windows_run == 0:
         raise all_nodata_error(info)
-
-
-@dataclass
-class RunOutputs:
-    """The outputs of one run, open under temporary names until the run succeeds.
-
-    Attributes:
-        mask, probabilities: COG writers (``probabilities`` only when asked for).
-        summary, outlines: temporary paths of the optional summary JSON and outline file.
-        accumulator: counts areas from the mask blocks as they are written (``None``
-            when areas cannot be computed).
-    """
-
-    mask: CogWriter
-    probabilities: CogWriter | None
-    summary: Path | None
-    outlines: Path | None
-    accumulator: AreaAccumulator | None
-
-    @classmethod
-    def open(
-        cls,
-        stack: ExitStack,
-        targets: dict[str, Path],
-        mask_spec: RasterSpec,
-        prob_spec: RasterSpec,
-        overwrite: bool,
-        accumulator: AreaAccumulator | None,
-    ) -> RunOutputs:
-        """Enter every requested output's atomic context on ``stack``."""
-        on_block = None if accumulator is None else accumulator.add
-        mask = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
-        probabilities = (
-            stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
-            if "probabilities" in targets
-            else None
-        )
-        summary = (
-            stack.enter_context(atomic_output(targets["summary"], overwrite))
-            if "summary" in targets
-            else None
-        )
-        outlines = (
-            stack.enter_context(atomic_output(targets["outlines"], overwrite))
-            if "outlines" in targets
-            else None
-        )
-        return cls(mask, probabilities, summary, outlines, accumulator)
-
-    def write(self, tile: FinishedTile, threshold: float) -> None:
-        """Threshold a finished tile into the mask (255 where nodata) and store its probabilities."""
-        p = tile.probabilities
-        mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
-        self.mask.write_tile(mask, tile.row_off, tile.col_off)
-        if self.probabilities is not None:
-            self.probabilities.write_tile(p, tile.row_off, tile.col_off)
-
-    def finish(
-        self, min_area: float, extra: dict[str, Any] | None = None
-    ) -> tuple[AreaSummary | None, int | None]:
-        """Build the COGs, then the summary (with ``extra`` fields) and outlines; return areas and polygon count."""
-        mask_tmp = self.mask.finish()
-        if self.probabilities is not None:
-            self.probabilities.finish()
-        area = self.accumulator.result() if self.accumulator is not None else None
-        if self.summary is not None:
-            assert area is not None
-            write_summary_json(area, self.summary, overwrite=True, extra=extra)
-        outline_count: int | None = None
-        if self.outlines is not None:
-            from geoglacier.measure.outlines import write_outlines
-
-            outline_count = write_outlines(mask_tmp, self.outlines, min_area_km2=min_area, overwrite=True)
-        return area, outline_count
-
-
-# ------------------------------------------------------------------------------ checks
-
-
-def check_outputs(
-    out: str | os.PathLike[str],
-    probabilities: str | os.PathLike[str] | None,
-    summary: str | os.PathLike[str] | None,
-    outlines: str | os.PathLike[str] | None,
-    overwrite: bool,
-    scene: str | os.PathLike[str] | None = None,
-    uncertainty: str | os.PathLike[str] | None = None,
-) -> dict[str, Path]:
-    """Check every requested output path before work; return them by role.
-
-    ``uncertainty`` is an ensemble's spread raster (checked like the others).
-
-    Raises:
-        OutputExistsError: an output exists and ``overwrite`` is False.
-        OutputPathError: a folder is missing or read-only, or two outputs share a path.
-        ConfigError: the outlines file has an unsupported extension.
-    """
-    requested = {
-        "mask": out, "probabilities": probabilities, "uncertainty": uncertainty, "summary": summary,
-        "outlines": outlines,
-    }  # fmt: skip
-    targets: dict[str, Path] = {}
-    seen: dict[Path, str] = {}
-    if scene is not None:
-        seen[Path(scene).resolve()] = "input scene"
-    for role, path in requested.items():
-        if path is None:
-            continue
-        key = Path(path).resolve()
-        if key in seen:
-            raise OutputPathError(
-                f"{path}: used for both the {seen[key]} and the {role} output; give distinct files"
-            )
-        target = check_output_path(path, overwrite)
-        seen[key] = role
-        targets[role] = target
-    if outlines is not None:
-        from geoglacier.measure.outlines import DRIVERS
-
-        if targets["outlines"].suffix.lower() not in DRIVERS:
-            raise ConfigError(
-                f"{outlines}: unknown outline format {targets['outlines'].suffix or '(no extension)'!r}; "
-                "use a .gpkg (GeoPackage, in the mask's CRS) or .geojson (EPSG:4326) file name"
-            )
-    return targets
-
-
-def check_min_area(min_area: float) -> None:
-    if not (min_area >= 0 and math.isfinite(min_area)):
-        raise ConfigError(f"--min-area must be >= 0 km2 (got {min_area})")
-
-
-def check_areas(info: SceneInfo, pixel_size: float | None, *, needed: bool, outlines: bool = False) -> bool:
-    """Whether areas can be computed for ``info``; raise if they are needed and cannot be.
-
-    Raises:
-        CRSMissingError: no CRS and a summary or outlines were asked for (outlines always
-            need a CRS; a summary can do with ``pixel_size``).
-        ConfigError: a non-positive ``pixel_size``.
-    """
-    if pixel_size is not None and not (pixel_size > 0 and math.isfinite(pixel_size)):
-        raise ConfigError(f"--pixel-size must be a positive number of metres (got {pixel_size})")
-    if info.crs is None and pixel_size is None and needed:
-        raise CRSMissingError(
-            f"{info.path} has no CRS, so areas cannot be computed; pass --pixel-size METRES "
-            "or assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
-        )
-    if outlines and info.crs is None:
-        raise CRSMissingError(
-            f"{info.path} has no CRS; outlines need a georeferenced scene "
-            "(assign the CRS, for example with gdal_edit.py -a_srs EPSG:XXXX)"
-        )
-    return info.crs is not None or pixel_size is not None
-
-
-def make_accumulator(
-    info: SceneInfo, pixel_size: float | None, *, needed: bool, source: str | os.PathLike[str] | None = None
-) -> AreaAccumulator | None:
-    """An area accumulator for the scene's grid, or ``None`` when areas cannot be computed.
-
-    Raises:
-        CRSMissingError: no CRS, no ``pixel_size``, and a summary or outlines were asked for.
-        ConfigError: a non-positive ``pixel_size``.
-    """
-    if not check_areas(info, pixel_size, needed=needed):
-        warnings.warn(
-            f"{info.path} has no CRS: the mask is written without one and no areas are computed "
-            "(pass --pixel-size METRES for areas)",
-            GeoglacierWarning,
-            stacklevel=3,
-        )
-        return None
-    return AreaAccumulator(info.transform, info.crs, info.height, info.width, pixel_size, source=source)
 
 
 # ----------------------------------------------------------------------------- top level
@@ -985,29 +474,6 @@ def _check_scene_run(
     return info, inv, date
 
 
-def _glacier_products(
-    result: SegmentResult,
-    inv: Any,
-    glaciers: str | os.PathLike[str] | None,
-    outlines: str | os.PathLike[str] | None,
-    min_area: float,
-    overwrite: bool,
-) -> SegmentResult:
-    """Write the per-glacier table and the outlines with inventory ids from the finished mask."""
-    if glaciers is not None:
-        table = run_glaciers(
-            result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
-        )
-        extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
-        result = replace(result, extra=extra)
-    if outlines is not None:
-        from geoglacier.measure.outlines import write_outlines
-
-        count = write_outlines(result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids))
-        result = replace(result, outlines=Path(outlines), outline_count=count)
-    return result
-
-
 def _run_segmenter(
     segmenter: Segmenter,
     scene: str | os.PathLike[str],
@@ -1039,7 +505,7 @@ def _run_segmenter(
             date=date,
         )
         if inv is not None:
-            result = _glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
+            result = glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
     return result
 
 
@@ -1079,7 +545,8 @@ def segment_scene(
         model_path: checkpoint written by ``geoglacier train``, or a model exported from
             one by ``geoglacier export`` (``.onnx``, ``.xml``).
         out: mask COG: uint8, 1 glacier, 0 not glacier, 255 nodata; the scene's grid.
-        window: window edge in pixels (multiple of 32); default :func:`default_window`.
+        window: window edge in pixels (multiple of 32); default
+            :func:`~geoglacier.inference.config.default_window`.
         overlap: fraction of a window shared with the next, in [0, 1).
         overlap_px: the overlap in pixels instead (wins over ``overlap`` when given).
         batch_size: windows per forward pass.

@@ -1,0 +1,258 @@
+"""What a segmentation run writes: its output paths and options checked up front, the COGs' specs,
+the atomic outputs open during the run, and the per-glacier products written from the finished mask.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning, OutputPathError
+from geoglacier.glaciers.areas import run_glaciers
+from geoglacier.inference.blend import FinishedTile
+from geoglacier.inference.results import SegmentResult
+from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.cog import CogWriter, RasterSpec, cog_output
+from geoglacier.io.masks import IGNORE
+from geoglacier.io.scene import SceneInfo
+from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+
+# ------------------------------------------------------------------------------ checks
+
+
+def check_outputs(
+    out: str | os.PathLike[str],
+    probabilities: str | os.PathLike[str] | None,
+    summary: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    overwrite: bool,
+    scene: str | os.PathLike[str] | None = None,
+    uncertainty: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Check every requested output path before work; return them by role.
+
+    ``uncertainty`` is an ensemble's spread raster (checked like the others).
+
+    Raises:
+        OutputExistsError: an output exists and ``overwrite`` is False.
+        OutputPathError: a folder is missing or read-only, or two outputs share a path.
+        ConfigError: the outlines file has an unsupported extension.
+    """
+    requested = {
+        "mask": out, "probabilities": probabilities, "uncertainty": uncertainty, "summary": summary,
+        "outlines": outlines,
+    }  # fmt: skip
+    targets: dict[str, Path] = {}
+    seen: dict[Path, str] = {}
+    if scene is not None:
+        seen[Path(scene).resolve()] = "input scene"
+    for role, path in requested.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise OutputPathError(
+                f"{path}: used for both the {seen[key]} and the {role} output; give distinct files"
+            )
+        target = check_output_path(path, overwrite)
+        seen[key] = role
+        targets[role] = target
+    if outlines is not None:
+        from geoglacier.measure.outlines import DRIVERS
+
+        if targets["outlines"].suffix.lower() not in DRIVERS:
+            raise ConfigError(
+                f"{outlines}: unknown outline format {targets['outlines'].suffix or '(no extension)'!r}; "
+                "use a .gpkg (GeoPackage, in the mask's CRS) or .geojson (EPSG:4326) file name"
+            )
+    return targets
+
+
+def check_min_area(min_area: float) -> None:
+    """Check ``min_area``, the smallest outline polygon kept, in km2.
+
+    Raises:
+        ConfigError: a negative or non-finite ``min_area``.
+    """
+    if not (min_area >= 0 and math.isfinite(min_area)):
+        raise ConfigError(f"--min-area must be >= 0 km2 (got {min_area})")
+
+
+def check_areas(info: SceneInfo, pixel_size: float | None, *, needed: bool, outlines: bool = False) -> bool:
+    """Whether areas can be computed for ``info``; raise if they are needed and cannot be.
+
+    Raises:
+        CRSMissingError: no CRS and a summary or outlines were asked for (outlines always
+            need a CRS; a summary can do with ``pixel_size``).
+        ConfigError: a non-positive ``pixel_size``.
+    """
+    if pixel_size is not None and not (pixel_size > 0 and math.isfinite(pixel_size)):
+        raise ConfigError(f"--pixel-size must be a positive number of metres (got {pixel_size})")
+    if info.crs is None and pixel_size is None and needed:
+        raise CRSMissingError(
+            f"{info.path} has no CRS, so areas cannot be computed; pass --pixel-size METRES "
+            "or assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    if outlines and info.crs is None:
+        raise CRSMissingError(
+            f"{info.path} has no CRS; outlines need a georeferenced scene "
+            "(assign the CRS, for example with gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    return info.crs is not None or pixel_size is not None
+
+
+def make_accumulator(
+    info: SceneInfo, pixel_size: float | None, *, needed: bool, source: str | os.PathLike[str] | None = None
+) -> AreaAccumulator | None:
+    """An area accumulator for the scene's grid, or ``None`` when areas cannot be computed.
+
+    Raises:
+        CRSMissingError: no CRS, no ``pixel_size``, and a summary or outlines were asked for.
+        ConfigError: a non-positive ``pixel_size``.
+    """
+    if not check_areas(info, pixel_size, needed=needed):
+        warnings.warn(
+            f"{info.path} has no CRS: the mask is written without one and no areas are computed "
+            "(pass --pixel-size METRES for areas)",
+            GeoglacierWarning,
+            stacklevel=3,
+        )
+        return None
+    return AreaAccumulator(info.transform, info.crs, info.height, info.width, pixel_size, source=source)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def output_specs(
+    info: SceneInfo, window: int, product: dict[str, str] | None = None
+) -> tuple[RasterSpec, RasterSpec]:
+    """Grid, encoding and tags of the mask COG and the probability COG of ``info``.
+
+    ``product`` tags (acquisition date, sensor, source product) are copied onto both.
+    """
+    tags = {"GEOGLACIER_SCENE": info.path.name, "GEOGLACIER_WINDOW": str(window), **(product or {})}
+    mask_spec = RasterSpec(
+        info.height,
+        info.width,
+        info.crs,
+        info.transform,
+        "uint8",
+        IGNORE,
+        resampling="NEAREST",
+        description="glacier",
+        tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
+    )
+    prob_spec = replace(
+        mask_spec,
+        dtype="float32",
+        nodata=float("nan"),
+        resampling="AVERAGE",
+        description="glacier probability",
+        tags=tags,
+    )
+    return mask_spec, prob_spec
+
+
+@dataclass
+class RunOutputs:
+    """The outputs of one run, open under temporary names until the run succeeds.
+
+    Attributes:
+        mask, probabilities: COG writers (``probabilities`` only when asked for).
+        summary, outlines: temporary paths of the optional summary JSON and outline file.
+        accumulator: counts areas from the mask blocks as they are written (``None``
+            when areas cannot be computed).
+    """
+
+    mask: CogWriter
+    probabilities: CogWriter | None
+    summary: Path | None
+    outlines: Path | None
+    accumulator: AreaAccumulator | None
+
+    @classmethod
+    def open(
+        cls,
+        stack: ExitStack,
+        targets: dict[str, Path],
+        mask_spec: RasterSpec,
+        prob_spec: RasterSpec,
+        overwrite: bool,
+        accumulator: AreaAccumulator | None,
+    ) -> RunOutputs:
+        """Enter every requested output's atomic context on ``stack``."""
+        on_block = None if accumulator is None else accumulator.add
+        mask = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
+        probabilities = (
+            stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
+            if "probabilities" in targets
+            else None
+        )
+        summary = (
+            stack.enter_context(atomic_output(targets["summary"], overwrite))
+            if "summary" in targets
+            else None
+        )
+        outlines = (
+            stack.enter_context(atomic_output(targets["outlines"], overwrite))
+            if "outlines" in targets
+            else None
+        )
+        return cls(mask, probabilities, summary, outlines, accumulator)
+
+    def write(self, tile: FinishedTile, threshold: float) -> None:
+        """Threshold a finished tile into the mask (255 where nodata) and store its probabilities."""
+        p = tile.probabilities
+        mask = np.where(np.isnan(p), np.uint8(IGNORE), (p > threshold).astype(np.uint8))
+        self.mask.write_tile(mask, tile.row_off, tile.col_off)
+        if self.probabilities is not None:
+            self.probabilities.write_tile(p, tile.row_off, tile.col_off)
+
+    def finish(
+        self, min_area: float, extra: dict[str, Any] | None = None
+    ) -> tuple[AreaSummary | None, int | None]:
+        """Build the COGs, then the summary (with ``extra`` fields) and outlines; return areas and polygon count."""
+        mask_tmp = self.mask.finish()
+        if self.probabilities is not None:
+            self.probabilities.finish()
+        area = self.accumulator.result() if self.accumulator is not None else None
+        if self.summary is not None:
+            assert area is not None
+            write_summary_json(area, self.summary, overwrite=True, extra=extra)
+        outline_count: int | None = None
+        if self.outlines is not None:
+            from geoglacier.measure.outlines import write_outlines
+
+            outline_count = write_outlines(mask_tmp, self.outlines, min_area_km2=min_area, overwrite=True)
+        return area, outline_count
+
+
+def glacier_products(
+    result: SegmentResult,
+    inv: Any,
+    glaciers: str | os.PathLike[str] | None,
+    outlines: str | os.PathLike[str] | None,
+    min_area: float,
+    overwrite: bool,
+) -> SegmentResult:
+    """Write the per-glacier table and the outlines with inventory ids from the finished mask."""
+    if glaciers is not None:
+        table = run_glaciers(
+            result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
+        )
+        extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
+        result = replace(result, extra=extra)
+    if outlines is not None:
+        from geoglacier.measure.outlines import write_outlines
+
+        count = write_outlines(result.mask, outlines, min_area, overwrite, zones=(inv.geometries, inv.ids))
+        result = replace(result, outlines=Path(outlines), outline_count=count)
+    return result
