@@ -8,14 +8,11 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Literal
 
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.inference.engines import ENGINES, PRECISIONS
 from geoglacier.inference.windows import BLEND_MODES, check_overlap, check_window
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 #: Edge in pixels of the blocks of windows read and blended together (see InferenceConfig).
 DEFAULT_BLOCK_SIZE: int = 1024
