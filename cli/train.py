@@ -1,6 +1,6 @@
 """``geoglacier train``: train the U-Net++ glacier model on a data folder.
 
-Option names are the fields of :class:`geoglacier.training.loop.TrainConfig`; an option
+Option names are the fields of :class:`geoglacier.training.config.TrainConfig`; an option
 left out keeps the recipe's default (shown in brackets), so the defaults live in one
 place.
 """

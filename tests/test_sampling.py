@@ -16,6 +16,7 @@ from geoglacier.checkpoint import load_checkpoint
 from geoglacier.errors import ConfigError, GeoglacierWarning
 from geoglacier.io.layouts import classic_pairs
 from geoglacier.io.masks import IGNORE
+from geoglacier.training.config import RESUME_LOCKED, TrainConfig
 from geoglacier.training.datasets import (
     ClassicPatchDataset,
     TrainRegions,
@@ -24,7 +25,6 @@ from geoglacier.training.datasets import (
     sample_balanced_windows,
     sample_train_windows,
 )
-from geoglacier.training.loop import RESUME_LOCKED, TrainConfig
 from geoglacier.training.normalization import Normalization
 from geoglacier.training.sampling import CellSampler, centred_windows, mask_class_counts
 from tests.cli_groups import train_group
