@@ -38,7 +38,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -53,7 +53,6 @@ from geoglacier.device import cpu_has_bf16
 from geoglacier.errors import (
     CheckpointError,
     ConfigError,
-    DistributedError,
     Interrupted,
     OutputExistsError,
 )
@@ -67,6 +66,15 @@ from geoglacier.training.config import (
     TrainPaths,
     TrainResult,
     default_num_workers,
+)
+from geoglacier.training.distributed import (
+    Distributed,
+    ShardSampler,
+    agree,
+    all_reduce,
+    barrier,
+    distributed_from_env,
+    sync_buffers,
 )
 from geoglacier.training.losses import BCEDiceLoss
 
@@ -132,96 +140,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------------------
-# torchrun
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env() -> Distributed:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    return Distributed(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` in order: each sample exactly once over all ranks.
-
-    Unlike DistributedSampler it never pads with repeated samples, so all-reduced
-    validation counts equal those of a single process.
-    """
-
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _collective(name: str, call: Callable[[], Any], dist_info: Distributed) -> Any:
-    """Run one collective; a peer that failed or stalled past the timeout becomes one clear error."""
-    try:
-        return call()
-    except RuntimeError as exc:  # gloo/NCCL timeouts and lost peers (DistBackendError is one)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DistributedError(
-            f"rank {dist_info.rank} of {dist_info.world_size}: {name} failed ({first}); another process "
-            "stopped or waited longer than --dist-timeout; see the other ranks' messages"
-        ) from exc
-
-
-def _all_reduce(tensor: torch.Tensor, dist_info: Distributed) -> torch.Tensor:
-    if dist_info.active:
-        import torch.distributed as dist
-
-        _collective("all_reduce", lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM), dist_info)
-    return tensor
-
-
-def _barrier(dist_info: Distributed) -> None:
-    if dist_info.active:
-        import torch.distributed as dist
-
-        _collective("barrier", dist.barrier, dist_info)
-
-
-def _sync_buffers(module: nn.Module, dist_info: Distributed) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running statistics)."""
-    if not dist_info.active:
-        return
-    import torch.distributed as dist
-
-    for buffer in module.buffers():
-        _collective("broadcast of buffers", lambda b=buffer: dist.broadcast(b, src=0), dist_info)
-
-
-def _agree(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
-    """True when any process says True (so all ranks leave the loop together)."""
-    if not dist_info.active:
-        return flag
-    return bool(_all_reduce(torch.tensor([int(flag)], device=device), dist_info).item() > 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -558,7 +476,7 @@ def _train(
             f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {row['train_mcc']:.2f} | Val MCC: {row['val_mcc']:.2f}"
         )
         _record(run, row, paths, config, dist_info, log)
-        if stop is not None and _agree(bool(stop(dict(row))), dist_info, device):
+        if stop is not None and agree(bool(stop(dict(row))), dist_info, device):
             break
     calibration = None
     if config.calibrate and len(run.data.val) > 0 and run.best_epoch > 0:
@@ -593,7 +511,7 @@ def _calibrate(
         )
         save_checkpoint(run.module, meta, paths.checkpoint)
         log(calibration.describe(config.threshold, config.tune_threshold))
-    _barrier(dist_info)
+    barrier(dist_info)
     return calibration
 
 
@@ -719,8 +637,8 @@ def _epoch(
         run.optimizer, run.scaler, show, f"epoch {epoch}", run.ema,
     )  # fmt: skip
     val_sums, val_counts = _validate(run, config, device, dist_info, num_workers, seed, show)
-    totals = _all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
-    confusion = _all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
+    totals = all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
+    confusion = all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
     has_val = len(run.data.val) > 0
     return {
         "epoch": epoch,
@@ -754,7 +672,7 @@ def _validate(
         return torch.zeros(2, dtype=torch.float64, device=device), torch.zeros(
             4, dtype=torch.int64, device=device
         )
-    _sync_buffers(run.scored, dist_info)
+    sync_buffers(run.scored, dist_info)
     loader = _loader(run.data.val, config, num_workers, device, seed, dist_info, train=False)
     return _run_epoch(
         run.scored, loader, run.criterion, device, config, run.amp_dtype, progress=show, desc="validation"
@@ -782,7 +700,7 @@ def _record(
         write_metrics_csv(run.history, paths.metrics_csv)
         _plot(run.history, paths.metrics_png, log)
         _save_state(paths.state, run, config, int(row["epoch"]))
-    _barrier(dist_info)
+    barrier(dist_info)
 
 
 def _interrupted(paths: TrainPaths, run: _Run, config: TrainConfig, epoch: int) -> Interrupted:
