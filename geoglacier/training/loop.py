@@ -31,11 +31,8 @@ only rank 0 prints and writes.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -44,29 +41,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geoglacier.device import cpu_has_bf16
-from geoglacier.errors import (
-    CheckpointError,
-    ConfigError,
-    Interrupted,
-    OutputExistsError,
-)
-from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
+from geoglacier.errors import CheckpointError, ConfigError, Interrupted
+from geoglacier.io.atomic import sigterm_as_interrupt
 from geoglacier.io.layouts import detect_layout
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
-from geoglacier.training.config import (
-    RESUME_LEGACY,
-    RESUME_LOCKED,
-    TrainConfig,
-    TrainPaths,
-    TrainResult,
-    default_num_workers,
-)
+from geoglacier.training.config import TrainConfig, TrainPaths, TrainResult, default_num_workers
 from geoglacier.training.distributed import (
     Distributed,
     ShardSampler,
@@ -77,121 +61,18 @@ from geoglacier.training.distributed import (
     sync_buffers,
 )
 from geoglacier.training.losses import BCEDiceLoss
-
-STATE_FORMAT = "geoglacier-train-state"
-CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "seconds")
-# How validation blocks are chosen in the scene layout
-# (:func:`geoglacier.training.datasets.spatial_split`): 2 = blocks holding about
-# --val-fraction of each scene's pixels. A scene-layout state of another version would
-# resume on other training windows, so it is refused (the classic split is unchanged).
-SPLIT_VERSION = 2
+from geoglacier.training.state import (
+    STATE_FORMAT,
+    check_outputs,
+    check_resume_config,
+    epoch_seed,
+    restore_state,
+    save_state,
+    seed_everything,
+    write_metrics_csv,
+)
 
 Log = Callable[[str], None]
-
-
-# ---------------------------------------------------------------------------------------
-# seeding and RNG state
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed derived from ``(seed, epoch)`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), NumPy's global RNG and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """torch, CUDA, NumPy and Python RNG states as tensors and plain values (weights_only-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python": {
-            "version": int(version),
-            "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    nps = state["numpy"]
-    np.random.set_state(
-        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["cached"])
-    )
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------------------
-# output files
-
-
-def write_metrics_csv(history: list[dict[str, float]], path: str | os.PathLike[str]) -> Path:
-    """Write all epochs' rows (atomically; the whole file each time)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (int(row[k]) if k == "epoch" else repr(float(row[k]))) for k in CSV_FIELDS})
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(buffer.getvalue())
-    return Path(path)
-
-
-def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:
-    """Rows of a metrics CSV as dicts of floats (``epoch`` as int)."""
-    with open(path, newline="") as fh:
-        return [
-            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)
-        ]
-
-
-def _check_outputs(paths: TrainPaths, overwrite: bool, resume: bool) -> bool:
-    """Check the outputs before any work; return True when a run is to be resumed."""
-    if resume and overwrite:
-        raise ConfigError(
-            "--resume and --overwrite conflict: --resume continues a run, --overwrite starts again"
-        )
-    if resume and paths.state.is_file():
-        check_output_path(paths.checkpoint, overwrite=True)
-        return True
-    if not resume and not overwrite and paths.state.is_file():
-        raise OutputExistsError(
-            f"{paths.state} already exists (a previous run's state); pass --resume to continue that run "
-            "or --overwrite to start again"
-        )
-    if resume and paths.checkpoint.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{paths.checkpoint} exists but there is no training state {paths.state} to resume from; "
-            "pass --overwrite to start again"
-        )
-    for p in paths.all():
-        check_output_path(p, overwrite)
-    return False
-
-
-# ---------------------------------------------------------------------------------------
-# the loop
 
 
 def _loader(
@@ -292,25 +173,6 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
-def _check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: Path, layout: str) -> None:
-    """Refuse to resume a run split into other validation blocks, or with another recipe."""
-    if layout == "scenes" and state.get("split_version", 1) != SPLIT_VERSION:
-        raise ConfigError(
-            f"{state_path}: the run was started by an earlier geoglacier that chose other validation "
-            "blocks; it cannot be resumed on the same split: start again with --overwrite"
-        )
-    saved = state["config"]
-    for name in RESUME_LOCKED:
-        if name not in saved and name not in RESUME_LEGACY:
-            continue
-        was = saved.get(name, RESUME_LEGACY.get(name))
-        if was != getattr(config, name):
-            raise ConfigError(
-                f"{state_path}: the run was started with --{name.replace('_', '-')} {was}, "
-                f"not {getattr(config, name)}; resume with the same value or start again with --overwrite"
-            )
-
-
 def train(
     data_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -350,7 +212,7 @@ def train(
 
     config = (config or TrainConfig()).with_overrides(**overrides).validate()
     paths = TrainPaths.for_checkpoint(out)
-    resuming = _check_outputs(paths, overwrite, resume)
+    resuming = check_outputs(paths, overwrite, resume)
     dist_info = distributed_from_env()
     if dist_info.active and torch.cuda.is_available() and config.device != "cpu":
         device = resolve_device(f"cuda:{dist_info.local_rank}")
@@ -373,7 +235,7 @@ def train(
             raise CheckpointError(
                 f"{paths.state} is not a geoglacier training state; start again with --overwrite"
             )
-        _check_resume_config(state, config, paths.state, detect_layout(data_dir))
+        check_resume_config(state, config, paths.state, detect_layout(data_dir))
     if not dist_info.is_main:
         log = _silent
     started_group = False
@@ -575,7 +437,7 @@ def _setup(
         ema=_make_ema(model, config.ema),
     )
     if state is not None:
-        _restore(run, state)
+        restore_state(run, state)
         log(
             f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
         )
@@ -595,19 +457,6 @@ def _make_ema(model: nn.Module, decay: float) -> Any:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _restore(run: _Run, state: dict[str, Any]) -> None:
-    run.model.load_state_dict(state["model"])
-    if run.ema is not None:
-        run.ema.load_state_dict(state["ema"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    run.history = [dict(row) for row in state["history"]]
-    run.best_score, run.best_epoch = float(state["best_score"]), int(state["best_epoch"])
-    run.start = int(state["epoch"]) + 1
 
 
 def _epoch(
@@ -699,7 +548,7 @@ def _record(
             log(f"Model saved (Best Val MCC: {run.best_score:.2f})")
         write_metrics_csv(run.history, paths.metrics_csv)
         _plot(run.history, paths.metrics_png, log)
-        _save_state(paths.state, run, config, int(row["epoch"]))
+        save_state(paths.state, run, config, int(row["epoch"]))
     barrier(dist_info)
 
 
@@ -723,26 +572,6 @@ def _plot(history: list[dict[str, float]], path: Path, log: Log) -> None:
         plot_metrics(history, path)
     except Exception as exc:  # noqa: BLE001 - a failed figure must not end a long training run
         log(f"warning: could not draw {path} ({type(exc).__name__}: {exc})")
-
-
-def _save_state(path: Path, run: _Run, config: TrainConfig, epoch: int) -> None:
-    state = {
-        "format": STATE_FORMAT,
-        "epoch": int(epoch),
-        "model": run.module.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        **({} if run.ema is None else {"ema": run.ema.state_dict()}),
-        "rng": rng_state(),
-        "best_score": float(run.best_score),
-        "best_epoch": int(run.best_epoch),
-        "history": [dict(row) for row in run.history],
-        "config": config.to_dict(),
-        "split_version": SPLIT_VERSION,
-    }
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
 
 
 def ensemble_paths(out: str | os.PathLike[str], members: int) -> list[Path]:
