@@ -46,7 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geoglacier.device import cpu_has_bf16
-from geoglacier.errors import CheckpointError, ConfigError, Interrupted
+from geoglacier.errors import CheckpointError, Interrupted
 from geoglacier.io.atomic import sigterm_as_interrupt
 from geoglacier.io.layouts import detect_layout
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
@@ -572,35 +572,3 @@ def _plot(history: list[dict[str, float]], path: Path, log: Log) -> None:
         plot_metrics(history, path)
     except Exception as exc:  # noqa: BLE001 - a failed figure must not end a long training run
         log(f"warning: could not draw {path} ({type(exc).__name__}: {exc})")
-
-
-def ensemble_paths(out: str | os.PathLike[str], members: int) -> list[Path]:
-    """``model.pth`` -> ``model.m1.pth``, ``model.m2.pth``, ... (one checkpoint per member)."""
-    p = Path(out)
-    return [p.with_name(f"{p.stem}.m{k}{p.suffix}") for k in range(1, members + 1)]
-
-
-def train_ensemble(
-    data_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    members: int,
-    config: TrainConfig | None = None,
-    **kwargs: Any,
-) -> list[TrainResult]:
-    """Train ``members`` networks that differ only by seed (``seed``, ``seed + 1``, ...).
-
-    Each member is a full :func:`train` run with its own checkpoint, metrics and state
-    (:func:`ensemble_paths`), so ``resume`` continues whichever member was interrupted.
-    ``segment-scene --model`` given every member averages their probabilities.
-    """
-    if members < 2:
-        raise ConfigError(f"--ensemble needs at least 2 members, got {members}")
-    config = (config or TrainConfig()).with_overrides(
-        **{k: kwargs.pop(k) for k in list(kwargs) if k in TrainConfig.__dataclass_fields__}
-    )
-    log: Log = kwargs.get("log", print)
-    results = []
-    for k, path in enumerate(ensemble_paths(out, members)):
-        log(f"Ensemble member {k + 1} of {members}: {path}")
-        results.append(train(data_dir, path, config.with_overrides(seed=config.seed + k), **kwargs))
-    return results
