@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -105,3 +107,31 @@ def agree(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
     if not dist_info.active:
         return flag
     return bool(all_reduce(torch.tensor([int(flag)], device=device), dist_info).item() > 0)
+
+
+@contextmanager
+def process_group(dist_info: Distributed, device: torch.device, timeout: float) -> Iterator[None]:
+    """Join the job's process group for the block (unless one is up already) and leave it after.
+
+    Args:
+        dist_info: this process in the job; nothing happens when it runs alone.
+        device: NCCL on CUDA (with ``device`` made current), gloo elsewhere.
+        timeout: seconds a collective waits for the other processes (``--dist-timeout``).
+    """
+    started_group = False
+    if dist_info.active:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+            started_group = True
+    try:
+        yield
+    finally:
+        if started_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

@@ -21,12 +21,13 @@ two runs in one folder never collide and a killed run leaves only complete files
 Reproducibility: every epoch reseeds torch, NumPy, Python's ``random``, the
 augmentation and the DataLoader generator (hence the worker seeds) from
 ``(seed, epoch)``, so on the CPU the same seed on the same data gives the same
-metrics, and a resumed run gives the same metrics as an uninterrupted one.
+metrics, and a resumed run gives the same metrics as an uninterrupted one
+(:mod:`geoglacier.training.state`).
 
 Scale-out: started by ``torchrun`` (``WORLD_SIZE`` > 1), each process trains on its
 share of the windows (DistributedSampler) inside DistributedDataParallel; loss sums
 and confusion counts are all-reduced, so epoch figures are those of the whole data;
-only rank 0 prints and writes.
+only rank 0 prints and writes (:mod:`geoglacier.training.distributed`).
 """
 
 from __future__ import annotations
@@ -37,16 +38,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geoglacier.device import cpu_has_bf16
-from geoglacier.errors import CheckpointError, Interrupted
+from geoglacier.errors import Interrupted
 from geoglacier.io.atomic import sigterm_as_interrupt
 from geoglacier.io.layouts import detect_layout
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
@@ -58,19 +58,23 @@ from geoglacier.training.distributed import (
     all_reduce,
     barrier,
     distributed_from_env,
+    process_group,
     sync_buffers,
 )
 from geoglacier.training.losses import BCEDiceLoss
 from geoglacier.training.state import (
-    STATE_FORMAT,
     check_outputs,
     check_resume_config,
     epoch_seed,
+    load_state,
     restore_state,
     save_state,
     seed_everything,
     write_metrics_csv,
 )
+
+if TYPE_CHECKING:
+    from geoglacier.model import ModelConfig
 
 Log = Callable[[str], None]
 
@@ -207,67 +211,48 @@ def train(
             different recipe.
         WeightsUnavailableError: ImageNet weights cannot be fetched (offline).
     """
-    from geoglacier.device import resolve_device
-    from geoglacier.model import ModelConfig, check_config
-
     config = (config or TrainConfig()).with_overrides(**overrides).validate()
     paths = TrainPaths.for_checkpoint(out)
     resuming = check_outputs(paths, overwrite, resume)
     dist_info = distributed_from_env()
+    device = _device(config, dist_info)
+    model_config = _model_config(config)
+    state = _resumed_state(data_dir, paths, config) if resuming else None
+    if not dist_info.is_main:
+        log = _silent
+    with process_group(dist_info, device, config.dist_timeout), sigterm_as_interrupt():
+        return _train(
+            data_dir, paths, config, model_config, device, dist_info, state, overwrite, log, progress, stop
+        )
+
+
+def _device(config: TrainConfig, dist_info: Distributed) -> torch.device:
+    """The configured device; under torchrun on CUDA, this process's own GPU (``LOCAL_RANK``)."""
+    from geoglacier.device import resolve_device
+
     if dist_info.active and torch.cuda.is_available() and config.device != "cpu":
-        device = resolve_device(f"cuda:{dist_info.local_rank}")
-    else:
-        device = resolve_device(config.device)
+        return resolve_device(f"cuda:{dist_info.local_rank}")
+    return resolve_device(config.device)
+
+
+def _model_config(config: TrainConfig) -> ModelConfig:
+    """The network of the recipe, checked (architecture, encoder) before any data is read."""
+    from geoglacier.model import ModelConfig, check_config
+
     model_config = ModelConfig(
         arch=config.arch, encoder=config.encoder, in_channels=config.band_count, dropout=config.dropout
     )
     check_config(model_config)
-    state: dict[str, Any] | None = None
-    if resuming:
-        try:
-            state = torch.load(paths.state, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe file: same advice
-            raise CheckpointError(
-                f"{paths.state}: unreadable training state ({type(exc).__name__}); "
-                "start again with --overwrite"
-            ) from exc
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise CheckpointError(
-                f"{paths.state} is not a geoglacier training state; start again with --overwrite"
-            )
-        check_resume_config(state, config, paths.state, detect_layout(data_dir))
-    if not dist_info.is_main:
-        log = _silent
-    started_group = False
-    if dist_info.active:
-        import torch.distributed as dist
+    return model_config
 
-        if not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group(backend=backend, timeout=timedelta(seconds=config.dist_timeout))
-            started_group = True
-    try:
-        with sigterm_as_interrupt():
-            return _train(
-                data_dir,
-                paths,
-                config,
-                model_config,
-                device,
-                dist_info,
-                state,
-                overwrite,
-                log,
-                progress,
-                stop,
-            )
-    finally:
-        if started_group:
-            import torch.distributed as dist
 
-            dist.destroy_process_group()
+def _resumed_state(
+    data_dir: str | os.PathLike[str], paths: TrainPaths, config: TrainConfig
+) -> dict[str, Any]:
+    """The saved training state, checked against this run's recipe and validation split."""
+    state = load_state(paths.state)
+    check_resume_config(state, config, paths.state, detect_layout(data_dir))
+    return state
 
 
 def _silent(_: str) -> None:
@@ -387,22 +372,9 @@ def _setup(
 ) -> _Run:
     """Data, network, optimiser and scheduler, restored from ``state`` when resuming."""
     from geoglacier.model import build_model
-    from geoglacier.training.datasets import make_datasets
 
     seed_everything(config.seed)
-    data = make_datasets(
-        data_dir,
-        patch_size=config.patch_size,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        patches_per_epoch=config.patches_per_epoch,
-        bands=config.band_count,
-        recipe=config.recipe,
-        augment=config.augment,
-        radiometric=config.augment_radiometric,
-        normalization=config.normalization,
-        sampling=config.sampling,
-    )
+    data = _datasets(data_dir, config)
     if state is None:
         log(data.describe())
     # The data is checked first: a bad folder fails in seconds, before weights are fetched.
@@ -415,16 +387,7 @@ def _setup(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
     )
     amp_dtype = _amp_dtype(config, device)
-    meta_base = dict(
-        model=model_config,
-        bands=tuple(data.band_names),
-        mean=tuple(data.normalization.mean),
-        std=tuple(data.normalization.std),
-        patch_size=config.patch_size,
-        threshold=config.threshold,
-        train_config=config.to_dict(),
-        normalization=config.normalization,
-    )
+    meta_base = _meta_base(model_config, data, config)
     run = _Run(
         model=model,
         data=data,
@@ -441,13 +404,51 @@ def _setup(
         log(
             f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
         )
+    log(_precision_line(device, amp_dtype))
+    return run
+
+
+def _datasets(data_dir: str | os.PathLike[str], config: TrainConfig) -> Any:
+    """The training and validation datasets of the recipe (:func:`~geoglacier.training.datasets.make_datasets`)."""
+    from geoglacier.training.datasets import make_datasets
+
+    return make_datasets(
+        data_dir,
+        patch_size=config.patch_size,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        patches_per_epoch=config.patches_per_epoch,
+        bands=config.band_count,
+        recipe=config.recipe,
+        augment=config.augment,
+        radiometric=config.augment_radiometric,
+        normalization=config.normalization,
+        sampling=config.sampling,
+    )
+
+
+def _meta_base(model_config: Any, data: Any, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint fields every epoch shares: network, bands, normalisation, recipe."""
+    return dict(
+        model=model_config,
+        bands=tuple(data.band_names),
+        mean=tuple(data.normalization.mean),
+        std=tuple(data.normalization.std),
+        patch_size=config.patch_size,
+        threshold=config.threshold,
+        train_config=config.to_dict(),
+        normalization=config.normalization,
+    )
+
+
+def _precision_line(device: torch.device, amp_dtype: torch.dtype | None) -> str:
+    """The log line naming the device and the precision training runs in."""
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
-    log(
+    return (
         f"Training on {device} in {precision} mixed precision"
         if amp_dtype
         else f"Training on {device} in fp32"
     )
-    return run
 
 
 def _make_ema(model: nn.Module, decay: float) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoglacier.errors import ConfigError, OutputExistsError
+from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.training.config import RESUME_LEGACY, RESUME_LOCKED, TrainConfig, TrainPaths
 
@@ -172,6 +172,23 @@ def check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: 
                 f"{state_path}: the run was started with --{name.replace('_', '-')} {was}, "
                 f"not {getattr(config, name)}; resume with the same value or start again with --overwrite"
             )
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a training state written by :func:`save_state` (tensors only: ``weights_only``).
+
+    Raises:
+        CheckpointError: the file is unreadable, or not a geoglacier training state.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe file: same advice
+        raise CheckpointError(
+            f"{path}: unreadable training state ({type(exc).__name__}); start again with --overwrite"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a geoglacier training state; start again with --overwrite")
+    return state
 
 
 def save_state(path: Path, run: Resumable, config: TrainConfig, epoch: int) -> None:
