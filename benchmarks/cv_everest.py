@@ -116,7 +116,8 @@ def score_fold(k: int, rows: tuple[int, int], pred: Path, reference: Path) -> di
 
 def _train(data: Path, model: Path, args: argparse.Namespace) -> tuple[Any, float]:
     """Train the recipe of ``args`` on ``data``; the result and the seconds it took."""
-    from geoglacier.training.loop import TrainConfig, train
+    from geoglacier.training.config import TrainConfig
+    from geoglacier.training.loop import train
 
     config = TrainConfig(
         arch=args.arch,

@@ -70,8 +70,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from geoglacier.io.atomic import atomic_output
+    from geoglacier.training.config import TrainConfig
     from geoglacier.training.datasets import make_datasets
-    from geoglacier.training.loop import TrainConfig, train
+    from geoglacier.training.loop import train
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="train_everest_"))
     work.mkdir(parents=True, exist_ok=True)

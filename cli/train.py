@@ -1,6 +1,6 @@
 """``geoglacier train``: train the U-Net++ glacier model on a data folder.
 
-Option names are the fields of :class:`geoglacier.training.loop.TrainConfig`; an option
+Option names are the fields of :class:`geoglacier.training.config.TrainConfig`; an option
 left out keeps the recipe's default (shown in brackets), so the defaults live in one
 place.
 """
@@ -127,8 +127,8 @@ def train(
 
     Prints one line per epoch and keeps the best epoch by validation MCC in --out.
     """
+    from geoglacier.training.ensemble import train_ensemble
     from geoglacier.training.loop import train as run_training
-    from geoglacier.training.loop import train_ensemble
 
     overrides = {name: value for name, value in options.items() if value is not None}
     if ensemble is not None:

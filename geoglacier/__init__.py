@@ -25,7 +25,7 @@ _EXPORTS = {
     "stack": "geoglacier.products.stack",
     "parse_recipe": "geoglacier.products.recipes",
     "train": "geoglacier.training.loop",
-    "TrainConfig": "geoglacier.training.loop",
+    "TrainConfig": "geoglacier.training.config",
     "segment_scene": "geoglacier.inference.segment",
     "Segmenter": "geoglacier.inference.segment",
     "segment_scenes": "geoglacier.inference.batch",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
-from geoglacier.training.loop import TrainConfig, _amp_dtype
+from geoglacier.training.config import TrainConfig
+from geoglacier.training.loop import _amp_dtype
 
 
 def validation_mcc(

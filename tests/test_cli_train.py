@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 from geoglacier.checkpoint import load_checkpoint
 from geoglacier.cli.train import train as train_command
-from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
+from geoglacier.training.config import TrainConfig, TrainPaths
+from geoglacier.training.state import read_metrics_csv
 from tests.cli_groups import train_group
 from tests.scoring import validation_mcc
 from tests.test_training import write_separable_scenes

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 from geoglacier.checkpoint import load_checkpoint
 from geoglacier.io.atomic import TMP_PREFIX
+from geoglacier.training.config import TrainConfig, TrainPaths
 from geoglacier.training.datasets import make_datasets
-from geoglacier.training.loop import TrainConfig, TrainPaths, read_metrics_csv
+from geoglacier.training.state import read_metrics_csv
 from tests.cli_groups import train_group
 from tests.data import glacier_mask, scene_array, write_raster
 from tests.scoring import validation_mcc

@@ -16,8 +16,8 @@ from geoglacier.checkpoint import load_checkpoint
 from geoglacier.errors import ConfigError, GeoglacierWarning
 from geoglacier.io.layouts import classic_pairs
 from geoglacier.io.masks import IGNORE
+from geoglacier.training.config import RESUME_LOCKED, TrainConfig
 from geoglacier.training.datasets import ClassicPatchDataset, make_datasets
-from geoglacier.training.loop import RESUME_LOCKED, TrainConfig
 from geoglacier.training.normalization import Normalization
 from geoglacier.training.sampling import (
     CellSampler,

@@ -31,8 +31,9 @@ from geoglacier.inference.normalization import scene_normalization
 from geoglacier.inference.segment import segment_scene
 from geoglacier.io.scene import inspect_scene
 from geoglacier.model import ModelConfig, build_model
+from geoglacier.training.config import RESUME_LOCKED, TrainConfig
 from geoglacier.training.datasets import make_datasets
-from geoglacier.training.loop import RESUME_LOCKED, TrainConfig, train
+from geoglacier.training.loop import train
 from geoglacier.training.normalization import scene_scan
 from tests.data import glacier_mask, scene_array, write_raster
 from tests.test_training import FAST

@@ -15,7 +15,8 @@ from geoglacier.checkpoint import load_checkpoint
 from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeError, RecipeMismatchError
 from geoglacier.products.recipes import VOCABULARY, check_scene_recipe
 from geoglacier.synthetic import write_classic_layout
-from geoglacier.training.loop import TrainConfig, train
+from geoglacier.training.config import TrainConfig
+from geoglacier.training.loop import train
 from tests.cli_groups import train_group
 from tests.data import write_raster
 from tests.test_cli_train import FAST_ARGS

@@ -8,7 +8,7 @@ import pytest
 
 import geoglacier
 from geoglacier.checkpoint import load_checkpoint
-from geoglacier.training.loop import read_metrics_csv
+from geoglacier.training.state import read_metrics_csv
 
 TINY = dict(
     arch="Unet",

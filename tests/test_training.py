@@ -13,16 +13,9 @@ import torch
 
 from geoglacier.checkpoint import load_checkpoint, read_checkpoint
 from geoglacier.errors import CheckpointError, ConfigError, OutputExistsError
-from geoglacier.training.loop import (
-    CSV_FIELDS,
-    TrainConfig,
-    TrainPaths,
-    epoch_seed,
-    read_metrics_csv,
-    rng_state,
-    set_rng_state,
-    train,
-)
+from geoglacier.training.config import TrainConfig, TrainPaths
+from geoglacier.training.loop import train
+from geoglacier.training.state import CSV_FIELDS, epoch_seed, read_metrics_csv, rng_state, set_rng_state
 from tests.data import write_raster
 from tests.scoring import validation_mcc
 

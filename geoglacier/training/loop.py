@@ -21,530 +21,62 @@ two runs in one folder never collide and a killed run leaves only complete files
 Reproducibility: every epoch reseeds torch, NumPy, Python's ``random``, the
 augmentation and the DataLoader generator (hence the worker seeds) from
 ``(seed, epoch)``, so on the CPU the same seed on the same data gives the same
-metrics, and a resumed run gives the same metrics as an uninterrupted one.
+metrics, and a resumed run gives the same metrics as an uninterrupted one
+(:mod:`geoglacier.training.state`).
 
 Scale-out: started by ``torchrun`` (``WORLD_SIZE`` > 1), each process trains on its
 share of the windows (DistributedSampler) inside DistributedDataParallel; loss sums
 and confusion counts are all-reduced, so epoch figures are those of the whole data;
-only rank 0 prints and writes.
+only rank 0 prints and writes (:mod:`geoglacier.training.distributed`).
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import math
 import os
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from geoglacier.checkpoint import NORMALIZATION_MODES
 from geoglacier.device import cpu_has_bf16
-from geoglacier.errors import (
-    CheckpointError,
-    ConfigError,
-    DistributedError,
-    Interrupted,
-    OutputExistsError,
-    RecipeError,
-)
-from geoglacier.io.atomic import atomic_output, check_output_path, sigterm_as_interrupt
+from geoglacier.errors import Interrupted
+from geoglacier.io.atomic import sigterm_as_interrupt
 from geoglacier.io.layouts import detect_layout
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
-from geoglacier.products.recipes import format_recipe, parse_recipe
-from geoglacier.training.losses import BCEDiceLoss
-from geoglacier.training.sampling import SAMPLING_MODES
-
-STATE_FORMAT = "geoglacier-train-state"
-CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "seconds")
-# Fields that define the run: resuming with a different value would mix two recipes.
-RESUME_LOCKED = (
-    "arch",
-    "encoder",
-    "bands",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "alpha",
-    "patch_size",
-    "patches_per_epoch",
-    "val_fraction",
-    "seed",
-    "augment",
-    "augment_radiometric",
-    "ema",
-    "dropout",
-    "lr_factor",
-    "lr_patience",
-    "threshold",
-    "normalization",
-    "sampling",
+from geoglacier.training.config import TrainConfig, TrainPaths, TrainResult, default_num_workers
+from geoglacier.training.distributed import (
+    Distributed,
+    ShardSampler,
+    agree,
+    all_reduce,
+    barrier,
+    distributed_from_env,
+    process_group,
+    sync_buffers,
 )
-# What a run started before a locked field existed did: a state without the field is
-# compared with this value (fields not listed were there from the start).
-RESUME_LEGACY = {
-    "augment_radiometric": False,
-    "ema": 0.0,
-    "dropout": 0.0,
-    "normalization": "training",
-    "sampling": "uniform",
-}
-# How validation blocks are chosen in the scene layout
-# (:func:`geoglacier.training.datasets.spatial_split`): 2 = blocks holding about
-# --val-fraction of each scene's pixels. A scene-layout state of another version would
-# resume on other training windows, so it is refused (the classic split is unchanged).
-SPLIT_VERSION = 2
+from geoglacier.training.losses import BCEDiceLoss
+from geoglacier.training.state import (
+    check_outputs,
+    check_resume_config,
+    epoch_seed,
+    load_state,
+    restore_state,
+    save_state,
+    seed_everything,
+    write_metrics_csv,
+)
+
+if TYPE_CHECKING:
+    from geoglacier.model import ModelConfig
 
 Log = Callable[[str], None]
-
-
-def default_num_workers() -> int:
-    """DataLoader workers when none are asked for: 0 up to 2 cores, else ``min(4, cores - 2)``.
-
-    From ``benchmarks/bench_loader.py`` on 2 cores. There, workers delivered patches at
-    about half the in-process rate for about twice the CPU: every epoch's new workers
-    decompress their tiles again into empty GDAL caches (in-process loading keeps its
-    handles and cache from epoch to epoch), and each batch is copied into shared
-    memory. CPU training epochs ran at 0.66x with 1 worker and 0.38x with 2, as the
-    workers took cores from the model's threads. Workers pay with cores to spare
-    beside the main process, which keeps two. Cores are those this process may run
-    on (``sched_getaffinity``), not all the machine's.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else min(4, cores - 2)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training recipe; field names are the ``geoglacier train`` option names.
-
-    Attributes:
-        arch: smp architecture (UnetPlusPlus, Unet, FPN, DeepLabV3Plus, Linknet).
-        encoder: smp encoder name (resnet34; tests use resnet18).
-        encoder_weights: ``imagenet``, ``none`` or the path of an encoder state dict.
-        bands: the image bands: a count (``5``), or a band recipe as ``geoglacier stack
-            --bands`` takes it (``"red,green,blue,nir,swir1"``), whose length is the count.
-            With a recipe, scenes' band descriptions must name it in order, and classic
-            pairs (which carry no names) are taken to hold it: the checkpoint stores it.
-        epochs: total number of epochs (a resumed run ends at the same count).
-        batch_size: patches per optimiser step (per process under torchrun).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        alpha: weight of BCE against Dice in the loss.
-        patch_size: training window side in pixels (multiple of 32).
-        patches_per_epoch: training windows per epoch for scenes (None: tile the training area).
-        val_fraction: share of pairs (classic) or scene blocks (scenes) held out for validation.
-        seed: seeds the split, the windows, augmentation, weights init and batch order.
-        num_workers: DataLoader worker processes (None: :func:`default_num_workers`).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: mixed precision: on CUDA bf16 where supported, else fp16 with a GradScaler; on a
-            CPU bf16 only where it is native (AVX512-BF16 or AMX), else fp32.
-        augment: flips, rotations, affine and gain/offset on training patches.
-        augment_radiometric: also per-band gain/offset, saturation and gamma
-            (:func:`geoglacier.training.augment.build_augment`).
-        ema: decay of an exponential moving average of the weights, updated after every
-            optimiser step (0: off). With it, validation, the best checkpoint and
-            calibration use the averaged weights.
-        dropout: probability of channel-wise dropout (``nn.Dropout2d``) on the decoder's
-            output features in front of the segmentation head, in training only (0: off);
-            stored in the checkpoint's model description (:class:`geoglacier.model.ModelConfig`).
-        lr_factor: ReduceLROnPlateau factor.
-        lr_patience: ReduceLROnPlateau patience in epochs.
-        threshold: probability above which a pixel counts as glacier in the epoch metrics
-            (and in the checkpoint without ``calibrate``).
-        calibrate: after training, fit a temperature on validation so probabilities
-            mean what they say (:mod:`geoglacier.training.calibrate`); it goes into the
-            checkpoint and, at threshold 0.5, changes no mask.
-        tune_threshold: with ``calibrate``, replace ``threshold`` by the one that
-            maximises validation MCC (off: it did not transfer to new valleys in
-            cross-validation).
-        dist_timeout: seconds a torchrun process waits for the others in a collective
-            before it ends with an error (a stalled or dead peer never hangs the job).
-        normalization: ``training`` (the training blocks' per-band mean and std, applied
-            to every scene) or ``scene`` (every scene standardised by the mean and std of
-            its own valid pixels, in training and at inference: a scene much snowier
-            than the training data keeps its contrast). Stored in the checkpoint.
-        sampling: ``uniform`` (training windows anywhere in the training blocks) or
-            ``balanced`` (half of them centred on glacier ground, half on non-glacier
-            ground; classic crops each with probability one half:
-            :mod:`geoglacier.training.sampling`).
-    """
-
-    arch: str = "UnetPlusPlus"
-    encoder: str = "resnet34"
-    encoder_weights: str = "imagenet"
-    bands: int | str = 5
-    epochs: int = 150
-    batch_size: int = 4
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    alpha: float = 0.7
-    patch_size: int = 256
-    patches_per_epoch: int | None = None
-    val_fraction: float = 0.2
-    seed: int = 0
-    num_workers: int | None = None
-    device: str = "auto"
-    amp: bool = True
-    augment: bool = True
-    augment_radiometric: bool = False
-    ema: float = 0.0
-    dropout: float = 0.0
-    lr_factor: float = 0.1
-    lr_patience: int = 10
-    threshold: float = 0.5
-    calibrate: bool = True
-    tune_threshold: bool = False
-    dist_timeout: float = 1800.0
-    normalization: str = "scene"
-    sampling: str = "uniform"
-
-    @property
-    def recipe(self) -> tuple[str, ...] | None:
-        """The band names ``bands`` gives, or None for a bare count."""
-        return None if isinstance(self.bands, int) else parse_recipe(self.bands)
-
-    @property
-    def band_count(self) -> int:
-        """The number of image bands (the recipe's length when ``bands`` names them)."""
-        recipe = self.recipe
-        return int(self.bands) if recipe is None else len(recipe)
-
-    def _parsed_bands(self) -> TrainConfig:
-        """A copy whose ``bands`` is an int or a canonical recipe (``"5"`` -> 5, ``"Red, green"`` -> ``"red,green"``).
-
-        Raises:
-            RecipeError: a name outside the recipe vocabulary, a repeated or an empty one.
-        """
-        if not isinstance(self.bands, str):
-            return self
-        text = self.bands.strip()
-        try:
-            return dataclasses.replace(self, bands=int(text))
-        except ValueError:
-            pass
-        try:
-            recipe = parse_recipe(text)
-        except RecipeError as exc:
-            raise RecipeError(f"--bands: {exc} (or give a band count)") from None
-        return dataclasses.replace(self, bands=format_recipe(recipe))
-
-    def validate(self) -> TrainConfig:
-        """Raise :class:`ConfigError` naming the option for values out of range.
-
-        Returns:
-            The config with ``bands`` canonical (see :meth:`_parsed_bands`), as stored
-            in checkpoints and compared on resume.
-        """
-        config = self._parsed_bands()
-        config._check_ranges()
-        return config
-
-    def _check_ranges(self) -> None:
-        checks: list[tuple[bool, str]] = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (0.0 <= self.alpha <= 1.0, f"--alpha must be between 0 and 1, got {self.alpha}"),
-            (0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
-            (
-                self.patches_per_epoch is None or self.patches_per_epoch >= 1,
-                f"--patches-per-epoch must be at least 1, got {self.patches_per_epoch}",
-            ),
-            (
-                self.num_workers is None or self.num_workers >= 0,
-                f"--num-workers must be >= 0, got {self.num_workers}",
-            ),
-            (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1), got {self.ema}"),
-            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
-            (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
-            (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
-            (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
-            (self.band_count >= 1, f"--bands must be at least 1, got {self.bands}"),
-            (self.dist_timeout > 0, f"--dist-timeout must be positive, got {self.dist_timeout}"),
-            (
-                self.normalization in NORMALIZATION_MODES,
-                f"--normalization must be one of {', '.join(NORMALIZATION_MODES)}, got {self.normalization!r}",
-            ),
-            (
-                self.sampling in SAMPLING_MODES,
-                f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, as stored in checkpoints and the training state."""
-        return dataclasses.asdict(self)
-
-    def with_overrides(self, **overrides: Any) -> TrainConfig:
-        """A copy with some fields replaced; unknown names raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-            )
-        return dataclasses.replace(self, **overrides)
-
-
-@dataclass(frozen=True)
-class TrainPaths:
-    """The files of one training run, named from the checkpoint path."""
-
-    checkpoint: Path
-    metrics_csv: Path
-    metrics_png: Path
-    state: Path
-
-    @classmethod
-    def for_checkpoint(cls, out: str | os.PathLike[str]) -> TrainPaths:
-        p = Path(out)
-        stem = p.parent / p.stem
-        return cls(
-            checkpoint=p,
-            metrics_csv=Path(f"{stem}.metrics.csv"),
-            metrics_png=Path(f"{stem}.metrics.png"),
-            state=Path(f"{p}.state"),
-        )
-
-    def all(self) -> tuple[Path, ...]:
-        return (self.checkpoint, self.metrics_csv, self.metrics_png, self.state)
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced.
-
-    ``best_val_mcc`` is the score that chose the checkpoint: validation MCC, or
-    training MCC when there is no validation data (``val_fraction=0``).
-    """
-
-    paths: TrainPaths
-    best_epoch: int
-    best_val_mcc: float
-    epochs: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    resumed_from: int = 0
-    calibration: Any = None
-
-    @property
-    def final(self) -> dict[str, float]:
-        """The metrics row of the last epoch."""
-        return self.history[-1] if self.history else {}
-
-
-# ---------------------------------------------------------------------------------------
-# seeding and RNG state
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed derived from ``(seed, epoch)`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), NumPy's global RNG and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """torch, CUDA, NumPy and Python RNG states as tensors and plain values (weights_only-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python": {
-            "version": int(version),
-            "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    nps = state["numpy"]
-    np.random.set_state(
-        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["cached"])
-    )
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------------------
-# torchrun
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env() -> Distributed:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    return Distributed(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` in order: each sample exactly once over all ranks.
-
-    Unlike DistributedSampler it never pads with repeated samples, so all-reduced
-    validation counts equal those of a single process.
-    """
-
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _collective(name: str, call: Callable[[], Any], dist_info: Distributed) -> Any:
-    """Run one collective; a peer that failed or stalled past the timeout becomes one clear error."""
-    try:
-        return call()
-    except RuntimeError as exc:  # gloo/NCCL timeouts and lost peers (DistBackendError is one)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DistributedError(
-            f"rank {dist_info.rank} of {dist_info.world_size}: {name} failed ({first}); another process "
-            "stopped or waited longer than --dist-timeout; see the other ranks' messages"
-        ) from exc
-
-
-def _all_reduce(tensor: torch.Tensor, dist_info: Distributed) -> torch.Tensor:
-    if dist_info.active:
-        import torch.distributed as dist
-
-        _collective("all_reduce", lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM), dist_info)
-    return tensor
-
-
-def _barrier(dist_info: Distributed) -> None:
-    if dist_info.active:
-        import torch.distributed as dist
-
-        _collective("barrier", dist.barrier, dist_info)
-
-
-def _sync_buffers(module: nn.Module, dist_info: Distributed) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running statistics)."""
-    if not dist_info.active:
-        return
-    import torch.distributed as dist
-
-    for buffer in module.buffers():
-        _collective("broadcast of buffers", lambda b=buffer: dist.broadcast(b, src=0), dist_info)
-
-
-def _agree(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
-    """True when any process says True (so all ranks leave the loop together)."""
-    if not dist_info.active:
-        return flag
-    return bool(_all_reduce(torch.tensor([int(flag)], device=device), dist_info).item() > 0)
-
-
-# ---------------------------------------------------------------------------------------
-# output files
-
-
-def write_metrics_csv(history: list[dict[str, float]], path: str | os.PathLike[str]) -> Path:
-    """Write all epochs' rows (atomically; the whole file each time)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (int(row[k]) if k == "epoch" else repr(float(row[k]))) for k in CSV_FIELDS})
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(buffer.getvalue())
-    return Path(path)
-
-
-def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:
-    """Rows of a metrics CSV as dicts of floats (``epoch`` as int)."""
-    with open(path, newline="") as fh:
-        return [
-            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)
-        ]
-
-
-def _check_outputs(paths: TrainPaths, overwrite: bool, resume: bool) -> bool:
-    """Check the outputs before any work; return True when a run is to be resumed."""
-    if resume and overwrite:
-        raise ConfigError(
-            "--resume and --overwrite conflict: --resume continues a run, --overwrite starts again"
-        )
-    if resume and paths.state.is_file():
-        check_output_path(paths.checkpoint, overwrite=True)
-        return True
-    if not resume and not overwrite and paths.state.is_file():
-        raise OutputExistsError(
-            f"{paths.state} already exists (a previous run's state); pass --resume to continue that run "
-            "or --overwrite to start again"
-        )
-    if resume and paths.checkpoint.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{paths.checkpoint} exists but there is no training state {paths.state} to resume from; "
-            "pass --overwrite to start again"
-        )
-    for p in paths.all():
-        check_output_path(p, overwrite)
-    return False
-
-
-# ---------------------------------------------------------------------------------------
-# the loop
 
 
 def _loader(
@@ -645,25 +177,6 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
-def _check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: Path, layout: str) -> None:
-    """Refuse to resume a run split into other validation blocks, or with another recipe."""
-    if layout == "scenes" and state.get("split_version", 1) != SPLIT_VERSION:
-        raise ConfigError(
-            f"{state_path}: the run was started by an earlier geoglacier that chose other validation "
-            "blocks; it cannot be resumed on the same split: start again with --overwrite"
-        )
-    saved = state["config"]
-    for name in RESUME_LOCKED:
-        if name not in saved and name not in RESUME_LEGACY:
-            continue
-        was = saved.get(name, RESUME_LEGACY.get(name))
-        if was != getattr(config, name):
-            raise ConfigError(
-                f"{state_path}: the run was started with --{name.replace('_', '-')} {was}, "
-                f"not {getattr(config, name)}; resume with the same value or start again with --overwrite"
-            )
-
-
 def train(
     data_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -698,67 +211,48 @@ def train(
             different recipe.
         WeightsUnavailableError: ImageNet weights cannot be fetched (offline).
     """
-    from geoglacier.device import resolve_device
-    from geoglacier.model import ModelConfig, check_config
-
     config = (config or TrainConfig()).with_overrides(**overrides).validate()
     paths = TrainPaths.for_checkpoint(out)
-    resuming = _check_outputs(paths, overwrite, resume)
+    resuming = check_outputs(paths, overwrite, resume)
     dist_info = distributed_from_env()
+    device = _device(config, dist_info)
+    model_config = _model_config(config)
+    state = _resumed_state(data_dir, paths, config) if resuming else None
+    if not dist_info.is_main:
+        log = _silent
+    with process_group(dist_info, device, config.dist_timeout), sigterm_as_interrupt():
+        return _train(
+            data_dir, paths, config, model_config, device, dist_info, state, overwrite, log, progress, stop
+        )
+
+
+def _device(config: TrainConfig, dist_info: Distributed) -> torch.device:
+    """The configured device; under torchrun on CUDA, this process's own GPU (``LOCAL_RANK``)."""
+    from geoglacier.device import resolve_device
+
     if dist_info.active and torch.cuda.is_available() and config.device != "cpu":
-        device = resolve_device(f"cuda:{dist_info.local_rank}")
-    else:
-        device = resolve_device(config.device)
+        return resolve_device(f"cuda:{dist_info.local_rank}")
+    return resolve_device(config.device)
+
+
+def _model_config(config: TrainConfig) -> ModelConfig:
+    """The network of the recipe, checked (architecture, encoder) before any data is read."""
+    from geoglacier.model import ModelConfig, check_config
+
     model_config = ModelConfig(
         arch=config.arch, encoder=config.encoder, in_channels=config.band_count, dropout=config.dropout
     )
     check_config(model_config)
-    state: dict[str, Any] | None = None
-    if resuming:
-        try:
-            state = torch.load(paths.state, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe file: same advice
-            raise CheckpointError(
-                f"{paths.state}: unreadable training state ({type(exc).__name__}); "
-                "start again with --overwrite"
-            ) from exc
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise CheckpointError(
-                f"{paths.state} is not a geoglacier training state; start again with --overwrite"
-            )
-        _check_resume_config(state, config, paths.state, detect_layout(data_dir))
-    if not dist_info.is_main:
-        log = _silent
-    started_group = False
-    if dist_info.active:
-        import torch.distributed as dist
+    return model_config
 
-        if not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group(backend=backend, timeout=timedelta(seconds=config.dist_timeout))
-            started_group = True
-    try:
-        with sigterm_as_interrupt():
-            return _train(
-                data_dir,
-                paths,
-                config,
-                model_config,
-                device,
-                dist_info,
-                state,
-                overwrite,
-                log,
-                progress,
-                stop,
-            )
-    finally:
-        if started_group:
-            import torch.distributed as dist
 
-            dist.destroy_process_group()
+def _resumed_state(
+    data_dir: str | os.PathLike[str], paths: TrainPaths, config: TrainConfig
+) -> dict[str, Any]:
+    """The saved training state, checked against this run's recipe and validation split."""
+    state = load_state(paths.state)
+    check_resume_config(state, config, paths.state, detect_layout(data_dir))
+    return state
 
 
 def _silent(_: str) -> None:
@@ -829,7 +323,7 @@ def _train(
             f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {row['train_mcc']:.2f} | Val MCC: {row['val_mcc']:.2f}"
         )
         _record(run, row, paths, config, dist_info, log)
-        if stop is not None and _agree(bool(stop(dict(row))), dist_info, device):
+        if stop is not None and agree(bool(stop(dict(row))), dist_info, device):
             break
     calibration = None
     if config.calibrate and len(run.data.val) > 0 and run.best_epoch > 0:
@@ -864,7 +358,7 @@ def _calibrate(
         )
         save_checkpoint(run.module, meta, paths.checkpoint)
         log(calibration.describe(config.threshold, config.tune_threshold))
-    _barrier(dist_info)
+    barrier(dist_info)
     return calibration
 
 
@@ -878,22 +372,9 @@ def _setup(
 ) -> _Run:
     """Data, network, optimiser and scheduler, restored from ``state`` when resuming."""
     from geoglacier.model import build_model
-    from geoglacier.training.datasets import make_datasets
 
     seed_everything(config.seed)
-    data = make_datasets(
-        data_dir,
-        patch_size=config.patch_size,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        patches_per_epoch=config.patches_per_epoch,
-        bands=config.band_count,
-        recipe=config.recipe,
-        augment=config.augment,
-        radiometric=config.augment_radiometric,
-        normalization=config.normalization,
-        sampling=config.sampling,
-    )
+    data = _datasets(data_dir, config)
     if state is None:
         log(data.describe())
     # The data is checked first: a bad folder fails in seconds, before weights are fetched.
@@ -906,16 +387,7 @@ def _setup(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
     )
     amp_dtype = _amp_dtype(config, device)
-    meta_base = dict(
-        model=model_config,
-        bands=tuple(data.band_names),
-        mean=tuple(data.normalization.mean),
-        std=tuple(data.normalization.std),
-        patch_size=config.patch_size,
-        threshold=config.threshold,
-        train_config=config.to_dict(),
-        normalization=config.normalization,
-    )
+    meta_base = _meta_base(model_config, data, config)
     run = _Run(
         model=model,
         data=data,
@@ -928,17 +400,55 @@ def _setup(
         ema=_make_ema(model, config.ema),
     )
     if state is not None:
-        _restore(run, state)
+        restore_state(run, state)
         log(
             f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
         )
+    log(_precision_line(device, amp_dtype))
+    return run
+
+
+def _datasets(data_dir: str | os.PathLike[str], config: TrainConfig) -> Any:
+    """The training and validation datasets of the recipe (:func:`~geoglacier.training.datasets.make_datasets`)."""
+    from geoglacier.training.datasets import make_datasets
+
+    return make_datasets(
+        data_dir,
+        patch_size=config.patch_size,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        patches_per_epoch=config.patches_per_epoch,
+        bands=config.band_count,
+        recipe=config.recipe,
+        augment=config.augment,
+        radiometric=config.augment_radiometric,
+        normalization=config.normalization,
+        sampling=config.sampling,
+    )
+
+
+def _meta_base(model_config: Any, data: Any, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint fields every epoch shares: network, bands, normalisation, recipe."""
+    return dict(
+        model=model_config,
+        bands=tuple(data.band_names),
+        mean=tuple(data.normalization.mean),
+        std=tuple(data.normalization.std),
+        patch_size=config.patch_size,
+        threshold=config.threshold,
+        train_config=config.to_dict(),
+        normalization=config.normalization,
+    )
+
+
+def _precision_line(device: torch.device, amp_dtype: torch.dtype | None) -> str:
+    """The log line naming the device and the precision training runs in."""
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
-    log(
+    return (
         f"Training on {device} in {precision} mixed precision"
         if amp_dtype
         else f"Training on {device} in fp32"
     )
-    return run
 
 
 def _make_ema(model: nn.Module, decay: float) -> Any:
@@ -948,19 +458,6 @@ def _make_ema(model: nn.Module, decay: float) -> Any:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _restore(run: _Run, state: dict[str, Any]) -> None:
-    run.model.load_state_dict(state["model"])
-    if run.ema is not None:
-        run.ema.load_state_dict(state["ema"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    run.history = [dict(row) for row in state["history"]]
-    run.best_score, run.best_epoch = float(state["best_score"]), int(state["best_epoch"])
-    run.start = int(state["epoch"]) + 1
 
 
 def _epoch(
@@ -990,8 +487,8 @@ def _epoch(
         run.optimizer, run.scaler, show, f"epoch {epoch}", run.ema,
     )  # fmt: skip
     val_sums, val_counts = _validate(run, config, device, dist_info, num_workers, seed, show)
-    totals = _all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
-    confusion = _all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
+    totals = all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
+    confusion = all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
     has_val = len(run.data.val) > 0
     return {
         "epoch": epoch,
@@ -1025,7 +522,7 @@ def _validate(
         return torch.zeros(2, dtype=torch.float64, device=device), torch.zeros(
             4, dtype=torch.int64, device=device
         )
-    _sync_buffers(run.scored, dist_info)
+    sync_buffers(run.scored, dist_info)
     loader = _loader(run.data.val, config, num_workers, device, seed, dist_info, train=False)
     return _run_epoch(
         run.scored, loader, run.criterion, device, config, run.amp_dtype, progress=show, desc="validation"
@@ -1052,8 +549,8 @@ def _record(
             log(f"Model saved (Best Val MCC: {run.best_score:.2f})")
         write_metrics_csv(run.history, paths.metrics_csv)
         _plot(run.history, paths.metrics_png, log)
-        _save_state(paths.state, run, config, int(row["epoch"]))
-    _barrier(dist_info)
+        save_state(paths.state, run, config, int(row["epoch"]))
+    barrier(dist_info)
 
 
 def _interrupted(paths: TrainPaths, run: _Run, config: TrainConfig, epoch: int) -> Interrupted:
@@ -1076,55 +573,3 @@ def _plot(history: list[dict[str, float]], path: Path, log: Log) -> None:
         plot_metrics(history, path)
     except Exception as exc:  # noqa: BLE001 - a failed figure must not end a long training run
         log(f"warning: could not draw {path} ({type(exc).__name__}: {exc})")
-
-
-def _save_state(path: Path, run: _Run, config: TrainConfig, epoch: int) -> None:
-    state = {
-        "format": STATE_FORMAT,
-        "epoch": int(epoch),
-        "model": run.module.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        **({} if run.ema is None else {"ema": run.ema.state_dict()}),
-        "rng": rng_state(),
-        "best_score": float(run.best_score),
-        "best_epoch": int(run.best_epoch),
-        "history": [dict(row) for row in run.history],
-        "config": config.to_dict(),
-        "split_version": SPLIT_VERSION,
-    }
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
-
-
-def ensemble_paths(out: str | os.PathLike[str], members: int) -> list[Path]:
-    """``model.pth`` -> ``model.m1.pth``, ``model.m2.pth``, ... (one checkpoint per member)."""
-    p = Path(out)
-    return [p.with_name(f"{p.stem}.m{k}{p.suffix}") for k in range(1, members + 1)]
-
-
-def train_ensemble(
-    data_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    members: int,
-    config: TrainConfig | None = None,
-    **kwargs: Any,
-) -> list[TrainResult]:
-    """Train ``members`` networks that differ only by seed (``seed``, ``seed + 1``, ...).
-
-    Each member is a full :func:`train` run with its own checkpoint, metrics and state
-    (:func:`ensemble_paths`), so ``resume`` continues whichever member was interrupted.
-    ``segment-scene --model`` given every member averages their probabilities.
-    """
-    if members < 2:
-        raise ConfigError(f"--ensemble needs at least 2 members, got {members}")
-    config = (config or TrainConfig()).with_overrides(
-        **{k: kwargs.pop(k) for k in list(kwargs) if k in TrainConfig.__dataclass_fields__}
-    )
-    log: Log = kwargs.get("log", print)
-    results = []
-    for k, path in enumerate(ensemble_paths(out, members)):
-        log(f"Ensemble member {k + 1} of {members}: {path}")
-        results.append(train(data_dir, path, config.with_overrides(seed=config.seed + k), **kwargs))
-    return results
