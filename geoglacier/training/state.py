@@ -25,7 +25,7 @@ from geoglacier.training.config import RESUME_LEGACY, RESUME_LOCKED, TrainConfig
 STATE_FORMAT = "geoglacier-train-state"
 CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "seconds")
 # How validation blocks are chosen in the scene layout
-# (:func:`geoglacier.training.datasets.spatial_split`): 2 = blocks holding about
+# (:func:`geoglacier.training.split.spatial_split`): 2 = blocks holding about
 # --val-fraction of each scene's pixels. A scene-layout state of another version would
 # resume on other training windows, so it is refused (the classic split is unchanged).
 SPLIT_VERSION = 2
