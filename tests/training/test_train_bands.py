@@ -17,10 +17,10 @@ from geoglacier.products.recipes import VOCABULARY, check_scene_recipe
 from geoglacier.synthetic import write_classic_layout
 from geoglacier.training.config import TrainConfig
 from geoglacier.training.loop import train
+from tests.cli.test_train import FAST_ARGS
 from tests.cli_groups import train_group
 from tests.data import write_raster
-from tests.test_cli_train import FAST_ARGS
-from tests.test_training import FAST, write_separable_scenes
+from tests.training.test_training import FAST, write_separable_scenes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

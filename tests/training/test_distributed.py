@@ -27,7 +27,7 @@ from geoglacier.training.state import read_metrics_csv
 from tests.cli_groups import train_group
 from tests.data import glacier_mask, scene_array, write_raster
 from tests.scoring import validation_mcc
-from tests.test_training import write_separable_scenes
+from tests.training.test_training import write_separable_scenes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -39,7 +39,7 @@ from tests.products_data import write_landsat, write_s2_stac
 
 SIZE = 64
 BANDS = ("red", "green", "blue", "nir", "ndvi")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # A folder where files cannot be created even by root (chmod does not stop root).
 UNWRITABLE_DIR = Path("/proc")
 

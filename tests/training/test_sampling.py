@@ -30,7 +30,7 @@ from geoglacier.training.sampling import (
 from geoglacier.training.split import TrainRegions
 from tests.cli_groups import train_group
 from tests.data import scene_array, write_raster
-from tests.test_training import write_separable_scenes
+from tests.training.test_training import write_separable_scenes
 
 SIZE, CORNER, P, N = 256, 80, 32, 400  # glacier: an 80 px corner square, 9.8 % of the scene
 TOLERANCE = 3 * np.sqrt(0.25 / N)  # three binomial standard deviations of a share near 0.5

@@ -18,7 +18,7 @@ from geoglacier.errors import GridMismatchError, InvalidRasterError
 from geoglacier.glaciers.areas import format_table, format_totals, glacier_areas
 from tests.data import UTM_TRANSFORM, write_raster, write_scene
 from tests.glacier_data import EQ_TRANSFORM, SIZE, px_box, true_px_area, write_mask, write_outlines
-from tests.test_ensemble import BANDS, _member
+from tests.inference.test_ensemble import BANDS, _member
 
 A_PX_KM2 = true_px_area() / 1e6
 # G1: rows 10-19, cols 10-19 (100 px); G2: rows 30-41, cols 30-39 (120 px)

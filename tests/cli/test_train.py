@@ -22,7 +22,7 @@ from geoglacier.training.config import TrainConfig, TrainPaths
 from geoglacier.training.state import read_metrics_csv
 from tests.cli_groups import train_group
 from tests.scoring import validation_mcc
-from tests.test_training import write_separable_scenes
+from tests.training.test_training import write_separable_scenes
 
 FAST_ARGS = [
     "--arch", "Unet", "--encoder", "resnet18", "--encoder-weights", "none", "--patch-size", "64",

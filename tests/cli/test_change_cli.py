@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from geoglacier.cli.main import cli
 from tests.data import UTM_TRANSFORM, write_raster
-from tests.test_change import HI, LO, outline, square, write_inventory, write_mask
+from tests.glaciers.test_change import HI, LO, outline, square, write_inventory, write_mask
 
 
 @pytest.fixture

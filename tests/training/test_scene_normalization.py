@@ -36,7 +36,7 @@ from geoglacier.training.datasets import make_datasets
 from geoglacier.training.loop import train
 from geoglacier.training.normalization import scene_scan
 from tests.data import glacier_mask, scene_array, write_raster
-from tests.test_training import FAST
+from tests.training.test_training import FAST
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -31,7 +31,7 @@ from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.model import ModelConfig, build_model
 from tests.data import write_scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GEOGLACIER = [sys.executable, "-m", "geoglacier"]
 SCENE_SIZE = 512
 START_TIMEOUT = 180.0  # imports, checkpoint loading and a busy machine

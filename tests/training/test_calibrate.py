@@ -23,7 +23,7 @@ from geoglacier.training.calibrate import (
     mcc_at,
 )
 from geoglacier.training.loop import train
-from tests.test_training import FAST, write_separable_scenes
+from tests.training.test_training import FAST, write_separable_scenes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -113,7 +113,7 @@ def test_bad_ensembles(members: tuple[Path, Path, Path], tmp_path: Path) -> None
 def test_train_ensemble_writes_one_member_per_seed(tmp_path: Path) -> None:
     from geoglacier.checkpoint import read_checkpoint
     from geoglacier.training.ensemble import ensemble_paths, train_ensemble
-    from tests.test_training import FAST, write_separable_scenes
+    from tests.training.test_training import FAST, write_separable_scenes
 
     data = write_separable_scenes(tmp_path / "data", size=128)
     lines: list[str] = []

@@ -17,6 +17,7 @@ from shapely.geometry import shape
 from geoglacier.errors import ConfigError, CRSMissingError, OutputExistsError
 from geoglacier.measure.areas import summarize_mask
 from geoglacier.measure.outlines import write_outlines
+from tests.data import EVEREST
 
 UTM = "EPSG:32623"
 
@@ -147,9 +148,6 @@ def test_empty_mask_writes_empty_layer(tmp_path: Path) -> None:
     assert write_outlines(path, tmp_path / "o.gpkg") == 0
     feats, _ = read_features(tmp_path / "o.gpkg")
     assert feats == []
-
-
-EVEREST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "everest"
 
 
 @pytest.mark.skipif(not (EVEREST / "west_mask.tif").exists(), reason="real Everest data not available")
