@@ -80,8 +80,14 @@ def check_config(config: ModelConfig) -> None:
         )
     if config.in_channels < 1:
         raise ConfigError(f"in_channels must be at least 1, got {config.in_channels}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ConfigError(f"--dropout must be in [0, 1), got {config.dropout}")
+    check_dropout(config.dropout)
+
+
+def check_dropout(p: float) -> float:
+    """Return ``p`` if it is a dropout probability in [0, 1), else raise :class:`ConfigError`."""
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {p}")
+    return p
 
 
 def add_head_dropout(model: nn.Module, p: float) -> nn.Module:

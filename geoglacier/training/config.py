@@ -14,8 +14,9 @@ from typing import Any
 
 from geoglacier.checkpoint import NORMALIZATION_MODES
 from geoglacier.errors import ConfigError, RecipeError
+from geoglacier.model import check_dropout
 from geoglacier.products.recipes import format_recipe, parse_recipe
-from geoglacier.training.sampling import SAMPLING_MODES
+from geoglacier.training.sampling import check_sampling_mode
 
 # Fields that define the run: resuming with a different value would mix two recipes.
 RESUME_LOCKED = (
@@ -213,7 +214,6 @@ class TrainConfig:
                 f"--num-workers must be >= 0, got {self.num_workers}",
             ),
             (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1), got {self.ema}"),
-            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
             (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
             (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
@@ -223,14 +223,12 @@ class TrainConfig:
                 self.normalization in NORMALIZATION_MODES,
                 f"--normalization must be one of {', '.join(NORMALIZATION_MODES)}, got {self.normalization!r}",
             ),
-            (
-                self.sampling in SAMPLING_MODES,
-                f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}",
-            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_dropout(self.dropout)
+        check_sampling_mode(self.sampling)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as stored in checkpoints and the training state."""
