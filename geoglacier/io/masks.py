@@ -21,12 +21,24 @@ IGNORE: int = 255
 
 
 def inspect_mask(path: str | os.PathLike[str]) -> SceneInfo:
-    """Check that ``path`` is a readable single-band raster; return its header."""
+    """Check that ``path`` is a readable single-band raster; return its header.
+
+    A nodata value of 0 (``gdal_rasterize -a_nodata 0`` writes one) collides with "not
+    glacier": it is honoured, as the file says, but with a warning, since such a mask
+    reads as all glacier where it has any valid pixel.
+    """
     info = inspect_scene(path, expected_bands=None, what="mask", warn_no_crs=False)
     if info.count != 1:
         raise MaskError(
             f"{info.path}: a mask must have 1 band, found {info.count}; write the glacier mask as a "
             "single-band 0/1 GeoTIFF"
+        )
+    if info.nodata == 0:
+        warnings.warn(
+            f"{info.path}: nodata is 0, the value of 'not glacier', so every 0 pixel is read as nodata; "
+            "unset it (gdal_edit.py -unsetnodata) or use 255 for nodata",
+            GeoglacierWarning,
+            stacklevel=2,
         )
     return info
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,17 @@ def test_real_everest_mask(everest: Path) -> None:
     assert mask.shape == (655, 480)
     assert abs(mask.mean() - 0.432) < 0.005
     check_same_grid(inspect_scene(everest / "west_scene.tif"), inspect_mask(everest / "west_mask.tif"))
+
+
+def test_a_mask_with_nodata_0_is_read_as_it_says_but_with_a_warning(tmp_path: Path) -> None:
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:8] = 1
+    path = write_raster(tmp_path / "m.tif", mask, nodata=0)
+    with pytest.warns(GeoglacierWarning, match="nodata is 0, the value of 'not glacier'"):
+        info = inspect_mask(path)
+    values = read_mask(path, info=info)
+    assert (values == 1).sum() == 8 * 64 and (values == IGNORE).sum() == 56 * 64
+    clean = write_raster(tmp_path / "ok.tif", mask, nodata=255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inspect_mask(clean)
