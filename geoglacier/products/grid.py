@@ -74,7 +74,13 @@ def read_aoi_bounds(path: str | os.PathLike[str], crs: CRS, buffer: float = 0.0)
         ) from exc
     if not src_crs:
         raise ProductError(f"{p}: the AOI file has no CRS; write it with one (e.g. EPSG:4326)")
-    x0, y0, x1, y1 = transform_bounds(CRS.from_user_input(src_crs), crs, *b, densify_pts=21)
+    src = CRS.from_user_input(src_crs)
+    if src.is_geographic and not (-180 <= b[0] <= b[2] <= 360 and -90 <= b[1] <= b[3] <= 90):
+        raise ProductError(
+            f"{p}: its coordinates {tuple(round(v, 3) for v in b)} are not longitudes and latitudes, "
+            f"but the file says {src.to_string()}; assign the CRS they are in (e.g. ogr2ogr -a_srs EPSG:32645)"
+        )
+    x0, y0, x1, y1 = transform_bounds(src, crs, *b, densify_pts=21)
     return (x0 - buffer, y0 - buffer, x1 + buffer, y1 + buffer)
 
 
@@ -139,6 +145,11 @@ def plan_grid(
         if box is None:
             continue
         if not (box[0] < box[2] and box[1] < box[3]):
+            if clip is not None and what.startswith("--clip"):
+                raise ConfigError(
+                    f"{what}: its outlines give no valid box in {dst_crs.to_string()} (got {tuple(box)}); "
+                    "check that the file's CRS is the one its coordinates are in"
+                )
             raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
         cropped = _intersect(footprint, tuple(float(v) for v in box))  # type: ignore[arg-type]
         if cropped is None:

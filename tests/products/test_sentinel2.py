@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from geoglacier.errors import FootprintError
+from geoglacier.errors import FootprintError, ProductError
 from geoglacier.products.quality import CLEAR, CLOUD, INVALID, scl_classes
 from geoglacier.products.sentinel2 import read_l2a_metadata
 from geoglacier.products.stack import detect_kind, stack
@@ -171,6 +171,21 @@ def test_clip_to_aoi_with_buffer(tmp_path: Path) -> None:
         )
     result = stack(fx.folder, tmp_path / "clip.tif", bands="red", clip=aoi, clip_buffer=50)
     assert result.grid.bounds == (x0 + 150, y0 - 450, x0 + 350, y0 - 150)
+
+
+def test_clip_file_with_utm_coordinates_labelled_wgs84_says_so(tmp_path: Path) -> None:
+    fx = write_safe(tmp_path)
+    x0, y0 = S2_ORIGIN
+    aoi = tmp_path / "mislabelled.gpkg"
+    schema = {"geometry": "Polygon", "properties": {"name": "str"}}
+    with fiona.open(aoi, "w", driver="GPKG", crs="EPSG:4326", schema=schema) as dst:
+        ring = [(x0 + 200, y0 - 400), (x0 + 300, y0 - 400), (x0 + 300, y0 - 200), (x0 + 200, y0 - 200)]
+        dst.write(
+            {"geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}, "properties": {"name": "g"}}
+        )
+    with pytest.raises(ProductError, match="are not longitudes and latitudes, but the file says EPSG:4326"):
+        stack(fx.folder, tmp_path / "clip.tif", bands="red", clip=aoi)
+    assert not (tmp_path / "clip.tif").exists()
 
 
 def test_bands_without_a_shared_footprint(tmp_path: Path) -> None:
