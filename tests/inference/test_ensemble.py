@@ -102,7 +102,7 @@ def test_bad_ensembles(members: tuple[Path, Path, Path], tmp_path: Path) -> None
     with pytest.raises(FileExistsError):
         segment_ensemble(scene, [a, a], tmp_path / "exists.tif", **OPTIONS)
     assert (tmp_path / "exists.tif").read_bytes() == b"keep"
-    with pytest.raises(OutputPathError, match="both the probabilities and the uncertainty output"):
+    with pytest.raises(OutputPathError, match="used for both --probabilities and --uncertainty"):
         segment_ensemble(
             scene, [a, a], tmp_path / "m.tif", probabilities=tmp_path / "pu.tif", uncertainty=tmp_path / "pu.tif",
             **OPTIONS,
