@@ -14,7 +14,7 @@ from geoglacier.cli.options import overwrite_opt
     "--pixel-size",
     type=float,
     default=None,
-    help="Pixel side in metres for the area error when the masks have no CRS.",
+    help="Pixel side in metres for the area error, only for masks without CRS.",
 )
 @click.option(
     "--json",

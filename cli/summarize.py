@@ -13,7 +13,7 @@ from geoglacier.cli.options import overwrite_opt
     "--pixel-size",
     type=float,
     default=None,
-    help="Pixel side in metres; needed when the mask has no CRS (areas are then nominal).",
+    help="Pixel side in metres, only for a mask without CRS (areas are then nominal; a CRS gives true areas).",
 )
 @click.option(
     "--json",

@@ -84,6 +84,7 @@ from geoglacier.io.atomic import (
     check_extension,
     check_output_path,
     same_file,
+    with_companions,
 )
 from geoglacier.io.masks import IGNORE, check_same_grid, inspect_mask, normalize_mask
 from geoglacier.io.scene import SceneInfo, inspect_scene
@@ -726,7 +727,7 @@ def run_glaciers(
         {"--out": out, "--summary": summary, "--quicklook": quicklook_path},
         {
             "MASK": mask,
-            "--inventory": None if isinstance(inventory, Inventory) else inventory,
+            "--inventory": [] if isinstance(inventory, Inventory) else with_companions(inventory),
             "--probabilities": options.get("probabilities"),
             "--uncertainty": options.get("spread"),
         },
@@ -785,7 +786,7 @@ def prepare_glacier_table(
         )
     if out is not None:
         target = check_table_path(out, overwrite)
-        check_distinct_files({"--glaciers": out}, {"--inventory": inventory})
+        check_distinct_files({"--glaciers": out}, {"--inventory": with_companions(inventory)})
         for other in other_paths or []:
             if other is not None and same_file(other, target):
                 raise OutputPathError(

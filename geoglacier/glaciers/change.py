@@ -72,6 +72,7 @@ from geoglacier.io.atomic import (
     check_distinct_files,
     check_extension,
     check_output_path,
+    with_companions,
 )
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.measure.areas import _TILE, crs_label, pixel_area_field
@@ -312,7 +313,7 @@ def glacier_change(
     """
     outputs = _check_outputs(
         out, inventory, glaciers, summary, quicklook, min_coverage, min_snr, overwrite,
-        inputs={"MASK_T0": mask_t0, "MASK_T1": mask_t1, "--inventory": inventory},
+        inputs={"MASK_T0": mask_t0, "MASK_T1": mask_t1, "--inventory": with_companions(inventory)},
     )  # fmt: skip
     pair = pair_masks(mask_t0, mask_t1, resampling)
     d0, d1, years = resolve_dates(pair, t0_date, t1_date)

@@ -40,7 +40,7 @@ from rasterio.windows import Window
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
-from geoglacier.io.atomic import TMP_PREFIX
+from geoglacier.io.atomic import TMP_PREFIX, with_companions
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo, inspect_scene
@@ -214,7 +214,11 @@ def segment_ensemble(
     info = _check_outputs(
         scene, out, probabilities, uncertainty, summary, outlines,
         min_area=min_area, pixel_size=segment_options.get("pixel_size"), overwrite=overwrite,
-        glaciers=glaciers, inputs={"--model": list(model_paths), "--inventory": inventory},
+        glaciers=glaciers,
+        inputs={
+            "--model": [f for m in model_paths for f in with_companions(m)],
+            "--inventory": with_companions(inventory),
+        },
     )  # fmt: skip
     other_paths = [scene, out, probabilities, uncertainty, summary, outlines]
     inv = _prepare_inventory(info, inventory, glaciers, other_paths, id_column, overwrite, outlines)

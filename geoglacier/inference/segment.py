@@ -71,7 +71,7 @@ from geoglacier.inference.outputs import (
 )
 from geoglacier.inference.results import RunStats, SegmentResult
 from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan, tile_grid
-from geoglacier.io.atomic import sigterm_as_interrupt
+from geoglacier.io.atomic import sigterm_as_interrupt, with_companions
 from geoglacier.io.cog import cog_blocksize
 from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo, inspect_scene, read_window
 from geoglacier.measure.areas import AreaSummary
@@ -456,7 +456,7 @@ def _check_scene_run(
     """
     check_outputs(
         out, probabilities, summary, outlines, overwrite, scene=scene, glaciers=glaciers,
-        inputs={"--model": model_path, "--inventory": inventory},
+        inputs={"--model": with_companions(model_path), "--inventory": with_companions(inventory)},
     )  # fmt: skip
     check_min_area(min_area)
     if date is not None:

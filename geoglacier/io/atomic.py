@@ -95,6 +95,21 @@ def same_file(a: PathArg, b: PathArg) -> bool:
     return ra == rb or (ia is not None and ia == ib)
 
 
+_COMPANIONS: dict[str, tuple[str, ...]] = {
+    ".shp": (".shx", ".dbf", ".prj", ".cpg"),  # a shapefile is read with its sidecars
+    ".xml": (".bin", ".json"),  # an OpenVINO IR model: weights and geoglacier metadata
+}
+
+
+def with_companions(path: PathArg | None) -> list[Path]:
+    """``path`` and the files read along with it (a shapefile's .dbf ..., an OpenVINO .xml's .bin);
+    empty for ``None``. Pass the result as an input of :func:`check_distinct_files`."""
+    if path is None:
+        return []
+    p = Path(path)
+    return [p, *(p.with_suffix(s) for s in _COMPANIONS.get(p.suffix.lower(), ()))]
+
+
 def check_distinct_files(
     outputs: Mapping[str, PathArg | None],
     inputs: Mapping[str, PathArg | Iterable[PathArg] | None] | None = None,

@@ -126,3 +126,23 @@ def test_check_extension() -> None:
         check_extension("m.png", (".tif", ".tiff"), "--out", "GeoTIFF")
     with pytest.raises(ConfigError, match="no extension"):
         check_extension("quick", (".png",), "--quicklook", "PNG picture")
+
+
+def test_companions_of_shapefiles_and_openvino_models(tmp_path: Path) -> None:
+    from geoglacier.io.atomic import with_companions
+
+    assert with_companions(None) == []
+    assert with_companions("a.tif") == [Path("a.tif")]
+    assert [p.name for p in with_companions("rgi.SHP")] == [
+        "rgi.SHP",
+        "rgi.shx",
+        "rgi.dbf",
+        "rgi.prj",
+        "rgi.cpg",
+    ]
+    assert [p.name for p in with_companions("m.xml")] == ["m.xml", "m.bin", "m.json"]
+    (tmp_path / "rgi.dbf").write_bytes(b"attributes")
+    with pytest.raises(OutputPathError, match="--summary is the same file as the input --inventory"):
+        check_distinct_files(
+            {"--summary": tmp_path / "rgi.dbf"}, {"--inventory": with_companions(tmp_path / "rgi.shp")}
+        )
