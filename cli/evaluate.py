@@ -14,7 +14,7 @@ from geoglacier.cli.options import overwrite_opt
     "--pixel-size",
     type=float,
     default=None,
-    help="Pixel side in metres for the area error when the masks have no CRS.",
+    help="Pixel side in metres for the area error, only for masks without CRS.",
 )
 @click.option(
     "--json",
@@ -29,13 +29,9 @@ def evaluate(pred: str, ref: str, pixel_size: float | None, json_path: str | Non
 
     Both masks must be on the same grid; pixels that are nodata in either are left out.
     """
-    from geoglacier.io.atomic import check_output_path
-    from geoglacier.measure.evaluate import evaluate_masks, format_metrics, write_metrics_json
+    from geoglacier.measure.evaluate import format_metrics, run_evaluate
 
-    if json_path is not None:
-        check_output_path(json_path, overwrite)  # fail before reading the masks
-    metrics = evaluate_masks(pred, ref, pixel_size)
+    metrics = run_evaluate(pred, ref, pixel_size, json_path, overwrite)
     click.echo(format_metrics(metrics))
     if json_path is not None:
-        write_metrics_json(metrics, json_path, overwrite)
         click.echo(f"wrote {json_path}")

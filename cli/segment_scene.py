@@ -76,7 +76,10 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     help="Drop outline polygons smaller than this (km2).",
 )
 @click.option(
-    "--pixel-size", type=float, default=None, help="Pixel side in metres, for areas of a scene without CRS."
+    "--pixel-size",
+    type=float,
+    default=None,
+    help="Pixel side in metres, only for areas of a scene without CRS (a CRS gives true areas).",
 )
 @click.option(
     "--inventory",

@@ -13,7 +13,7 @@ from geoglacier.cli.options import overwrite_opt
     "--pixel-size",
     type=float,
     default=None,
-    help="Pixel side in metres; needed when the mask has no CRS (areas are then nominal).",
+    help="Pixel side in metres, only for a mask without CRS (areas are then nominal; a CRS gives true areas).",
 )
 @click.option(
     "--json",
@@ -29,13 +29,9 @@ def summarize(mask: str, pixel_size: float | None, json_path: str | None, overwr
     True areas are ellipsoidal ground areas, correct on every projection; nominal
     areas are pixel count times the pixel's map area.
     """
-    from geoglacier.io.atomic import check_output_path
-    from geoglacier.measure.areas import format_summary, summarize_mask, write_summary_json
+    from geoglacier.measure.areas import format_summary, run_summarize
 
-    if json_path is not None:
-        check_output_path(json_path, overwrite)  # fail before reading the mask
-    summary = summarize_mask(mask, pixel_size)
+    summary = run_summarize(mask, pixel_size, json_path, overwrite)
     click.echo(format_summary(summary))
     if json_path is not None:
-        write_summary_json(summary, json_path, overwrite)
         click.echo(f"wrote {json_path}")

@@ -77,7 +77,15 @@ from geoglacier.errors import (
 )
 from geoglacier.glaciers.inventory import Inventory, footprint, geodesic_area_perimeter, read_inventory
 from geoglacier.glaciers.zones import WINDOW, ZoneRasterizer, grid_windows
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import (
+    PNG_SUFFIXES,
+    atomic_output,
+    check_distinct_files,
+    check_extension,
+    check_output_path,
+    same_file,
+    with_companions,
+)
 from geoglacier.io.masks import IGNORE, check_same_grid, inspect_mask, normalize_mask
 from geoglacier.io.scene import SceneInfo, inspect_scene
 from geoglacier.measure.areas import crs_label, pixel_area_field, to_pyproj_crs
@@ -633,6 +641,11 @@ def _table_format(path: Path) -> str:
     return fmt
 
 
+def check_table_format(path: str | os.PathLike[str]) -> str:
+    """The OGR driver of a table path (.gpkg or .csv); ConfigError for any other extension."""
+    return _table_format(Path(path))
+
+
 def check_table_path(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Check a table output path (extension, folder, overwrite) before any work."""
     target = Path(path)
@@ -697,21 +710,31 @@ def run_glaciers(
     """:func:`glacier_areas`, then write the table (``out``), the totals JSON (``summary``)
     and a PNG of the outlines coloured by mapped / outline area (``quicklook``).
 
-    Output paths are checked before any work, and each file appears only when complete.
-    ``options`` go to :func:`glacier_areas`.
-    """
-    from geoglacier.errors import OutputPathError
+    Output paths are checked before any work (an output may be neither an input nor
+    another output; the quicklook must be a .png), and each file appears only when
+    complete. ``options`` go to :func:`glacier_areas`.
 
-    targets = [check_table_path(out, overwrite)]
+    Raises:
+        OutputPathError: an output is an input (the mask, inventory, probability or spread
+            raster) or another output, or cannot be written.
+        ConfigError: the table is not .gpkg/.csv or the quicklook not .png.
+    """
+    quicklook_path = (
+        None if quicklook is None else check_extension(quicklook, PNG_SUFFIXES, "--quicklook", "PNG picture")
+    )
+    check_table_path(out, overwrite)
+    check_distinct_files(
+        {"--out": out, "--summary": summary, "--quicklook": quicklook_path},
+        {
+            "MASK": mask,
+            "--inventory": [] if isinstance(inventory, Inventory) else with_companions(inventory),
+            "--probabilities": options.get("probabilities"),
+            "--uncertainty": options.get("spread"),
+        },
+    )
     for extra in (summary, quicklook):
-        if extra is None:
-            continue
-        target = check_output_path(extra, overwrite)
-        if any(target.resolve() == t.resolve() for t in targets):
-            raise OutputPathError(
-                f"{extra}: used for two outputs (--out, --summary, --quicklook); give distinct files"
-            )
-        targets.append(target)
+        if extra is not None:
+            check_output_path(extra, overwrite)
     result = glacier_areas(mask, inventory, **options)
     write_glacier_table(result, out, overwrite)
     if summary is not None:
@@ -763,8 +786,9 @@ def prepare_glacier_table(
         )
     if out is not None:
         target = check_table_path(out, overwrite)
+        check_distinct_files({"--glaciers": out}, {"--inventory": with_companions(inventory)})
         for other in other_paths or []:
-            if other is not None and Path(other).resolve() == target.resolve():
+            if other is not None and same_file(other, target):
                 raise OutputPathError(
                     f"{out}: used for the glacier table and another file of the run; give distinct files"
                 )

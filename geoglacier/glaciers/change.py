@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,15 @@ from geoglacier.glaciers.changemap import (
     render_change_quicklook,
 )
 from geoglacier.glaciers.dates import parse_date, read_date, years_between
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import (
+    PNG_SUFFIXES,
+    RASTER_SUFFIXES,
+    atomic_output,
+    check_distinct_files,
+    check_extension,
+    check_output_path,
+    with_companions,
+)
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.measure.areas import _TILE, crs_label, pixel_area_field
 
@@ -302,7 +311,10 @@ def glacier_change(
         OutputExistsError, OutputPathError: an output exists (without ``overwrite``) or
             cannot be written.
     """
-    outputs = _check_outputs(out, inventory, glaciers, summary, quicklook, min_coverage, min_snr, overwrite)
+    outputs = _check_outputs(
+        out, inventory, glaciers, summary, quicklook, min_coverage, min_snr, overwrite,
+        inputs={"MASK_T0": mask_t0, "MASK_T1": mask_t1, "--inventory": with_companions(inventory)},
+    )  # fmt: skip
     pair = pair_masks(mask_t0, mask_t1, resampling)
     d0, d1, years = resolve_dates(pair, t0_date, t1_date)
     acc = ChangeAccumulator(pair)
@@ -335,18 +347,29 @@ def _check_outputs(
     min_coverage: float,
     min_snr: float,
     overwrite: bool,
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
 ) -> dict[str, Path]:
-    """Check options and output paths before any work; the outputs by kind."""
+    """Check options and output paths before any work; the outputs by kind.
+
+    No output may be one of the ``inputs`` (the masks, the inventory) or another output.
+    """
     if glaciers is not None and inventory is None:
         raise ConfigError("--glaciers needs --inventory OUTLINES: the glaciers come from an inventory")
+    check_extension(out, RASTER_SUFFIXES, "--out", "change map GeoTIFF")
+    if quicklook is not None:
+        check_extension(quicklook, PNG_SUFFIXES, "--quicklook", "PNG picture")
     if glaciers is not None:
         check_table_path(glaciers, overwrite)
     check_thresholds(min_coverage, min_snr)
     targets = {"change_map": out, "glaciers": glaciers, "summary": summary, "quicklook": quicklook}
+    options = {
+        "change_map": "--out",
+        "glaciers": "--glaciers",
+        "summary": "--summary",
+        "quicklook": "--quicklook",
+    }
+    check_distinct_files({options[k]: v for k, v in targets.items()}, inputs)
     outputs = {k: Path(v) for k, v in targets.items() if v is not None}
-    if len({p.resolve() for p in outputs.values()}) != len(outputs):
-        names = ", ".join(str(p) for p in outputs.values())
-        raise ConfigError(f"outputs must be different files, got {names}; give each its own name")
     for p in outputs.values():
         check_output_path(p, overwrite)  # fail before any work
     return outputs

@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from geoglacier.io.atomic import atomic_output
+from geoglacier.io.atomic import PNG_SUFFIXES, atomic_output, check_distinct_files, check_extension
 from geoglacier.io.masks import IGNORE
 
 STABLE_NON_ICE: int = 0
@@ -72,6 +72,8 @@ def write_change_quicklook(
     The map is read decimated with nearest resampling (GDAL uses the COG's overviews), so
     the picture costs little memory whatever the map's size.
     """
+    check_extension(out, PNG_SUFFIXES, "--quicklook", "PNG picture")
+    check_distinct_files({"--quicklook": out}, {"CHANGE_MAP": change_map})
     with atomic_output(out, overwrite) as tmp:
         render_change_quicklook(change_map, tmp, title=title, max_side=max_side)
     return Path(out)

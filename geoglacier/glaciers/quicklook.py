@@ -11,7 +11,13 @@ import rasterio
 import shapely
 from rasterio.enums import Resampling
 
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import (
+    PNG_SUFFIXES,
+    atomic_output,
+    check_distinct_files,
+    check_extension,
+    check_output_path,
+)
 from geoglacier.io.masks import IGNORE, inspect_mask
 from geoglacier.io.scene import SceneInfo
 
@@ -54,6 +60,8 @@ def write_glacier_quicklook(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    check_extension(out, PNG_SUFFIXES, "--quicklook", "PNG picture")
+    check_distinct_files({"--quicklook": out}, {"MASK": mask})
     target = check_output_path(out, overwrite)
     info = inspect_mask(mask)
     image = _mask_picture(info, max_side)

@@ -40,7 +40,7 @@ from rasterio.windows import Window
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
-from geoglacier.io.atomic import TMP_PREFIX
+from geoglacier.io.atomic import TMP_PREFIX, with_companions
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo, inspect_scene
@@ -214,6 +214,11 @@ def segment_ensemble(
     info = _check_outputs(
         scene, out, probabilities, uncertainty, summary, outlines,
         min_area=min_area, pixel_size=segment_options.get("pixel_size"), overwrite=overwrite,
+        glaciers=glaciers,
+        inputs={
+            "--model": [f for m in model_paths for f in with_companions(m)],
+            "--inventory": with_companions(inventory),
+        },
     )  # fmt: skip
     other_paths = [scene, out, probabilities, uncertainty, summary, outlines]
     inv = _prepare_inventory(info, inventory, glaciers, other_paths, id_column, overwrite, outlines)
@@ -346,11 +351,17 @@ def _check_outputs(
     min_area: float,
     pixel_size: float | None,
     overwrite: bool,
+    glaciers: str | os.PathLike[str] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> SceneInfo:
-    """Check the outputs, ``min_area`` and the scene's CRS as one model's run does; return the scene's info."""
+    """Check the outputs (none may be an input: the scene, ``inputs``), ``min_area`` and the
+    scene's CRS as one model's run does; return the scene's info."""
     from geoglacier.inference.outputs import check_areas, check_min_area, check_outputs
 
-    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene, uncertainty=uncertainty)
+    check_outputs(
+        out, probabilities, summary, outlines, overwrite, scene=scene, uncertainty=uncertainty,
+        glaciers=glaciers, inputs=inputs,
+    )  # fmt: skip
     check_min_area(min_area)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
     check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)

@@ -205,11 +205,12 @@ def export_model(
 
     Raises:
         ConfigError: an unknown format, or ``out`` with the wrong suffix.
+        OutputPathError: ``out`` (or an OpenVINO sidecar of it) is the checkpoint itself.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         CheckpointError: an unreadable checkpoint.
         EngineUnavailableError: onnx (or openvino) is not installed.
     """
-    from geoglacier.io.atomic import check_output_path
+    from geoglacier.io.atomic import check_distinct_files, check_output_path
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
@@ -219,6 +220,10 @@ def export_model(
         raise ConfigError(
             f"{target}: --format {fmt} writes a {SUFFIXES[fmt]} file; give --out NAME{SUFFIXES[fmt]}"
         )
+    outputs = {"--out": target}
+    if fmt == "openvino":  # the IR's weights and metadata sidecar land beside the .xml
+        outputs.update({"its .bin": target.with_suffix(".bin"), "its .json": target.with_suffix(".json")})
+    check_distinct_files(outputs, {"CHECKPOINT": src})
     check_output_path(target, overwrite)
     require("onnx", "onnx")
     if fmt == "openvino":

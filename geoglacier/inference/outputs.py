@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,15 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning, OutputPathError
-from geoglacier.glaciers.areas import run_glaciers
+from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning
+from geoglacier.glaciers.areas import check_table_format, run_glaciers
 from geoglacier.inference.blend import FinishedTile
 from geoglacier.inference.results import SegmentResult
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import (
+    RASTER_SUFFIXES,
+    atomic_output,
+    check_distinct_files,
+    check_extension,
+    check_output_path,
+)
 from geoglacier.io.cog import CogWriter, RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo
-from geoglacier.measure.areas import AreaAccumulator, AreaSummary, write_summary_json
+from geoglacier.measure.areas import AreaAccumulator, AreaSummary, check_pixel_size, write_summary_json
 
 # ------------------------------------------------------------------------------ checks
 
@@ -35,44 +42,53 @@ def check_outputs(
     overwrite: bool,
     scene: str | os.PathLike[str] | None = None,
     uncertainty: str | os.PathLike[str] | None = None,
+    *,
+    glaciers: str | os.PathLike[str] | None = None,
+    inputs: Mapping[str, str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None] | None = None,
 ) -> dict[str, Path]:
     """Check every requested output path before work; return them by role.
 
-    ``uncertainty`` is an ensemble's spread raster (checked like the others).
+    ``uncertainty`` is an ensemble's spread raster (checked like the others). No output
+    may be the ``scene``, one of the other ``inputs`` (``--model``, ``--inventory`` ...)
+    or another output, ``glaciers`` (the per-glacier table, whose own checks are
+    :func:`~geoglacier.glaciers.areas.prepare_glacier_table`'s) included.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
-        OutputPathError: a folder is missing or read-only, or two outputs share a path.
-        ConfigError: the outlines file has an unsupported extension.
+        OutputPathError: a folder is missing or read-only, an output is an input, or two
+            outputs share a path.
+        ConfigError: a raster output not named .tif/.tiff, a table not .gpkg/.csv, or an
+            outlines file with an unsupported extension.
     """
     requested = {
         "mask": out, "probabilities": probabilities, "uncertainty": uncertainty, "summary": summary,
         "outlines": outlines,
     }  # fmt: skip
-    targets: dict[str, Path] = {}
-    seen: dict[Path, str] = {}
-    if scene is not None:
-        seen[Path(scene).resolve()] = "input scene"
-    for role, path in requested.items():
-        if path is None:
-            continue
-        key = Path(path).resolve()
-        if key in seen:
-            raise OutputPathError(
-                f"{path}: used for both the {seen[key]} and the {role} output; give distinct files"
-            )
-        target = check_output_path(path, overwrite)
-        seen[key] = role
-        targets[role] = target
+    for role in ("mask", "probabilities", "uncertainty"):
+        if requested[role] is not None:
+            check_extension(requested[role], RASTER_SUFFIXES, _OPTIONS[role], "GeoTIFF (COG)")
+    if glaciers is not None:
+        check_table_format(glaciers)
     if outlines is not None:
         from geoglacier.measure.outlines import DRIVERS
 
-        if targets["outlines"].suffix.lower() not in DRIVERS:
+        suffix = Path(outlines).suffix
+        if suffix.lower() not in DRIVERS:
             raise ConfigError(
-                f"{outlines}: unknown outline format {targets['outlines'].suffix or '(no extension)'!r}; "
+                f"{outlines}: unknown outline format {suffix or '(no extension)'!r}; "
                 "use a .gpkg (GeoPackage, in the mask's CRS) or .geojson (EPSG:4326) file name"
             )
-    return targets
+    check_distinct_files(
+        {**{_OPTIONS[role]: path for role, path in requested.items()}, "--glaciers": glaciers},
+        {"SCENE": scene, **(inputs or {})},
+    )
+    return {role: check_output_path(path, overwrite) for role, path in requested.items() if path is not None}
+
+
+_OPTIONS = {
+    "mask": "--out", "probabilities": "--probabilities", "uncertainty": "--uncertainty",
+    "summary": "--summary", "outlines": "--outlines",
+}  # fmt: skip
 
 
 def check_min_area(min_area: float) -> None:
@@ -91,10 +107,10 @@ def check_areas(info: SceneInfo, pixel_size: float | None, *, needed: bool, outl
     Raises:
         CRSMissingError: no CRS and a summary or outlines were asked for (outlines always
             need a CRS; a summary can do with ``pixel_size``).
-        ConfigError: a non-positive ``pixel_size``.
+        ConfigError: a non-positive ``pixel_size``, or one given for a scene with a CRS
+            (which gives true areas).
     """
-    if pixel_size is not None and not (pixel_size > 0 and math.isfinite(pixel_size)):
-        raise ConfigError(f"--pixel-size must be a positive number of metres (got {pixel_size})")
+    check_pixel_size(pixel_size, info.crs, info.path)
     if info.crs is None and pixel_size is None and needed:
         raise CRSMissingError(
             f"{info.path} has no CRS, so areas cannot be computed; pass --pixel-size METRES "

@@ -71,7 +71,7 @@ from geoglacier.inference.outputs import (
 )
 from geoglacier.inference.results import RunStats, SegmentResult
 from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan, tile_grid
-from geoglacier.io.atomic import sigterm_as_interrupt
+from geoglacier.io.atomic import sigterm_as_interrupt, with_companions
 from geoglacier.io.cog import cog_blocksize
 from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo, inspect_scene, read_window
 from geoglacier.measure.areas import AreaSummary
@@ -437,6 +437,7 @@ def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
 
 def _check_scene_run(
     scene: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     probabilities: str | os.PathLike[str] | None,
     summary: str | os.PathLike[str] | None,
@@ -449,11 +450,14 @@ def _check_scene_run(
     glaciers: str | os.PathLike[str] | None,
     id_column: str | None,
 ) -> tuple[SceneInfo, Any, str | None]:
-    """The checks before the model loads: outputs, options, the scene and the inventory.
+    """The checks before the model loads: outputs (none may be an input), options, the scene and the inventory.
 
     Returns the scene's info, the prepared inventory (or None) and the checked date.
     """
-    check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
+    check_outputs(
+        out, probabilities, summary, outlines, overwrite, scene=scene, glaciers=glaciers,
+        inputs={"--model": with_companions(model_path), "--inventory": with_companions(inventory)},
+    )  # fmt: skip
     check_min_area(min_area)
     if date is not None:
         date = check_date(date)
@@ -590,7 +594,7 @@ def segment_scene(
         device=device, precision=precision, tta=tta, engine=engine,
     ).validate()  # fmt: skip
     info, inv, date = _check_scene_run(
-        scene, out, probabilities, summary, outlines, min_area, pixel_size, overwrite, date,
+        scene, model_path, out, probabilities, summary, outlines, min_area, pixel_size, overwrite, date,
         inventory, glaciers, id_column,
     )  # fmt: skip
     loaded = load_engine(model_path, engine, device, precision, expected_bands=info.count)

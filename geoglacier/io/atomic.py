@@ -12,13 +12,19 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from geoglacier.errors import OutputExistsError, OutputPathError
+from geoglacier.errors import ConfigError, OutputExistsError, OutputPathError
 
 TMP_PREFIX = ".geoglacier-tmp-"
+
+PathArg = str | os.PathLike[str]
+RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+"""Extensions of the GeoTIFF (COG) outputs: masks, probabilities, change maps, scenes."""
+PNG_SUFFIXES: tuple[str, ...] = (".png",)
+"""Extension of the quicklook pictures."""
 
 
 def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -41,6 +47,112 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     return target
+
+
+def check_extension(path: PathArg, suffixes: tuple[str, ...], option: str, what: str) -> Path:
+    """Raise unless ``path`` ends in one of ``suffixes`` (case-insensitive), before any work.
+
+    The writers choose the format themselves (a COG, a PNG), so a name with another
+    extension would hold data that the extension misnames.
+
+    Args:
+        path: the output path.
+        suffixes: accepted extensions with their dot (``(".tif", ".tiff")``).
+        option: the option that names the output, for the message (``--out``).
+        what: what is written there, for the message (``GeoTIFF``).
+
+    Raises:
+        ConfigError: naming the option, the file and the expected extension.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in suffixes:
+        expected = " or ".join(suffixes)
+        raise ConfigError(
+            f"{option} {target}: writes a {what}, so the name must end in {expected} "
+            f"(got {target.suffix or 'no extension'!r}); rename it, e.g. {target.with_suffix(suffixes[0]).name}"
+        )
+    return target
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """The resolved path, and the file's (device, inode) when it exists (symlinks followed)."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        resolved = path.absolute()
+    try:
+        st = path.stat()
+    except OSError:
+        return resolved, None
+    return resolved, (st.st_dev, st.st_ino)
+
+
+def same_file(a: PathArg, b: PathArg) -> bool:
+    """Whether ``a`` and ``b`` name the same file: equal resolved paths (``./x`` and ``x``,
+    symlinked folders), or, where both exist, one file (symlinks, hard links)."""
+    ra, ia = _identity(Path(a))
+    rb, ib = _identity(Path(b))
+    return ra == rb or (ia is not None and ia == ib)
+
+
+_COMPANIONS: dict[str, tuple[str, ...]] = {
+    ".shp": (".shx", ".dbf", ".prj", ".cpg"),  # a shapefile is read with its sidecars
+    ".xml": (".bin", ".json"),  # an OpenVINO IR model: weights and geoglacier metadata
+}
+
+
+def with_companions(path: PathArg | None) -> list[Path]:
+    """``path`` and the files read along with it (a shapefile's .dbf ..., an OpenVINO .xml's .bin);
+    empty for ``None``. Pass the result as an input of :func:`check_distinct_files`."""
+    if path is None:
+        return []
+    p = Path(path)
+    return [p, *(p.with_suffix(s) for s in _COMPANIONS.get(p.suffix.lower(), ()))]
+
+
+def check_distinct_files(
+    outputs: Mapping[str, PathArg | None],
+    inputs: Mapping[str, PathArg | Iterable[PathArg] | None] | None = None,
+) -> None:
+    """Refuse, before any work, an output that is the same file as an input or as another output.
+
+    ``--overwrite`` lets an output replace an earlier *result*; it must never let a run
+    replace the data it reads (its scene, a mask, the checkpoint), nor write two of its
+    outputs to one file. Paths are compared as :func:`same_file` does.
+
+    Args:
+        outputs: each output by the name the user knows it by (``--out``, ``--summary``);
+            ``None`` entries are skipped.
+        inputs: each input by name (``MASK``, ``--model``); a value may be several files
+            (the scenes and masks of a training folder). Folders are skipped: an output
+            inside one is fine.
+
+    Raises:
+        OutputPathError: naming the file and both of its uses.
+    """
+    seen: list[tuple[str, str, Path, tuple[int, int] | None]] = []
+    for name, value in (inputs or {}).items():
+        if value is None:
+            continue
+        paths = [value] if isinstance(value, str | os.PathLike) else list(value)
+        for p in paths:
+            path = Path(p)
+            if path.is_dir():
+                continue
+            seen.append(("input", name, *_identity(path)))
+    for name, value in outputs.items():
+        if value is None:
+            continue
+        resolved, ident = _identity(Path(value))
+        for kind, other, o_resolved, o_ident in seen:
+            if resolved == o_resolved or (ident is not None and ident == o_ident):
+                if kind == "input":
+                    raise OutputPathError(
+                        f"{value}: {name} is the same file as the input {other}; an output never replaces "
+                        "an input, even with --overwrite: give another file name"
+                    )
+                raise OutputPathError(f"{value}: used for both {other} and {name}; give distinct files")
+        seen.append(("output", name, resolved, ident))
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,8 +36,8 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.errors import ConfigError, CRSMissingError
+from geoglacier.io.atomic import atomic_output, check_distinct_files, check_output_path
 from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
 
 DEFAULT_STEP: int = 64
@@ -310,6 +309,30 @@ def _project(x: np.ndarray, nodes: np.ndarray, start: int, axis: int) -> tuple[i
     return first, out
 
 
+NOMINAL_METHOD: str = "nominal: --pixel-size"
+"""The ``method`` of areas from ``--pixel-size`` (a raster without CRS): pixel count x size squared."""
+
+
+def check_pixel_size(pixel_size: float | None, crs: CRSLike | None, source: Any = "the raster") -> None:
+    """Check ``--pixel-size``: a positive number of metres, and only for a raster without a CRS.
+
+    A CRS gives true areas; a pixel size on top could only replace them with a nominal
+    figure at a size the user guessed, so it is refused rather than silently preferred.
+
+    Raises:
+        ConfigError: a non-positive or non-finite size, or a raster that has a CRS.
+    """
+    if pixel_size is None:
+        return
+    if not (pixel_size > 0 and math.isfinite(pixel_size)):
+        raise ConfigError(f"--pixel-size must be a positive number of metres, got {pixel_size}")
+    if crs is not None:
+        raise ConfigError(
+            f"{source} has a CRS ({crs_label(crs)}), which gives true areas; --pixel-size is only for "
+            "rasters without a CRS: drop --pixel-size"
+        )
+
+
 def _make_field(
     transform: Affine,
     crs: CRSLike | None,
@@ -320,16 +343,8 @@ def _make_field(
     source: str = "the mask",
 ) -> _AreaField:
     if pixel_size is not None:
-        if not (pixel_size > 0 and math.isfinite(pixel_size)):
-            raise ConfigError(f"--pixel-size must be a positive number of metres, got {pixel_size}")
-        if crs is not None:
-            warnings.warn(
-                f"{source} has a CRS; --pixel-size {pixel_size:g} overrides it, so the areas are nominal "
-                "(leave --pixel-size out to get true areas)",
-                GeoglacierWarning,
-                stacklevel=3,
-            )
-        return _ConstantField(float(pixel_size) ** 2, "nominal: --pixel-size")
+        check_pixel_size(pixel_size, crs, source)
+        return _ConstantField(float(pixel_size) ** 2, NOMINAL_METHOD)
     if crs is None:
         raise CRSMissingError(f"{source} has no CRS; pass --pixel-size METRES to compute areas")
     if step < 1:
@@ -613,12 +628,23 @@ def format_summary(summary: AreaSummary) -> str:
         ("glacier pixels", f"{summary.glacier_pixels:,}"),
         ("valid pixels", f"{summary.valid_pixels:,}"),
         ("nodata pixels", f"{summary.nodata_pixels:,}"),
-        ("glacier area (true)", km2(summary.glacier_area_km2)),
-        ("valid area (true)", km2(summary.valid_area_km2)),
-        ("glacier area (nominal)", km2(summary.nominal_glacier_area_km2)),
-        ("valid area (nominal)", km2(summary.nominal_valid_area_km2)),
-        ("glacier fraction", frac),
     ]
+    if summary.method == NOMINAL_METHOD:  # no CRS: only the nominal figure exists
+        size = f"{summary.pixel_size:g} m" if summary.pixel_size is not None else "--pixel-size"
+        rows += [
+            ("glacier area (true)", "n/a (no CRS)"),
+            ("valid area (true)", "n/a (no CRS)"),
+            (f"glacier area (nominal, {size} pixels)", km2(summary.nominal_glacier_area_km2)),
+            (f"valid area (nominal, {size} pixels)", km2(summary.nominal_valid_area_km2)),
+        ]
+    else:
+        rows += [
+            ("glacier area (true)", km2(summary.glacier_area_km2)),
+            ("valid area (true)", km2(summary.valid_area_km2)),
+            ("glacier area (nominal)", km2(summary.nominal_glacier_area_km2)),
+            ("valid area (nominal)", km2(summary.nominal_valid_area_km2)),
+        ]
+    rows.append(("glacier fraction", frac))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -635,3 +661,28 @@ def write_summary_json(
         payload = {**summary.to_dict(), **(extra or {})}
         tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return target
+
+
+def run_summarize(
+    mask: str | os.PathLike[str],
+    pixel_size: float | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> AreaSummary:
+    """:func:`summarize_mask`, then the summary as JSON to ``json_path`` (``geoglacier summarize``).
+
+    The JSON path is checked before the mask is read: it may not be the mask itself,
+    even with ``overwrite``.
+
+    Raises:
+        OutputPathError: ``json_path`` is the mask, or its folder is missing or read-only.
+        OutputExistsError: ``json_path`` exists and ``overwrite`` is False.
+        CRSMissingError, ConfigError: see :func:`summarize_mask`.
+    """
+    if json_path is not None:
+        check_distinct_files({"--json": json_path}, {"MASK": mask})
+        check_output_path(json_path, overwrite)
+    summary = summarize_mask(mask, pixel_size)
+    if json_path is not None:
+        write_summary_json(summary, json_path, overwrite)
+    return summary

@@ -24,13 +24,20 @@ import numpy as np
 import rasterio
 
 from geoglacier.errors import GridMismatchError
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import atomic_output, check_distinct_files, check_output_path
 from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
 from geoglacier.io.scene import SceneInfo
 from geoglacier.measure.areas import _TILE, _make_field, _read_windows, crs_label
 from geoglacier.measure.metrics import mcc_from_counts
 
-__all__ = ["evaluate_masks", "format_metrics", "mcc_from_counts", "metrics_from_counts", "write_metrics_json"]
+__all__ = [
+    "evaluate_masks",
+    "format_metrics",
+    "mcc_from_counts",
+    "metrics_from_counts",
+    "run_evaluate",
+    "write_metrics_json",
+]
 
 
 def _ratio(num: int, den: int) -> float:
@@ -206,3 +213,29 @@ def write_metrics_json(
     with atomic_output(target, overwrite) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return target
+
+
+def run_evaluate(
+    pred_path: str | os.PathLike[str],
+    ref_path: str | os.PathLike[str],
+    pixel_size: float | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate_masks`, then the metrics as JSON to ``json_path`` (``geoglacier evaluate``).
+
+    The JSON path is checked before the masks are read: it may be neither mask, even
+    with ``overwrite``.
+
+    Raises:
+        OutputPathError: ``json_path`` is one of the masks, or its folder is missing or read-only.
+        OutputExistsError: ``json_path`` exists and ``overwrite`` is False.
+        GridMismatchError, MaskError, ConfigError: see :func:`evaluate_masks`.
+    """
+    if json_path is not None:
+        check_distinct_files({"--json": json_path}, {"PRED": pred_path, "REF": ref_path})
+        check_output_path(json_path, overwrite)
+    metrics = evaluate_masks(pred_path, ref_path, pixel_size)
+    if json_path is not None:
+        write_metrics_json(metrics, json_path, overwrite)
+    return metrics

@@ -40,7 +40,13 @@ from geoglacier.errors import (
     ProductError,
     SceneNotFoundError,
 )
-from geoglacier.io.atomic import atomic_output, check_output_path
+from geoglacier.io.atomic import (
+    RASTER_SUFFIXES,
+    atomic_output,
+    check_distinct_files,
+    check_extension,
+    check_output_path,
+)
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
 from geoglacier.io.scene import GDAL_CACHE_BYTES
 from geoglacier.products import landsat, sentinel2, stac
@@ -204,19 +210,23 @@ def stack(
         progress: show a progress bar of strips on stderr.
 
     Raises:
-        OutputExistsError, OutputPathError: ``out`` cannot be written.
-        RecipeError, ConfigError: bad options.
+        OutputExistsError, OutputPathError: ``out`` cannot be written, or is one of the
+            product's files (or the ``clip`` file).
+        RecipeError, ConfigError: bad options, or ``out`` not named .tif/.tiff.
         SceneNotFoundError, ProductError: no such product, or not one this reads.
         MissingBandError: a band the recipe needs (or the quality layer) is absent.
         InvalidRasterError: a band is unreadable.
         FootprintError: bands or bounds do not overlap.
     """
     start = time.perf_counter()
+    check_extension(out, RASTER_SUFFIXES, "--out", "scene GeoTIFF (COG)")
+    check_distinct_files({"--out": out}, {"SOURCE": _source_files(source, out), "--clip": clip})
     target = check_output_path(out, overwrite)
     recipe = parse_recipe(bands)
     _check_options(resolution, cloud_buffer, clip_buffer)
     product = open_product(source, kind)
     needed = _check_product(product, recipe, cloud_mask)
+    check_distinct_files({"--out": out}, {"a band of SOURCE": _local_files(product)})
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
         datasets = {
             n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
@@ -245,6 +255,25 @@ def stack(
         notes=product.notes,
         seconds=time.perf_counter() - start,
     )
+
+
+def _source_files(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
+    """The files of the product that ``out`` could be: ``source`` itself, or, for a product
+    folder, ``out`` when it already exists inside that folder (a band, the metadata ...)."""
+    p, target = Path(source), Path(out)
+    if not p.is_dir():
+        return [p]
+    if target.exists() and target.resolve().is_relative_to(p.resolve()):
+        return [target]
+    return []
+
+
+def _local_files(product: Product) -> list[str]:
+    """The product's band and quality files that live on this machine (not /vsi... or URLs)."""
+    paths = [b.path for b in product.bands.values()]
+    if product.quality is not None:
+        paths.append(product.quality.path)
+    return [p for p in paths if not p.startswith("/vsi") and "://" not in p]
 
 
 def _nodata(band: BandFile, ds: Any) -> float | None:

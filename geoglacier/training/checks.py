@@ -6,12 +6,15 @@ samplers and the dataset builders share them.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from geoglacier.errors import ConfigError, GeoglacierWarning, RecipeMismatchError
+from geoglacier.io.atomic import check_distinct_files
 from geoglacier.io.layouts import ScenePair
 from geoglacier.products.recipes import format_recipe, scene_descriptions
 
@@ -69,3 +72,20 @@ def check_scenes_hold(scenes: list[ScenePair], recipe: Sequence[str]) -> None:
             GeoglacierWarning,
             stacklevel=3,
         )
+
+
+def check_outputs_outside_data(
+    data_dir: str | os.PathLike[str], outputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse a checkpoint (``outputs[0]``, then the files beside it) that is one of the data folder's files.
+
+    Every file under ``data_dir`` counts (scenes, masks, .npy images, sidecars), even
+    with ``--overwrite``: training must never replace what it reads.
+
+    Raises:
+        OutputPathError: naming the output and the data folder.
+    """
+    root = Path(data_dir)
+    files = [f for f in root.rglob("*") if f.is_file()] if root.is_dir() else []
+    named = {("--out" if i == 0 else f"--out's companion {Path(p).name}"): p for i, p in enumerate(outputs)}
+    check_distinct_files(named, {f"a file of DATA_DIR {root}": files})

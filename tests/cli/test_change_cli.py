@@ -98,8 +98,42 @@ BAD = [
     (
         "same-output-twice",
         "change {i}/t0.tif {i}/t1.tif --out {o}/c.tif --summary {o}/c.tif",
-        ("c.tif",),
-        "own name",
+        ("c.tif", "--out", "--summary"),
+        "distinct files",
+    ),
+    # An output that is an input: refused even with --overwrite (the t0 mask became the change map).
+    (
+        "out-is-mask-t0",
+        "change {i}/t0.tif {i}/t1.tif --out {i}/./t0.tif --overwrite",
+        ("t0.tif", "--out", "MASK_T0"),
+        "another file name",
+    ),
+    (
+        "summary-is-mask-t1",
+        "change {i}/t0.tif {i}/t1.tif --out {o}/c.tif --summary {i}/t1.tif --overwrite",
+        ("t1.tif", "--summary", "MASK_T1"),
+        "another file name",
+    ),
+    (
+        "glaciers-is-inventory",
+        "change {i}/t0.tif {i}/t1.tif --out {o}/c.tif --inventory {i}/outlines.gpkg "
+        "--glaciers {i}/outlines.gpkg --overwrite",
+        ("outlines.gpkg", "--glaciers", "--inventory"),
+        "another file name",
+    ),
+    (
+        "quicklook-is-mask-t0",
+        "change {i}/t0.tif {i}/t1.tif --out {o}/c.tif --quicklook {i}/t0.tif --overwrite",
+        ("t0.tif", "--quicklook"),
+        ".png",
+    ),
+    # Extensions: the change map is a GeoTIFF, the quicklook a PNG.
+    ("out-not-tif", "change {i}/t0.tif {i}/t1.tif --out {o}/c.png", ("--out", "c.png", ".tif"), "rename"),
+    (
+        "quicklook-not-png",
+        "change {i}/t0.tif {i}/t1.tif --out {o}/c.tif --quicklook {o}/c.jpg",
+        ("--quicklook", "c.jpg", ".png"),
+        "rename",
     ),
     (
         "inventory-missing",

@@ -198,3 +198,24 @@ def test_stack_then_train_stores_the_recipe(tmp_path: Path) -> None:
     assert meta.bands == RECIPE
     code, output = run("segment-scene", scene, "--model", out, "--out", tmp_path / "m.tif", "--no-progress")
     assert code == 0, output
+
+
+def test_stack_never_writes_over_its_product(tmp_path: Path) -> None:
+    # An item's local assets, the item itself and a band inside a product folder are inputs:
+    # --overwrite may not replace them.
+    from tests.products_data import write_landsat_stac
+
+    item, fx = write_landsat_stac(tmp_path / "lst")
+    band = fx.folder / f"{fx.product_id}_SR_B4.TIF"
+    before = {p: p.read_bytes() for p in (item, band)}
+    _one_line_error(
+        *run("stack", item, "--out", band, "--overwrite", "--no-progress"),
+        "SR_B4.TIF", "--out", "same file as the input a band of SOURCE",
+    )  # fmt: skip
+    _one_line_error(
+        *run("stack", fx.folder, "--out", fx.folder / ".." / fx.folder.name / band.name, "--overwrite"),
+        "--out", "same file as the input SOURCE",
+    )  # fmt: skip
+    _one_line_error(*run("stack", item, "--out", item, "--overwrite"), "landsat-item.json", "--out", ".tif")
+    assert {p: p.read_bytes() for p in before} == before
+    assert leftovers(tmp_path) == []

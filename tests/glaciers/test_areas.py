@@ -242,3 +242,36 @@ def test_an_inventory_object_is_cut_to_the_mask(tmp_path: Path) -> None:
     inv = read_inventory(path, "EPSG:32645")  # no region: both outlines
     assert len(inv) == 2
     assert list(glacier_areas(m, inv).table["glacier_id"]) == ["G1"]
+
+
+def test_run_glaciers_never_writes_over_an_input(tmp_path: Path) -> None:
+    from geoglacier.errors import OutputPathError
+    from geoglacier.glaciers.areas import run_glaciers
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:20, 10:20] = 1
+    m = write_mask(tmp_path / "mask.tif", mask)
+    inv = write_outlines(tmp_path / "inv.gpkg", [px_box(10, 10, 20, 20)])
+    prob = write_raster(tmp_path / "prob.tif", np.full((SIZE, SIZE), 0.5, np.float32), transform=EQ_TRANSFORM)
+    files = {p: p.read_bytes() for p in (m, inv, prob)}
+    cases = [
+        ({"summary": prob}, OutputPathError, "--summary is the same file as the input --probabilities"),
+        (
+            {"summary": tmp_path / "." / "mask.tif"},
+            OutputPathError,
+            "--summary is the same file as the input MASK",
+        ),
+        ({"quicklook": m}, ConfigError, r"--quicklook .*mask\.tif: writes a PNG picture.*\.png"),
+        ({"summary": tmp_path / "t.json", "quicklook": tmp_path / "T.png"}, None, ""),
+    ]
+    for kwargs, error, match in cases:
+        out = tmp_path / "t.csv" if error else tmp_path / "t.gpkg"
+        if error is None:
+            run_glaciers(m, inv, out, overwrite=True, probabilities=prob, **kwargs)
+            continue
+        with pytest.raises(error, match=match):
+            run_glaciers(m, inv, out, overwrite=True, probabilities=prob, **kwargs)
+        assert not out.exists()
+    with pytest.raises(OutputPathError, match="--out is the same file as the input --inventory"):
+        run_glaciers(m, inv, tmp_path / "inv.gpkg", overwrite=True)
+    assert {p: p.read_bytes() for p in files} == files

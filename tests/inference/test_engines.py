@@ -144,6 +144,22 @@ def test_openvino_export_has_a_json_sidecar(checkpoint: Path, tmp_path: Path) ->
     assert read_exported_meta(out).patch_size == 64
 
 
+def test_export_never_writes_over_its_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    # Checked before onnx/openvino are needed: the OpenVINO IR's .json sidecar (or its .bin)
+    # would land on a checkpoint named like it.
+    from geoglacier.errors import OutputPathError
+
+    for name in ("m.json", "m.bin"):
+        ckpt = tmp_path / name
+        ckpt.write_bytes(checkpoint.read_bytes())
+        with pytest.raises(
+            OutputPathError, match=rf"{name}: its \.{name[2:]} is the same file as the input CHECKPOINT"
+        ):
+            export_model(ckpt, "openvino", tmp_path / "m.xml", overwrite=True)
+        assert ckpt.read_bytes() == checkpoint.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.json"]
+
+
 def test_exported_model_segments_alone_and_refuses_other_bands(
     checkpoint: Path, scene: Path, tmp_path: Path, torch_fp32: np.ndarray
 ) -> None:

@@ -102,12 +102,20 @@ def test_bad_ensembles(members: tuple[Path, Path, Path], tmp_path: Path) -> None
     with pytest.raises(FileExistsError):
         segment_ensemble(scene, [a, a], tmp_path / "exists.tif", **OPTIONS)
     assert (tmp_path / "exists.tif").read_bytes() == b"keep"
-    with pytest.raises(OutputPathError, match="both the probabilities and the uncertainty output"):
+    with pytest.raises(OutputPathError, match="used for both --probabilities and --uncertainty"):
         segment_ensemble(
             scene, [a, a], tmp_path / "m.tif", probabilities=tmp_path / "pu.tif", uncertainty=tmp_path / "pu.tif",
             **OPTIONS,
         )  # fmt: skip
     assert not (tmp_path / "m.tif").exists() and not (tmp_path / "pu.tif").exists()
+    # No output may be a member's checkpoint (or the scene), even with overwrite.
+    b = tmp_path / "b.pth"
+    b.write_bytes(a.read_bytes())
+    with pytest.raises(OutputPathError, match="--summary is the same file as the input --model"):
+        segment_ensemble(scene, [a, b], tmp_path / "m.tif", summary=b, overwrite=True, **OPTIONS)
+    with pytest.raises(OutputPathError, match="--uncertainty is the same file as the input SCENE"):
+        segment_ensemble(scene, [a, b], tmp_path / "m.tif", uncertainty=scene, overwrite=True, **OPTIONS)
+    assert b.read_bytes() == a.read_bytes() and not (tmp_path / "m.tif").exists()
 
 
 def test_train_ensemble_writes_one_member_per_seed(tmp_path: Path) -> None:

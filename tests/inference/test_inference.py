@@ -560,9 +560,58 @@ def test_block_size_is_validated() -> None:
 def test_output_may_not_replace_the_input_scene(tmp_path: Path, checkpoint: Path) -> None:
     scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=4)
     before = scene.read_bytes()
-    with pytest.raises(OutputPathError, match="input scene"):
+    with pytest.raises(OutputPathError, match="--out is the same file as the input SCENE"):
         segment_scene(scene, checkpoint, scene, overwrite=True, device="cpu", progress=False)
     assert scene.read_bytes() == before
+
+
+@pytest.mark.parametrize("role", ["out", "summary", "probabilities", "outlines", "glaciers"])
+def test_no_output_may_replace_the_checkpoint_or_inventory(
+    tmp_path: Path, checkpoint: Path, role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: --model e/mm.pth --out e/mm.pth --overwrite destroyed the checkpoint.
+    from tests.data import UTM_TRANSFORM
+    from tests.glacier_data import px_box, write_outlines
+
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=4)
+    model = tmp_path / "model.pth"
+    model.write_bytes(checkpoint.read_bytes())
+    inv = write_outlines(tmp_path / "inv.gpkg", [px_box(5, 5, 20, 20, UTM_TRANSFORM)])
+    before = {p: p.read_bytes() for p in (scene, model, inv)}
+    monkeypatch.chdir(tmp_path)
+    victim = {"outlines": "inv.gpkg", "glaciers": "./inv.gpkg"}.get(role, "./model.pth")
+    outputs: dict[str, object] = {"out": "mask.tif", role: victim}  # "out" may be the victim
+    if role == "glaciers":
+        outputs["outlines"] = "o.gpkg"
+    out = outputs.pop("out")
+    if role in ("out", "probabilities"):  # a .pth is no GeoTIFF name: refused for its extension first
+        error, match = ConfigError, rf"--{role} .*model.pth: writes a GeoTIFF"
+    else:
+        error, match = OutputPathError, r"is the same file as the input --(model|inventory)"
+    with pytest.raises(error, match=match):
+        segment_scene("s.tif", "model.pth", out, overwrite=True, device="cpu", progress=False, inventory="inv.gpkg"
+                      if role in ("outlines", "glaciers") else None, **outputs)  # fmt: skip
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["inv.gpkg", "model.pth", "s.tif"]
+
+
+def test_raster_outputs_must_be_geotiffs(tmp_path: Path, checkpoint: Path) -> None:
+    # Before: --out m.png wrote a GeoTIFF named .png.
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=4)
+    with pytest.raises(ConfigError, match=r"--out .*m\.png: writes a GeoTIFF.*\.tif or \.tiff"):
+        segment_scene(scene, checkpoint, tmp_path / "m.png", device="cpu", progress=False)
+    with pytest.raises(ConfigError, match=r"--probabilities .*p\.jpg"):
+        segment_scene(scene, checkpoint, tmp_path / "m.tif", probabilities=tmp_path / "p.jpg", progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["s.tif"]
+    result = segment_scene(scene, checkpoint, tmp_path / "m.TIFF", device="cpu", progress=False)
+    assert result.mask.is_file()
+
+
+def test_pixel_size_for_a_scene_with_a_crs_is_refused(tmp_path: Path, checkpoint: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=4)
+    with pytest.raises(ConfigError, match="has a CRS .*drop --pixel-size"):
+        segment_scene(scene, checkpoint, tmp_path / "m.tif", summary=tmp_path / "s.json", pixel_size=10.0)
+    assert sorted(os.listdir(tmp_path)) == ["s.tif"]
 
 
 def test_constant_band_checkpoint_is_usable(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -254,10 +255,16 @@ def test_no_crs_needs_pixel_size(tmp_path: Path) -> None:
         summarize_mask(path, pixel_size=-1.0)
 
 
-def test_pixel_size_overrides_crs() -> None:
+def test_pixel_size_with_a_crs_is_refused() -> None:
+    # The CRS gives true areas; a --pixel-size on top used to replace them with a nominal
+    # figure (with a warning) that the summary still labelled "true".
     mask = blob_mask()
-    s = area_summary(mask, utm_transform(), UTM, pixel_size=20.0)
-    assert s.glacier_area_km2 == pytest.approx((mask == 1).sum() * 400 / 1e6)
+    with pytest.raises(
+        ConfigError, match=r"has a CRS \(EPSG:32623\), which gives true areas.*drop --pixel-size"
+    ):
+        area_summary(mask, utm_transform(), UTM, pixel_size=20.0)
+    with pytest.raises(ConfigError, match="drop --pixel-size"):
+        AreaAccumulator(utm_transform(), UTM, 8, 8, pixel_size=20.0)
 
 
 @pytest.mark.parametrize("crs", [UTM, "EPSG:4326"])
@@ -335,22 +342,42 @@ def test_cli_summarize(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data == summarize_mask(path).to_dict()
     before = out.read_text()
-    res = runner.invoke(group, ["summarize", str(path), "--json", str(out), "--pixel-size", "10"])
+    res = runner.invoke(group, ["summarize", str(path), "--json", str(out)])
     assert res.exit_code == 1 and "already exists" in res.output and "Traceback" not in res.output
     assert out.read_text() == before
     res = runner.invoke(
         group, ["summarize", str(path), "--json", str(out), "--pixel-size", "10", "--overwrite"]
     )
-    assert res.exit_code == 0
-    assert json.loads(out.read_text())["glacier_area_km2"] == pytest.approx((mask == 1).sum() * 100 / 1e6)
+    assert res.exit_code == 1 and "drop --pixel-size" in res.output and "Traceback" not in res.output
+    assert out.read_text() == before
     no_crs = write_mask(tmp_path / "n.tif", mask, Affine(10, 0, 0, 0, -10, 0), None)
     res = runner.invoke(group, ["summarize", str(no_crs)])
     assert res.exit_code == 1 and "--pixel-size" in res.output
+    res = runner.invoke(
+        group, ["summarize", str(no_crs), "--json", str(out), "--pixel-size", "10", "--overwrite"]
+    )
+    assert res.exit_code == 0, res.output
+    n_km2 = (mask == 1).sum() * 100 / 1e6
+    assert json.loads(out.read_text())["glacier_area_km2"] == pytest.approx(n_km2)
+    # No CRS: the figure is nominal and says so; no "true" area is claimed.
+    assert f"glacier area (nominal, 10 m pixels)  {n_km2:,.4f} km2" in res.output
+    assert "glacier area (true)" in res.output and "n/a (no CRS)" in res.output
+    assert f"{n_km2:,.4f}" not in next(line for line in res.output.splitlines() if "(true)" in line)
 
 
-def test_pixel_size_with_a_crs_warns() -> None:
-    from geoglacier.errors import GeoglacierWarning
+def test_cli_summarize_json_is_never_the_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
 
-    mask = np.ones((4, 4), dtype=np.uint8)
-    with pytest.warns(GeoglacierWarning, match="overrides it"):
-        area_summary(mask, utm_transform(), UTM, pixel_size=20.0)
+    from geoglacier.cli.main import _Group
+    from geoglacier.cli.summarize import summarize
+
+    path = write_mask(tmp_path / "m.tif", blob_mask(), utm_transform(), UTM)
+    before = path.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    group = _Group("geoglacier", commands=[summarize])
+    for spelling in ("m.tif", "./m.tif", str(path)):
+        res = CliRunner().invoke(group, ["summarize", "m.tif", "--json", spelling, "--overwrite"])
+        assert res.exit_code == 1, res.output
+        assert f"{spelling}: --json is the same file as the input MASK" in res.output
+        assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.tif"]

@@ -174,3 +174,28 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     res = runner.invoke(group, ["evaluate", str(p), str(tmp_path / "missing.tif")])
     assert res.exit_code == 1 and "missing.tif" in res.output
     assert runner.invoke(evaluate, [str(p), str(r), "--json", str(out), "--overwrite"]).exit_code == 0
+
+
+@pytest.mark.parametrize("which", ["pred", "ref", "ref-hardlink"])
+def test_cli_evaluate_json_is_never_a_mask(tmp_path: Path, which: str) -> None:
+    pred, ref = random_pair(7)
+    p, r = write_mask(tmp_path / "p.tif", pred), write_mask(tmp_path / "r.tif", ref)
+    before = {f: f.read_bytes() for f in (p, r)}
+    target = {"pred": p, "ref": r}.get(which)
+    if target is None:
+        target = tmp_path / "r_link.json"
+        target.hardlink_to(r)
+    group = _Group("geoglacier", commands=[evaluate])
+    res = CliRunner().invoke(group, ["evaluate", str(p), str(r), "--json", str(target), "--overwrite"])
+    assert res.exit_code == 1, res.output
+    assert f"--json is the same file as the input {'PRED' if which == 'pred' else 'REF'}" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert {f: f.read_bytes() for f in (p, r)} == before
+
+
+def test_pixel_size_with_a_crs_is_refused(tmp_path: Path) -> None:
+    pred, ref = random_pair(8)
+    p, r = write_mask(tmp_path / "p.tif", pred), write_mask(tmp_path / "r.tif", ref)
+    group = _Group("geoglacier", commands=[evaluate])
+    res = CliRunner().invoke(group, ["evaluate", str(p), str(r), "--pixel-size", "10"])
+    assert res.exit_code == 1 and "EPSG:32645" in res.output and "drop --pixel-size" in res.output

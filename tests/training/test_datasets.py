@@ -472,3 +472,21 @@ def test_make_datasets_everest_scene_layout(tmp_path: Path) -> None:
     assert all(0 < m < 255 for m in data.normalization.mean[:4])
     batch = next(iter(torch.utils.data.DataLoader(data.train, batch_size=4)))
     assert batch["image"].shape == (4, 5, 128, 128) and batch["valid"].float().mean() > 0.4
+
+
+def test_outputs_may_not_be_files_of_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geoglacier.errors import OutputPathError
+    from geoglacier.training.checks import check_outputs_outside_data
+
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        (tmp_path / "data" / sub / "a.tif").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        OutputPathError, match=r"data/masks/a\.tif: --out is the same file as the input a file of DATA_DIR"
+    ):
+        check_outputs_outside_data("data", ["data/masks/a.tif", "data/masks/a.metrics.csv"])
+    with pytest.raises(OutputPathError, match="--out's companion a.tif"):
+        check_outputs_outside_data("data", ["m.pth", "./data/images/a.tif"])
+    check_outputs_outside_data("data", ["data/model.pth", "data/model.metrics.csv"])  # beside is fine
+    check_outputs_outside_data("missing", ["m.pth"])
