@@ -552,6 +552,7 @@ def _cluster(client: Any | None, workers: int, threads_per_worker: int) -> Itera
     )
     try:
         own = Client(cluster)
+        own.run(_drop_cancelled_task_warnings)
     except BaseException:
         cluster.close()
         raise
@@ -561,6 +562,18 @@ def _cluster(client: Any | None, workers: int, threads_per_worker: int) -> Itera
         with _quiet_dask():
             own.close()
             cluster.close()
+
+
+class _NotCancelled(logging.Filter):
+    """Drops the warnings of tasks cancelled by Ctrl-C (what the user asked for)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CancelledError" not in record.getMessage()
+
+
+def _drop_cancelled_task_warnings() -> None:
+    """Runs on each worker process of a cluster started here (a user's cluster logs as it likes)."""
+    logging.getLogger("distributed.worker.state_machine").addFilter(_NotCancelled())
 
 
 @contextmanager

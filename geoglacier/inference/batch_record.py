@@ -112,8 +112,13 @@ def _file_change(how: str, what: str, old: dict[str, Any] | None, new: dict[str,
     return f"{how} an earlier version of {what} {_name(old)} (the file has changed since)"
 
 
-def _show(value: Any) -> str:
-    return "the default" if value is None else str(value)
+def _option_change(flag: str, old: Any, new: Any) -> str:
+    """``with --window 64 (now 96)``, ``with the default --window (now 96)``, ``without --tta``."""
+    if isinstance(old, bool) or isinstance(new, bool):
+        return f"with {flag}" if old else f"without {flag}"
+    if old is None:
+        return f"with the default {flag} (now {new})"
+    return f"with {flag} {old} (now {'the default' if new is None else new})"
 
 
 def difference(old: dict[str, Any], new: dict[str, Any], *, scene: bool = True) -> str | None:
@@ -140,7 +145,7 @@ def difference(old: dict[str, Any], new: dict[str, Any], *, scene: bool = True) 
     old_options = old.get("options") or {}
     for key, flag in OUTPUT_OPTIONS.items():
         if old_options.get(key) != new["options"].get(key):
-            return f"with {flag} {_show(old_options.get(key))} (now {_show(new['options'].get(key))})"
+            return _option_change(flag, old_options.get(key), new["options"].get(key))
     if (old.get("inventory") is None) != (new.get("inventory") is None):
         return (
             "without --inventory"
@@ -151,7 +156,7 @@ def difference(old: dict[str, Any], new: dict[str, Any], *, scene: bool = True) 
     if change:
         return change
     if old.get("id_column") != new.get("id_column"):
-        return f"with --id-column {_show(old.get('id_column'))} (now {_show(new.get('id_column'))})"
+        return _option_change("--id-column", old.get("id_column"), new.get("id_column"))
     return None
 
 

@@ -316,7 +316,7 @@ def test_a_rerun_reuses_outputs_only_from_the_same_scene_model_and_options(
             r"s0_mask.tif was made with model m1.pth \(1 more scene\(s\) likewise\); pass --overwrite",
         ),
         (dict(overlap=0.5), r"s0_mask.tif was made with --overlap 0.25 \(now 0.5\)"),
-        (dict(tta=True), r"with --tta False \(now True\)"),
+        (dict(tta=True), r"s0_mask.tif was made without --tta \(1 more"),
     ]
     for change, message in cases:
         kwargs = {**run, **change}
