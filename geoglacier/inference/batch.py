@@ -655,7 +655,8 @@ def segment_scenes(
             two or more checkpoints trained on the same bands: each scene is then segmented
             by their ensemble (mean probability, cut at the members' mean threshold).
         out_dir: folder for ``NAME_mask.tif``, ``NAME_summary.json`` (and outlines),
-            plus the combined ``summary.csv``.
+            ``NAME_run.json``, plus the combined ``summary.csv``; created if missing,
+            but not its parent folders (a mistyped path fails instead).
         client: a ``dask.distributed.Client`` of an existing cluster; without one a
             ``LocalCluster`` of ``workers`` processes is started and closed here.
         outlines: ``"gpkg"`` or ``"geojson"`` to write outlines per scene.
