@@ -59,3 +59,38 @@ overlap_px_opt = click.option(
     default=None,
     help="Overlap in pixels instead of a fraction (wins over --overlap).",
 )
+
+# Sliding-window inference (segment-scene, segment-scenes).
+window_opt = click.option(
+    "--window",
+    type=int,
+    default=None,
+    help="Window edge in pixels, a multiple of 32.  [default: the checkpoint's patch size]",
+)
+overlap_opt = click.option(
+    "--overlap",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Fraction of a window shared with the next.",
+)
+batch_size_opt = click.option(
+    "--batch-size", type=int, default=4, show_default=True, help="Windows per forward pass."
+)
+blend_opt = click.option(
+    "--blend",
+    type=click.Choice(["gaussian", "cosine", "none"]),
+    default="gaussian",
+    show_default=True,
+    help="Weights for blending overlapping windows.",
+)
+precision_opt = click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU. bf16 on a CPU: torch or openvino engine.",
+)
+tta_opt = click.option(
+    "--tta", is_flag=True, default=False, help="Average the four flips of each window (4x slower)."
+)

@@ -7,12 +7,19 @@ from typing import Any
 import click
 
 from geoglacier.cli.options import (
+    batch_size_opt,
+    blend_opt,
     date_opt,
     device_opt,
     engine_opt,
     models_opt,
+    overlap_opt,
     overlap_px_opt,
     overwrite_opt,
+    precision_opt,
+    progress_opt,
+    tta_opt,
+    window_opt,
 )
 
 _out_path = click.Path(dir_okay=False, path_type=str)
@@ -31,38 +38,15 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option(
     "--out", required=True, type=_out_path, help="Mask COG to write (1 glacier, 0 not, 255 nodata)."
 )
-@click.option(
-    "--window",
-    type=int,
-    default=None,
-    help="Window edge in pixels, a multiple of 32.  [default: the checkpoint's patch size]",
-)
-@click.option(
-    "--overlap",
-    type=float,
-    default=0.25,
-    show_default=True,
-    help="Fraction of a window shared with the next.",
-)
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward pass.")
-@click.option(
-    "--blend",
-    type=click.Choice(["gaussian", "cosine", "none"]),
-    default="gaussian",
-    show_default=True,
-    help="Weights for blending overlapping windows.",
-)
+@window_opt
+@overlap_opt
+@batch_size_opt
+@blend_opt
 @device_opt
 @engine_opt
 @overlap_px_opt
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU. bf16 on a CPU: torch or openvino engine.",
-)
-@click.option("--tta", is_flag=True, default=False, help="Average the four flips of each window (4x slower).")
+@precision_opt
+@tta_opt
 @click.option("--probabilities", type=_out_path, default=None, help="Also write the blended probability COG.")
 @click.option("--summary", type=_out_path, default=None, help="Also write the area summary as JSON.")
 @click.option(
@@ -90,7 +74,7 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option("--glaciers", type=_out_path, default=None, help="Per-glacier table to write (.gpkg or .csv).")
 @click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
 @date_opt
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_opt
 @overwrite_opt
 def segment_scene(
     scene: str,

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import click
 
-from geoglacier.cli.options import device_opt, engine_opt, models_opt, overlap_px_opt, overwrite_opt
+from geoglacier.cli.options import (
+    batch_size_opt,
+    blend_opt,
+    device_opt,
+    engine_opt,
+    models_opt,
+    overlap_opt,
+    overlap_px_opt,
+    overwrite_opt,
+    precision_opt,
+    progress_opt,
+    tta_opt,
+    window_opt,
+)
 
 
 @click.command("segment-scenes")
@@ -28,17 +41,11 @@ from geoglacier.cli.options import device_opt, engine_opt, models_opt, overlap_p
 @click.option(
     "--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786) instead."
 )
-@click.option("--window", default=None, type=int, help="Window size (px); default: the training patch size.")
-@click.option(
-    "--overlap", default=0.25, show_default=True, type=float, help="Window overlap fraction in [0, 1)."
-)
-@click.option("--batch-size", default=4, show_default=True, type=int, help="Windows per model call.")
-@click.option(
-    "--blend", default="gaussian", show_default=True, type=click.Choice(["gaussian", "cosine", "none"])
-)
-@click.option(
-    "--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"])
-)
+@window_opt
+@overlap_opt
+@batch_size_opt
+@blend_opt
+@precision_opt
 @click.option(
     "--outlines",
     "outlines",
@@ -57,10 +64,11 @@ from geoglacier.cli.options import device_opt, engine_opt, models_opt, overlap_p
     help="Glacier outlines: adds NAME_glaciers.csv per scene and glaciers.csv (best-covering scene per glacier).",
 )
 @click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
-@click.option("--tta", is_flag=True, help="Average the four flips of each window (4x slower).")
+@tta_opt
 @device_opt
 @engine_opt
 @overlap_px_opt
+@progress_opt
 @overwrite_opt
 def segment_scenes(
     scenes: tuple[str, ...],
@@ -83,14 +91,20 @@ def segment_scenes(
     device: str,
     engine: str,
     overlap_px: int | None,
+    progress: bool,
     overwrite: bool,
 ) -> None:
     """Segment SCENES on a dask cluster; writes NAME_mask.tif, NAME_summary.json and summary.csv.
 
     Two or more --model segment each scene as an ensemble (mean of the members' probabilities).
+    A rerun skips the scenes whose outputs are complete and were made from the same scene
+    file, model(s) and options (recorded in NAME_run.json); outputs made otherwise need
+    --overwrite. summary.csv also keeps the scenes of earlier runs still in the folder.
     """
     from geoglacier.inference.batch import segment_scenes as run
 
+    if uncertainty and len(model_path) < 2:
+        raise click.UsageError("--uncertainty needs an ensemble: give two or more --model")
     client = None
     if scheduler:
         from distributed import Client
@@ -106,6 +120,7 @@ def segment_scenes(
             device=device,
             outlines=outlines,
             overwrite=overwrite,
+            progress=progress,
             log=lambda m: click.echo(m, err=True),
             window=window,
             overlap=overlap,
@@ -124,7 +139,11 @@ def segment_scenes(
     finally:
         if client is not None:
             client.close()
-    click.echo(f"{len(result.done)} of {len(result.rows)} scene(s) segmented; table: {result.summary_csv}")
+    counts = f"{len(result.segmented)} segmented, {len(result.skipped)} skipped (already complete)"
+    if result.failed:
+        counts += f", {len(result.failed)} failed"
+    earlier = f", with {len(result.earlier)} scene(s) of earlier runs" if result.earlier else ""
+    click.echo(f"{counts}; table: {result.summary_csv}{earlier}")
     if result.glaciers_csv is not None:
         click.echo(f"glacier table (best-covering scene per glacier): {result.glaciers_csv}")
     if result.failed:

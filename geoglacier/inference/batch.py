@@ -5,8 +5,16 @@ keyed by the checkpoint's path and modification time) and reuses it for every sc
 it is given; a worker that sees a GPU uses it. With two or more models each scene is
 segmented by their ensemble (:func:`~geoglacier.inference.ensemble.segment_ensemble`),
 the members loaded once per worker in the same way. A scene that fails is reported with
-its error and the others go on. Outputs are written atomically, so a scene whose
-outputs exist is complete and a rerun skips it.
+its error and the others go on.
+
+Outputs are written atomically, and each scene keeps ``NAME_run.json``, a record of the
+scene file, model(s) and options that made its outputs
+(:mod:`~geoglacier.inference.batch_record`). A rerun skips a scene only when its outputs
+are complete and that record matches; outputs made otherwise, or without a record (an
+older geoglacier), are refused up front unless ``overwrite``: they cannot be told apart
+from this run's. The folder's ``summary.csv`` (and ``glaciers.csv``) list this run's
+scenes and those of earlier runs whose complete outputs, from the same model(s) and
+options, are still in the folder.
 """
 
 from __future__ import annotations
@@ -14,17 +22,34 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from geoglacier.errors import ConfigError, OutputPathError
-from geoglacier.io.atomic import atomic_output
+from geoglacier.errors import (
+    ConfigError,
+    GeoglacierError,
+    InvalidRasterError,
+    OutputExistsError,
+    OutputPathError,
+    SceneNotFoundError,
+)
+from geoglacier.inference.batch_record import (
+    difference,
+    read_record,
+    record_path,
+    run_fingerprint,
+    scene_state,
+    write_record,
+)
+from geoglacier.io.atomic import TMP_PREFIX, atomic_output
 
 SUMMARY_CSV = "summary.csv"
 GLACIERS_CSV = "glaciers.csv"
@@ -60,8 +85,15 @@ class SceneOutputs:
         optional = (self.outlines, self.glaciers, self.uncertainty)
         return [self.mask, self.summary] + [p for p in optional if p is not None]
 
+    @property
+    def record(self) -> Path:
+        """``NAME_run.json``: what made the outputs (see :mod:`~geoglacier.inference.batch_record`)."""
+        return record_path(self.mask, self.scene.stem)
+
     def complete(self) -> bool:
-        return all(p.is_file() for p in self.paths())
+        """Every output exists and the record says the scene finished (whatever made it)."""
+        body = read_record(self.record)
+        return body is not None and body.get("complete") is True and all(p.is_file() for p in self.paths())
 
 
 @dataclass
@@ -71,6 +103,8 @@ class BatchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary_csv: Path | None = None
     glaciers_csv: Path | None = None
+    #: rows of summary.csv kept for scenes of earlier runs (not given this time)
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -78,7 +112,18 @@ class BatchResult:
 
     @property
     def done(self) -> list[dict[str, Any]]:
+        """Scenes whose outputs are complete: segmented now or skipped."""
         return [r for r in self.rows if r["status"] in ("done", "skipped")]
+
+    @property
+    def segmented(self) -> list[dict[str, Any]]:
+        """Scenes segmented by this run."""
+        return [r for r in self.rows if r["status"] == "done"]
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """Scenes whose complete outputs from an earlier run were kept."""
+        return [r for r in self.rows if r["status"] == "skipped"]
 
 
 def plan_outputs(
@@ -164,18 +209,24 @@ def segment_one(
     threads: int | None = None,
     inventory: str | None = None,
     id_column: str | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Segment one scene (runs on a worker); never raises, returns a result row.
 
     ``model_path`` is one model, or two or more checkpoints segmenting the scene as an
     ensemble (writing ``plan.uncertainty`` when it is set). With ``inventory`` the scene's
     per-glacier table is written to ``plan.glaciers`` (a header-only table when no
-    outline reaches the scene).
+    outline reaches the scene). ``plan.record`` is written first, marked incomplete, and
+    again once every output is written; ``fingerprint`` is what it records (default: the
+    one of these files and options).
     """
     row: dict[str, Any] = {"scene": str(plan.scene), "mask": str(plan.mask)}
     try:
         config_options, run_options = _split_options(options)
         models = _as_models(model_path)
+        if fingerprint is None:
+            fingerprint = run_fingerprint(plan.scene, models, options, inventory, id_column)
+        write_record(plan.record, fingerprint, complete=False)
         segmenters = _worker_segmenters(models, device, config_options, threads)
         ids_later = inventory is not None and plan.outlines is not None
         first = replace(plan, outlines=None) if ids_later else plan  # outlines wait for the ids
@@ -187,11 +238,19 @@ def segment_one(
             row.update(_summary_fields(summary.to_dict()))
         if inventory is not None:
             write_scene_inventory_outputs(plan, inventory, id_column, run_options.get("min_area", 0.0))
+        write_record(plan.record, fingerprint, complete=True)
         row["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         row.update(status="failed", error=message)
+        _drop_lone_record(plan)
     return row
+
+
+def _drop_lone_record(plan: SceneOutputs) -> None:
+    """Remove an unfinished scene's record when none of its outputs exist (it would describe nothing)."""
+    if not any(p.exists() for p in plan.paths()):
+        plan.record.unlink(missing_ok=True)
 
 
 def _single_scene(plan: SceneOutputs, segmenter: Any, overwrite: bool, run_options: dict[str, Any]) -> Any:
@@ -358,8 +417,7 @@ def _check_batch(
     uncertainty: bool = False,
 ) -> tuple[tuple[str, ...], str | None]:
     """Fail once, before a cluster starts; return the resolved model(s) and inventory paths."""
-    if out.exists() and not out.is_dir():
-        raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
+    _check_out_dir(out)
     if outlines not in (None, "gpkg", "geojson"):
         raise ConfigError(f"--outlines {outlines!r}: use gpkg or geojson")
     if workers < 1:
@@ -377,6 +435,53 @@ def _check_batch(
         read_inventory(inventory, None, id_column=id_column)  # a bad inventory fails once, here
         inventory_path = str(Path(inventory).resolve()) if Path(inventory).exists() else str(inventory)
     return resolved, inventory_path
+
+
+def _check_out_dir(out: Path) -> None:
+    """The output folder exists, or only its last level is missing (created later, not its parents)."""
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
+    if out.is_dir():
+        if not os.access(out, os.W_OK):
+            raise OutputPathError(f"{out} is not writable; choose another --out-dir")
+        return
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(
+            f"{out}: folder {parent} does not exist; create it first or choose another --out-dir"
+        )
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"{out}: folder {parent} is not writable; choose another --out-dir")
+
+
+def _check_scenes(scenes: Sequence[str | os.PathLike[str]]) -> None:
+    """Every scene exists and opens as a raster (its header only: reading it is the workers' job)."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    problems: list[GeoglacierError] = []
+    for scene in scenes:
+        path = Path(scene)
+        if not path.exists():
+            problems.append(SceneNotFoundError(f"{path}: scene not found; check the path or leave it out"))
+        elif path.is_dir():
+            problems.append(InvalidRasterError(f"{path} is a directory; give the path of a GeoTIFF scene"))
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # no CRS and the like: the worker warns or fails
+                    rasterio.open(path).close()
+            except RasterioIOError as exc:
+                detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
+                problems.append(
+                    InvalidRasterError(
+                        f"{path}: not a readable GeoTIFF ({detail}); check the file or leave it out"
+                    )
+                )
+    if problems:
+        more = f" ({len(problems) - 1} more scene(s) missing or unreadable)" if len(problems) > 1 else ""
+        first = problems[0]
+        raise type(first)(f"{first}{more}")
 
 
 def _check_models(models: tuple[str, ...], engine: str, uncertainty: bool) -> tuple[str, ...]:
@@ -409,7 +514,9 @@ class _Job:
     inventory: str | None
     id_column: str | None
 
-    def submit(self, client: Any, plan: SceneOutputs, threads: int | None) -> Any:
+    def submit(
+        self, client: Any, plan: SceneOutputs, threads: int | None, fingerprint: dict[str, Any]
+    ) -> Any:
         """Queue :func:`segment_one` for ``plan`` on ``client``; the future."""
         return client.submit(
             segment_one,
@@ -423,6 +530,7 @@ class _Job:
             pure=False,
             inventory=self.inventory,
             id_column=self.id_column,
+            fingerprint=fingerprint,
         )
 
 
@@ -444,36 +552,80 @@ def _cluster(client: Any | None, workers: int, threads_per_worker: int) -> Itera
     )
     try:
         own = Client(cluster)
+        own.run(_drop_cancelled_task_warnings)
     except BaseException:
         cluster.close()
         raise
     try:
         yield own, max(1, (os.cpu_count() or 1) // workers)
     finally:
-        own.close()
-        cluster.close()
+        with _quiet_dask():
+            own.close()
+            cluster.close()
+
+
+class _NotCancelled(logging.Filter):
+    """Drops the warnings of tasks cancelled by Ctrl-C (what the user asked for)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CancelledError" not in record.getMessage()
+
+
+def _drop_cancelled_task_warnings() -> None:
+    """Runs on each worker process of a cluster started here (a user's cluster logs as it likes)."""
+    logging.getLogger("distributed.worker.state_machine").addFilter(_NotCancelled())
+
+
+@contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Silence distributed's loggers inside the block (closing an interrupted cluster logs
+    cancelled tasks and killed workers: noise once the user has pressed Ctrl-C)."""
+    names = ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _collect(
-    futures: list[Any], todo: list[SceneOutputs], total: int, progress: bool, log: Callable[[str], None]
+    futures: list[Any],
+    todo: list[SceneOutputs],
+    total: int,
+    progress: bool,
+    log: Callable[[str], None],
+    client: Any,
 ) -> list[dict[str, Any]]:
-    """The result rows in the order the scenes finish; a dead worker's scene is marked failed."""
+    """The result rows in the order the scenes finish; a dead worker's scene is marked failed.
+
+    On Ctrl-C the scenes not started yet are cancelled (on a user's cluster they would run on).
+    """
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=total, initial=total - len(todo), unit="scene", disable=not progress)
-    for future in as_completed(futures):
-        try:
-            row = future.result()
-        except Exception as exc:  # noqa: BLE001 - a worker died: report, go on
-            plan = todo[futures.index(future)]
-            row = {"scene": str(plan.scene), "status": "failed", "error": f"worker failed: {exc}"}
-        rows.append(row)
-        bar.update(1)
-        if row["status"] == "failed":
-            log(f"FAILED {row['scene']}: {row.get('error')}")
-    bar.close()
+    try:
+        for future in as_completed(futures):
+            try:
+                row = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker died: report, go on
+                plan = todo[futures.index(future)]
+                row = {"scene": str(plan.scene), "status": "failed", "error": f"worker failed: {exc}"}
+            rows.append(row)
+            bar.update(1)
+            if row["status"] == "failed":
+                log(f"FAILED {row['scene']}: {row.get('error')}")
+    except KeyboardInterrupt:
+        with _quiet_dask():
+            client.cancel(futures)
+        raise
+    finally:
+        bar.close()
     return rows
 
 
@@ -503,7 +655,8 @@ def segment_scenes(
             two or more checkpoints trained on the same bands: each scene is then segmented
             by their ensemble (mean probability, cut at the members' mean threshold).
         out_dir: folder for ``NAME_mask.tif``, ``NAME_summary.json`` (and outlines),
-            plus the combined ``summary.csv``.
+            ``NAME_run.json``, plus the combined ``summary.csv``; created if missing,
+            but not its parent folders (a mistyped path fails instead).
         client: a ``dask.distributed.Client`` of an existing cluster; without one a
             ``LocalCluster`` of ``workers`` processes is started and closed here.
         outlines: ``"gpkg"`` or ``"geojson"`` to write outlines per scene.
@@ -514,36 +667,149 @@ def segment_scenes(
         uncertainty: ensembles only: also write ``NAME_uncertainty.tif``, the members'
             probability spread (std); with ``inventory`` the glacier tables then carry
             ``uncertainty_ensemble_km2``. A scene without it is not complete.
-        overwrite: redo scenes whose outputs exist (otherwise they are skipped).
+        overwrite: redo scenes whose outputs exist. Without it a scene whose outputs are
+            complete and were made from the same scene file, model(s) and options is
+            skipped, one left partly written by such a run is redone, and outputs made
+            otherwise (or by a geoglacier that kept no ``NAME_run.json``) stop the run
+            before it starts.
         options: passed to the segmenter (window, overlap, batch_size, blend,
             precision, tta, engine, min_area, pixel_size).
 
     Returns:
-        One row per scene (status done, skipped or failed) and the summary path.
+        One row per scene given (status done, skipped or failed), the rows kept from
+        earlier runs' ``summary.csv`` and the tables' paths.
+
+    Raises:
+        OutputExistsError: outputs in ``out_dir`` were made otherwise (without ``overwrite``).
+        SceneNotFoundError, InvalidRasterError: a scene is missing or does not open.
     """
     out = Path(out_dir)
     model, inventory_path = _check_batch(
         out, _as_models(model_path), outlines, workers, device, options, inventory, id_column, uncertainty
     )
-    out.mkdir(parents=True, exist_ok=True)
+    _check_scenes(scenes)
     plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None, uncertainty=uncertainty)
+    prints = {p.scene: run_fingerprint(p.scene, model, options, inventory_path, id_column) for p in plans}
     result = BatchResult()
-    todo = []
-    for plan in plans:
-        if plan.complete() and not overwrite:
-            result.rows.append(_skipped_row(plan))
-        else:
-            todo.append(plan)
+    todo = _sort_scenes(plans, prints, overwrite, result)
+    out.mkdir(exist_ok=True)
     if result.rows:
         log(f"Skipping {len(result.rows)} scene(s) whose outputs are complete (--overwrite redoes them)")
     if todo:
         job = _Job(model, device, options, overwrite, inventory_path, id_column)
-        with _cluster(client, workers, threads_per_worker) as (running, threads):
-            futures = [job.submit(running, plan, threads) for plan in todo]
-            result.rows += _collect(futures, todo, len(plans), progress, log)
+        with _cleanup_on_interrupt(out, todo, own_cluster=client is None):
+            with _cluster(client, workers, threads_per_worker) as (running, threads):
+                futures = [job.submit(running, plan, threads, prints[plan.scene]) for plan in todo]
+                result.rows += _collect(futures, todo, len(plans), progress, log, running)
     order = {str(p.scene): i for i, p in enumerate(plans)}
     result.rows.sort(key=lambda r: order.get(r["scene"], len(order)))
-    result.summary_csv = write_summary_csv(result.rows, out / SUMMARY_CSV)
+    reference = next(iter(prints.values()), None)
+    kept_plans = _keep_earlier_rows(out, plans, reference, result, log)
+    rows = _table_order(out / SUMMARY_CSV, result.earlier + result.rows)
+    result.summary_csv = write_summary_csv(rows, out / SUMMARY_CSV)
     if inventory is not None:
-        result.glaciers_csv = write_batch_glaciers(plans, result.rows, out / GLACIERS_CSV)
+        result.glaciers_csv = write_batch_glaciers(plans + kept_plans, rows, out / GLACIERS_CSV)
     return result
+
+
+def _sort_scenes(
+    plans: list[SceneOutputs], prints: dict[Path, dict[str, Any]], overwrite: bool, result: BatchResult
+) -> list[SceneOutputs]:
+    """The scenes to segment; complete ones go to ``result.rows`` as skipped.
+
+    Raises:
+        OutputExistsError: a scene's outputs were made otherwise and ``overwrite`` is False.
+    """
+    todo: list[SceneOutputs] = []
+    conflicts: list[str] = []
+    for plan in plans:
+        if overwrite:
+            todo.append(plan)
+            continue
+        state, conflict = scene_state(plan.paths(), plan.record, prints[plan.scene])
+        if conflict is not None:
+            conflicts.append(conflict)
+        elif state == "done":
+            result.rows.append(_skipped_row(plan))
+        else:
+            todo.append(plan)
+    if conflicts:
+        more = f" ({len(conflicts) - 1} more scene(s) likewise)" if len(conflicts) > 1 else ""
+        raise OutputExistsError(
+            f"{conflicts[0]}{more}; pass --overwrite to redo it, or use another --out-dir"
+        )
+    return todo
+
+
+def _keep_earlier_rows(
+    out: Path,
+    plans: list[SceneOutputs],
+    reference: dict[str, Any] | None,
+    result: BatchResult,
+    log: Callable[[str], None],
+) -> list[SceneOutputs]:
+    """Rows of ``summary.csv`` for scenes not given now whose complete outputs, from the same
+    model(s) and options, are still in the folder: into ``result.earlier``; their plans."""
+    stems = {p.scene.stem for p in plans}
+    kept: list[SceneOutputs] = []
+    if reference is None:
+        return kept
+    for row in _read_summary_csv(out / SUMMARY_CSV):
+        scene = row.get("scene") or ""
+        if not scene or Path(scene).stem in stems:
+            continue
+        template = plans[0]
+        plan = plan_outputs(
+            [scene], out, template.outlines.suffix[1:] if template.outlines else None,
+            glaciers=template.glaciers is not None, uncertainty=template.uncertainty is not None,
+        )[0]  # fmt: skip
+        if not plan.complete():
+            continue  # failed, removed or partly written: nothing to list
+        change = difference(read_record(plan.record)["fingerprint"], reference, scene=False)  # type: ignore[index]
+        if change is not None:
+            log(f"{SUMMARY_CSV} leaves out {scene}: its outputs in {out} were made {change}")
+            continue
+        stems.add(plan.scene.stem)
+        result.earlier.append(row)
+        kept.append(plan)
+    return kept
+
+
+def _read_summary_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier ``summary.csv`` (none when it is missing or unreadable)."""
+    try:
+        with path.open(newline="") as f:
+            return [dict(r) for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _table_order(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in the order of the earlier table (a redone scene keeps its place), new scenes last."""
+    earlier = {Path(r.get("scene") or "").stem: i for i, r in enumerate(_read_summary_csv(path))}
+    last = len(earlier)
+    return sorted(rows, key=lambda r: earlier.get(Path(r["scene"]).stem, last))
+
+
+@contextmanager
+def _cleanup_on_interrupt(out: Path, todo: list[SceneOutputs], own_cluster: bool) -> Iterator[None]:
+    """On Ctrl-C, once the cluster is down, remove the temporaries its workers left for ``todo``.
+
+    Only files that appeared during the run and belong to the scenes of ``todo`` go (never
+    another run's); with a user's cluster, whose workers may still be writing, nothing is
+    removed. An unfinished scene's record goes too when none of its outputs exist.
+    """
+    before = set(out.glob(f"{TMP_PREFIX}*"))
+    try:
+        yield
+    except KeyboardInterrupt:
+        if own_cluster:
+            names = tuple(f"{TMP_PREFIX}{p.name}." for plan in todo for p in [*plan.paths(), plan.record])
+            for tmp in set(out.glob(f"{TMP_PREFIX}*")) - before:
+                if tmp.name.startswith(names):
+                    tmp.unlink(missing_ok=True)
+            for plan in todo:
+                body = read_record(plan.record)
+                if body is None or body.get("complete") is not True:
+                    _drop_lone_record(plan)
+        raise

@@ -573,6 +573,19 @@ ROWS: list[Row] = [
         ("--window", "48"),
         ("use 64",),
     ),
+    Row(
+        "batch-out-dir-parent-missing",
+        "segment-scenes {i}/scene.tif --model {i}/model.pth --out-dir {o}/a/b --workers 1 --device cpu",
+        ("a/b", "does not exist"),
+        ("create it first",),
+    ),
+    Row(
+        "batch-scene-missing",
+        "segment-scenes {i}/scene.tif {i}/nosuch.tif --model {i}/model.pth --out-dir {o}/batch --workers 1 "
+        "--device cpu",
+        ("nosuch.tif",),
+        ("check the path",),
+    ),
 ]
 
 ROWS += [

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,7 +215,6 @@ def test_ensemble_batch_errors_come_once_before_the_cluster(
     out = tmp_path / "out"
     base = ["segment-scenes", *map(str, scenes), "--out-dir", str(out), "--workers", "1"]
     cases = [
-        (["--model", str(a), "--uncertainty"], "--uncertainty needs an ensemble"),
         (["--model", str(a), "--model", str(other)], "different bands"),
         (["--model", str(a), "--model", str(broken)], "broken.pth"),
     ]
@@ -241,3 +245,231 @@ def test_a_partly_written_scene_is_redone_whole(
     again = segment_one(plan, str(ckpt), "cpu", options, overwrite=False, threads=1)
     assert again["status"] == "done", again.get("error")
     assert plan.complete() and plan.summary.read_text() == reference
+
+
+# ------------------------------------------- reruns: what made the outputs, tables, interrupts
+
+
+class _InlineClient:
+    """Runs each scene at once in this process: the bookkeeping around the workers, without a cluster."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.before_each: Callable[[Any], None] | None = None
+
+    def submit(
+        self, fn: Callable[..., Any], plan: Any, *args: Any, key: str, pure: bool, **kwargs: Any
+    ) -> Any:
+        self.submitted.append(plan.scene.name)
+        if self.before_each is not None:
+            self.before_each(plan)
+        return fn(plan, *args, **kwargs)
+
+    def cancel(self, futures: list[Any]) -> None:
+        pass
+
+
+@pytest.fixture
+def inline(monkeypatch: pytest.MonkeyPatch) -> _InlineClient:
+    import geoglacier.inference.batch as batch
+
+    client = _InlineClient()
+
+    @contextmanager
+    def fake_cluster(*args: Any) -> Iterator[tuple[_InlineClient, None]]:
+        yield client, None  # None: leave this process's torch threads alone
+
+    monkeypatch.setattr(batch, "_cluster", fake_cluster)
+    monkeypatch.setattr(batch, "_collect", lambda futures, *args: list(futures))
+    return client
+
+
+def _summary(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((out / "summary.csv").open()))
+
+
+def _without_status(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k != "status"} for r in rows]
+
+
+def test_a_rerun_reuses_outputs_only_from_the_same_scene_model_and_options(
+    batch_inputs: tuple[list[Path], Path], tmp_path: Path, inline: _InlineClient
+) -> None:
+    from geoglacier.errors import OutputExistsError
+
+    (s0, _, s1), ckpt = batch_inputs
+    scene = tmp_path / "s0.tif"
+    shutil.copy(s0, scene)
+    m1 = tmp_path / "m1.pth"
+    shutil.copy(ckpt, m1)
+    out = tmp_path / "bo"
+    run = dict(device="cpu", progress=False, log=lambda m: None, window=64)
+    first = segment_scenes([scene, s1], m1, out, **run)
+    assert [r["status"] for r in first.rows] == ["done", "done"]
+    again = segment_scenes([scene, s1], m1, out, **run)
+    assert [r["status"] for r in again.rows] == ["skipped", "skipped"] and len(inline.submitted) == 2
+
+    table = (out / "summary.csv").read_bytes()
+    cases = [
+        (
+            dict(model=ckpt),
+            r"s0_mask.tif was made with model m1.pth \(1 more scene\(s\) likewise\); pass --overwrite",
+        ),
+        (dict(overlap=0.5), r"s0_mask.tif was made with --overlap 0.25 \(now 0.5\)"),
+        (dict(tta=True), r"s0_mask.tif was made without --tta \(1 more"),
+    ]
+    for change, message in cases:
+        kwargs = {**run, **change}
+        with pytest.raises(OutputExistsError, match=message):
+            segment_scenes([scene, s1], kwargs.pop("model", m1), out, **kwargs)
+    record = json.loads((out / "s0_run.json").read_text())
+    assert record["complete"] is True
+    assert record["fingerprint"]["models"][0]["path"] == str(m1.resolve())
+    assert record["fingerprint"]["scene"]["size"] == scene.stat().st_size
+    os.utime(scene, ns=(scene.stat().st_atime_ns, scene.stat().st_mtime_ns + 10**9))
+    with pytest.raises(
+        OutputExistsError, match=r"s0_mask.tif was made from an earlier version of scene s0.tif"
+    ):
+        segment_scenes([scene, s1], m1, out, **run)
+    assert (out / "summary.csv").read_bytes() == table and len(inline.submitted) == 2  # refused up front
+
+    redo = segment_scenes([scene, s1], ckpt, out, overwrite=True, **run)
+    assert [r["status"] for r in redo.rows] == ["done", "done"]
+    assert json.loads((out / "s1_run.json").read_text())["fingerprint"]["models"][0]["path"] == str(
+        ckpt.resolve()
+    )
+    # Outputs without a record (an older geoglacier) cannot be told apart: refused too.
+    (out / "s1_run.json").unlink()
+    with pytest.raises(OutputExistsError, match=r"s1_mask.tif has no record .*s1_run.json is missing"):
+        segment_scenes([scene, s1], ckpt, out, **run)
+
+
+def test_cli_counts_only_the_scenes_segmented_now(
+    batch_inputs: tuple[list[Path], Path], tmp_path: Path, inline: _InlineClient
+) -> None:
+    (s0, _, s1), ckpt = batch_inputs
+    base = ["segment-scenes", str(s0), str(s1), "--out-dir", str(tmp_path / "bo"), "--window", "64"]
+    base += ["--device", "cpu"]
+    first = CliRunner().invoke(cli, [*base, "--model", str(ckpt)])
+    assert first.exit_code == 0, first.output
+    assert "2 segmented, 0 skipped (already complete); table:" in first.output
+    second = CliRunner().invoke(cli, [*base, "--model", str(ckpt)])
+    assert "0 segmented, 2 skipped (already complete); table:" in second.output
+    m1 = tmp_path / "m1.pth"
+    shutil.copy(ckpt, m1)
+    refused = CliRunner().invoke(cli, [*base, "--model", str(m1)])
+    assert refused.exit_code == 1
+    assert refused.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'bo' / 's0_mask.tif'} was made with model model.pth (1 more scene(s) likewise); "
+        "pass --overwrite to redo it, or use another --out-dir"
+    ]
+    assert len(inline.submitted) == 2
+
+
+def test_a_subset_rerun_keeps_the_other_scenes_in_the_tables(tmp_path: Path, inline: _InlineClient) -> None:
+    from affine import Affine
+
+    from tests.data import UTM_TRANSFORM
+    from tests.glacier_data import px_box, write_outlines
+
+    ckpt = _member(tmp_path / "m.pth", 0, 0.5)
+    # two scenes side by side, one inventory glacier in each
+    a = write_scene(tmp_path / "a.tif", height=64, width=64, seed=1)
+    b = write_scene(
+        tmp_path / "b.tif", height=64, width=64, seed=2, transform=UTM_TRANSFORM * Affine.translation(64, 0)
+    )
+    inv = write_outlines(
+        tmp_path / "inv.gpkg", [px_box(10, 4, 30, 24, UTM_TRANSFORM), px_box(10, 70, 30, 90, UTM_TRANSFORM)]
+    )
+    out = tmp_path / "bo"
+    run = dict(device="cpu", progress=False, log=lambda m: None, window=64, inventory=inv)
+    segment_scenes([a, b], ckpt, out, **run)
+    summary, glaciers = _summary(out), (out / "glaciers.csv").read_text()
+    assert [Path(r["scene"]).name for r in summary] == ["a.tif", "b.tif"]
+    assert glaciers.count("a.tif") == 1 and glaciers.count("b.tif") == 1
+
+    alone = segment_scenes([b], ckpt, out, **run)  # skipped, but the tables still list a
+    assert _without_status(_summary(out)) == _without_status(summary)
+    assert (out / "glaciers.csv").read_text() == glaciers
+    assert [r["status"] for r in alone.rows] == ["skipped"] and len(alone.earlier) == 1
+    segment_scenes([b], ckpt, out, overwrite=True, **run)  # redone: keeps its place
+    assert [(Path(r["scene"]).name, r["status"]) for r in _summary(out)] == [
+        ("a.tif", "done"),
+        ("b.tif", "done"),
+    ]
+    assert (out / "glaciers.csv").read_text() == glaciers
+
+    # a scene whose outputs are gone, or come from another model, drops out of the tables
+    other = _member(tmp_path / "other.pth", 5, 0.5)
+    logs: list[str] = []
+    segment_scenes([b], other, out, overwrite=True, **{**run, "log": logs.append})
+    assert [Path(r["scene"]).name for r in _summary(out)] == ["b.tif"]
+    assert "a.tif" not in (out / "glaciers.csv").read_text()
+    assert any("leaves out" in m and "a.tif" in m and "model m.pth" in m for m in logs), logs
+    (out / "b_mask.tif").unlink()
+    (out / "a_mask.tif").unlink()
+    segment_scenes([a], other, out, overwrite=True, **run)
+    assert [Path(r["scene"]).name for r in _summary(out)] == ["a.tif"]
+
+
+def test_ctrl_c_removes_this_runs_temporaries_once_the_cluster_is_down(
+    batch_inputs: tuple[list[Path], Path],
+    tmp_path: Path,
+    inline: _InlineClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import geoglacier.inference.batch as batch
+
+    (s0, _, s1), ckpt = batch_inputs
+    out = tmp_path / "bo"
+    out.mkdir()
+    older = out / ".geoglacier-tmp-s0_mask.tif.stage-older.tif"  # a killed run's: not ours to judge
+    older.write_bytes(b"x")
+
+    def stage(plan: Any) -> None:
+        (out / f".geoglacier-tmp-{plan.mask.name}.stage-abc.tif").write_bytes(b"x")
+
+    def interrupted(futures: list[Any], *args: Any) -> list[Any]:
+        raise KeyboardInterrupt
+
+    inline.before_each = stage
+    monkeypatch.setattr(batch, "_collect", interrupted)
+    monkeypatch.setattr(batch, "segment_one", lambda plan, *a, **k: plan.record.write_text("{}"))
+    with pytest.raises(KeyboardInterrupt):
+        segment_scenes([s0, s1], ckpt, out, device="cpu", progress=False, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == [older.name]
+
+
+def test_dask_loggers_are_quiet_while_the_cluster_closes() -> None:
+    import logging
+
+    from geoglacier.inference.batch import _quiet_dask
+
+    nanny = logging.getLogger("distributed.nanny")
+    before = (logging.getLogger("distributed").level, nanny.level)
+    with _quiet_dask():
+        assert not nanny.isEnabledFor(logging.CRITICAL)
+        assert not logging.getLogger("distributed.client").isEnabledFor(logging.CRITICAL)
+    assert (logging.getLogger("distributed").level, nanny.level) == before
+
+
+def test_cli_matches_segment_scene_options(tmp_path: Path) -> None:
+    help_text = CliRunner().invoke(cli, ["segment-scenes", "--help"]).output
+    assert "multiple of 32" in help_text and "--no-progress" in help_text
+    assert "Weights for blending" in help_text and "autocast on CUDA" in help_text
+    # --uncertainty with one model: the same usage error (exit 2) in both commands
+    one = ["--model", str(tmp_path / "m.pth")]
+    batch = [
+        "segment-scenes",
+        str(tmp_path / "s.tif"),
+        *one,
+        "--out-dir",
+        str(tmp_path / "o"),
+        "--uncertainty",
+    ]
+    single = ["segment-scene", str(tmp_path / "s.tif"), *one, "--out", str(tmp_path / "m.tif")]
+    single += ["--uncertainty", str(tmp_path / "u.tif")]
+    for argv in (batch, single):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 2 and "--uncertainty needs an ensemble" in result.output, result.output
+    assert not (tmp_path / "o").exists()
