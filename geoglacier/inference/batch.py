@@ -629,6 +629,19 @@ def _collect(
     return rows
 
 
+def _check_outputs_are_not_inputs(
+    plans: list[SceneOutputs], models: Sequence[str], inventory: str | None
+) -> None:
+    """Refuse a scene, a model or the inventory that one of the run's outputs would replace."""
+    from geoglacier.io.atomic import check_distinct_files, with_companions
+
+    outputs: dict[str, Path | None] = {}
+    for plan in plans:
+        outputs |= {f"output {p}": p for p in [*plan.paths(), plan.record]}
+    inputs = {"SCENES": [p.scene for p in plans], "--model": [f for m in models for f in with_companions(m)]}
+    check_distinct_files(outputs, inputs | {"--inventory": with_companions(inventory) if inventory else None})
+
+
 def segment_scenes(
     scenes: Sequence[str | os.PathLike[str]],
     model_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -689,6 +702,7 @@ def segment_scenes(
     )
     _check_scenes(scenes)
     plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None, uncertainty=uncertainty)
+    _check_outputs_are_not_inputs(plans, model, inventory_path)
     prints = {p.scene: run_fingerprint(p.scene, model, options, inventory_path, id_column) for p in plans}
     result = BatchResult()
     todo = _sort_scenes(plans, prints, overwrite, result)

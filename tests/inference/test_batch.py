@@ -96,6 +96,25 @@ def test_same_stem_twice_is_refused(tmp_path: Path) -> None:
         plan_outputs([tmp_path / "a" / "x.tif", tmp_path / "b" / "x.tif"], tmp_path, None)
 
 
+def test_an_output_that_is_a_scene_or_the_model_is_refused_before_any_work(
+    batch_inputs: tuple[list[Path], Path], tmp_path: Path
+) -> None:
+    from geoglacier.errors import OutputPathError
+
+    scenes, ckpt = batch_inputs
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(scenes[2], out / "s0_mask.tif")  # a scene named as s0's mask output
+    before = (out / "s0_mask.tif").read_bytes()
+    with pytest.raises(OutputPathError, match="s0_mask.tif"):
+        segment_scenes([scenes[0], out / "s0_mask.tif"], ckpt, out, overwrite=True, progress=False)
+    assert (out / "s0_mask.tif").read_bytes() == before and sorted(out.iterdir()) == [out / "s0_mask.tif"]
+    model = out / "s1_summary.json"  # the checkpoint where s1's summary would go
+    shutil.copy(ckpt, model)
+    with pytest.raises(OutputPathError, match="s1_summary.json"):
+        segment_scenes([scenes[2]], model, out, overwrite=True, progress=False)
+
+
 # ------------------------------------------------------------------------------- ensembles
 
 BANDS = ("red", "green", "blue", "nir", "ndvi")
