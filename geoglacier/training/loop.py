@@ -8,7 +8,10 @@ epoch by validation MCC kept as the checkpoint.
 
 Files written beside ``out`` (``model.pth`` gives ``model.metrics.csv``,
 ``model.metrics.png`` and ``model.pth.state``), each atomically after every epoch, so
-two runs in one folder never collide and a killed run leaves only complete files:
+two runs in one folder never collide and a killed run leaves only complete files. The
+state is written first and Ctrl-C (SIGTERM too) is held until the epoch's files are all
+written: an interrupt ends the run with a message naming the epoch the state keeps, and
+``--resume`` writes anything a harder stop left out after the state:
 
 - the checkpoint (:mod:`geoglacier.checkpoint`), rewritten when validation MCC improves;
 - ``<stem>.metrics.csv``: one row per epoch (epoch, loss, val_loss, train_mcc, val_mcc,
@@ -304,7 +307,11 @@ def _train(
     progress: bool | None,
     stop: Callable[[dict[str, float]], bool] | None = None,
 ) -> TrainResult:
-    run = _setup(data_dir, config, model_config, device, state, log)
+    saved = 0 if state is None else int(state["epoch"])
+    try:
+        run = _setup(data_dir, config, model_config, device, state, log)
+    except KeyboardInterrupt:  # while reading the data: the outputs on disk are as they were
+        raise _interrupted(paths, config, saved + 1, saved) from None
     if dist_info.is_main and state is None and overwrite:
         paths.state.unlink(missing_ok=True)  # a stale state must not be resumed later
     if dist_info.active:
@@ -337,7 +344,7 @@ def _train(
         if config.calibrate and len(run.data.val) > 0 and run.best_epoch > 0:
             calibration = _calibrate(run, paths, config, device, dist_info, log)
     except KeyboardInterrupt:
-        raise _interrupted(paths, run, config, epoch) from None
+        raise _interrupted(paths, config, epoch, run.saved_epoch) from None
     return TrainResult(
         paths=paths,
         best_epoch=run.best_epoch,
@@ -617,9 +624,8 @@ def _complete_outputs(run: _Run, paths: TrainPaths, log: Log) -> None:
             _plot(run.history, paths.metrics_png, log)
 
 
-def _interrupted(paths: TrainPaths, run: _Run, config: TrainConfig, epoch: int) -> Interrupted:
-    """The message of an interrupt during (or right after) ``epoch``: what the state on disk keeps."""
-    done = run.saved_epoch
+def _interrupted(paths: TrainPaths, config: TrainConfig, epoch: int, done: int) -> Interrupted:
+    """The message of an interrupt during (or right after) ``epoch``, the state on disk keeping epoch ``done``."""
     if done < 1:
         return Interrupted(
             f"Training interrupted during epoch {epoch}: no epoch was complete, nothing was kept; "

@@ -220,3 +220,17 @@ def test_resume_restores_the_checkpoint_of_the_last_epoch(
     _same_checkpoint(out, reference)
     assert [r["epoch"] for r in read_metrics_csv(TrainPaths.for_checkpoint(out).metrics_csv)] == [1]
     assert (tmp_path / "m.metrics.png").exists()
+
+
+def test_interrupt_while_a_resumed_run_reads_its_data_keeps_the_state(
+    separable: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "m.pth"
+    train(separable, out, epochs=1, calibrate=False, log=lambda _: None, **OPTS)
+    before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)}
+    _interrupt_on_call(monkeypatch, geoglacier.training.loop, "_datasets", 1)
+    message = _interrupted(lambda: train(separable, out, epochs=2, resume=True, log=lambda _: None, **OPTS))
+    assert re.search(r"during epoch 2; .*m\.pth\.state keeps epoch 1 of 2 .*--resume to continue", message), (
+        message
+    )
+    assert {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)} == before
