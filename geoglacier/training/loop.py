@@ -607,10 +607,12 @@ def _complete_outputs(run: _Run, paths: TrainPaths, log: Log) -> None:
     last = run.history[-1]
     if run.best_epoch == int(last["epoch"]):
         try:
-            held = read_checkpoint(paths.checkpoint)[0].epoch if paths.checkpoint.exists() else None
+            meta = read_checkpoint(paths.checkpoint)[0] if paths.checkpoint.exists() else None
         except CheckpointError:
-            held = None
-        if held != run.best_epoch:
+            meta = None
+        # The epoch number alone could be that of an earlier run's checkpoint (--overwrite).
+        holds = meta is not None and meta.epoch == run.best_epoch and meta.metrics.get("loss") == last["loss"]
+        if not holds:
             with held_interrupts():
                 _save_best(run, last, paths)
             log(f"Restored {paths.checkpoint} (epoch {run.best_epoch}) from {paths.state}")

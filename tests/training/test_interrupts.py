@@ -213,6 +213,9 @@ def test_resume_restores_the_checkpoint_of_the_last_epoch(
     )
     assert re.search(r"after epoch 1; .* keeps epoch 1 of 1", message), message
     monkeypatch.undo()
+    # An earlier run's checkpoint of the same epoch number is not taken for this run's.
+    train(separable, tmp_path / "other.pth", epochs=1, seed=5, calibrate=False, log=lambda _: None, **OPTS)
+    (tmp_path / "other.pth").replace(out)
     lines: list[str] = []
     again = train(separable, out, epochs=1, calibrate=False, resume=True, log=lines.append, **OPTS)
     assert again.resumed_from == 1 and again.best_epoch == 1
