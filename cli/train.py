@@ -137,11 +137,11 @@ def train(
         )
         for result in results:
             click.echo(
-                f"{result.paths.checkpoint}: best epoch {result.best_epoch} (Val MCC: {result.best_val_mcc:.4f})"
+                f"{result.paths.checkpoint}: best epoch {result.best_epoch} ({result.score_name}: {result.best_val_mcc:.4f})"
             )
         return
     result = run_training(data_dir, out, overwrite=overwrite, resume=resume, log=click.echo, **overrides)
     click.echo(
-        f"Best epoch {result.best_epoch} of {result.epochs} (Val MCC: {result.best_val_mcc:.4f}); "
+        f"Best epoch {result.best_epoch} of {result.epochs} ({result.score_name}: {result.best_val_mcc:.4f}); "
         f"wrote {result.paths.checkpoint}, {result.paths.metrics_csv}, {result.paths.metrics_png}"
     )

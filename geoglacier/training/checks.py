@@ -1,4 +1,4 @@
-"""Checks on what training is given: the patch size and the scenes' band recipe.
+"""Checks on what training is given: the patch size, the scenes' size and their band recipe.
 
 Each raises a typed error from :mod:`geoglacier.errors` naming the fix; the split, the
 samplers and the dataset builders share them.
@@ -27,6 +27,33 @@ def check_patch_size(patch_size: int) -> int:
             f"got {patch_size}; try {max(32, int(round(float(patch_size) / 32)) * 32)}"
         )
     return int(patch_size)
+
+
+def check_scenes_fit(scenes: Sequence[ScenePair], patch_size: int) -> None:
+    """At least one scene must hold a whole ``patch_size`` window (its height and width >= the patch).
+
+    A scene narrower than the patch is trained on windows that are partly padding and,
+    being a single block, cannot give blocks to validation: when no scene holds a whole
+    window, the patch is too large for the data.
+
+    Raises:
+        ConfigError: every scene is smaller than the patch in height or width; the
+            message names the largest patch size that fits (a multiple of 32).
+    """
+    p = int(patch_size)
+    if not scenes or any(min(q.info.shape) >= p for q in scenes):
+        return
+    widest = max(scenes, key=lambda q: min(q.info.shape))
+    h, w = widest.info.shape
+    fits = min(h, w) // 32 * 32
+    what = f"scene {widest.image}" if len(scenes) == 1 else f"every scene (the widest, {widest.image}, is"
+    size = f"({h}x{w})" if len(scenes) == 1 else f"{h}x{w})"
+    advice = (
+        f"use --patch-size {fits} or less"
+        if fits >= 32
+        else "scenes must be at least 32 px in height and width (the smallest patch)"
+    )
+    raise ConfigError(f"--patch-size {p} is larger than {what} {size}; {advice}")
 
 
 def check_same_recipe(scenes: list[ScenePair]) -> None:

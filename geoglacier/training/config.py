@@ -274,7 +274,8 @@ class TrainResult:
     """What a training run produced.
 
     ``best_val_mcc`` is the score that chose the checkpoint: validation MCC, or
-    training MCC when there is no validation data (``val_fraction=0``).
+    training MCC when there is no validation data (``validated`` False; see
+    :attr:`score_name`).
     """
 
     paths: TrainPaths
@@ -284,6 +285,12 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
     calibration: Any = None
+    validated: bool = True
+
+    @property
+    def score_name(self) -> str:
+        """What ``best_val_mcc`` is: ``"Val MCC"``, or ``"Train MCC"`` without validation data."""
+        return "Val MCC" if self.validated else "Train MCC"
 
     @property
     def final(self) -> dict[str, float]:

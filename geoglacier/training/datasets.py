@@ -45,7 +45,12 @@ from geoglacier.io.layouts import ClassicPair, ScenePair, find_pairs
 from geoglacier.io.masks import IGNORE, read_mask
 from geoglacier.io.scene import DEFAULT_BAND_NAMES, valid_pixels
 from geoglacier.products.recipes import format_recipe
-from geoglacier.training.checks import check_patch_size, check_same_recipe, check_scenes_hold
+from geoglacier.training.checks import (
+    check_patch_size,
+    check_same_recipe,
+    check_scenes_fit,
+    check_scenes_hold,
+)
 from geoglacier.training.normalization import (
     Moments,
     Normalization,
@@ -387,6 +392,7 @@ class TrainingData:
     normalization_mode: str = "training"
     sampling: Sampling = "uniform"
     class_samplers: tuple[CellSampler | None, CellSampler | None] = field(default=(None, None), repr=False)
+    val_fraction: float = 0.2
 
     def resample(self, epoch: int) -> None:
         """Redraw the random training windows (scenes) or crops (classic) from ``(seed, epoch)``."""
@@ -408,6 +414,19 @@ class TrainingData:
             )
         else:
             self.train.set_epoch(epoch)
+
+    def no_validation_reason(self) -> str:
+        """Why validation holds no window (for a run that has none): the option or the data to change."""
+        if self.val_fraction <= 0:
+            return "--val-fraction 0"
+        if self.regions is None:
+            return "a single classic pair cannot be split; add pairs to validate"
+        if not any(v.any() for v in self.regions.is_val):
+            return (
+                f"each scene is a single block of {self.patch_size} px, none can be held out; "
+                "use a smaller --patch-size"
+            )
+        return "the validation blocks hold no valid pixels"
 
     def describe(self) -> str:
         """One line on the split: what validation holds, what an epoch trains on."""
@@ -478,6 +497,7 @@ def _classic_datasets(
         patches_per_epoch=len(train_pairs),
         normalization_mode=mode,
         sampling=sampling,
+        val_fraction=val_fraction,
     )
 
 
@@ -538,6 +558,7 @@ def _scene_datasets(
         check_same_recipe(scenes)
     else:
         check_scenes_hold(scenes, recipe)
+    check_scenes_fit(scenes, p)
     bands = scenes[0].info.count
     regions, val_windows = spatial_split([q.info.shape for q in scenes], p, val_fraction, seed)
     norm, own, maps = _scan_scenes(scenes, regions, bands, mode, what)
@@ -561,6 +582,7 @@ def _scene_datasets(
         normalization_mode=mode,
         sampling=sampling,
         class_samplers=class_samplers(scenes, regions, maps) if sampling == "balanced" else (None, None),
+        val_fraction=val_fraction,
     )
     data.resample(0)
     return data

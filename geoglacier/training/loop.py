@@ -8,7 +8,10 @@ epoch by validation MCC kept as the checkpoint.
 
 Files written beside ``out`` (``model.pth`` gives ``model.metrics.csv``,
 ``model.metrics.png`` and ``model.pth.state``), each atomically after every epoch, so
-two runs in one folder never collide and a killed run leaves only complete files:
+two runs in one folder never collide and a killed run leaves only complete files. The
+state is written first and Ctrl-C (SIGTERM too) is held until the epoch's files are all
+written: an interrupt ends the run with a message naming the epoch the state keeps, and
+``--resume`` writes anything a harder stop left out after the state:
 
 - the checkpoint (:mod:`geoglacier.checkpoint`), rewritten when validation MCC improves;
 - ``<stem>.metrics.csv``: one row per epoch (epoch, loss, val_loss, train_mcc, val_mcc,
@@ -61,12 +64,14 @@ from geoglacier.training.distributed import (
     process_group,
     sync_buffers,
 )
+from geoglacier.training.interrupts import held_interrupts
 from geoglacier.training.losses import BCEDiceLoss
 from geoglacier.training.state import (
     check_outputs,
     check_resume_config,
     epoch_seed,
     load_state,
+    read_metrics_csv,
     restore_state,
     save_state,
     seed_everything,
@@ -276,6 +281,7 @@ class _Run:
     best_score: float = -math.inf
     best_epoch: int = 0
     start: int = 1
+    saved_epoch: int = 0  # the epoch the training state on disk holds (0: none written by this run)
 
     @property
     def module(self) -> nn.Module:
@@ -301,7 +307,11 @@ def _train(
     progress: bool | None,
     stop: Callable[[dict[str, float]], bool] | None = None,
 ) -> TrainResult:
-    run = _setup(data_dir, config, model_config, device, state, log)
+    saved = 0 if state is None else int(state["epoch"])
+    try:
+        run = _setup(data_dir, config, model_config, device, state, log)
+    except KeyboardInterrupt:  # while reading the data: the outputs on disk are as they were
+        raise _interrupted(paths, config, saved + 1, saved) from None
     if dist_info.is_main and state is None and overwrite:
         paths.state.unlink(missing_ok=True)  # a stale state must not be resumed later
     if dist_info.active:
@@ -313,25 +323,33 @@ def _train(
     num_workers = default_num_workers() if config.num_workers is None else config.num_workers
     show = (sys.stderr.isatty() if progress is None else progress) and dist_info.is_main
     if len(run.data.val) == 0:
-        log("No validation windows (--val-fraction 0): the best epoch is chosen by training MCC")
-    for epoch in range(run.start, config.epochs + 1):
-        try:
-            row = _epoch(run, epoch, config, device, dist_info, num_workers, show)
-        except KeyboardInterrupt:
-            raise _interrupted(paths, run, config, epoch) from None
+        uncalibrated = " and the checkpoint is not calibrated" if config.calibrate else ""
         log(
-            f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {row['train_mcc']:.2f} | Val MCC: {row['val_mcc']:.2f}"
+            f"No validation windows ({run.data.no_validation_reason()}): "
+            f"the best epoch is chosen by training MCC{uncalibrated}"
         )
-        _record(run, row, paths, config, dist_info, log)
-        if stop is not None and agree(bool(stop(dict(row))), dist_info, device):
-            break
-    calibration = None
-    if config.calibrate and len(run.data.val) > 0 and run.best_epoch > 0:
-        calibration = _calibrate(run, paths, config, device, dist_info, log)
+    epoch = run.start
+    try:
+        if state is not None and dist_info.is_main:
+            _complete_outputs(run, paths, log)
+        for epoch in range(run.start, config.epochs + 1):
+            row = _epoch(run, epoch, config, device, dist_info, num_workers, show)
+            log(
+                f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {row['train_mcc']:.2f} | Val MCC: {row['val_mcc']:.2f}"
+            )
+            _record(run, row, paths, config, dist_info, log)
+            if stop is not None and agree(bool(stop(dict(row))), dist_info, device):
+                break
+        calibration = None
+        if config.calibrate and len(run.data.val) > 0 and run.best_epoch > 0:
+            calibration = _calibrate(run, paths, config, device, dist_info, log)
+    except KeyboardInterrupt:
+        raise _interrupted(paths, config, epoch, run.saved_epoch) from None
     return TrainResult(
         paths=paths,
         best_epoch=run.best_epoch,
         best_val_mcc=run.best_score,
+        validated=len(run.data.val) > 0,
         epochs=len(run.history),
         history=run.history,
         resumed_from=run.start - 1,
@@ -401,8 +419,10 @@ def _setup(
     )
     if state is not None:
         restore_state(run, state)
+        run.saved_epoch = run.start - 1
         log(
-            f"Resuming from epoch {run.start - 1} of {config.epochs} (best Val MCC so far: {run.best_score:.2f})"
+            f"Resuming from epoch {run.start - 1} of {config.epochs} "
+            f"(best {_score_name(run)} so far: {run.best_score:.2f})"
         )
     log(_precision_line(device, amp_dtype))
     return run
@@ -529,12 +549,21 @@ def _validate(
     )
 
 
+def _score_name(run: _Run) -> str:
+    """What chooses the best epoch: validation MCC, or training MCC without validation data."""
+    return "Val MCC" if len(run.data.val) > 0 else "Train MCC"
+
+
 def _record(
     run: _Run, row: dict[str, float], paths: TrainPaths, config: TrainConfig, dist_info: Distributed, log: Log
 ) -> None:
-    """Step the scheduler, keep the best epoch, and (rank 0) write the epoch's files."""
-    from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+    """Step the scheduler, keep the best epoch, and (rank 0) write the epoch's files.
 
+    The files are written with interrupts held (:func:`held_interrupts`), so a Ctrl-C
+    lands before or after all of them. The state goes first: a checkpoint is never on
+    disk without the state that resumes its run, and a resumed run completes what an
+    interrupt (or a crash) left unwritten after the state (:func:`_complete_outputs`).
+    """
     score = row["val_mcc"] if len(run.data.val) > 0 else row["train_mcc"]
     run.scheduler.step(score)
     run.history.append(row)
@@ -542,26 +571,71 @@ def _record(
     if improved:
         run.best_score, run.best_epoch = score, int(row["epoch"])
     if dist_info.is_main:
-        if improved:
-            metrics = {k: row[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
-            meta = CheckpointMeta(epoch=int(row["epoch"]), metrics=metrics, **run.meta_base)
-            save_checkpoint(run.scored, meta, paths.checkpoint)
-            log(f"Model saved (Best Val MCC: {run.best_score:.2f})")
-        write_metrics_csv(run.history, paths.metrics_csv)
-        _plot(run.history, paths.metrics_png, log)
-        save_state(paths.state, run, config, int(row["epoch"]))
+        with held_interrupts():
+            save_state(paths.state, run, config, int(row["epoch"]))
+            run.saved_epoch = int(row["epoch"])
+            if improved:
+                _save_best(run, row, paths)
+                log(f"Model saved (Best {_score_name(run)}: {run.best_score:.2f})")
+            write_metrics_csv(run.history, paths.metrics_csv)
+            _plot(run.history, paths.metrics_png, log)
     barrier(dist_info)
+    run.saved_epoch = int(row["epoch"])
 
 
-def _interrupted(paths: TrainPaths, run: _Run, config: TrainConfig, epoch: int) -> Interrupted:
-    done = epoch - 1
+def _save_best(run: _Run, row: dict[str, float], paths: TrainPaths) -> None:
+    """Write the network being scored as the checkpoint of the epoch of ``row``."""
+    from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
+
+    metrics = {k: row[k] for k in ("train_mcc", "val_mcc", "loss", "val_loss")}
+    meta = CheckpointMeta(epoch=int(row["epoch"]), metrics=metrics, **run.meta_base)
+    save_checkpoint(run.scored, meta, paths.checkpoint)
+
+
+def _complete_outputs(run: _Run, paths: TrainPaths, log: Log) -> None:
+    """On resuming, write what an interrupt after the state's last write left out.
+
+    The checkpoint is rewritten from the state when the state's last epoch is the best
+    one and the checkpoint does not hold it; the metrics CSV and figure when they lack
+    epochs of the state's history.
+    """
+    from geoglacier.checkpoint import read_checkpoint
+    from geoglacier.errors import CheckpointError
+
+    if not run.history:
+        return
+    last = run.history[-1]
+    if run.best_epoch == int(last["epoch"]):
+        try:
+            meta = read_checkpoint(paths.checkpoint)[0] if paths.checkpoint.exists() else None
+        except CheckpointError:
+            meta = None
+        # The epoch number alone could be that of an earlier run's checkpoint (--overwrite).
+        holds = meta is not None and meta.epoch == run.best_epoch and meta.metrics.get("loss") == last["loss"]
+        if not holds:
+            with held_interrupts():
+                _save_best(run, last, paths)
+            log(f"Restored {paths.checkpoint} (epoch {run.best_epoch}) from {paths.state}")
+    try:
+        written = [int(r["epoch"]) for r in read_metrics_csv(paths.metrics_csv)]
+    except (OSError, ValueError, KeyError):
+        written = []
+    if written != [int(r["epoch"]) for r in run.history] or not paths.metrics_png.exists():
+        with held_interrupts():
+            write_metrics_csv(run.history, paths.metrics_csv)
+            _plot(run.history, paths.metrics_png, log)
+
+
+def _interrupted(paths: TrainPaths, config: TrainConfig, epoch: int, done: int) -> Interrupted:
+    """The message of an interrupt during (or right after) ``epoch``, the state on disk keeping epoch ``done``."""
     if done < 1:
         return Interrupted(
             f"Training interrupted during epoch {epoch}: no epoch was complete, nothing was kept; "
             "run the same command again to start over"
         )
+    when = f"during epoch {epoch}" if done < min(epoch, config.epochs) else f"after epoch {done}"
     return Interrupted(
-        f"Training interrupted during epoch {epoch}; {paths.state} keeps epoch {done} of {config.epochs} "
+        f"Training interrupted {when}; {paths.state} keeps epoch {done} of {config.epochs} "
         f"(best {paths.checkpoint}): run the same command with --resume to continue"
     )
 

@@ -252,3 +252,33 @@ def test_dropout_is_recorded_locked_on_resume_and_inference_is_deterministic(
             probabilities.append(ds.read(1))
     assert (probabilities[0] == probabilities[1]).all()
     assert probabilities[0].std() > 0  # a real prediction, not a constant
+
+
+def test_patch_larger_than_the_scene_is_a_one_line_error(
+    group: click.Group, data: Path, tmp_path: Path
+) -> None:
+    result = _invoke(
+        group, data, "--out", tmp_path / "m.pth", *FAST_ARGS, "--patch-size", "512", "--epochs", "1",
+        "--patches-per-epoch", "1", "--num-workers", "0", "--no-calibrate",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+    assert "--patch-size 512 is larger than scene" in result.output and "(256x256)" in result.output
+    assert "use --patch-size 256 or less" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_without_validation_the_training_mcc_is_never_called_val_mcc(
+    group: click.Group, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.pth"
+    args = [data, "--out", out, *FAST_ARGS, "--patches-per-epoch", "4", "--num-workers", "0", "--epochs", "1"]
+    result = _invoke(group, *args, "--val-fraction", "0")
+    assert result.exit_code == 0, result.output
+    assert (
+        "No validation windows (--val-fraction 0): the best epoch is chosen by training MCC" in result.output
+    )
+    assert "the checkpoint is not calibrated" in result.output
+    assert "Model saved (Best Train MCC: " in result.output
+    assert "Best epoch 1 of 1 (Train MCC: " in result.output
+    assert "Best Val MCC" not in result.output and "(Val MCC" not in result.output

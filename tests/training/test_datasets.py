@@ -490,3 +490,49 @@ def test_outputs_may_not_be_files_of_the_data_dir(tmp_path: Path, monkeypatch: p
         check_outputs_outside_data("data", ["m.pth", "./data/images/a.tif"])
     check_outputs_outside_data("data", ["data/model.pth", "data/model.metrics.csv"])  # beside is fine
     check_outputs_outside_data("missing", ["m.pth"])
+
+
+# ---------------------------------------------------------------------------------------
+# a patch larger than the scenes; why validation is empty
+
+
+def test_patch_larger_than_every_scene_is_a_config_error(tmp_path: Path) -> None:
+    one = _scene_layout(tmp_path / "one", shapes=((40, 40),))
+    with pytest.raises(
+        ConfigError,
+        match=r"--patch-size 64 is larger than scene .*s0\.tif \(40x40\); use --patch-size 32 or less",
+    ):
+        make_datasets(one, patch_size=64)
+    # Smaller than the patch in one dimension only: still trained on padding alone, refused too.
+    strips = _scene_layout(tmp_path / "strips", shapes=((100, 300), (60, 500)))
+    with pytest.raises(
+        ConfigError,
+        match=r"larger than every scene \(the widest, .*s0\.tif, is 100x300\); use --patch-size 96 or less",
+    ):
+        make_datasets(strips, patch_size=128)
+    tiny = _scene_layout(tmp_path / "tiny", shapes=((20, 400),), nodata=None)
+    with pytest.raises(ConfigError, match="at least 32 px in height and width"):
+        make_datasets(tiny, patch_size=32)
+
+
+def test_a_scene_one_patch_wide_or_beside_a_larger_one_still_trains_with_validation(tmp_path: Path) -> None:
+    narrow = make_datasets(_scene_layout(tmp_path / "narrow", shapes=((256, 64),)), patch_size=64, seed=0)
+    assert len(narrow.val) > 0 and len(narrow.train) > 0
+    mixed = make_datasets(_scene_layout(tmp_path / "mixed", shapes=((40, 40), (200, 160))), patch_size=64)
+    assert len(mixed.val) > 0
+
+
+def test_classic_tiles_smaller_than_the_patch_are_still_padded(tmp_path: Path) -> None:
+    data = make_datasets(_classic_layout(tmp_path / "c", h=40, w=40), patch_size=64, seed=0)
+    assert len(data.val) == 1 and data.val[0]["valid"].sum() == 40 * 40
+
+
+def test_no_validation_reason_names_the_cause(tmp_path: Path) -> None:
+    scenes = _scene_layout(tmp_path / "d")
+    assert make_datasets(scenes, patch_size=64, val_fraction=0.0).no_validation_reason() == "--val-fraction 0"
+    single = make_datasets(_scene_layout(tmp_path / "single", shapes=((64, 64),)), patch_size=64)
+    assert len(single.val) == 0
+    assert "single block of 64 px" in single.no_validation_reason()
+    assert "--val-fraction" not in single.no_validation_reason()
+    pair = make_datasets(_classic_layout(tmp_path / "c", n=1), patch_size=64)
+    assert len(pair.val) == 0 and "single classic pair" in pair.no_validation_reason()
