@@ -101,18 +101,25 @@ def check_scenes_hold(scenes: list[ScenePair], recipe: Sequence[str]) -> None:
         )
 
 
+# What training reads from a data folder (classic .npy images, GeoTIFF scenes and masks,
+# VRTs) and the sidecars GDAL reads with them.
+_DATA_SUFFIXES = (".npy", ".tif", ".tiff", ".vrt", ".aux.xml", ".ovr", ".msk")
+
+
 def check_outputs_outside_data(
     data_dir: str | os.PathLike[str], outputs: Iterable[str | os.PathLike[str]]
 ) -> None:
     """Refuse a checkpoint (``outputs[0]``, then the files beside it) that is one of the data folder's files.
 
-    Every file under ``data_dir`` counts (scenes, masks, .npy images, sidecars), even
-    with ``--overwrite``: training must never replace what it reads.
+    Every file under ``data_dir`` that training could read counts (scenes, masks, .npy
+    images, GDAL sidecars), even with ``--overwrite``: training must never replace what it
+    reads. A checkpoint kept inside the data folder (``data/model.pth``) is not one of
+    them, so ``--resume`` and ``--overwrite`` still work there.
 
     Raises:
         OutputPathError: naming the output and the data folder.
     """
     root = Path(data_dir)
-    files = [f for f in root.rglob("*") if f.is_file()] if root.is_dir() else []
+    files = [f for f in root.rglob("*") if f.name.lower().endswith(_DATA_SUFFIXES) and f.is_file()]
     named = {("--out" if i == 0 else f"--out's companion {Path(p).name}"): p for i, p in enumerate(outputs)}
     check_distinct_files(named, {f"a file of DATA_DIR {root}": files})

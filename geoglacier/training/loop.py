@@ -53,6 +53,7 @@ from geoglacier.errors import Interrupted
 from geoglacier.io.atomic import sigterm_as_interrupt
 from geoglacier.io.layouts import detect_layout
 from geoglacier.measure.metrics import confusion_counts, mcc_from_counts
+from geoglacier.training.checks import check_outputs_outside_data
 from geoglacier.training.config import TrainConfig, TrainPaths, TrainResult, default_num_workers
 from geoglacier.training.distributed import (
     Distributed,
@@ -218,6 +219,7 @@ def train(
     """
     config = (config or TrainConfig()).with_overrides(**overrides).validate()
     paths = TrainPaths.for_checkpoint(out)
+    check_outputs_outside_data(data_dir, paths.all())
     resuming = check_outputs(paths, overwrite, resume)
     dist_info = distributed_from_env()
     device = _device(config, dist_info)

@@ -724,10 +724,7 @@ ROWS += [
 
 # Rows that fail because of a known bug in a module still being written: strict xfail,
 # so the fix turns them into failures-to-fail and the mark must come off.
-KNOWN_BUGS: dict[str, str] = {
-    "train-out-is-a-training-mask": "training.loop.run_training does not call "
-    "training.checks.check_outputs_outside_data(data_dir, paths.all()) yet",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _param(row: Row) -> object:

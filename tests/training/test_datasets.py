@@ -489,6 +489,9 @@ def test_outputs_may_not_be_files_of_the_data_dir(tmp_path: Path, monkeypatch: p
     with pytest.raises(OutputPathError, match="--out's companion a.tif"):
         check_outputs_outside_data("data", ["m.pth", "./data/images/a.tif"])
     check_outputs_outside_data("data", ["data/model.pth", "data/model.metrics.csv"])  # beside is fine
+    for name in ("model.pth", "model.metrics.csv", "model.pth.state"):  # resuming a run kept in there
+        (tmp_path / "data" / name).write_bytes(b"x")
+    check_outputs_outside_data("data", ["data/model.pth", "data/model.metrics.csv", "data/model.pth.state"])
     check_outputs_outside_data("missing", ["m.pth"])
 
 
