@@ -60,7 +60,11 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _one_line_warnings() -> None:
-    """Show the library's own warnings as ``Warning: message``, without a source line."""
+    """Show the library's own warnings as ``Warning: message``, without a source line.
+
+    rasterio's ``NotGeoreferencedWarning`` is dropped: it names no file, and the library
+    says which input lacks a CRS or transform and what that means (or fails on it).
+    """
     from geoglacier.errors import GeoglacierWarning
 
     default = warnings.showwarning
@@ -72,6 +76,8 @@ def _one_line_warnings() -> None:
     ) -> None:
         if issubclass(category, GeoglacierWarning):
             click.echo(f"Warning: {message}", err=True)
+        elif category.__name__ == "NotGeoreferencedWarning":
+            pass  # rasterio's, without the file name; ours name the file and the consequence
         else:
             default(message, category, filename, lineno, file, line)
 
