@@ -75,14 +75,32 @@ def member_threshold(model_paths: Sequence[str | os.PathLike[str]]) -> float:
     Raises:
         CheckpointError: a member is unreadable, or members were trained on different
             bands (they cannot share a scene).
+        ConfigError: a member is given twice.
     """
     from geoglacier.inference.export import read_model_meta
 
     return metas_threshold(model_paths, [read_model_meta(p) for p in model_paths])
 
 
+def check_distinct_members(model_paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse a checkpoint given twice: it would count double in the mean and shrink the spread.
+
+    Raises:
+        ConfigError: naming the file given twice.
+    """
+    from geoglacier.io.atomic import same_file
+
+    for i, a in enumerate(model_paths):
+        for b in model_paths[i + 1 :]:
+            if same_file(a, b):
+                raise ConfigError(
+                    f"--model {a} is given twice (as {Path(b).name} too); an ensemble needs distinct members"
+                )
+
+
 def metas_threshold(model_paths: Sequence[str | os.PathLike[str]], metas: Sequence[CheckpointMeta]) -> float:
     """:func:`member_threshold` of members already read (``metas``, in the order of ``model_paths``)."""
+    check_distinct_members(model_paths)
     bands = {m.bands for m in metas}
     if len(bands) > 1:
         listed = "; ".join(

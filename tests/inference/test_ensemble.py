@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,8 @@ def test_ensemble_is_the_mean_of_its_members(members: tuple[Path, Path, Path], t
 
 def test_uncertainty_is_zero_where_members_agree(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
     scene, a, _ = members
-    segment_ensemble(scene, [a, a], tmp_path / "same.tif", uncertainty=tmp_path / "u.tif", **OPTIONS)
+    twin = Path(shutil.copy(a, tmp_path / "twin.pth"))  # the same weights in another file
+    segment_ensemble(scene, [a, twin], tmp_path / "same.tif", uncertainty=tmp_path / "u.tif", **OPTIONS)
     spread = _read(tmp_path / "u.tif")
     valid = ~np.isnan(spread)
     assert valid.sum() > 0.8 * spread.size
@@ -97,6 +99,8 @@ def test_bad_ensembles(members: tuple[Path, Path, Path], tmp_path: Path) -> None
     other = _member(tmp_path / "other.pth", 3, 0.5, bands=("green", "red", "blue", "nir", "ndvi"))
     with pytest.raises(CheckpointError, match="different bands"):
         segment_ensemble(scene, [a, other], tmp_path / "x.tif", **OPTIONS)
+    with pytest.raises(ConfigError, match=r"given twice .*an ensemble needs distinct members"):
+        segment_ensemble(scene, [a, a.parent / ".." / a.parent.name / a.name], tmp_path / "x.tif", **OPTIONS)
     assert not (tmp_path / "x.tif").exists()
     (tmp_path / "exists.tif").write_bytes(b"keep")
     with pytest.raises(FileExistsError):
