@@ -355,8 +355,18 @@ def _check_probabilities(
     if probabilities is None:
         return None
     info = inspect_scene(probabilities, expected_bands=1, what="probability raster", warn_no_crs=False)
+    _check_float(info, "--probabilities", "probability raster")
     check_same_grid(mask, info, fix=_SAME_RUN.format(what="probability raster", option="--probabilities"))
     return info
+
+
+def _check_float(info: SceneInfo, option: str, what: str) -> None:
+    """A probability or spread raster is float; an integer one is most likely the mask given again."""
+    if not np.issubdtype(np.dtype(info.dtype), np.floating):
+        raise InvalidRasterError(
+            f"{info.path}: a {info.dtype} raster is not a {what} (segment-scene writes float32 values in "
+            f"[0, 1]); give {option} the raster written by 'segment-scene {option}', not the mask"
+        )
 
 
 def _check_spread(spread: str | os.PathLike[str] | None, mask: SceneInfo) -> SceneInfo | None:
@@ -364,6 +374,7 @@ def _check_spread(spread: str | os.PathLike[str] | None, mask: SceneInfo) -> Sce
     if spread is None:
         return None
     info = inspect_scene(spread, expected_bands=1, what="ensemble spread raster", warn_no_crs=False)
+    _check_float(info, "--uncertainty", "ensemble spread raster")
     check_same_grid(mask, info, fix=_SAME_RUN.format(what="spread raster", option="--uncertainty"))
     return info
 

@@ -242,15 +242,19 @@ def _choose_id_column(
 ) -> str:
     if id_column is not None:
         if id_column not in columns:
-            raise InventoryError(
-                f"{shown}: no column {id_column!r} for --id-column; its columns are {', '.join(columns)}"
-            )
+            held = f"its columns are {', '.join(columns)}" if columns else "it has no attribute columns"
+            raise InventoryError(f"{shown}: no column {id_column!r} for --id-column; {held}")
         return id_column
     present = []
     for name in ID_COLUMNS:
         col = _find_column(columns, [name])
         if col is not None and col not in present:
             present.append(col)
+    if not columns:
+        raise InventoryError(
+            f"{shown}: the outlines have no attribute columns, so nothing names the glaciers; "
+            "add an id column (e.g. RGIId) and name it with --id-column"
+        )
     if not present:
         raise InventoryError(
             f"{shown}: no glacier id column ({', '.join(ID_COLUMNS)}); its columns are "

@@ -11,7 +11,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import box
 
-from geoglacier.errors import ConfigError, CRSMissingError, GridMismatchError
+from geoglacier.errors import ConfigError, CRSMissingError, GridMismatchError, InvalidRasterError
 from geoglacier.glaciers.areas import glacier_areas
 from geoglacier.glaciers.inventory import read_inventory_for_mask
 from tests.data import write_raster
@@ -184,6 +184,9 @@ def test_bad_options_and_inputs(tmp_path: Path) -> None:
     with pytest.raises(GridMismatchError, match="not on the grid") as err:
         glacier_areas(m, inv, probabilities=tmp_path / "p.tif")
     assert "--probabilities of the same run" in str(err.value) and "resample the mask" not in str(err.value)
+    for option in ("probabilities", "spread"):  # the mask given again where a float raster belongs
+        with pytest.raises(InvalidRasterError, match="a uint8 raster is not a .*not the mask"):
+            glacier_areas(m, inv, **{option: m})
     nocrs = write_mask(tmp_path / "nocrs.tif", mask, crs=None)
     with pytest.raises(CRSMissingError, match="no CRS"):
         glacier_areas(nocrs, inv)

@@ -116,6 +116,8 @@ def test_empty_and_invalid_geometries_warn_with_counts(tmp_path: Path) -> None:
     ("case", "match"),
     [
         ("no-id", r"no glacier id column .*--id-column"),
+        ("no-columns", r"the outlines have no attribute columns, so nothing names the glaciers"),
+        ("no-columns-named", r"no column 'RGIId' for --id-column; it has no attribute columns"),
         ("dup-id", r"not unique \(1 repeated, e.g. G1\)"),
         ("null-id", r"1 glacier\(s\) have no value in id column 'RGIId'"),
         ("no-overlap", r"none of its 1 outlines overlaps the mask"),
@@ -131,6 +133,10 @@ def test_bad_inventories_raise_one_line_errors(tmp_path: Path, case: str, match:
     path = tmp_path / "i.gpkg"
     if case == "no-id":
         write_outlines(path, geoms, props=[{"ident": "a"}, {"ident": "b"}])
+    elif case in ("no-columns", "no-columns-named"):
+        write_outlines(path, geoms, props=[{}, {}])
+        if case == "no-columns-named":
+            kw["id_column"] = "RGIId"
     elif case == "dup-id":
         write_outlines(path, geoms, props=[{"RGIId": "G1"}, {"RGIId": "G1"}])
     elif case == "null-id":
