@@ -224,7 +224,8 @@ def export_model(
     if fmt == "openvino":  # the IR's weights and metadata sidecar land beside the .xml
         outputs.update({"its .bin": target.with_suffix(".bin"), "its .json": target.with_suffix(".json")})
     check_distinct_files(outputs, {"CHECKPOINT": src})
-    check_output_path(target, overwrite)
+    for path in outputs.values():  # an existing .bin or .json of another model is a user's file too
+        check_output_path(path, overwrite)
     require("onnx", "onnx")
     if fmt == "openvino":
         require("openvino", "openvino")

@@ -309,3 +309,14 @@ def test_onnx_export_of_a_dropout_model_is_its_eval_network(tmp_path: Path) -> N
     first = session.run(None, {"bands": x})[0]
     np.testing.assert_allclose(first, want, atol=1e-4)
     np.testing.assert_array_equal(session.run(None, {"bands": x})[0], first)
+
+
+def test_openvino_export_keeps_a_users_bin_or_json_without_overwrite(checkpoint: Path, tmp_path: Path) -> None:
+    from geoglacier.errors import OutputExistsError
+
+    for name in ("m.bin", "m.json"):
+        (tmp_path / name).write_text("a user's file")
+        with pytest.raises(OutputExistsError, match=name):
+            export_model(checkpoint, "openvino", tmp_path / "m.xml")
+        assert (tmp_path / name).read_text() == "a user's file" and not (tmp_path / "m.xml").exists()
+        (tmp_path / name).unlink()
