@@ -49,7 +49,7 @@ from geoglacier.inference.batch_record import (
     scene_state,
     write_record,
 )
-from geoglacier.io.atomic import TMP_PREFIX, atomic_output
+from geoglacier.io.atomic import TMP_PREFIX, atomic_output, sigterm_as_interrupt
 
 SUMMARY_CSV = "summary.csv"
 GLACIERS_CSV = "glaciers.csv"
@@ -711,7 +711,7 @@ def segment_scenes(
         log(f"Skipping {len(result.rows)} scene(s) whose outputs are complete (--overwrite redoes them)")
     if todo:
         job = _Job(model, device, options, overwrite, inventory_path, id_column)
-        with _cleanup_on_interrupt(out, todo, own_cluster=client is None):
+        with sigterm_as_interrupt(), _cleanup_on_interrupt(out, todo, own_cluster=client is None):
             with _cluster(client, workers, threads_per_worker) as (running, threads):
                 futures = [job.submit(running, plan, threads, prints[plan.scene]) for plan in todo]
                 result.rows += _collect(futures, todo, len(plans), progress, log, running)

@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import shutil
+import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -451,12 +453,20 @@ def test_ctrl_c_removes_this_runs_temporaries_once_the_cluster_is_down(
     def interrupted(futures: list[Any], *args: Any) -> list[Any]:
         raise KeyboardInterrupt
 
+    def terminated(futures: list[Any], *args: Any) -> list[Any]:
+        os.kill(os.getpid(), signal.SIGTERM)  # what a job scheduler sends
+        time.sleep(5)  # the handler interrupts this
+        return []
+
     inline.before_each = stage
-    monkeypatch.setattr(batch, "_collect", interrupted)
     monkeypatch.setattr(batch, "segment_one", lambda plan, *a, **k: plan.record.write_text("{}"))
-    with pytest.raises(KeyboardInterrupt):
-        segment_scenes([s0, s1], ckpt, out, device="cpu", progress=False, log=lambda m: None)
-    assert sorted(p.name for p in out.iterdir()) == [older.name]
+    handler = signal.getsignal(signal.SIGTERM)
+    for stop in (interrupted, terminated):
+        monkeypatch.setattr(batch, "_collect", stop)
+        with pytest.raises(KeyboardInterrupt):
+            segment_scenes([s0, s1], ckpt, out, device="cpu", progress=False, log=lambda m: None)
+        assert sorted(p.name for p in out.iterdir()) == [older.name]
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored
 
 
 def test_dask_loggers_are_quiet_while_the_cluster_closes() -> None:
