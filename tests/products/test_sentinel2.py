@@ -159,16 +159,21 @@ def test_resolution_bounds_and_crs(tmp_path: Path) -> None:
         assert np.isfinite(ds.read(1)[ds.height // 2, ds.width // 2])
 
 
-def test_clip_to_aoi_with_buffer(tmp_path: Path) -> None:
-    fx = write_safe(tmp_path)
-    x0, y0 = S2_ORIGIN
-    aoi = tmp_path / "aoi.gpkg"
+def _write_aoi(path: Path, crs: str, x0: float, y0: float) -> Path:
+    """A 100 x 200 m rectangle 200 m east and 200-400 m south of (x0, y0), labelled ``crs``."""
     schema = {"geometry": "Polygon", "properties": {"name": "str"}}
-    with fiona.open(aoi, "w", driver="GPKG", crs="EPSG:32645", schema=schema) as dst:
-        ring = [(x0 + 200, y0 - 400), (x0 + 300, y0 - 400), (x0 + 300, y0 - 200), (x0 + 200, y0 - 200)]
+    ring = [(x0 + 200, y0 - 400), (x0 + 300, y0 - 400), (x0 + 300, y0 - 200), (x0 + 200, y0 - 200)]
+    with fiona.open(path, "w", driver="GPKG", crs=crs, schema=schema) as dst:
         dst.write(
             {"geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}, "properties": {"name": "g"}}
         )
+    return path
+
+
+def test_clip_to_aoi_with_buffer(tmp_path: Path) -> None:
+    fx = write_safe(tmp_path)
+    x0, y0 = S2_ORIGIN
+    aoi = _write_aoi(tmp_path / "aoi.gpkg", "EPSG:32645", x0, y0)
     result = stack(fx.folder, tmp_path / "clip.tif", bands="red", clip=aoi, clip_buffer=50)
     assert result.grid.bounds == (x0 + 150, y0 - 450, x0 + 350, y0 - 150)
 
@@ -176,13 +181,7 @@ def test_clip_to_aoi_with_buffer(tmp_path: Path) -> None:
 def test_clip_file_with_utm_coordinates_labelled_wgs84_says_so(tmp_path: Path) -> None:
     fx = write_safe(tmp_path)
     x0, y0 = S2_ORIGIN
-    aoi = tmp_path / "mislabelled.gpkg"
-    schema = {"geometry": "Polygon", "properties": {"name": "str"}}
-    with fiona.open(aoi, "w", driver="GPKG", crs="EPSG:4326", schema=schema) as dst:
-        ring = [(x0 + 200, y0 - 400), (x0 + 300, y0 - 400), (x0 + 300, y0 - 200), (x0 + 200, y0 - 200)]
-        dst.write(
-            {"geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}, "properties": {"name": "g"}}
-        )
+    aoi = _write_aoi(tmp_path / "mislabelled.gpkg", "EPSG:4326", x0, y0)  # UTM metres labelled as degrees
     with pytest.raises(ProductError, match="are not longitudes and latitudes, but the file says EPSG:4326"):
         stack(fx.folder, tmp_path / "clip.tif", bands="red", clip=aoi)
     assert not (tmp_path / "clip.tif").exists()
