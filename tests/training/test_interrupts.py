@@ -35,6 +35,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 OPTS = {**FAST, "patches_per_epoch": 8, "lr": 1e-3}
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler() -> Any:
+    """Python's own SIGINT handler: a background run (nohup, some CI runners) starts with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def separable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_separable_scenes(tmp_path_factory.mktemp("separable") / "data")
