@@ -318,6 +318,8 @@ def check_pixel_size(pixel_size: float | None, crs: CRSLike | None, source: Any 
 
     A CRS gives true areas; a pixel size on top could only replace them with a nominal
     figure at a size the user guessed, so it is refused rather than silently preferred.
+    A CRS that is neither projected nor geographic (a local site grid) gives no areas, so
+    there ``--pixel-size`` is accepted, as for a raster without a CRS.
 
     Raises:
         ConfigError: a non-positive or non-finite size, or a raster that has a CRS.
@@ -326,11 +328,20 @@ def check_pixel_size(pixel_size: float | None, crs: CRSLike | None, source: Any 
         return
     if not (pixel_size > 0 and math.isfinite(pixel_size)):
         raise ConfigError(f"--pixel-size must be a positive number of metres, got {pixel_size}")
-    if crs is not None:
+    if crs is not None and _gives_true_areas(crs):
         raise ConfigError(
             f"{source} has a CRS ({crs_label(crs)}), which gives true areas; --pixel-size is only for "
             "rasters without a CRS: drop --pixel-size"
         )
+
+
+def _gives_true_areas(crs: CRSLike) -> bool:
+    """A projected or geographic CRS: true areas come from it (a local engineering CRS does not)."""
+    try:
+        pcrs = to_pyproj_crs(crs)
+    except Exception:  # noqa: BLE001 - a CRS pyproj cannot read gives no areas either
+        return False
+    return bool(pcrs.is_projected or pcrs.is_geographic)
 
 
 def _make_field(

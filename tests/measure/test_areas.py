@@ -267,6 +267,19 @@ def test_pixel_size_with_a_crs_is_refused() -> None:
         AreaAccumulator(utm_transform(), UTM, 8, 8, pixel_size=20.0)
 
 
+def test_a_local_crs_takes_pixel_size_as_a_raster_without_crs_does(tmp_path: Path) -> None:
+    # A site grid is neither projected nor geographic: no true areas, so the only way to
+    # areas is --pixel-size, which must then be accepted (not refused as "has a CRS").
+    local = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    mask = blob_mask()
+    path = write_mask(tmp_path / "local.tif", mask, Affine(10, 0, 0, 0, -10, 0), local)
+    with pytest.raises(CRSMissingError, match="neither projected nor geographic; pass --pixel-size"):
+        summarize_mask(path)
+    s = summarize_mask(path, pixel_size=10.0)
+    assert s.glacier_area_km2 == pytest.approx(int((mask == 1).sum()) * 100 / 1e6, rel=1e-12)
+    assert s.method == "nominal: --pixel-size"
+
+
 @pytest.mark.parametrize("crs", [UTM, "EPSG:4326"])
 def test_accumulator_blockwise_equals_whole(crs: str) -> None:
     rng = np.random.default_rng(5)
