@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,19 @@ def check_outputs_outside_data(
         OutputPathError: naming the output and the data folder.
     """
     root = Path(data_dir)
-    files = [f for f in root.rglob("*") if f.name.lower().endswith(_DATA_SUFFIXES) and f.is_file()]
+    files = [f for f in _walk(root) if f.name.lower().endswith(_DATA_SUFFIXES) and f.is_file()]
     named = {("--out" if i == 0 else f"--out's companion {Path(p).name}"): p for i, p in enumerate(outputs)}
     check_distinct_files(named, {f"a file of DATA_DIR {root}": files})
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file below ``root``, through symlinked folders too (``data/images -> /disk/images``),
+    each folder once (a link back up does not loop)."""
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield from (Path(folder) / n for n in names)

@@ -492,6 +492,16 @@ def test_outputs_may_not_be_files_of_the_data_dir(tmp_path: Path, monkeypatch: p
     for name in ("model.pth", "model.metrics.csv", "model.pth.state"):  # resuming a run kept in there
         (tmp_path / "data" / name).write_bytes(b"x")
     check_outputs_outside_data("data", ["data/model.pth", "data/model.metrics.csv", "data/model.pth.state"])
+    # a symlinked folder of scenes (data/linked -> elsewhere), and a link back up that must not loop
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.tif").write_bytes(b"x")
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "up").symlink_to(tmp_path / "data", target_is_directory=True)
+    for out in ("data/linked/b.tif", str(tmp_path / "elsewhere" / "b.tif")):
+        with pytest.raises(
+            OutputPathError, match="b.tif: --out is the same file as the input a file of DATA_DIR"
+        ):
+            check_outputs_outside_data("data", [out])
     check_outputs_outside_data("missing", ["m.pth"])
 
 
