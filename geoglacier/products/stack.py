@@ -38,6 +38,7 @@ from geoglacier.errors import (
     InvalidRasterError,
     MissingBandError,
     ProductError,
+    RecipeError,
     SceneNotFoundError,
 )
 from geoglacier.io.atomic import (
@@ -259,13 +260,24 @@ def stack(
 
 def _source_files(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
     """The files of the product that ``out`` could be: ``source`` itself, or, for a product
-    folder, ``out`` when it already exists inside that folder (a band, the metadata ...)."""
+    folder, ``out`` when it already exists inside that folder (a band, a QA layer ...),
+    unless it is a stack an earlier run wrote there (re-running with --overwrite is fine)."""
     p, target = Path(source), Path(out)
     if not p.is_dir():
         return [p]
-    if target.exists() and target.resolve().is_relative_to(p.resolve()):
+    if target.exists() and target.resolve().is_relative_to(p.resolve()) and not _is_a_stack(target):
         return [target]
     return []
+
+
+def _is_a_stack(path: Path) -> bool:
+    """Whether ``path`` is a raster this command wrote: its band descriptions are a band recipe."""
+    try:
+        with rasterio.open(path) as ds:
+            names = ds.descriptions
+        return all(names) and len(parse_recipe(",".join(names))) == len(names)
+    except (RasterioIOError, RecipeError):
+        return False
 
 
 def _local_files(product: Product) -> list[str]:

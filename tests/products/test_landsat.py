@@ -159,3 +159,21 @@ def test_cloud_buffer_crosses_tile_edges(tmp_path: Path) -> None:
     for r, c in [*QA_BIT_PIXELS.values(), edge]:
         expected[max(0, r - 3) : r + 4, max(0, c - 3) : c + 4] = True
     np.testing.assert_array_equal(np.isnan(data[0]), expected)
+
+
+def test_a_stack_written_into_the_product_folder_can_be_redone_but_a_product_file_is_kept(
+    tmp_path: Path,
+) -> None:
+    from geoglacier.errors import OutputPathError
+
+    fx = write_landsat(tmp_path, mtl=("json",))
+    inside = fx.folder / "stack.tif"
+    stack(fx.folder, inside, bands="red,green,blue,nir,ndvi")
+    stack(fx.folder, inside, bands="red,green,blue,nir,ndvi", overwrite=True)  # our own earlier output
+    assert read(inside)[2] == ("red", "green", "blue", "nir", "ndvi")
+    extra = fx.folder / f"{fx.product_id}_ST_B10.TIF"  # a product file the recipe does not read
+    extra.write_bytes((fx.folder / f"{fx.product_id}_SR_B4.TIF").read_bytes())
+    before = extra.read_bytes()
+    with pytest.raises(OutputPathError, match="ST_B10.TIF: --out is the same file as the input SOURCE"):
+        stack(fx.folder, extra, bands="red,green,blue,nir,ndvi", overwrite=True)
+    assert extra.read_bytes() == before
