@@ -47,10 +47,36 @@ def _defaults() -> dict[str, Any]:
 
 
 def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A file's resolved path, size and modification time (ns)."""
-    p = Path(path).resolve()
-    stat = p.stat()
-    return {"path": str(p), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """A file's resolved path, size and modification time (ns).
+
+    A GDAL virtual path (``/vsizip/rgi.zip/rgi.shp``, ``zip://rgi.zip!rgi.shp``) is known
+    by its archive's size and time, with the path as given; one with no local archive
+    (``/vsicurl/...``) by its path alone.
+    """
+    text = os.fspath(path)
+    if not text.startswith(("/vsi", "zip://", "zip+")):
+        p = Path(text).resolve()
+        stat = p.stat()
+        return {"path": str(p), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    archive = _archive(text)
+    if archive is None or not archive.is_file():
+        return {"path": text, "size": None, "mtime_ns": None}
+    stat = archive.stat()
+    return {"path": text, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _archive(text: str) -> Path | None:
+    """The local ``.zip`` inside a GDAL/fiona virtual path, or None."""
+    lower = text.lower()
+    end = lower.find(".zip")
+    if end < 0:
+        return None
+    start = 0
+    for prefix in ("/vsizip/", "zip+file://", "zip://"):
+        if lower.startswith(prefix):
+            start = len(prefix)
+            break
+    return Path(text[start : end + 4])
 
 
 def run_fingerprint(
@@ -67,6 +93,8 @@ def run_fingerprint(
     """
     defaults = _defaults()
     chosen = {k: options.get(k, defaults[k]) for k in OUTPUT_OPTIONS}
+    if chosen["overlap_px"] is not None:  # --overlap-px overrides --overlap: the latter changes nothing
+        chosen["overlap"] = None
     return {
         "scene": file_identity(scene),
         "models": [file_identity(m) for m in models],

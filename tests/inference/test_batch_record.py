@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from geoglacier.inference.batch_record import difference, run_fingerprint, scene_state, write_record
@@ -64,3 +65,31 @@ def test_scene_state(tmp_path: Path) -> None:
     record.unlink()
     state, conflict = scene_state([mask, summary], record, now)
     assert conflict is not None and "has no record" in conflict and "s_run.json is missing" in conflict
+
+
+def test_overlap_is_not_compared_when_overlap_px_overrides_it(tmp_path: Path) -> None:
+    scene, a, _, _ = _files(tmp_path)
+    px = run_fingerprint(scene, [a], {"overlap_px": 32})
+    assert difference(px, run_fingerprint(scene, [a], {"overlap_px": 32, "overlap": 0.5})) is None
+    assert difference(px, run_fingerprint(scene, [a], {"overlap_px": 16})) is not None
+    assert (
+        difference(run_fingerprint(scene, [a], {}), run_fingerprint(scene, [a], {"overlap": 0.5})) is not None
+    )
+
+
+def test_a_zipped_inventory_is_known_by_its_archive(tmp_path: Path) -> None:
+    scene, a, _, _ = _files(tmp_path)
+    archive = tmp_path / "rgi.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("rgi.shp", "x")
+    for given in (f"/vsizip/{archive}/rgi.shp", f"zip://{archive}!rgi.shp"):
+        before = run_fingerprint(scene, [a], {}, inventory=given)
+        assert before["inventory"] == {
+            "path": given,
+            "size": archive.stat().st_size,
+            "mtime_ns": archive.stat().st_mtime_ns,
+        }
+        os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
+        assert difference(before, run_fingerprint(scene, [a], {}, inventory=given)) is not None
+    remote = run_fingerprint(scene, [a], {}, inventory="/vsicurl/https://example.org/rgi.gpkg")
+    assert remote["inventory"]["size"] is None
