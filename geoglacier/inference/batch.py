@@ -454,34 +454,46 @@ def _check_out_dir(out: Path) -> None:
         raise OutputPathError(f"{out}: folder {parent} is not writable; choose another --out-dir")
 
 
-def _check_scenes(scenes: Sequence[str | os.PathLike[str]]) -> None:
-    """Every scene exists and opens as a raster (its header only: reading it is the workers' job)."""
+def _check_scenes(scenes: Sequence[str | os.PathLike[str]], pixel_size: float | None = None) -> None:
+    """Every scene exists and opens as a raster (its header only: reading it is the workers' job),
+    and ``pixel_size`` suits it (only for scenes without a CRS)."""
+    problems: list[GeoglacierError] = []
+    for scene in scenes:
+        problem = _scene_problem(Path(scene), pixel_size)
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        more = f" ({len(problems) - 1} more scene(s) like it)" if len(problems) > 1 else ""
+        first = problems[0]
+        raise type(first)(f"{first}{more}")
+
+
+def _scene_problem(path: Path, pixel_size: float | None) -> GeoglacierError | None:
+    """Why ``path`` cannot be segmented, from its header; None when it can."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    problems: list[GeoglacierError] = []
-    for scene in scenes:
-        path = Path(scene)
-        if not path.exists():
-            problems.append(SceneNotFoundError(f"{path}: scene not found; check the path or leave it out"))
-        elif path.is_dir():
-            problems.append(InvalidRasterError(f"{path} is a directory; give the path of a GeoTIFF scene"))
-        else:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # no CRS and the like: the worker warns or fails
-                    rasterio.open(path).close()
-            except RasterioIOError as exc:
-                detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
-                problems.append(
-                    InvalidRasterError(
-                        f"{path}: not a readable GeoTIFF ({detail}); check the file or leave it out"
-                    )
-                )
-    if problems:
-        more = f" ({len(problems) - 1} more scene(s) missing or unreadable)" if len(problems) > 1 else ""
-        first = problems[0]
-        raise type(first)(f"{first}{more}")
+    from geoglacier.measure.areas import check_pixel_size
+
+    if not path.exists():
+        return SceneNotFoundError(f"{path}: scene not found; check the path or leave it out")
+    if path.is_dir():
+        return InvalidRasterError(f"{path} is a directory; give the path of a GeoTIFF scene")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no CRS and the like: the worker warns or fails
+            with rasterio.open(path) as ds:
+                crs = ds.crs
+    except RasterioIOError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        return InvalidRasterError(
+            f"{path}: not a readable GeoTIFF ({detail}); check the file or leave it out"
+        )
+    try:
+        check_pixel_size(pixel_size, crs, path)
+    except ConfigError as exc:
+        return exc
+    return None
 
 
 def _check_models(models: tuple[str, ...], engine: str, uncertainty: bool) -> tuple[str, ...]:
@@ -700,7 +712,7 @@ def segment_scenes(
     model, inventory_path = _check_batch(
         out, _as_models(model_path), outlines, workers, device, options, inventory, id_column, uncertainty
     )
-    _check_scenes(scenes)
+    _check_scenes(scenes, options.get("pixel_size"))
     plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None, uncertainty=uncertainty)
     _check_outputs_are_not_inputs(plans, model, inventory_path)
     prints = {p.scene: run_fingerprint(p.scene, model, options, inventory_path, id_column) for p in plans}

@@ -117,6 +117,21 @@ def test_an_output_that_is_a_scene_or_the_model_is_refused_before_any_work(
         segment_scenes([scenes[2]], model, out, overwrite=True, progress=False)
 
 
+def test_pixel_size_on_scenes_with_a_crs_is_refused_before_the_cluster(
+    batch_inputs: tuple[list[Path], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoglacier.inference.batch as batch
+
+    (s0, _, s1), ckpt = batch_inputs
+    started: list[object] = []
+    monkeypatch.setattr(batch, "_cluster", lambda *args, **kwargs: started.append(args))
+    with pytest.raises(
+        ConfigError, match=r"s0.tif has a CRS .*drop --pixel-size \(1 more scene\(s\) like it\)"
+    ):
+        segment_scenes([s0, s1], ckpt, tmp_path / "out", pixel_size=10.0, progress=False)
+    assert started == [] and not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------- ensembles
 
 BANDS = ("red", "green", "blue", "nir", "ndvi")
