@@ -130,29 +130,33 @@ def check_distinct_files(
     Raises:
         OutputPathError: naming the file and both of its uses.
     """
-    seen: list[tuple[str, str, Path, tuple[int, int] | None]] = []
+    by_path: dict[Path, tuple[str, str]] = {}  # dicts, not pairwise: thousands of scenes stay fast
+    by_ident: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def remember(kind: str, name: str, resolved: Path, ident: tuple[int, int] | None) -> None:
+        by_path.setdefault(resolved, (kind, name))
+        if ident is not None:
+            by_ident.setdefault(ident, (kind, name))
+
     for name, value in (inputs or {}).items():
-        if value is None:
-            continue
-        paths = [value] if isinstance(value, str | os.PathLike) else list(value)
+        paths = [] if value is None else [value] if isinstance(value, str | os.PathLike) else list(value)
         for p in paths:
-            path = Path(p)
-            if path.is_dir():
-                continue
-            seen.append(("input", name, *_identity(path)))
+            if not Path(p).is_dir():
+                remember("input", name, *_identity(Path(p)))
     for name, value in outputs.items():
         if value is None:
             continue
         resolved, ident = _identity(Path(value))
-        for kind, other, o_resolved, o_ident in seen:
-            if resolved == o_resolved or (ident is not None and ident == o_ident):
-                if kind == "input":
-                    raise OutputPathError(
-                        f"{value}: {name} is the same file as the input {other}; an output never replaces "
-                        "an input, even with --overwrite: give another file name"
-                    )
-                raise OutputPathError(f"{value}: used for both {other} and {name}; give distinct files")
-        seen.append(("output", name, resolved, ident))
+        clash = by_path.get(resolved) or (by_ident.get(ident) if ident is not None else None)
+        if clash is not None:
+            kind, other = clash
+            if kind == "input":
+                raise OutputPathError(
+                    f"{value}: {name} is the same file as the input {other}; an output never replaces "
+                    "an input, even with --overwrite: give another file name"
+                )
+            raise OutputPathError(f"{value}: used for both {other} and {name}; give distinct files")
+        remember("output", name, resolved, ident)
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
