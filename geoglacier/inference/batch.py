@@ -790,6 +790,9 @@ def _keep_earlier_rows(
             glaciers=template.glaciers is not None, uncertainty=template.uncertainty is not None,
         )[0]  # fmt: skip
         if not plan.complete():
+            if not plan.record.exists() and all(p.is_file() for p in plan.paths()):
+                log(f"{SUMMARY_CSV} leaves out {scene}: its outputs in {out} have no {plan.record.name} (written "
+                    "before run records), so what made them is unknown; give the scene again to list it")  # fmt: skip
             continue  # failed, removed or partly written: nothing to list
         change = difference(read_record(plan.record)["fingerprint"], reference, scene=False)  # type: ignore[index]
         if change is not None:

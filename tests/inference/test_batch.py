@@ -442,6 +442,13 @@ def test_a_subset_rerun_keeps_the_other_scenes_in_the_tables(tmp_path: Path, inl
     assert [Path(r["scene"]).name for r in _summary(out)] == ["b.tif"]
     assert "a.tif" not in (out / "glaciers.csv").read_text()
     assert any("leaves out" in m and "a.tif" in m and "model m.pth" in m for m in logs), logs
+    # outputs from before run records (no a_run.json): left out of the tables, and said so
+    segment_scenes([a, b], other, out, overwrite=True, **run)
+    (out / "a_run.json").unlink()
+    logs.clear()
+    segment_scenes([b], other, out, overwrite=True, **{**run, "log": logs.append})
+    assert [Path(r["scene"]).name for r in _summary(out)] == ["b.tif"]
+    assert any("leaves out" in m and "a.tif" in m and "no a_run.json" in m for m in logs), logs
     (out / "b_mask.tif").unlink()
     (out / "a_mask.tif").unlink()
     segment_scenes([a], other, out, overwrite=True, **run)
