@@ -35,6 +35,7 @@ from typing import Any
 
 from geoglacier.errors import (
     ConfigError,
+    CRSMissingError,
     GeoglacierError,
     InvalidRasterError,
     OutputExistsError,
@@ -454,26 +455,33 @@ def _check_out_dir(out: Path) -> None:
         raise OutputPathError(f"{out}: folder {parent} is not writable; choose another --out-dir")
 
 
-def _check_scenes(scenes: Sequence[str | os.PathLike[str]], pixel_size: float | None = None) -> None:
+def _check_scenes(
+    scenes: Sequence[str | os.PathLike[str]], pixel_size: float | None = None, georeferenced: bool = False
+) -> None:
     """Every scene exists and opens as a raster (its header only: reading it is the workers' job),
-    and ``pixel_size`` suits it (only for scenes without a CRS)."""
+    ``pixel_size`` suits it (only for scenes without a CRS), and it has a CRS that gives true
+    areas where ``georeferenced`` outputs (outlines, per-glacier tables) need one."""
     problems: list[GeoglacierError] = []
     for scene in scenes:
-        problem = _scene_problem(Path(scene), pixel_size)
+        problem = _scene_problem(Path(scene), pixel_size, georeferenced)
         if problem is not None:
             problems.append(problem)
     if problems:
-        more = f" ({len(problems) - 1} more scene(s) like it)" if len(problems) > 1 else ""
         first = problems[0]
-        raise type(first)(f"{first}{more}")
+        alike = sum(type(p) is type(first) for p in problems) - 1
+        other = len(problems) - 1 - alike
+        more = [f"{alike} more scene(s) like it"] * bool(alike) + [
+            f"{other} scene(s) with other problems"
+        ] * bool(other)
+        raise type(first)(f"{first} ({', '.join(more)})" if more else str(first))
 
 
-def _scene_problem(path: Path, pixel_size: float | None) -> GeoglacierError | None:
+def _scene_problem(path: Path, pixel_size: float | None, georeferenced: bool) -> GeoglacierError | None:
     """Why ``path`` cannot be segmented, from its header; None when it can."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    from geoglacier.measure.areas import check_pixel_size
+    from geoglacier.measure.areas import check_pixel_size, gives_true_areas
 
     if not path.exists():
         return SceneNotFoundError(f"{path}: scene not found; check the path or leave it out")
@@ -493,6 +501,11 @@ def _scene_problem(path: Path, pixel_size: float | None) -> GeoglacierError | No
         check_pixel_size(pixel_size, crs, path)
     except ConfigError as exc:
         return exc
+    if georeferenced and (crs is None or not gives_true_areas(crs)):
+        return CRSMissingError(
+            f"{path} has no CRS that gives true areas; outlines and per-glacier tables need a projected "
+            "or geographic one (assign it with gdal_edit.py -a_srs EPSG:XXXX, or leave the scene out)"
+        )
     return None
 
 
@@ -712,7 +725,9 @@ def segment_scenes(
     model, inventory_path = _check_batch(
         out, _as_models(model_path), outlines, workers, device, options, inventory, id_column, uncertainty
     )
-    _check_scenes(scenes, options.get("pixel_size"))
+    _check_scenes(
+        scenes, options.get("pixel_size"), georeferenced=outlines is not None or inventory is not None
+    )
     plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None, uncertainty=uncertainty)
     _check_outputs_are_not_inputs(plans, model, inventory_path)
     prints = {p.scene: run_fingerprint(p.scene, model, options, inventory_path, id_column) for p in plans}
@@ -792,7 +807,7 @@ def _keep_earlier_rows(
         if not plan.complete():
             if not plan.record.exists() and all(p.is_file() for p in plan.paths()):
                 log(f"{SUMMARY_CSV} leaves out {scene}: its outputs in {out} have no {plan.record.name} (written "
-                    "before run records), so what made them is unknown; give the scene again to list it")  # fmt: skip
+                    "before run records), so what made them is unknown; give the scene again with --overwrite to list it")  # fmt: skip
             continue  # failed, removed or partly written: nothing to list
         change = difference(read_record(plan.record)["fingerprint"], reference, scene=False)  # type: ignore[index]
         if change is not None:

@@ -66,17 +66,34 @@ def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _archive(text: str) -> Path | None:
-    """The local ``.zip`` inside a GDAL/fiona virtual path, or None."""
-    lower = text.lower()
-    end = lower.find(".zip")
-    if end < 0:
+    """The local archive inside a GDAL or fiona virtual path (``/vsizip/``, ``/vsitar/``,
+    ``/vsigzip/`` ..., ``zip://``), or None (a network path, or no such file here)."""
+    if text.startswith(_NETWORK):
         return None
-    start = 0
-    for prefix in ("/vsizip/", "zip+file://", "zip://"):
-        if lower.startswith(prefix):
-            start = len(prefix)
-            break
-    return Path(text[start : end + 4])
+    if text.startswith("/vsi"):
+        inner = text[text.index("/", 1) + 1 :]  # the path as given after /vsiHANDLER/
+    else:
+        inner = text.split("://", 1)[1].split("!", 1)[0]  # zip://a.zip!member, zip+file://...
+    parts = Path(inner).parts
+    for i in range(1, len(parts) + 1):
+        candidate = Path(*parts[:i])
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# GDAL's network file systems: their files are known by path alone.
+_NETWORK = (
+    "/vsicurl",
+    "/vsis3",
+    "/vsigs",
+    "/vsiaz",
+    "/vsiadls",
+    "/vsioss",
+    "/vsiswift",
+    "/vsihdfs",
+    "/vsiwebhdfs",
+)
 
 
 def run_fingerprint(

@@ -382,7 +382,13 @@ def _check_outputs(
     )  # fmt: skip
     check_min_area(min_area)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
-    check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
+    check_areas(
+        info,
+        pixel_size,
+        needed=summary is not None,
+        outlines=outlines is not None,
+        inventory=bool(inputs and inputs.get("--inventory")),
+    )
     return info
 
 

@@ -29,7 +29,14 @@ from geoglacier.io.atomic import (
 from geoglacier.io.cog import CogWriter, RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo
-from geoglacier.measure.areas import AreaAccumulator, AreaSummary, check_pixel_size, write_summary_json
+from geoglacier.measure.areas import (
+    AreaAccumulator,
+    AreaSummary,
+    check_pixel_size,
+    crs_label,
+    gives_true_areas,
+    write_summary_json,
+)
 
 # ------------------------------------------------------------------------------ checks
 
@@ -101,27 +108,42 @@ def check_min_area(min_area: float) -> None:
         raise ConfigError(f"--min-area must be >= 0 km2 (got {min_area})")
 
 
-def check_areas(info: SceneInfo, pixel_size: float | None, *, needed: bool, outlines: bool = False) -> bool:
+def check_areas(
+    info: SceneInfo,
+    pixel_size: float | None,
+    *,
+    needed: bool,
+    outlines: bool = False,
+    inventory: bool = False,
+) -> bool:
     """Whether areas can be computed for ``info``; raise if they are needed and cannot be.
 
     Raises:
-        CRSMissingError: no CRS and a summary or outlines were asked for (outlines always
-            need a CRS; a summary can do with ``pixel_size``).
+        CRSMissingError: no CRS that gives true areas, and a summary, outlines or an
+            inventory were asked for (outlines and inventories always need one; a summary
+            can do with ``pixel_size``).
         ConfigError: a non-positive ``pixel_size``, or one given for a scene with a CRS
             (which gives true areas).
     """
     check_pixel_size(pixel_size, info.crs, info.path)
-    if info.crs is None and pixel_size is None and needed:
+    true_areas = info.crs is not None and gives_true_areas(info.crs)
+    what = (
+        "no CRS"
+        if info.crs is None
+        else f"a CRS ({crs_label(info.crs)}) that is neither projected nor geographic"
+    )
+    if not true_areas and pixel_size is None and needed:
         raise CRSMissingError(
-            f"{info.path} has no CRS, so areas cannot be computed; pass --pixel-size METRES "
+            f"{info.path} has {what}, so areas cannot be computed; pass --pixel-size METRES "
             "or assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
         )
-    if outlines and info.crs is None:
+    wanting = [w for w, asked in (("outlines", outlines), ("--inventory", inventory)) if asked]
+    if wanting and not true_areas:
         raise CRSMissingError(
-            f"{info.path} has no CRS; outlines need a georeferenced scene "
+            f"{info.path} has {what}; {' and '.join(wanting)} need a georeferenced scene "
             "(assign the CRS, for example with gdal_edit.py -a_srs EPSG:XXXX)"
         )
-    return info.crs is not None or pixel_size is not None
+    return true_areas or pixel_size is not None
 
 
 def make_accumulator(

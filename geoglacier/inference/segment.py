@@ -376,7 +376,12 @@ class Segmenter:
         targets = check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
         check_min_area(min_area)
         info = self.inspect(scene)
-        check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
+        check_areas(
+            info,
+            pixel_size,
+            needed=summary is not None,
+            outlines=outlines is not None,
+        )
         accumulator = make_accumulator(info, pixel_size, needed=summary is not None, source=out)
         product = product_tags(info.path, date)  # ACQUISITION_DATE, SENSOR, SOURCE_PRODUCT travel along
         mask_spec, prob_spec = output_specs(info, self.window, product)
@@ -462,7 +467,13 @@ def _check_scene_run(
     if date is not None:
         date = check_date(date)
     info = inspect_scene(scene, expected_bands=None, warn_no_crs=False)
-    check_areas(info, pixel_size, needed=summary is not None, outlines=outlines is not None)
+    check_areas(
+        info,
+        pixel_size,
+        needed=summary is not None,
+        outlines=outlines is not None,
+        inventory=inventory is not None,
+    )
     inv = prepare_glacier_table(
         inventory,
         glaciers,

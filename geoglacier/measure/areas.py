@@ -328,14 +328,14 @@ def check_pixel_size(pixel_size: float | None, crs: CRSLike | None, source: Any 
         return
     if not (pixel_size > 0 and math.isfinite(pixel_size)):
         raise ConfigError(f"--pixel-size must be a positive number of metres, got {pixel_size}")
-    if crs is not None and _gives_true_areas(crs):
+    if crs is not None and gives_true_areas(crs):
         raise ConfigError(
             f"{source} has a CRS ({crs_label(crs)}), which gives true areas; --pixel-size is only for "
             "rasters without a CRS: drop --pixel-size"
         )
 
 
-def _gives_true_areas(crs: CRSLike) -> bool:
+def gives_true_areas(crs: CRSLike) -> bool:
     """A projected or geographic CRS: true areas come from it (a local engineering CRS does not)."""
     try:
         pcrs = to_pyproj_crs(crs)

@@ -52,6 +52,7 @@ from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate
 from geoglacier.io.scene import GDAL_CACHE_BYTES
 from geoglacier.products import landsat, sentinel2, stac
 from geoglacier.products.grid import Bounds, Grid, plan_grid
+from geoglacier.products.metadata import DATE_TAG, PRODUCT_TAG, SENSOR_TAG
 from geoglacier.products.product import KINDS, BandFile, Product
 from geoglacier.products.quality import CLOUD, INVALID
 from geoglacier.products.recipes import DEFAULT_RECIPE, compute_recipe, parse_recipe, reflectance_needed
@@ -271,13 +272,16 @@ def _source_files(source: str | os.PathLike[str], out: str | os.PathLike[str]) -
 
 
 def _is_a_stack(path: Path) -> bool:
-    """Whether ``path`` is a raster this command wrote: its band descriptions are a band recipe."""
+    """Whether ``path`` is a raster this command wrote: its band descriptions are a band recipe
+    and it carries the product's tags (date, sensor or product id), as a product's own band
+    files do not."""
     try:
         with rasterio.open(path) as ds:
-            names = ds.descriptions
-        return all(names) and len(parse_recipe(",".join(names))) == len(names)
+            names, tags = ds.descriptions, ds.tags()
+        recipe = all(names) and len(parse_recipe(",".join(names))) == len(names)
     except (RasterioIOError, RecipeError):
         return False
+    return recipe and any(tags.get(t) for t in (DATE_TAG, SENSOR_TAG, PRODUCT_TAG))
 
 
 def _local_files(product: Product) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -91,5 +92,10 @@ def test_a_zipped_inventory_is_known_by_its_archive(tmp_path: Path) -> None:
         }
         os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
         assert difference(before, run_fingerprint(scene, [a], {}, inventory=given)) is not None
+    tarred = tmp_path / "rgi.tar"
+    with tarfile.open(tarred, "w") as t:
+        t.add(archive, arcname="rgi.zip")
+    given = f"/vsitar/{tarred}/rgi.zip"
+    assert run_fingerprint(scene, [a], {}, inventory=given)["inventory"]["size"] == tarred.stat().st_size
     remote = run_fingerprint(scene, [a], {}, inventory="/vsicurl/https://example.org/rgi.gpkg")
     assert remote["inventory"]["size"] is None

@@ -32,6 +32,7 @@ from geoglacier.inference.windows import tile_grid
 from geoglacier.io.atomic import TMP_PREFIX
 from geoglacier.model import ModelConfig, build_model
 from tests.data import GEO_TRANSFORM, UTM_TRANSFORM, scene_array, write_raster, write_scene
+from tests.glacier_data import px_box, write_outlines
 
 BANDS = ("red", "green", "blue", "nir", "ndvi")
 MEAN, STD = 127.0, 60.0
@@ -612,6 +613,42 @@ def test_pixel_size_for_a_scene_with_a_crs_is_refused(tmp_path: Path, checkpoint
     with pytest.raises(ConfigError, match="has a CRS .*drop --pixel-size"):
         segment_scene(scene, checkpoint, tmp_path / "m.tif", summary=tmp_path / "s.json", pixel_size=10.0)
     assert sorted(os.listdir(tmp_path)) == ["s.tif"]
+
+
+def test_a_local_crs_takes_pixel_size_for_areas_but_not_for_outlines(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoglacier.inference.segment as segment
+
+    local = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=4, crs=local)
+    loads: list[object] = []
+    real = segment.load_engine
+    monkeypatch.setattr(segment, "load_engine", lambda *a, **k: loads.append(a) or real(*a, **k))
+    with pytest.raises(
+        CRSMissingError,
+        match="neither projected nor geographic, so areas cannot be computed; pass --pixel-size",
+    ):
+        segment_scene(scene, checkpoint, tmp_path / "m.tif", summary=tmp_path / "s.json", progress=False)
+    with pytest.raises(CRSMissingError, match="neither projected nor geographic; outlines need"):
+        segment_scene(
+            scene, checkpoint, tmp_path / "m.tif", summary=tmp_path / "s.json", outlines=tmp_path / "o.gpkg",
+            pixel_size=10.0, progress=False,
+        )  # fmt: skip
+    inventory = write_outlines(tmp_path / "inv.gpkg", [px_box(1, 1, 5, 5)])
+    with pytest.raises(CRSMissingError, match="neither projected nor geographic; --inventory need"):
+        segment_scene(
+            scene, checkpoint, tmp_path / "m.tif", inventory=inventory, glaciers=tmp_path / "g.csv",
+            pixel_size=10.0, progress=False,
+        )  # fmt: skip
+    assert loads == [] and sorted(os.listdir(tmp_path)) == [
+        "inv.gpkg",
+        "s.tif",
+    ]  # refused before the model loads
+    result = segment_scene(
+        scene, checkpoint, tmp_path / "m.tif", summary=tmp_path / "s.json", pixel_size=10.0, progress=False
+    )
+    assert result.summary is not None and result.summary.valid_area_km2 == pytest.approx(64 * 64 * 100 / 1e6)
 
 
 def test_constant_band_checkpoint_is_usable(tmp_path: Path) -> None:

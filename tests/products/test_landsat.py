@@ -177,3 +177,7 @@ def test_a_stack_written_into_the_product_folder_can_be_redone_but_a_product_fil
     with pytest.raises(OutputPathError, match="ST_B10.TIF: --out is the same file as the input SOURCE"):
         stack(fx.folder, extra, bands="red,green,blue,nir,ndvi", overwrite=True)
     assert extra.read_bytes() == before
+    with rasterio.open(extra, "r+") as ds:  # a product file whose provider named its band "nir"
+        ds.set_band_description(1, "nir")
+    with pytest.raises(OutputPathError, match="ST_B10.TIF: --out is the same file as the input SOURCE"):
+        stack(fx.folder, extra, bands="red,green,blue,nir,ndvi", overwrite=True)
