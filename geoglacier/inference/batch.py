@@ -456,14 +456,17 @@ def _check_out_dir(out: Path) -> None:
 
 
 def _check_scenes(
-    scenes: Sequence[str | os.PathLike[str]], pixel_size: float | None = None, georeferenced: bool = False
+    scenes: Sequence[str | os.PathLike[str]],
+    pixel_size: float | None = None,
+    outlines: bool = False,
+    inventory: bool = False,
 ) -> None:
     """Every scene exists and opens as a raster (its header only: reading it is the workers' job),
     ``pixel_size`` suits it (only for scenes without a CRS), and it has a CRS that gives true
-    areas where ``georeferenced`` outputs (outlines, per-glacier tables) need one."""
+    areas where ``outlines`` or an ``inventory`` (per-glacier tables) need one."""
     problems: list[GeoglacierError] = []
     for scene in scenes:
-        problem = _scene_problem(Path(scene), pixel_size, georeferenced)
+        problem = _scene_problem(Path(scene), pixel_size, outlines, inventory)
         if problem is not None:
             problems.append(problem)
     if problems:
@@ -476,12 +479,14 @@ def _check_scenes(
         raise type(first)(f"{first} ({', '.join(more)})" if more else str(first))
 
 
-def _scene_problem(path: Path, pixel_size: float | None, georeferenced: bool) -> GeoglacierError | None:
+def _scene_problem(
+    path: Path, pixel_size: float | None, outlines: bool, inventory: bool
+) -> GeoglacierError | None:
     """Why ``path`` cannot be segmented, from its header; None when it can."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    from geoglacier.measure.areas import check_pixel_size, gives_true_areas
+    from geoglacier.inference.outputs import check_crs_areas
 
     if not path.exists():
         return SceneNotFoundError(f"{path}: scene not found; check the path or leave it out")
@@ -497,15 +502,10 @@ def _scene_problem(path: Path, pixel_size: float | None, georeferenced: bool) ->
         return InvalidRasterError(
             f"{path}: not a readable GeoTIFF ({detail}); check the file or leave it out"
         )
-    try:
-        check_pixel_size(pixel_size, crs, path)
-    except ConfigError as exc:
+    try:  # the checks segment-scene makes, here before the cluster starts
+        check_crs_areas(path, crs, pixel_size, needed=False, outlines=outlines, inventory=inventory)
+    except (ConfigError, CRSMissingError) as exc:
         return exc
-    if georeferenced and (crs is None or not gives_true_areas(crs)):
-        return CRSMissingError(
-            f"{path} has no CRS that gives true areas; outlines and per-glacier tables need a projected "
-            "or geographic one (assign it with gdal_edit.py -a_srs EPSG:XXXX, or leave the scene out)"
-        )
     return None
 
 
@@ -726,7 +726,7 @@ def segment_scenes(
         out, _as_models(model_path), outlines, workers, device, options, inventory, id_column, uncertainty
     )
     _check_scenes(
-        scenes, options.get("pixel_size"), georeferenced=outlines is not None or inventory is not None
+        scenes, options.get("pixel_size"), outlines=outlines is not None, inventory=inventory is not None
     )
     plans = plan_outputs(scenes, out, outlines, glaciers=inventory is not None, uncertainty=uncertainty)
     _check_outputs_are_not_inputs(plans, model, inventory_path)

@@ -118,6 +118,24 @@ def check_areas(
 ) -> bool:
     """Whether areas can be computed for ``info``; raise if they are needed and cannot be.
 
+    See :func:`check_crs_areas`, which this applies to the scene's path and CRS.
+    """
+    return check_crs_areas(
+        info.path, info.crs, pixel_size, needed=needed, outlines=outlines, inventory=inventory
+    )
+
+
+def check_crs_areas(
+    path: str | os.PathLike[str],
+    crs: Any,
+    pixel_size: float | None,
+    *,
+    needed: bool,
+    outlines: bool = False,
+    inventory: bool = False,
+) -> bool:
+    """Whether areas can be computed for a raster with ``crs``; raise if they are needed and cannot be.
+
     Raises:
         CRSMissingError: no CRS that gives true areas, and a summary, outlines or an
             inventory were asked for (outlines and inventories always need one; a summary
@@ -125,22 +143,18 @@ def check_areas(
         ConfigError: a non-positive ``pixel_size``, or one given for a scene with a CRS
             (which gives true areas).
     """
-    check_pixel_size(pixel_size, info.crs, info.path)
-    true_areas = info.crs is not None and gives_true_areas(info.crs)
-    what = (
-        "no CRS"
-        if info.crs is None
-        else f"a CRS ({crs_label(info.crs)}) that is neither projected nor geographic"
-    )
+    check_pixel_size(pixel_size, crs, path)
+    true_areas = crs is not None and gives_true_areas(crs)
+    what = "no CRS" if crs is None else f"a CRS ({crs_label(crs)}) that is neither projected nor geographic"
     if not true_areas and pixel_size is None and needed:
         raise CRSMissingError(
-            f"{info.path} has {what}, so areas cannot be computed; pass --pixel-size METRES "
+            f"{path} has {what}, so areas cannot be computed; pass --pixel-size METRES "
             "or assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
         )
     wanting = [w for w, asked in (("outlines", outlines), ("--inventory", inventory)) if asked]
     if wanting and not true_areas:
         raise CRSMissingError(
-            f"{info.path} has {what}; {' and '.join(wanting)} need a georeferenced scene "
+            f"{path} has {what}; {' and '.join(wanting)} need a georeferenced scene "
             "(assign the CRS, for example with gdal_edit.py -a_srs EPSG:XXXX)"
         )
     return true_areas or pixel_size is not None

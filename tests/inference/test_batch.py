@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from geoglacier.checkpoint import CheckpointMeta, save_checkpoint
 from geoglacier.cli.main import cli
-from geoglacier.errors import ConfigError
+from geoglacier.errors import ConfigError, CRSMissingError
 from geoglacier.inference.batch import plan_outputs, segment_scenes
 from geoglacier.model import ModelConfig, build_model
 from tests.data import write_scene
@@ -129,6 +129,10 @@ def test_pixel_size_on_scenes_with_a_crs_is_refused_before_the_cluster(
         ConfigError, match=r"s0.tif has a CRS .*drop --pixel-size \(1 more scene\(s\) like it\)"
     ):
         segment_scenes([s0, s1], ckpt, tmp_path / "out", pixel_size=10.0, progress=False)
+    assert started == [] and not (tmp_path / "out").exists()
+    nocrs = write_scene(tmp_path / "nocrs.tif", height=64, width=64, crs=None)
+    with pytest.raises(CRSMissingError, match="nocrs.tif has no CRS; outlines need a georeferenced scene"):
+        segment_scenes([s0, nocrs], ckpt, tmp_path / "out", outlines="gpkg", progress=False)
     assert started == [] and not (tmp_path / "out").exists()
 
 

@@ -311,7 +311,9 @@ def test_onnx_export_of_a_dropout_model_is_its_eval_network(tmp_path: Path) -> N
     np.testing.assert_array_equal(session.run(None, {"bands": x})[0], first)
 
 
-def test_openvino_export_keeps_a_users_bin_or_json_without_overwrite(checkpoint: Path, tmp_path: Path) -> None:
+def test_openvino_export_keeps_a_users_bin_or_json_without_overwrite(
+    checkpoint: Path, tmp_path: Path
+) -> None:
     from geoglacier.errors import OutputExistsError
 
     for name in ("m.bin", "m.json"):
