@@ -14,8 +14,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): setup.py pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -q $(TORCH)
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -q -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,12 +28,12 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
 
 lint: $(STAMP)
-	$(BIN)/pip install --disable-pip-version-check -q ruff
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -q ruff
 	$(BIN)/ruff check geoglacier cli tests benchmarks examples
 	$(BIN)/ruff format --check geoglacier cli tests benchmarks examples
 
 bench: $(STAMP)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[test,bench]"
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_areas.py
