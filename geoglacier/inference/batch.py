@@ -736,21 +736,36 @@ def segment_scenes(
     out.mkdir(exist_ok=True)
     if result.rows:
         log(f"Skipping {len(result.rows)} scene(s) whose outputs are complete (--overwrite redoes them)")
-    if todo:
-        job = _Job(model, device, options, overwrite, inventory_path, id_column)
-        with sigterm_as_interrupt(), _cleanup_on_interrupt(out, todo, own_cluster=client is None):
-            with _cluster(client, workers, threads_per_worker) as (running, threads):
-                futures = [job.submit(running, plan, threads, prints[plan.scene]) for plan in todo]
-                result.rows += _collect(futures, todo, len(plans), progress, log, running)
+    # SIGTERM (a job scheduler's stop) ends like Ctrl-C: temporaries go, tables stay whole.
+    with sigterm_as_interrupt():
+        if todo:
+            job = _Job(model, device, options, overwrite, inventory_path, id_column)
+            with _cleanup_on_interrupt(out, todo, own_cluster=client is None):
+                with _cluster(client, workers, threads_per_worker) as (running, threads):
+                    futures = [job.submit(running, plan, threads, prints[plan.scene]) for plan in todo]
+                    result.rows += _collect(futures, todo, len(plans), progress, log, running)
+        _write_tables(out, plans, prints, result, with_glaciers=inventory is not None, log=log)
+    return result
+
+
+def _write_tables(
+    out: Path,
+    plans: list[SceneOutputs],
+    prints: dict[Path, dict[str, Any]],
+    result: BatchResult,
+    *,
+    with_glaciers: bool,
+    log: Callable[[str], None],
+) -> None:
+    """``summary.csv`` (and ``glaciers.csv``) of this run's rows and the earlier rows still valid."""
     order = {str(p.scene): i for i, p in enumerate(plans)}
     result.rows.sort(key=lambda r: order.get(r["scene"], len(order)))
     reference = next(iter(prints.values()), None)
     kept_plans = _keep_earlier_rows(out, plans, reference, result, log)
     rows = _table_order(out / SUMMARY_CSV, result.earlier + result.rows)
     result.summary_csv = write_summary_csv(rows, out / SUMMARY_CSV)
-    if inventory is not None:
+    if with_glaciers:
         result.glaciers_csv = write_batch_glaciers(plans + kept_plans, rows, out / GLACIERS_CSV)
-    return result
 
 
 def _sort_scenes(

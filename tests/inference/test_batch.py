@@ -495,6 +495,46 @@ def test_ctrl_c_removes_this_runs_temporaries_once_the_cluster_is_down(
     assert signal.getsignal(signal.SIGTERM) is handler  # restored
 
 
+class _Unhandled(Exception):
+    """What SIGTERM raises outside segment_scenes' own handler (the default would kill pytest)."""
+
+
+def test_sigterm_while_the_tables_are_written_leaves_the_old_table_and_no_temporary(
+    batch_inputs: tuple[list[Path], Path],
+    tmp_path: Path,
+    inline: _InlineClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import geoglacier.inference.batch as batch
+    from geoglacier.io.atomic import atomic_output
+
+    (s0, _, s1), ckpt = batch_inputs
+    out = tmp_path / "bo"
+    run = {"device": "cpu", "progress": False, "log": lambda m: None}
+    segment_scenes([s0], ckpt, out, **run)
+    table = (out / "summary.csv").read_text()
+
+    def terminated_mid_write(rows: list[dict[str, Any]], path: Path) -> Path:
+        with atomic_output(path, overwrite=True) as tmp:
+            tmp.write_text("scene,status\n")  # half a table
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+        return path
+
+    def unhandled(signum: int, frame: Any) -> None:
+        raise _Unhandled
+
+    monkeypatch.setattr(batch, "write_summary_csv", terminated_mid_write)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segment_scenes([s0, s1], ckpt, out, **run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (out / "summary.csv").read_text() == table
+    assert not list(out.glob(".geoglacier-tmp-*"))
+
+
 def test_dask_loggers_are_quiet_while_the_cluster_closes() -> None:
     import logging
 
