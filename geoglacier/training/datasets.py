@@ -202,7 +202,7 @@ class ClassicPatchDataset(Dataset):
         self.epoch = 0
         self._arrays: dict[int, np.ndarray] = {}
         self._masks: dict[int, np.ndarray] = {}
-        self._classes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._counts: dict[int, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -210,7 +210,6 @@ class ClassicPatchDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_arrays"], state["_masks"] = {}, {}  # a memmap would pickle as a full copy
-        state["_classes"] = {}
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -240,11 +239,20 @@ class ClassicPatchDataset(Dataset):
         return int(rng.integers(0, max(h - p, 0) + 1)), int(rng.integers(0, max(w - p, 0) + 1))
 
     def classes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Flat indices of the glacier and of the non-glacier pixels of pair ``i``'s mask (cached)."""
-        if i not in self._classes:
+        """Flat indices of the glacier and of the non-glacier pixels of pair ``i``'s mask.
+
+        Found again for each crop (a scan of one small mask) rather than kept: int64
+        indices of every training pair would take 8 bytes per pixel of the whole set.
+        """
+        flat = self._load(i)[1].ravel()
+        return np.flatnonzero(flat == 1), np.flatnonzero(flat == 0)
+
+    def class_counts(self, i: int) -> tuple[int, int]:
+        """Glacier and non-glacier pixel counts of pair ``i``'s mask (cached)."""
+        if i not in self._counts:
             flat = self._load(i)[1].ravel()
-            self._classes[i] = (np.flatnonzero(flat == 1), np.flatnonzero(flat == 0))
-        return self._classes[i]
+            self._counts[i] = (int(np.count_nonzero(flat == 1)), int(np.count_nonzero(flat == 0)))
+        return self._counts[i]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         arr, full_mask = self._load(i)
@@ -504,7 +512,7 @@ def _classic_datasets(
 def _warn_missing_classes(train: ClassicPatchDataset) -> None:
     """Warn when no training pair holds a glacier (or a non-glacier) pixel: balanced crops cannot be."""
     for which, name in enumerate(CLASS_NAMES):
-        if not any(len(train.classes(i)[which]) for i in range(len(train))):
+        if not any(train.class_counts(i)[which] for i in range(len(train))):
             warnings.warn(
                 f"--sampling balanced: no training pair holds a valid {name} pixel, so crops are "
                 "centred on the other class or drawn uniformly",

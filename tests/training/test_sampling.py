@@ -211,6 +211,12 @@ def test_classic_balanced_crops_centre_half_on_glacier(tmp_path: Path) -> None:
     sample = ds[0]
     r, c = ds.crop_offset(0)
     np.testing.assert_array_equal(sample["mask"].numpy(), mask[r : r + P, c : c + P])
+    # counted, not indexed: after a whole epoch of crops the dataset holds no per-pixel indices
+    assert [ds.class_counts(i) for i in range(len(pairs))] == [
+        (int((mask == 1).sum()), int((mask == 0).sum()))
+    ] * len(pairs)
+    held = [v for d in vars(ds).values() if isinstance(d, dict) for v in d.values()]
+    assert not any(isinstance(v, np.ndarray) and v.dtype == np.int64 for v in held)
 
 
 # ---------------------------------------------------------------------------------------
