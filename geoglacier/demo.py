@@ -15,6 +15,7 @@ from typing import Any
 import rasterio
 
 from geoglacier.errors import OutputExistsError, OutputPathError
+from geoglacier.io.atomic import writable_folder
 
 
 @dataclass
@@ -43,6 +44,9 @@ def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
         raise OutputPathError(f"{root} is a file; give a folder for the demo outputs")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
         raise OutputExistsError(f"{root} is not empty; pass --overwrite to replace the demo outputs there")
+    existing = next(p for p in [root, *root.absolute().parents] if p.exists())
+    if not writable_folder(existing):
+        raise OutputPathError(f"{root}: folder {existing} is not writable; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -50,7 +50,7 @@ from geoglacier.inference.batch_record import (
     scene_state,
     write_record,
 )
-from geoglacier.io.atomic import TMP_PREFIX, atomic_output, sigterm_as_interrupt
+from geoglacier.io.atomic import TMP_PREFIX, atomic_output, sigterm_as_interrupt, writable_folder
 
 SUMMARY_CSV = "summary.csv"
 GLACIERS_CSV = "glaciers.csv"
@@ -443,7 +443,7 @@ def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"{out} is a file; give a folder for --out-dir")
     if out.is_dir():
-        if not os.access(out, os.W_OK):
+        if not writable_folder(out):
             raise OutputPathError(f"{out} is not writable; choose another --out-dir")
         return
     parent = out.parent if str(out.parent) else Path(".")
@@ -451,7 +451,7 @@ def _check_out_dir(out: Path) -> None:
         raise OutputPathError(
             f"{out}: folder {parent} does not exist; create it first or choose another --out-dir"
         )
-    if not os.access(parent, os.W_OK):
+    if not writable_folder(parent):
         raise OutputPathError(f"{out}: folder {parent} is not writable; choose another --out-dir")
 
 

@@ -27,6 +27,16 @@ PNG_SUFFIXES: tuple[str, ...] = (".png",)
 """Extension of the quicklook pictures."""
 
 
+def writable_folder(folder: Path) -> bool:
+    """Whether outputs may be created in the existing ``folder``.
+
+    The OS must allow it, and the folder's permissions must let someone write: root
+    passes ``os.access`` everywhere, yet a folder marked read-only for all (a shared
+    data folder, an unpacked archive) is meant to stay as it is.
+    """
+    return os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222 != 0
+
+
 def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Check that ``path`` can be written, before any work is done.
 
@@ -40,7 +50,7 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
         raise OutputPathError(
             f"{target}: folder {parent} does not exist; create it first or choose another output path"
         )
-    if not os.access(parent, os.W_OK):
+    if not writable_folder(parent):
         raise OutputPathError(f"{target}: folder {parent} is not writable; choose another output path")
     if target.is_dir():
         raise OutputPathError(f"{target} is a directory; give a file name for the output")

@@ -52,3 +52,35 @@ def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "--overwrite" in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_demo_and_segment_scenes_refuse_a_read_only_folder_even_as_root(tmp_path: Path) -> None:
+    ro = tmp_path / "shared"
+    ro.mkdir()
+    ro.chmod(0o555)  # like ../shared/data: read-only for all, which root alone could ignore
+    try:
+        for args in (
+            ["demo", "--out", str(ro / "demo"), "--size", "96", "--quick"],
+            [
+                "segment-scenes",
+                str(tmp_path / "s.tif"),
+                "--model",
+                str(tmp_path / "m.pth"),
+                "--out-dir",
+                str(ro),
+            ],
+            [
+                "segment-scenes",
+                str(tmp_path / "s.tif"),
+                "--model",
+                str(tmp_path / "m.pth"),
+                "--out-dir",
+                str(ro / "new"),
+            ],
+        ):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code != 0, args
+            assert "not writable" in result.output and "Traceback" not in result.output, result.output
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
