@@ -3,7 +3,8 @@
 Defaults: the CRS and pixel size of the finest band a recipe needs, over the footprint
 every band covers, on that band's own pixel grid. Another CRS or pixel size puts pixel
 edges on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` and an AOI file
-(its features' bounds plus a buffer) crop it.
+(its features' bounds plus a buffer) crop it. In longitudes, a product across the
+antimeridian becomes one raster whose longitudes run past 180.
 """
 
 from __future__ import annotations
@@ -49,6 +50,28 @@ def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
     return out if out[0] < out[2] and out[1] < out[3] else None
 
 
+def _unwrap(box: Bounds, crs: CRS) -> Bounds:
+    """A longitude box across the antimeridian, which ``transform_bounds`` gives as ``xmin > xmax``
+    (e.g. 179.9 .. -179.8), as one continuous range past 180 (179.9 .. 180.2).
+
+    GDAL warps onto longitudes beyond 180 (they mean the same meridians), so a scene
+    that straddles the antimeridian stays one raster instead of a box of no width.
+    """
+    if crs.is_geographic and box[0] > box[2]:
+        return (box[0], box[1], box[2] + 360.0, box[3])
+    return box
+
+
+def _crop(footprint: Bounds, box: Bounds, crs: CRS) -> Bounds | None:
+    """``footprint`` cut to ``box``; in longitudes, also to ``box`` a turn east or west (the same meridians)."""
+    shifts = (0.0, 360.0, -360.0) if crs.is_geographic else (0.0,)
+    for shift in shifts:
+        cut = _intersect(footprint, (box[0] + shift, box[1], box[2] + shift, box[3]))
+        if cut is not None:
+            return cut
+    return None
+
+
 def read_aoi_bounds(path: str | os.PathLike[str], crs: CRS, buffer: float = 0.0) -> Bounds:
     """Bounds of every feature in a vector file (GeoPackage, GeoJSON, shapefile) in ``crs``, plus ``buffer``.
 
@@ -91,6 +114,21 @@ def _snap(lo: float, hi: float, origin: float, res: float) -> tuple[float, int]:
     return start, max(1, round((stop - start) / res))
 
 
+def _default_resolution(ds: Any, dst_crs: CRS) -> float:
+    """The pixel size in ``dst_crs`` that keeps about as many pixels as ``ds`` has (GDAL's suggestion).
+
+    Across the antimeridian GDAL's suggestion spans the whole globe (pixels of degrees),
+    so there the unwrapped box's diagonal is divided by the band's diagonal in pixels,
+    which is the rule GDAL applies otherwise.
+    """
+    box = transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21)
+    if dst_crs.is_geographic and box[0] > box[2]:
+        x0, y0, x1, y1 = _unwrap(box, dst_crs)
+        return math.hypot(x1 - x0, y1 - y0) / math.hypot(ds.width, ds.height)
+    t, _, _ = calculate_default_transform(ds.crs, dst_crs, ds.width, ds.height, *ds.bounds)
+    return abs(float(t.a))
+
+
 def plan_grid(
     datasets: dict[str, Any],
     *,
@@ -122,15 +160,12 @@ def plan_grid(
     elif dst_crs == finest.crs:
         res = abs(float(finest.res[0]))
     else:
-        t, _, _ = calculate_default_transform(
-            finest.crs, dst_crs, finest.width, finest.height, *finest.bounds
-        )
-        res = abs(float(t.a))
+        res = _default_resolution(finest, dst_crs)
     footprint: Bounds | None = None
     first = ""
     for name, ds in datasets.items():
-        fb = transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21)
-        footprint = fb if footprint is None else _intersect(footprint, fb)
+        fb = _unwrap(transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21), dst_crs)
+        footprint = fb if footprint is None else _crop(footprint, fb, dst_crs)
         if footprint is None:
             raise FootprintError(
                 f"{ds.name}: band {name} does not overlap band {first} ({datasets[first].name}); "
@@ -151,7 +186,7 @@ def plan_grid(
                     "check that the file's CRS is the one its coordinates are in"
                 )
             raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
-        cropped = _intersect(footprint, tuple(float(v) for v in box))  # type: ignore[arg-type]
+        cropped = _crop(footprint, tuple(float(v) for v in box), dst_crs)  # type: ignore[arg-type]
         if cropped is None:
             raise FootprintError(
                 f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
