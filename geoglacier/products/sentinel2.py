@@ -210,12 +210,17 @@ def read_cog_folder(folder: str | Path) -> Product:
     """Describe a folder of Sentinel-2 L2A COGs (``B02.tif`` ... ``SCL.tif``) as a :class:`Product`.
 
     Raises:
-        ProductError: unreadable metadata XML.
+        ProductError: no band COG at all (another kind of product), unreadable metadata XML.
     """
     path = Path(folder)
     files = {
         p.name.upper().split(".")[0]: p for p in path.iterdir() if p.is_file() and _COG_BAND.match(p.name)
     }
+    if not files:
+        raise ProductError(
+            f"{path}: no Sentinel-2 band COGs (B02.tif ... B12.tif, SCL.tif) in this folder; "
+            "if it is another kind of product, leave out --kind to detect it"
+        )
     meta = L2AMetadata()
     has_metadata = False
     for name in _METADATA_NAMES:
