@@ -11,8 +11,8 @@ Scale and offset come from the asset's ``raster:bands`` when given; otherwise fr
 platform: Landsat C2 L2 ``0.0000275`` / ``-0.2``; Sentinel-2 ``1/10000`` and, when
 ``s2:processing_baseline`` is 04.00 or later, an offset of ``-1000/10000``.
 
-Asset hrefs may be local files (relative to the item) or URLs GDAL reads (``https://``
-through ``/vsicurl/``, ``s3://`` ...).
+Asset hrefs may be local files (relative to the item, percent-encoded or not, or
+``file://`` URIs) or URLs GDAL reads (``https://`` through ``/vsicurl/``, ``s3://`` ...).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 from geoglacier.errors import ProductError
 from geoglacier.products import landsat, sentinel2
@@ -76,6 +78,22 @@ def _find_asset(assets: dict[str, Any], names: tuple[str, ...]) -> tuple[str, An
         if hits:
             return min(hits, key=lambda ka: _rank(*ka))
     return None
+
+
+def _href(asset: Any) -> str:
+    """The asset's file as GDAL opens it.
+
+    Hrefs are URI references, so a local one may be percent-encoded (``my%20scenes/B04.tif``)
+    or a ``file://`` URI; both are decoded to a path. A local name that itself holds a ``%``
+    and exists is kept as it is.
+    """
+    href = asset.get_absolute_href() or asset.href
+    parsed = urlparse(href)
+    if parsed.scheme == "file":
+        return url2pathname(parsed.path)
+    if not parsed.scheme and "%" in href and not Path(href).exists():
+        return unquote(href)
+    return href
 
 
 def _raster_band(asset: Any) -> dict[str, Any]:
@@ -147,12 +165,12 @@ def read_stac_item(path: str | Path) -> Product:
         scale = float(raster.get("scale", scale))
         offset = float(raster.get("offset", offset))
         nodata = raster.get("nodata", 0.0)
-        bands[name] = BandFile(asset.get_absolute_href() or asset.href, scale, offset, nodata)
+        bands[name] = BandFile(_href(asset), scale, offset, nodata)
     quality = None
     qkey = "qa_pixel" if family == "landsat" else "scl"
     for key, asset in assets.items():
         if key.lower() == qkey:
-            quality = QualityFile(asset.get_absolute_href() or asset.href, QUALITY_KEYS[qkey])  # type: ignore[arg-type]
+            quality = QualityFile(_href(asset), QUALITY_KEYS[qkey])  # type: ignore[arg-type]
     when = item.datetime or item.common_metadata.start_datetime
     return Product(
         kind="stac",

@@ -90,3 +90,23 @@ def test_urls_and_jp2_copies(tmp_path: Path) -> None:
     product = read_stac_item(item)
     assert product.bands["red"].path == "https://example.com/S2B/B04.tif"
     assert Path(product.bands["green"].path) == (tmp_path / "cogs" / "B03.tif").resolve()
+
+
+def test_percent_encoded_and_file_uri_hrefs_of_local_files(tmp_path: Path) -> None:
+    """STAC hrefs are URIs: a folder with a space may be written my%20cogs/ or as file:///.../my%20cogs/."""
+    item, fx = write_s2_stac(tmp_path)
+    (tmp_path / "cogs").rename(tmp_path / "my cogs")
+    raw = json.loads(item.read_text())
+    folder_uri = (tmp_path / "my cogs").resolve().as_uri()  # file:///.../my%20cogs
+    for key, asset in raw["assets"].items():
+        name = asset["href"].split("/")[-1]
+        asset["href"] = f"{folder_uri}/{name}" if key == "red" else f"my%20cogs/{name}"
+    item.write_text(json.dumps(raw))
+    product = read_stac_item(item)
+    assert Path(product.bands["red"].path) == (tmp_path / "my cogs" / "B04.tif").resolve()
+    assert Path(product.bands["green"].path) == (tmp_path / "my cogs" / "B03.tif").resolve()
+    stack(item, tmp_path / "s.tif", bands="red,green")
+    with rasterio.open(tmp_path / "s.tif") as ds:
+        data = ds.read()
+    ok = np.isfinite(data).all(axis=0)
+    np.testing.assert_allclose(data[0][ok], ((fx.dn["B04"] - 1000.0) / 10000)[ok], atol=1e-6)
