@@ -129,6 +129,17 @@ def _default_resolution(ds: Any, dst_crs: CRS) -> float:
     return abs(float(t.a))
 
 
+def _check_resolution(res: float, footprint: Bounds, crs: CRS) -> None:
+    """Refuse a pixel larger than the whole product: a size in the wrong units (metres for a CRS in degrees)."""
+    width, height = footprint[2] - footprint[0], footprint[3] - footprint[1]
+    if res > max(width, height):
+        unit = crs.units_factor[0] if crs.is_geographic else crs.linear_units
+        raise ConfigError(
+            f"--resolution {res:g} is larger than the whole product ({width:.4g} x {height:.4g} {unit} "
+            f"in {crs.to_string()}); give the pixel size in the output CRS's unit ({unit})"
+        )
+
+
 def plan_grid(
     datasets: dict[str, Any],
     *,
@@ -147,7 +158,7 @@ def plan_grid(
 
     Raises:
         FootprintError: the bands, or the bands and the bounds/AOI, do not overlap.
-        ConfigError: an unknown CRS.
+        ConfigError: an unknown CRS, or a ``resolution`` larger than the product.
     """
     finest_name = min(datasets, key=lambda n: abs(datasets[n].res[0]))
     finest = datasets[finest_name]
@@ -173,6 +184,8 @@ def plan_grid(
             )
         first = first or name
     assert footprint is not None
+    if resolution is not None:
+        _check_resolution(res, footprint, dst_crs)
     for what, box in (
         (f"--bounds {bounds}", bounds),
         (f"--clip {clip}", None if clip is None else read_aoi_bounds(clip, dst_crs, clip_buffer)),

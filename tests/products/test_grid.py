@@ -1,17 +1,19 @@
-"""The output grid at the edges of the map: a scene across the antimeridian put into longitudes."""
+"""The output grid at the edges: a scene across the antimeridian in longitudes, a pixel in the wrong units."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from rasterio.warp import transform, transform_bounds
 from scipy.ndimage import map_coordinates
 
+from geoglacier.errors import ConfigError
 from geoglacier.products.stack import stack
-from tests.products_data import write_landsat
+from tests.products_data import write_landsat, write_safe
 
 UTM60 = "EPSG:32660"
 #: 128 px of 120 m from here reach from 179.91 E to 179.86 W at 52 N (the western Aleutians)
@@ -57,3 +59,15 @@ def test_scene_across_the_antimeridian_in_longitudes(tmp_path: Path) -> None:
     error = np.abs(data[0][rows, cols] - (dn * 2.75e-5 - 0.2))[inside]
     assert inside.sum() > 0.6 * 128**2
     assert np.median(error) < 2e-3 and error.max() < 0.03
+
+
+def test_a_pixel_larger_than_the_product_is_a_unit_mistake(tmp_path: Path) -> None:
+    # metres meant, degrees read: was a 1 px raster and "every pixel is cloud or no data"
+    fx = write_safe(tmp_path)
+    with pytest.raises(ConfigError, match=r"--resolution 10 is larger than the whole product .* degree"):
+        stack(fx.folder, tmp_path / "g.tif", bands="red", crs="EPSG:4326", resolution=10)
+    with pytest.raises(ConfigError, match=r"--resolution 1000 is larger .*\(640 x 640 metre in EPSG:32645\)"):
+        stack(fx.folder, tmp_path / "u.tif", bands="red", resolution=1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fx.folder.name]
+    result = stack(fx.folder, tmp_path / "ok.tif", bands="red", resolution=320)  # half the product: fine
+    assert result.grid.resolution == 320 and result.grid.width <= 3
