@@ -201,9 +201,15 @@ def plan_grid(
             raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
         cropped = _crop(footprint, tuple(float(v) for v in box), dst_crs)  # type: ignore[arg-type]
         if cropped is None:
+            fix = (
+                "give bounds in the output CRS"
+                if what.startswith("--bounds")
+                else f"the AOI's bounds there are {tuple(round(v, 3) for v in box)}: "
+                "use an AOI inside this product, or the product that covers the AOI"
+            )
             raise FootprintError(
                 f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
-                f"in {dst_crs.to_string()}; give bounds in the output CRS"
+                f"in {dst_crs.to_string()}; {fix}"
             )
         footprint = cropped
     same = dst_crs == finest.crs and math.isclose(res, abs(finest.res[0]), rel_tol=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from affine import Affine
 from rasterio.warp import transform, transform_bounds
 from scipy.ndimage import map_coordinates
 
-from geoglacier.errors import ConfigError
+from geoglacier.errors import ConfigError, FootprintError
 from geoglacier.products.stack import stack
 from tests.products_data import write_landsat, write_safe
 
@@ -71,3 +72,22 @@ def test_a_pixel_larger_than_the_product_is_a_unit_mistake(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == [fx.folder.name]
     result = stack(fx.folder, tmp_path / "ok.tif", bands="red", resolution=320)  # half the product: fine
     assert result.grid.resolution == 320 and result.grid.width <= 3
+
+
+def test_an_aoi_elsewhere_is_not_told_to_give_bounds(tmp_path: Path) -> None:
+    # --clip is reprojected by stack itself: "give bounds in the output CRS" was no fix for it
+    fx = write_safe(tmp_path)
+    aoi = tmp_path / "alps.geojson"
+    ring = [[7.0, 46.0], [7.1, 46.0], [7.1, 46.1], [7.0, 46.1], [7.0, 46.0]]
+    geometry = {"type": "Polygon", "coordinates": [ring]}
+    aoi.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [{"type": "Feature", "properties": {}, "geometry": geometry}],
+            }
+        )
+    )
+    with pytest.raises(FootprintError, match="alps.geojson does not overlap") as info:
+        stack(fx.folder, tmp_path / "c.tif", bands="red", clip=aoi)
+    assert "give bounds" not in str(info.value) and "product that covers the AOI" in str(info.value)
