@@ -11,6 +11,10 @@ Scale and offset come from the asset's ``raster:bands`` when given; otherwise fr
 platform: Landsat C2 L2 ``0.0000275`` / ``-0.2``; Sentinel-2 ``1/10000`` and, when
 ``s2:processing_baseline`` is 04.00 or later, an offset of ``-1000/10000``.
 
+Level-1 items (an id such as ``LC08_L1TP_...`` or ``..._L1C``, a ``landsat-c2-l1`` or
+``sentinel-2-l1c`` collection, ``landsat:correction`` / ``s2:product_type`` saying so) are
+refused: their DN are top-of-atmosphere, not surface reflectance.
+
 Asset hrefs may be local files (relative to the item, percent-encoded or not, or
 ``file://`` URIs) or URLs GDAL reads (``https://`` through ``/vsicurl/``, ``s3://`` ...).
 """
@@ -131,11 +135,27 @@ def _baseline_offset(item: Any) -> float:
         return 0.0
 
 
+#: a Level-1 product in an id or a property: LC08_L1TP_..., S2B_..._L1C, landsat-c2-l1, S2MSI1C
+_LEVEL1 = re.compile(r"(?:^|[_\-:])(?:L1(?:TP|GT|GS|C)?|MSIL1C|S2MSI1C)(?:$|[_\-])", re.IGNORECASE)
+_LEVEL_FIELDS = ("landsat:correction", "s2:product_type", "processing:level")
+
+
+def _level1_evidence(item: Any) -> str | None:
+    """What says the item is Level-1 (top-of-atmosphere: its DN are not surface reflectance), if anything."""
+    candidates = [("id", item.id), ("collection", item.collection_id)]
+    candidates += [(key, item.properties.get(key)) for key in _LEVEL_FIELDS]
+    for what, value in candidates:
+        if value and _LEVEL1.search(str(value)):
+            return f"{what} {value}"
+    return None
+
+
 def read_stac_item(path: str | Path) -> Product:
     """Describe a STAC item file as a :class:`Product` (only the assets that were found).
 
     Raises:
-        ProductError: not a readable STAC item, or a platform other than Landsat / Sentinel-2.
+        ProductError: not a readable STAC item, a platform other than Landsat / Sentinel-2, or a
+            Level-1 item.
     """
     import pystac
 
@@ -149,6 +169,12 @@ def read_stac_item(path: str | Path) -> Product:
         raise ProductError(
             f"{p}: platform {item.properties.get('platform')!r} is not Landsat or Sentinel-2; "
             "'geoglacier stack' reads Landsat C2 L2 and Sentinel-2 L2A items"
+        )
+    level1 = _level1_evidence(item)
+    if level1 is not None:
+        raise ProductError(
+            f"{p}: a Level-1 item ({level1}); 'geoglacier stack' needs surface reflectance: Landsat "
+            "Collection 2 Level-2 or Sentinel-2 Level-2A items (collections such as landsat-c2-l2, sentinel-2-l2a)"
         )
     assets = dict(item.assets)
     bands: dict[str, BandFile] = {}

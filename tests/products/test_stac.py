@@ -110,3 +110,24 @@ def test_percent_encoded_and_file_uri_hrefs_of_local_files(tmp_path: Path) -> No
         data = ds.read()
     ok = np.isfinite(data).all(axis=0)
     np.testing.assert_allclose(data[0][ok], ((fx.dn["B04"] - 1000.0) / 10000)[ok], atol=1e-6)
+
+
+@pytest.mark.parametrize("level1", ["landsat", "sentinel2"])
+def test_a_level1_item_is_refused(tmp_path: Path, level1: str) -> None:
+    """Top-of-atmosphere DN through the Level-2 scale and offset were stacked as surface reflectance."""
+    from geoglacier.errors import ProductError
+
+    if level1 == "landsat":  # as the Planetary Computer's landsat-c2-l1 lists it, qa_pixel included
+        item, fx = write_landsat_stac(tmp_path)
+        patch = {"id": fx.product_id.replace("L2SP", "L1TP"), "properties": {"landsat:correction": "L1TP"}}
+    else:  # earth-search's sentinel-2-l1c
+        item, _ = write_s2_stac(tmp_path)
+        patch = {"id": S2_COG_ID.replace("L2A", "L1C"), "properties": {"s2:product_type": "S2MSI1C"}}
+    raw = json.loads(item.read_text())
+    raw["id"] = patch["id"]
+    raw["properties"].update(patch["properties"])
+    item.write_text(json.dumps(raw))
+    with pytest.raises(ProductError, match="a Level-1 item .*Level-2") as info:
+        stack(item, tmp_path / "x.tif", bands="red", cloud_mask=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.tif").exists()
