@@ -58,6 +58,7 @@ _RASTER_EXT = (".jp2", ".tif", ".tiff")
 _COG_BAND = re.compile(r"^(B0[1-9]|B1[0-2]|B8A|SCL)\.tiff?$", re.IGNORECASE)
 _COG_NAME = re.compile(r"^S2([ABCD])_(\d{1,2}[A-Z]{3})_(\d{8})_\d+_L2A$")
 _SAFE_NAME = re.compile(r"^S2([ABCD])_MSIL2A_(\d{8})T\d{6}_")
+_L1C_NAME = re.compile(r"(_L1C$|_MSIL1C_)")
 _METADATA_NAMES = ("MTD_MSIL2A.xml", "product_metadata.xml")
 
 
@@ -210,7 +211,8 @@ def read_cog_folder(folder: str | Path) -> Product:
     """Describe a folder of Sentinel-2 L2A COGs (``B02.tif`` ... ``SCL.tif``) as a :class:`Product`.
 
     Raises:
-        ProductError: no band COG at all (another kind of product), unreadable metadata XML.
+        ProductError: no band COG at all (another kind of product), a Level-1C folder, unreadable
+            metadata XML.
     """
     path = Path(folder)
     files = {
@@ -221,6 +223,8 @@ def read_cog_folder(folder: str | Path) -> Product:
             f"{path}: no Sentinel-2 band COGs (B02.tif ... B12.tif, SCL.tif) in this folder; "
             "if it is another kind of product, leave out --kind to detect it"
         )
+    if _L1C_NAME.search(path.name):
+        raise ProductError(f"{path}: a Level-1C product; 'geoglacier stack' needs Sentinel-2 Level-2A (L2A)")
     meta = L2AMetadata()
     has_metadata = False
     for name in _METADATA_NAMES:

@@ -217,3 +217,12 @@ def test_cog_folder_without_metadata_uses_the_scale_and_offset_its_files_declare
     stack(with_meta.folder, tmp_path / "m.tif", bands="red", cloud_mask=False)
     data, *_ = read(tmp_path / "m.tif")
     np.testing.assert_allclose(data[0], (with_meta.dn["B04"] - 1000.0) / 10000, atol=1e-6)
+
+
+def test_a_level1c_cog_folder_is_refused(tmp_path: Path) -> None:
+    # earth-search's sentinel-2-l1c COGs, named like the L2A ones: top-of-atmosphere, no SCL
+    fx = write_s2_cogs(tmp_path, name="S2B_45RVL_20231015_0_L1C")
+    (fx.folder / "SCL.tif").unlink()
+    with pytest.raises(ProductError, match="Level-1C"):
+        stack(fx.folder, tmp_path / "x.tif", bands="red", cloud_mask=False)
+    assert not (tmp_path / "x.tif").exists()
