@@ -3,7 +3,8 @@
 Defaults: the CRS and pixel size of the finest band a recipe needs, over the footprint
 every band covers, on that band's own pixel grid. Another CRS or pixel size puts pixel
 edges on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` and an AOI file
-(its features' bounds plus a buffer) crop it.
+(its features' bounds plus a buffer) crop it. In longitudes, a product across the
+antimeridian becomes one raster whose longitudes run past 180.
 """
 
 from __future__ import annotations
@@ -49,6 +50,28 @@ def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
     return out if out[0] < out[2] and out[1] < out[3] else None
 
 
+def _unwrap(box: Bounds, crs: CRS) -> Bounds:
+    """A longitude box across the antimeridian, which ``transform_bounds`` gives as ``xmin > xmax``
+    (e.g. 179.9 .. -179.8), as one continuous range past 180 (179.9 .. 180.2).
+
+    GDAL warps onto longitudes beyond 180 (they mean the same meridians), so a scene
+    that straddles the antimeridian stays one raster instead of a box of no width.
+    """
+    if crs.is_geographic and box[0] > box[2]:
+        return (box[0], box[1], box[2] + 360.0, box[3])
+    return box
+
+
+def _crop(footprint: Bounds, box: Bounds, crs: CRS) -> Bounds | None:
+    """``footprint`` cut to ``box``; in longitudes, also to ``box`` a turn east or west (the same meridians)."""
+    shifts = (0.0, 360.0, -360.0) if crs.is_geographic else (0.0,)
+    for shift in shifts:
+        cut = _intersect(footprint, (box[0] + shift, box[1], box[2] + shift, box[3]))
+        if cut is not None:
+            return cut
+    return None
+
+
 def read_aoi_bounds(path: str | os.PathLike[str], crs: CRS, buffer: float = 0.0) -> Bounds:
     """Bounds of every feature in a vector file (GeoPackage, GeoJSON, shapefile) in ``crs``, plus ``buffer``.
 
@@ -91,6 +114,32 @@ def _snap(lo: float, hi: float, origin: float, res: float) -> tuple[float, int]:
     return start, max(1, round((stop - start) / res))
 
 
+def _default_resolution(ds: Any, dst_crs: CRS) -> float:
+    """The pixel size in ``dst_crs`` that keeps about as many pixels as ``ds`` has (GDAL's suggestion).
+
+    Across the antimeridian GDAL's suggestion spans the whole globe (pixels of degrees),
+    so there the unwrapped box's diagonal is divided by the band's diagonal in pixels,
+    which is the rule GDAL applies otherwise.
+    """
+    box = transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21)
+    if dst_crs.is_geographic and box[0] > box[2]:
+        x0, y0, x1, y1 = _unwrap(box, dst_crs)
+        return math.hypot(x1 - x0, y1 - y0) / math.hypot(ds.width, ds.height)
+    t, _, _ = calculate_default_transform(ds.crs, dst_crs, ds.width, ds.height, *ds.bounds)
+    return abs(float(t.a))
+
+
+def _check_resolution(res: float, footprint: Bounds, crs: CRS) -> None:
+    """Refuse a pixel larger than the whole product: a size in the wrong units (metres for a CRS in degrees)."""
+    width, height = footprint[2] - footprint[0], footprint[3] - footprint[1]
+    if res > max(width, height):
+        unit = crs.units_factor[0] if crs.is_geographic else crs.linear_units
+        raise ConfigError(
+            f"--resolution {res:g} is larger than the whole product ({width:.4g} x {height:.4g} {unit} "
+            f"in {crs.to_string()}); give the pixel size in the output CRS's unit ({unit})"
+        )
+
+
 def plan_grid(
     datasets: dict[str, Any],
     *,
@@ -109,7 +158,7 @@ def plan_grid(
 
     Raises:
         FootprintError: the bands, or the bands and the bounds/AOI, do not overlap.
-        ConfigError: an unknown CRS.
+        ConfigError: an unknown CRS, or a ``resolution`` larger than the product.
     """
     finest_name = min(datasets, key=lambda n: abs(datasets[n].res[0]))
     finest = datasets[finest_name]
@@ -122,15 +171,12 @@ def plan_grid(
     elif dst_crs == finest.crs:
         res = abs(float(finest.res[0]))
     else:
-        t, _, _ = calculate_default_transform(
-            finest.crs, dst_crs, finest.width, finest.height, *finest.bounds
-        )
-        res = abs(float(t.a))
+        res = _default_resolution(finest, dst_crs)
     footprint: Bounds | None = None
     first = ""
     for name, ds in datasets.items():
-        fb = transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21)
-        footprint = fb if footprint is None else _intersect(footprint, fb)
+        fb = _unwrap(transform_bounds(ds.crs, dst_crs, *ds.bounds, densify_pts=21), dst_crs)
+        footprint = fb if footprint is None else _crop(footprint, fb, dst_crs)
         if footprint is None:
             raise FootprintError(
                 f"{ds.name}: band {name} does not overlap band {first} ({datasets[first].name}); "
@@ -138,6 +184,8 @@ def plan_grid(
             )
         first = first or name
     assert footprint is not None
+    if resolution is not None:
+        _check_resolution(res, footprint, dst_crs)
     for what, box in (
         (f"--bounds {bounds}", bounds),
         (f"--clip {clip}", None if clip is None else read_aoi_bounds(clip, dst_crs, clip_buffer)),
@@ -151,11 +199,17 @@ def plan_grid(
                     "check that the file's CRS is the one its coordinates are in"
                 )
             raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
-        cropped = _intersect(footprint, tuple(float(v) for v in box))  # type: ignore[arg-type]
+        cropped = _crop(footprint, tuple(float(v) for v in box), dst_crs)  # type: ignore[arg-type]
         if cropped is None:
+            fix = (
+                "give bounds in the output CRS"
+                if what.startswith("--bounds")
+                else f"the AOI's bounds there are {tuple(round(v, 3) for v in box)}: "
+                "use an AOI inside this product, or the product that covers the AOI"
+            )
             raise FootprintError(
                 f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
-                f"in {dst_crs.to_string()}; give bounds in the output CRS"
+                f"in {dst_crs.to_string()}; {fix}"
             )
         footprint = cropped
     same = dst_crs == finest.crs and math.isclose(res, abs(finest.res[0]), rel_tol=1e-9)

@@ -122,6 +122,14 @@ def _band_path(folder: Path, product_id: str, contents: dict[str, Any], number: 
     return folder / f"{product_id}_SR_B{number}.TIF"
 
 
+def _id_from_mtl_name(name: str) -> str:
+    """``<id>_MTL.json`` or ``<id>_MTL.txt`` -> ``<id>``."""
+    for suffix in _MTL_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def read_landsat(folder: str | Path) -> Product:
     """Describe a Landsat Collection 2 Level-2 folder (or its MTL file) as a :class:`Product`.
 
@@ -140,7 +148,7 @@ def read_landsat(folder: str | Path) -> Product:
     meta = read_mtl(mtl)
     contents = meta.get("PRODUCT_CONTENTS", {})
     image = meta.get("IMAGE_ATTRIBUTES", {})
-    product_id = str(contents.get("LANDSAT_PRODUCT_ID") or mtl.name[: -len("_MTL.json")].rstrip("_"))
+    product_id = str(contents.get("LANDSAT_PRODUCT_ID") or _id_from_mtl_name(mtl.name))
     id_level = product_id.split("_")[1] if "_" in product_id else ""
     level = str(contents.get("PROCESSING_LEVEL") or id_level)
     if level and not level.startswith("L2"):

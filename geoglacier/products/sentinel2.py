@@ -16,7 +16,9 @@ gives the date and spacecraft when there is no metadata.
 Reflectance is ``(DN + BOA_ADD_OFFSET) / BOA_QUANTIFICATION_VALUE``. The quantification
 is 10000; the offset, -1000 from processing baseline 04.00 on, is read from
 ``MTD_MSIL2A.xml`` and is 0 for a product whose metadata does not list it (older
-baselines, or a COG folder without metadata). DN 0 is no data.
+baselines, or a COG folder without metadata). A COG folder without metadata whose band
+files declare their own scale and offset (GDAL metadata, as earth-search's Collection 1
+COGs and ``gdal_translate -a_scale -a_offset`` write) uses those. DN 0 is no data.
 
 Scene classification (``SCL``) classes masked (decoded in :mod:`geoglacier.products.quality`): 0 no data and 1 saturated or defective
 (no data); 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability and
@@ -29,6 +31,9 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import rasterio
+from rasterio.errors import RasterioIOError
 
 from geoglacier.errors import ProductError
 from geoglacier.products.product import BandFile, Product, QualityFile
@@ -53,6 +58,7 @@ _RASTER_EXT = (".jp2", ".tif", ".tiff")
 _COG_BAND = re.compile(r"^(B0[1-9]|B1[0-2]|B8A|SCL)\.tiff?$", re.IGNORECASE)
 _COG_NAME = re.compile(r"^S2([ABCD])_(\d{1,2}[A-Z]{3})_(\d{8})_\d+_L2A$")
 _SAFE_NAME = re.compile(r"^S2([ABCD])_MSIL2A_(\d{8})T\d{6}_")
+_L1C_NAME = re.compile(r"(_L1C$|_MSIL1C_)")
 _METADATA_NAMES = ("MTD_MSIL2A.xml", "product_metadata.xml")
 
 
@@ -190,20 +196,41 @@ def _offset_note(meta: L2AMetadata) -> tuple[str, ...]:
     return (f"no BOA_ADD_OFFSET in the metadata (baseline {meta.baseline or 'unknown'}): none applied",)
 
 
+def _declared_scaling(path: Path) -> tuple[float, float] | None:
+    """The scale and offset a band file declares in its GDAL metadata, ``None`` when it declares
+    none (1 and 0) or cannot be read (stacking reports that file)."""
+    try:
+        with rasterio.open(path) as ds:
+            scale, offset = float(ds.scales[0]), float(ds.offsets[0])
+    except (RasterioIOError, OSError):
+        return None
+    return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
+
+
 def read_cog_folder(folder: str | Path) -> Product:
     """Describe a folder of Sentinel-2 L2A COGs (``B02.tif`` ... ``SCL.tif``) as a :class:`Product`.
 
     Raises:
-        ProductError: unreadable metadata XML.
+        ProductError: no band COG at all (another kind of product), a Level-1C folder, unreadable
+            metadata XML.
     """
     path = Path(folder)
     files = {
         p.name.upper().split(".")[0]: p for p in path.iterdir() if p.is_file() and _COG_BAND.match(p.name)
     }
+    if not files:
+        raise ProductError(
+            f"{path}: no Sentinel-2 band COGs (B02.tif ... B12.tif, SCL.tif) in this folder; "
+            "if it is another kind of product, leave out --kind to detect it"
+        )
+    if _L1C_NAME.search(path.name):
+        raise ProductError(f"{path}: a Level-1C product; 'geoglacier stack' needs Sentinel-2 Level-2A (L2A)")
     meta = L2AMetadata()
+    has_metadata = False
     for name in _METADATA_NAMES:
         if (path / name).exists():
             meta = read_l2a_metadata(path / name)
+            has_metadata = True
             break
     else:
         m = _COG_NAME.match(path.name) or _SAFE_NAME.match(path.name)
@@ -217,6 +244,15 @@ def read_cog_folder(folder: str | Path) -> Product:
     bands = {
         name: meta.band_file(files.get(band, path / f"{band}.tif"), band) for name, (band, _) in BANDS.items()
     }
+    notes = _offset_note(meta)
+    if not has_metadata:
+        declared = {name: _declared_scaling(Path(b.path)) for name, b in bands.items()}
+        for name, scaling in declared.items():
+            if scaling is not None:
+                bands[name] = BandFile(bands[name].path, *scaling, nodata=0.0)
+        found = sorted({v for v in declared.values() if v is not None})
+        if found:
+            notes = (f"scale and offset {', '.join(f'{s:g} / {o:g}' for s, o in found)} from the band files",)
     return Product(
         kind="sentinel2-cogs",
         source=str(path),
@@ -225,5 +261,5 @@ def read_cog_folder(folder: str | Path) -> Product:
         acquisition_date=meta.date,
         sensor=meta.sensor,
         product_id=meta.product_id or path.name,
-        notes=_offset_note(meta),
+        notes=notes,
     )

@@ -11,8 +11,12 @@ Scale and offset come from the asset's ``raster:bands`` when given; otherwise fr
 platform: Landsat C2 L2 ``0.0000275`` / ``-0.2``; Sentinel-2 ``1/10000`` and, when
 ``s2:processing_baseline`` is 04.00 or later, an offset of ``-1000/10000``.
 
-Asset hrefs may be local files (relative to the item) or URLs GDAL reads (``https://``
-through ``/vsicurl/``, ``s3://`` ...).
+Level-1 items (an id such as ``LC08_L1TP_...`` or ``..._L1C``, a ``landsat-c2-l1`` or
+``sentinel-2-l1c`` collection, ``landsat:correction`` / ``s2:product_type`` saying so) are
+refused: their DN are top-of-atmosphere, not surface reflectance.
+
+Asset hrefs may be local files (relative to the item, percent-encoded or not, or
+``file://`` URIs) or URLs GDAL reads (``https://`` through ``/vsicurl/``, ``s3://`` ...).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 from geoglacier.errors import ProductError
 from geoglacier.products import landsat, sentinel2
@@ -78,6 +84,22 @@ def _find_asset(assets: dict[str, Any], names: tuple[str, ...]) -> tuple[str, An
     return None
 
 
+def _href(asset: Any) -> str:
+    """The asset's file as GDAL opens it.
+
+    Hrefs are URI references, so a local one may be percent-encoded (``my%20scenes/B04.tif``)
+    or a ``file://`` URI; both are decoded to a path. A local name that itself holds a ``%``
+    and exists is kept as it is.
+    """
+    href = asset.get_absolute_href() or asset.href
+    parsed = urlparse(href)
+    if parsed.scheme == "file":
+        return url2pathname(parsed.path)
+    if not parsed.scheme and "%" in href and not Path(href).exists():
+        return unquote(href)
+    return href
+
+
 def _raster_band(asset: Any) -> dict[str, Any]:
     fields = asset.extra_fields
     bands = fields.get("raster:bands") or fields.get("bands") or []
@@ -113,11 +135,27 @@ def _baseline_offset(item: Any) -> float:
         return 0.0
 
 
+#: a Level-1 product in an id or a property: LC08_L1TP_..., S2B_..._L1C, landsat-c2-l1, S2MSI1C
+_LEVEL1 = re.compile(r"(?:^|[_\-:])(?:L1(?:TP|GT|GS|C)?|MSIL1C|S2MSI1C)(?:$|[_\-])", re.IGNORECASE)
+_LEVEL_FIELDS = ("landsat:correction", "s2:product_type", "processing:level")
+
+
+def _level1_evidence(item: Any) -> str | None:
+    """What says the item is Level-1 (top-of-atmosphere: its DN are not surface reflectance), if anything."""
+    candidates = [("id", item.id), ("collection", item.collection_id)]
+    candidates += [(key, item.properties.get(key)) for key in _LEVEL_FIELDS]
+    for what, value in candidates:
+        if value and _LEVEL1.search(str(value)):
+            return f"{what} {value}"
+    return None
+
+
 def read_stac_item(path: str | Path) -> Product:
     """Describe a STAC item file as a :class:`Product` (only the assets that were found).
 
     Raises:
-        ProductError: not a readable STAC item, or a platform other than Landsat / Sentinel-2.
+        ProductError: not a readable STAC item, a platform other than Landsat / Sentinel-2, or a
+            Level-1 item.
     """
     import pystac
 
@@ -131,6 +169,12 @@ def read_stac_item(path: str | Path) -> Product:
         raise ProductError(
             f"{p}: platform {item.properties.get('platform')!r} is not Landsat or Sentinel-2; "
             "'geoglacier stack' reads Landsat C2 L2 and Sentinel-2 L2A items"
+        )
+    level1 = _level1_evidence(item)
+    if level1 is not None:
+        raise ProductError(
+            f"{p}: a Level-1 item ({level1}); 'geoglacier stack' needs surface reflectance: Landsat "
+            "Collection 2 Level-2 or Sentinel-2 Level-2A items (collections such as landsat-c2-l2, sentinel-2-l2a)"
         )
     assets = dict(item.assets)
     bands: dict[str, BandFile] = {}
@@ -147,12 +191,12 @@ def read_stac_item(path: str | Path) -> Product:
         scale = float(raster.get("scale", scale))
         offset = float(raster.get("offset", offset))
         nodata = raster.get("nodata", 0.0)
-        bands[name] = BandFile(asset.get_absolute_href() or asset.href, scale, offset, nodata)
+        bands[name] = BandFile(_href(asset), scale, offset, nodata)
     quality = None
     qkey = "qa_pixel" if family == "landsat" else "scl"
     for key, asset in assets.items():
         if key.lower() == qkey:
-            quality = QualityFile(asset.get_absolute_href() or asset.href, QUALITY_KEYS[qkey])  # type: ignore[arg-type]
+            quality = QualityFile(_href(asset), QUALITY_KEYS[qkey])  # type: ignore[arg-type]
     when = item.datetime or item.common_metadata.start_datetime
     return Product(
         kind="stac",

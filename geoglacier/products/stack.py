@@ -47,6 +47,7 @@ from geoglacier.io.atomic import (
     check_distinct_files,
     check_extension,
     check_output_path,
+    sigterm_as_interrupt,
 )
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
 from geoglacier.io.scene import GDAL_CACHE_BYTES
@@ -229,7 +230,8 @@ def stack(
     product = open_product(source, kind)
     needed = _check_product(product, recipe, cloud_mask)
     check_distinct_files({"--out": out}, {"a band of SOURCE": _local_files(product)})
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
+    # SIGTERM (a job scheduler's stop) unwinds like Ctrl-C, so no temporary is left behind
+    with sigterm_as_interrupt(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
         datasets = {
             n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
         }

@@ -219,3 +219,16 @@ def test_stack_never_writes_over_its_product(tmp_path: Path) -> None:
     _one_line_error(*run("stack", item, "--out", item, "--overwrite"), "landsat-item.json", "--out", ".tif")
     assert {p: p.read_bytes() for p in before} == before
     assert leftovers(tmp_path) == []
+
+
+def test_a_product_of_another_kind_is_named_as_such(tmp_path: Path) -> None:
+    # --kind sentinel2-cogs on a Landsat folder or a .SAFE: no band of that kind at all, not a
+    # "missing band, re-download it"
+    out = tmp_path / "out.tif"
+    fx = write_landsat(tmp_path / "ls", mtl=("json",))
+    s2 = write_safe(tmp_path / "s2")
+    for folder in (fx.folder, s2.folder):
+        code, output = run("stack", folder, "--out", out, "--kind", "sentinel2-cogs")
+        _one_line_error(code, output, "no Sentinel-2 band COGs", "leave out --kind")
+        assert "re-download" not in output
+    assert not out.exists() and leftovers(tmp_path) == []

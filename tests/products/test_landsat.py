@@ -181,3 +181,13 @@ def test_a_stack_written_into_the_product_folder_can_be_redone_but_a_product_fil
         ds.set_band_description(1, "nir")
     with pytest.raises(OutputPathError, match="ST_B10.TIF: --out is the same file as the input SOURCE"):
         stack(fx.folder, extra, bands="red,green,blue,nir,ndvi", overwrite=True)
+
+
+@pytest.mark.parametrize("form", ["json", "txt"])
+def test_product_id_from_the_mtl_name_when_the_mtl_omits_it(tmp_path: Path, form: str) -> None:
+    fx = write_landsat(tmp_path, mtl=(form,))
+    meta = json.loads(json.dumps(fx.mtl))
+    del meta["LANDSAT_METADATA_FILE"]["PRODUCT_CONTENTS"]["LANDSAT_PRODUCT_ID"]
+    path = fx.folder / f"{fx.product_id}_MTL.{form}"
+    path.write_text(json.dumps(meta) if form == "json" else mtl_text(meta), encoding="utf-8")
+    assert read_landsat(fx.folder).product_id == fx.product_id

@@ -197,3 +197,32 @@ def test_bands_without_a_shared_footprint(tmp_path: Path) -> None:
     assert not (tmp_path / "x.tif").exists()
     with pytest.raises(FootprintError, match="--bounds"):
         stack(fx.folder, tmp_path / "y.tif", bands="red", bounds=(0.0, 0.0, 10.0, 10.0))
+
+
+def test_cog_folder_without_metadata_uses_the_scale_and_offset_its_files_declare(tmp_path: Path) -> None:
+    """Band COGs that carry scale/offset in their GDAL metadata (earth-search Collection 1,
+    gdal_translate -a_scale/-a_offset) but come without MTD XML: those values, not 1/10000 and 0."""
+    fx = write_s2_cogs(tmp_path)
+    for band in ("B02", "B03", "B04", "B08", "B11", "B12"):
+        with rasterio.open(fx.folder / f"{band}.tif", "r+") as ds:
+            ds.scales, ds.offsets = (0.0001,), (-0.1,)
+    result = stack(fx.folder, tmp_path / "s.tif", bands="red,swir1", cloud_mask=False)
+    data, *_ = read(tmp_path / "s.tif")
+    np.testing.assert_allclose(data[0], fx.dn["B04"] * 0.0001 - 0.1, atol=1e-6)
+    assert any("-0.1" in note for note in result.notes)
+    # the metadata XML, when there, still decides (it says -1000 / 10000 too, for every band)
+    with_meta = write_s2_cogs(tmp_path / "m", metadata=True)
+    with rasterio.open(with_meta.folder / "B04.tif", "r+") as ds:
+        ds.scales, ds.offsets = (0.0002,), (0.0,)
+    stack(with_meta.folder, tmp_path / "m.tif", bands="red", cloud_mask=False)
+    data, *_ = read(tmp_path / "m.tif")
+    np.testing.assert_allclose(data[0], (with_meta.dn["B04"] - 1000.0) / 10000, atol=1e-6)
+
+
+def test_a_level1c_cog_folder_is_refused(tmp_path: Path) -> None:
+    # earth-search's sentinel-2-l1c COGs, named like the L2A ones: top-of-atmosphere, no SCL
+    fx = write_s2_cogs(tmp_path, name="S2B_45RVL_20231015_0_L1C")
+    (fx.folder / "SCL.tif").unlink()
+    with pytest.raises(ProductError, match="Level-1C"):
+        stack(fx.folder, tmp_path / "x.tif", bands="red", cloud_mask=False)
+    assert not (tmp_path / "x.tif").exists()

@@ -90,3 +90,44 @@ def test_urls_and_jp2_copies(tmp_path: Path) -> None:
     product = read_stac_item(item)
     assert product.bands["red"].path == "https://example.com/S2B/B04.tif"
     assert Path(product.bands["green"].path) == (tmp_path / "cogs" / "B03.tif").resolve()
+
+
+def test_percent_encoded_and_file_uri_hrefs_of_local_files(tmp_path: Path) -> None:
+    """STAC hrefs are URIs: a folder with a space may be written my%20cogs/ or as file:///.../my%20cogs/."""
+    item, fx = write_s2_stac(tmp_path)
+    (tmp_path / "cogs").rename(tmp_path / "my cogs")
+    raw = json.loads(item.read_text())
+    folder_uri = (tmp_path / "my cogs").resolve().as_uri()  # file:///.../my%20cogs
+    for key, asset in raw["assets"].items():
+        name = asset["href"].split("/")[-1]
+        asset["href"] = f"{folder_uri}/{name}" if key == "red" else f"my%20cogs/{name}"
+    item.write_text(json.dumps(raw))
+    product = read_stac_item(item)
+    assert Path(product.bands["red"].path) == (tmp_path / "my cogs" / "B04.tif").resolve()
+    assert Path(product.bands["green"].path) == (tmp_path / "my cogs" / "B03.tif").resolve()
+    stack(item, tmp_path / "s.tif", bands="red,green")
+    with rasterio.open(tmp_path / "s.tif") as ds:
+        data = ds.read()
+    ok = np.isfinite(data).all(axis=0)
+    np.testing.assert_allclose(data[0][ok], ((fx.dn["B04"] - 1000.0) / 10000)[ok], atol=1e-6)
+
+
+@pytest.mark.parametrize("level1", ["landsat", "sentinel2"])
+def test_a_level1_item_is_refused(tmp_path: Path, level1: str) -> None:
+    """Top-of-atmosphere DN through the Level-2 scale and offset were stacked as surface reflectance."""
+    from geoglacier.errors import ProductError
+
+    if level1 == "landsat":  # as the Planetary Computer's landsat-c2-l1 lists it, qa_pixel included
+        item, fx = write_landsat_stac(tmp_path)
+        patch = {"id": fx.product_id.replace("L2SP", "L1TP"), "properties": {"landsat:correction": "L1TP"}}
+    else:  # earth-search's sentinel-2-l1c
+        item, _ = write_s2_stac(tmp_path)
+        patch = {"id": S2_COG_ID.replace("L2A", "L1C"), "properties": {"s2:product_type": "S2MSI1C"}}
+    raw = json.loads(item.read_text())
+    raw["id"] = patch["id"]
+    raw["properties"].update(patch["properties"])
+    item.write_text(json.dumps(raw))
+    with pytest.raises(ProductError, match="a Level-1 item .*Level-2") as info:
+        stack(item, tmp_path / "x.tif", bands="red", cloud_mask=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.tif").exists()
