@@ -312,6 +312,22 @@ def footprint(transform: Affine, height: int, width: int) -> BaseGeometry:
     return shapely.Polygon(corners)
 
 
+def area_outside_km2(inventory: Inventory, region: BaseGeometry) -> np.ndarray:
+    """True area (km2) of each outline outside ``region`` (0 for outlines within it).
+
+    With a grid's :func:`footprint` as ``region``, ``zone area + this`` is the outline's
+    area as the grid would see it whole: the denominator of a coverage that scene edges
+    lower but pixel discretization and overlaps with other outlines do not.
+    """
+    out = np.zeros(len(inventory))
+    partial = ~shapely.within(inventory.geometries, region)
+    if partial.any():
+        inside = shapely.intersection(inventory.geometries[partial], region)
+        inside_area, _ = geodesic_area_perimeter(inside, inventory.crs)
+        out[partial] = np.maximum(inventory.outline_area_km2[partial] - inside_area, 0.0)
+    return out
+
+
 def read_inventory(
     path: str | os.PathLike[str],
     crs: CRSLike | None,
