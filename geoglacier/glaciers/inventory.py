@@ -47,6 +47,12 @@ NAME_COLUMNS: tuple[str, ...] = ("Name", "glac_name", "name")
 AREA_COLUMNS: tuple[str, ...] = ("Area", "area_km2", "db_area")
 """Inventory area attributes (km2) carried into the table: RGI 6.0, RGI 7.0, GLIMS."""
 
+GLIMS_LINE_TYPE: str = "line_type"
+GLIMS_GLACIER: str = "glac_bound"
+GLIMS_ROCK: str = "intrnl_rock"
+"""GLIMS downloads hold one ``glac_bound`` polygon per analysis and its nunataks as
+separate ``intrnl_rock`` polygons (plus debris cover, lakes ... as other line types)."""
+
 VECTOR_SUFFIXES: tuple[str, ...] = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml")
 
 SEGMENT_M: float = 500.0
@@ -357,11 +363,12 @@ def read_inventory(
 
     Warns:
         InventoryWarning: outlines with empty or non-polygonal geometry were dropped, or
-        invalid ones repaired; the warning says how many.
+        invalid ones repaired; or, in a GLIMS download, nunataks were cut out of their
+        glaciers and other line types left out; the warning says how many.
     """
     shown = os.fspath(path)
     layer_name, src_crs, target, columns, features = _read_layer(path, crs, layer, shown)
-    props, geoms = features
+    props, geoms = _glims_glaciers(columns, *features, shown)
     values = {c: [p.get(c) for p in props] for c in columns}
     id_col = _choose_id_column(columns, values, id_column, shown)
     ids = _check_ids(values[id_col], id_col, shown)
@@ -432,6 +439,61 @@ def _read_layer(
             "check the file (e.g. with ogrinfo)"
         ) from exc
     return layer_name, src_crs, target, columns, features
+
+
+def _glims_glaciers(
+    columns: list[str], props: list[dict[str, Any]], geoms: list[BaseGeometry | None], shown: str
+) -> tuple[list[dict[str, Any]], list[BaseGeometry | None]]:
+    """The glaciers of a GLIMS download: its ``glac_bound`` polygons, nunataks cut out.
+
+    GLIMS gives each analysis one boundary polygon and its internal rock outcrops as
+    separate ``intrnl_rock`` features with the same ``anlys_id`` (or ``glac_id``); taking
+    every feature as a glacier would repeat ids and count nunatak, debris and lake
+    polygons as glaciers. Files without a GLIMS ``line_type`` column pass unchanged.
+
+    Warns:
+        InventoryWarning: rock outcrops were cut out or other line types left out (with counts).
+    """
+    col = _find_column(columns, [GLIMS_LINE_TYPE])
+    kinds = [str(p.get(col) or "").strip().lower() for p in props] if col else []
+    if GLIMS_GLACIER not in kinds:
+        return props, geoms
+    key = _find_column(columns, ["anlys_id"]) or _find_column(columns, ["glac_id"])
+    rocks: dict[Any, list[BaseGeometry]] = {}
+    others: dict[str, int] = {}
+    for p, g, kind in zip(props, geoms, kinds, strict=True):
+        if kind == GLIMS_ROCK:
+            if g is not None and not g.is_empty:
+                rocks.setdefault(p.get(key) if key else None, []).append(shapely.make_valid(g))
+        elif kind != GLIMS_GLACIER:
+            others[kind or "(none)"] = others.get(kind or "(none)", 0) + 1
+    out_props, out_geoms, cut = [], [], 0
+    for p, g, kind in zip(props, geoms, kinds, strict=True):
+        if kind != GLIMS_GLACIER:
+            continue
+        holes = rocks.get(p.get(key) if key else None, [])
+        if g is not None and not g.is_empty and holes:
+            glacier = shapely.make_valid(g)
+            inside = [r for r in holes if r.intersects(glacier)]
+            if inside:
+                g = glacier.difference(shapely.union_all(inside))
+                cut += len(inside)
+        out_props.append(p)
+        out_geoms.append(g)
+    n_rocks = sum(len(v) for v in rocks.values())
+    if n_rocks or others:
+        what = [f"kept {len(out_props)} glacier outlines ({GLIMS_GLACIER})"]
+        if n_rocks:
+            what.append(f"cut {cut} internal rock outcrop(s) ({GLIMS_ROCK}) out of them")
+            if n_rocks > cut:
+                what.append(
+                    f"left out {n_rocks - cut} {GLIMS_ROCK} polygon(s) inside no glacier of their analysis"
+                )
+        if others:
+            listed = ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
+            what.append(f"left out {sum(others.values())} other feature(s) ({listed})")
+        warnings.warn(f"{shown}: GLIMS line types: {'; '.join(what)}", InventoryWarning, stacklevel=3)
+    return out_props, out_geoms
 
 
 def _clean_geometries(

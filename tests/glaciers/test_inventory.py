@@ -183,3 +183,34 @@ def test_zip_without_vector_file(tmp_path: Path) -> None:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(InventoryError, match="holds no vector file"):
         read_inventory(archive, UTM)
+
+
+def test_glims_download_glacier_boundaries_minus_internal_rock(tmp_path: Path) -> None:
+    # A GLIMS download (glims_polygons.shp): per analysis one 'glac_bound' polygon, its
+    # nunataks as separate 'intrnl_rock' polygons with the same ids, and other line types
+    # (debris cover, lakes) that are parts of a glacier, not glaciers.
+    from geoglacier.glaciers.areas import glacier_areas
+
+    def row(line_type: str, anlys: int, glac: str) -> dict:
+        return {"line_type": line_type, "anlys_id": anlys, "glac_id": glac, "anlys_time": "2009-10-01T00:00:00",
+                "glac_name": "", "db_area": 0.3}  # fmt: skip
+
+    geoms = [
+        px_box(10, 10, 30, 30),  # glacier G1: 400 pixels ...
+        px_box(15, 15, 20, 20),  # ... with a 25-pixel nunatak
+        px_box(25, 10, 30, 30),  # G1's debris-covered tongue (inside its boundary)
+        px_box(10, 35, 20, 45),  # glacier G2: 100 pixels
+    ]
+    props = [row("glac_bound", 7, "G1"), row("intrnl_rock", 7, "G1"), row("debris_cov", 7, "G1"),
+             row("glac_bound", 8, "G2")]  # fmt: skip
+    path = write_outlines(tmp_path / "glims_polygons.shp", geoms, props=props)
+    with pytest.warns(InventoryWarning, match=r"1 internal rock.*1 other"):
+        inv = read_inventory(path, UTM, region=REGION)
+    assert inv.ids == ("G1", "G2") and inv.id_column == "glac_id"
+    ground = (PX / K0) ** 2 / 1e6  # km2 of one pixel on the central meridian
+    np.testing.assert_allclose(inv.outline_area_km2, [375 * ground, 100 * ground], rtol=1e-5)
+
+    mask = np.ones((SIZE, SIZE), dtype=np.uint8)
+    with pytest.warns(InventoryWarning):
+        table = glacier_areas(write_mask(tmp_path / "m.tif", mask), path, ring_pixels=0).table
+    np.testing.assert_allclose(table["mapped_area_km2"], [375 * ground, 100 * ground], rtol=1e-4)
