@@ -273,6 +273,35 @@ def _choose_id_column(
     return present[0]
 
 
+def _warn_repeated_glacier_ids(
+    columns: Sequence[str], values: dict[str, list[Any]], id_col: str, shown: str
+) -> None:
+    """Warn when GLIMS ``glac_id`` repeats and each analysis became a glacier of its own.
+
+    Analyses of one glacier at several dates overlap; a pixel goes to the one listed
+    first, so the others show too little area and a low coverage in a clear scene.
+    """
+    glac = _find_column(columns, ["glac_id"])
+    if glac is None or glac == id_col:
+        return
+    counts: dict[str, int] = {}
+    for v in values[glac]:
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    repeated = [k for k, n in counts.items() if n > 1]
+    if not repeated:
+        return
+    n = len(repeated)
+    warnings.warn(
+        f"{shown}: {n} glacier{'' if n == 1 else 's'} (e.g. {repeated[0]}) "
+        f"{'has' if n == 1 else 'have'} several analyses ({glac} repeats), so each analysis is a row, "
+        f"named by {id_col}; where analyses of one glacier overlap, the pixels go to the one listed "
+        "first and the others show too little area; keep one analysis per glacier (e.g. "
+        "ogr2ogr -where \"anlys_time >= '2015'\") for per-glacier areas",
+        InventoryWarning,
+        stacklevel=3,
+    )
+
+
 def _check_ids(ids: list[Any], column: str, shown: str) -> tuple[str, ...]:
     missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in ids)
     if missing:
@@ -372,6 +401,8 @@ def read_inventory(
     values = {c: [p.get(c) for p in props] for c in columns}
     id_col = _choose_id_column(columns, values, id_column, shown)
     ids = _check_ids(values[id_col], id_col, shown)
+    if id_column is None:
+        _warn_repeated_glacier_ids(columns, values, id_col, shown)
     name_col = _find_column(columns, NAME_COLUMNS)
     area_col = _find_column(columns, AREA_COLUMNS)
     total = len(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def test_id_column_is_found_for_rgi6_rgi7_and_glims(tmp_path: Path, columns: dic
         row[expected] = row[expected] + i if isinstance(row[expected], int) else f"{row[expected]}{i}"
         props.append(row)
     path = write_outlines(tmp_path / "i.gpkg", [px_box(1, 1, 5, 5), px_box(6, 6, 9, 9)], props=props)
-    inv = read_inventory(path, UTM, region=REGION)
+    repeats = "glac_id" in columns  # GLIMS analyses of one glacier: said in a warning
+    with pytest.warns(InventoryWarning, match="several analyses") if repeats else contextlib.nullcontext():
+        inv = read_inventory(path, UTM, region=REGION)
     assert inv.id_column == expected
     assert len(set(inv.ids)) == 2
     if "area_km2" in columns:
@@ -214,3 +217,18 @@ def test_glims_download_glacier_boundaries_minus_internal_rock(tmp_path: Path) -
     with pytest.warns(InventoryWarning):
         table = glacier_areas(write_mask(tmp_path / "m.tif", mask), path, ring_pixels=0).table
     np.testing.assert_allclose(table["mapped_area_km2"], [375 * ground, 100 * ground], rtol=1e-4)
+
+
+def test_glims_analyses_of_one_glacier_warn_that_they_compete_for_pixels(tmp_path: Path) -> None:
+    # Two analyses (2000, 2015) of glacier G1 overlap: anlys_id becomes the id, and the
+    # later analysis gets only the pixels the earlier one leaves. That must not be silent.
+    props = [
+        {"glac_id": "G1", "anlys_id": 11, "anlys_time": "2000-09-01T00:00:00"},
+        {"glac_id": "G1", "anlys_id": 12, "anlys_time": "2015-09-01T00:00:00"},
+        {"glac_id": "G2", "anlys_id": 21, "anlys_time": "2015-09-01T00:00:00"},
+    ]
+    geoms = [px_box(10, 10, 32, 30), px_box(10, 10, 30, 30), px_box(40, 10, 50, 20)]
+    path = write_outlines(tmp_path / "glims.gpkg", geoms, props=props)
+    with pytest.warns(InventoryWarning, match=r"1 glacier \(e\.g\. G1\) has several analyses.*anlys_id"):
+        inv = read_inventory(path, UTM, region=REGION)
+    assert inv.id_column == "anlys_id" and inv.ids == ("11", "12", "21")
