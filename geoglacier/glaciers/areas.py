@@ -490,16 +490,14 @@ def glacier_areas(
         mask, zr, probabilities=probabilities, thresholds=thresholds, spread=spread, window=window,
         progress=progress,
     )  # fmt: skip
-    table = _table(inv, sums, grid, mask_crs, min_coverage)
+    table = _table(inv, sums, grid, min_coverage)
     totals = _totals(table, sums, inv, info, mask_crs, min_coverage, ring_pixels, thresholds)
     if spread is not None:
         totals = replace(totals, spread_raster=str(spread))
     return GlacierAreas(table=table, totals=totals, geometries=inv.geometries, crs=mask_crs)
 
 
-def _table(
-    inv: Inventory, sums: ZoneSums, grid: shapely.Geometry, crs: pyproj.CRS, min_coverage: float
-) -> pd.DataFrame:
+def _table(inv: Inventory, sums: ZoneSums, grid: shapely.Geometry, min_coverage: float) -> pd.DataFrame:
     zone = sums.zone[1:] / 1e6
     valid = sums.valid[1:] / 1e6
     mapped = sums.mapped[1:] / 1e6
