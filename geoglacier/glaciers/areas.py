@@ -75,7 +75,7 @@ from geoglacier.errors import (
     InventoryError,
     NoOverlapError,
 )
-from geoglacier.glaciers.inventory import Inventory, footprint, geodesic_area_perimeter, read_inventory
+from geoglacier.glaciers.inventory import Inventory, area_outside_km2, footprint, read_inventory
 from geoglacier.glaciers.zones import WINDOW, ZoneRasterizer, grid_windows
 from geoglacier.io.atomic import (
     PNG_SUFFIXES,
@@ -490,27 +490,14 @@ def glacier_areas(
         mask, zr, probabilities=probabilities, thresholds=thresholds, spread=spread, window=window,
         progress=progress,
     )  # fmt: skip
-    table = _table(inv, sums, grid, mask_crs, min_coverage)
+    table = _table(inv, sums, grid, min_coverage)
     totals = _totals(table, sums, inv, info, mask_crs, min_coverage, ring_pixels, thresholds)
     if spread is not None:
         totals = replace(totals, spread_raster=str(spread))
     return GlacierAreas(table=table, totals=totals, geometries=inv.geometries, crs=mask_crs)
 
 
-def _outside_area_km2(inv: Inventory, grid: shapely.Geometry, crs: pyproj.CRS) -> np.ndarray:
-    """True area of each outline outside the grid's footprint (0 for outlines within it)."""
-    out = np.zeros(len(inv))
-    partial = ~shapely.within(inv.geometries, grid)
-    if partial.any():
-        inside = shapely.intersection(inv.geometries[partial], grid)
-        inside_area, _ = geodesic_area_perimeter(inside, crs)
-        out[partial] = np.maximum(inv.outline_area_km2[partial] - inside_area, 0.0)
-    return out
-
-
-def _table(
-    inv: Inventory, sums: ZoneSums, grid: shapely.Geometry, crs: pyproj.CRS, min_coverage: float
-) -> pd.DataFrame:
+def _table(inv: Inventory, sums: ZoneSums, grid: shapely.Geometry, min_coverage: float) -> pd.DataFrame:
     zone = sums.zone[1:] / 1e6
     valid = sums.valid[1:] / 1e6
     mapped = sums.mapped[1:] / 1e6
@@ -518,7 +505,7 @@ def _table(
     mean_px = sums.grid_area / max(sums.grid_pixels, 1)
     px_area = np.where(pixels > 0, sums.zone[1:] / np.maximum(pixels, 1), mean_px)
     px_side = np.sqrt(px_area)
-    denom = zone + _outside_area_km2(inv, grid, crs)
+    denom = zone + area_outside_km2(inv, grid)
     with np.errstate(invalid="ignore", divide="ignore"):
         coverage = np.where(denom > 0, valid / denom, 0.0)
         recall = np.where(valid > 0, mapped / valid, np.nan)

@@ -437,7 +437,7 @@ def _glacier_tables(
         return None, None
     px0_glacier = mean_pixel_side_m(per_glacier.m2, per_glacier.pixels, px0)
     u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr)
-    table = change_table(per_glacier.inventory, per_glacier.m2, u)
+    table = change_table(per_glacier.inventory, per_glacier.m2, u, per_glacier.outside_km2)
     totals = change_totals(table, per_glacier.m2, u)
     return table, totals
 

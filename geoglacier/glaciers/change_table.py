@@ -10,8 +10,10 @@ Columns (areas in km^2, true areas):
 
 - ``glacier_id``, ``name`` (empty where the inventory has none), ``inventory_area_km2`` (the inventory's own attribute),
   ``outline_area_km2`` (geodesic area of the whole outline), ``perimeter_km``;
-- ``valid_km2``: outline area valid at both dates; ``coverage = valid_km2 / outline_area_km2``
-  (scene edges, clouds and nodata at either date lower it);
+- ``valid_km2``: outline area valid at both dates; ``coverage = valid_km2 / (zone area +
+  outline area outside the grid)``, as in :mod:`geoglacier.glaciers.areas`: scene edges,
+  clouds and nodata at either date lower it; pixel discretization of small outlines and
+  pixels that overlapping outlines give to another glacier do not;
 - ``area_t0_km2``, ``area_t1_km2``: glacier area inside the outline at each date, over
   the same valid pixels; ``lost_km2``, ``gained_km2``;
 - ``change_km2 = area_t1 - area_t0`` (negative: shrinkage); ``relative_change =
@@ -53,7 +55,7 @@ from rasterio.windows import Window
 from geoglacier.errors import ConfigError
 from geoglacier.glaciers.areas import DEFAULT_MIN_COVERAGE
 from geoglacier.glaciers.changemap import ICE_GAINED, ICE_LOST, NODATA, STABLE_ICE, STABLE_NON_ICE
-from geoglacier.glaciers.inventory import Inventory
+from geoglacier.glaciers.inventory import Inventory, area_outside_km2, footprint
 from geoglacier.glaciers.zones import ZoneRasterizer
 
 DEFAULT_MIN_SNR: float = 1.0
@@ -88,6 +90,7 @@ class GlacierChangeAccumulator:
         self.inventory = inventory
         self._field = area_field
         self._zones = ZoneRasterizer(inventory.geometries, transform, height, width)
+        self.outside_km2 = area_outside_km2(inventory, footprint(transform, height, width))
         self.m2 = np.zeros((len(_CLASSES), len(inventory) + 1))
         self.pixels = np.zeros(len(inventory) + 1, dtype=np.int64)
 
@@ -135,7 +138,9 @@ def mean_pixel_side_m(m2: np.ndarray, pixels: np.ndarray, default_m: float) -> n
     return np.where(count > 0, np.sqrt(zone_m2 / np.maximum(count, 1)), default_m)
 
 
-def change_table(inventory: Inventory, m2: np.ndarray, u: UncertaintyInputs) -> pd.DataFrame:
+def change_table(
+    inventory: Inventory, m2: np.ndarray, u: UncertaintyInputs, outside_km2: np.ndarray | None = None
+) -> pd.DataFrame:
     """The per-glacier change table (columns in the module doc) from summed class areas.
 
     Args:
@@ -143,15 +148,18 @@ def change_table(inventory: Inventory, m2: np.ndarray, u: UncertaintyInputs) -> 
         m2: ``(5, n + 1)`` areas in m^2 of the classes stable non-ice, stable ice, ice lost,
             ice gained and nodata per zone (column 0: outside every outline).
         u: pixel sizes, years and flag thresholds.
+        outside_km2: each outline's area outside the grid
+            (:attr:`GlacierChangeAccumulator.outside_km2`); ``None``: all lie within it.
     """
     km2 = m2[:, 1:] / 1e6
     non, stable, lost, gained = km2[0], km2[1], km2[2], km2[3]
     valid = non + stable + lost + gained
+    seen = km2.sum(axis=0) + (0.0 if outside_km2 is None else np.asarray(outside_km2, dtype=np.float64))
     a0, a1 = stable + lost, stable + gained
     change = a1 - a0
     outline = np.asarray(inventory.outline_area_km2, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        coverage = np.clip(np.where(outline > 0, valid / outline, 0.0), 0.0, 1.0)
+        coverage = np.clip(np.where(seen > 0, valid / seen, 0.0), 0.0, 1.0)
         relative = np.where(a0 > 0, change / a0, np.nan)
     perimeter = np.asarray(inventory.perimeter_km, dtype=np.float64)
     s0 = buffer_uncertainty_km2(perimeter, u.pixel_side_t0_m)

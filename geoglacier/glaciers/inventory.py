@@ -47,6 +47,12 @@ NAME_COLUMNS: tuple[str, ...] = ("Name", "glac_name", "name")
 AREA_COLUMNS: tuple[str, ...] = ("Area", "area_km2", "db_area")
 """Inventory area attributes (km2) carried into the table: RGI 6.0, RGI 7.0, GLIMS."""
 
+GLIMS_LINE_TYPE: str = "line_type"
+GLIMS_GLACIER: str = "glac_bound"
+GLIMS_ROCK: str = "intrnl_rock"
+"""GLIMS downloads hold one ``glac_bound`` polygon per analysis and its nunataks as
+separate ``intrnl_rock`` polygons (plus debris cover, lakes ... as other line types)."""
+
 VECTOR_SUFFIXES: tuple[str, ...] = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml")
 
 SEGMENT_M: float = 500.0
@@ -267,6 +273,35 @@ def _choose_id_column(
     return present[0]
 
 
+def _warn_repeated_glacier_ids(
+    columns: Sequence[str], values: dict[str, list[Any]], id_col: str, shown: str
+) -> None:
+    """Warn when GLIMS ``glac_id`` repeats and each analysis became a glacier of its own.
+
+    Analyses of one glacier at several dates overlap; a pixel goes to the one listed
+    first, so the others show too little area and a low coverage in a clear scene.
+    """
+    glac = _find_column(columns, ["glac_id"])
+    if glac is None or glac == id_col:
+        return
+    counts: dict[str, int] = {}
+    for v in values[glac]:
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    repeated = [k for k, n in counts.items() if n > 1]
+    if not repeated:
+        return
+    n = len(repeated)
+    warnings.warn(
+        f"{shown}: {n} glacier{'' if n == 1 else 's'} (e.g. {repeated[0]}) "
+        f"{'has' if n == 1 else 'have'} several analyses ({glac} repeats), so each analysis is a row, "
+        f"named by {id_col}; where analyses of one glacier overlap, the pixels go to the one listed "
+        "first and the others show too little area; keep one analysis per glacier (e.g. "
+        "ogr2ogr -where \"anlys_time >= '2015'\") for per-glacier areas",
+        InventoryWarning,
+        stacklevel=3,
+    )
+
+
 def _check_ids(ids: list[Any], column: str, shown: str) -> tuple[str, ...]:
     missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in ids)
     if missing:
@@ -312,6 +347,22 @@ def footprint(transform: Affine, height: int, width: int) -> BaseGeometry:
     return shapely.Polygon(corners)
 
 
+def area_outside_km2(inventory: Inventory, region: BaseGeometry) -> np.ndarray:
+    """True area (km2) of each outline outside ``region`` (0 for outlines within it).
+
+    With a grid's :func:`footprint` as ``region``, ``zone area + this`` is the outline's
+    area as the grid would see it whole: the denominator of a coverage that scene edges
+    lower but pixel discretization and overlaps with other outlines do not.
+    """
+    out = np.zeros(len(inventory))
+    partial = ~shapely.within(inventory.geometries, region)
+    if partial.any():
+        inside = shapely.intersection(inventory.geometries[partial], region)
+        inside_area, _ = geodesic_area_perimeter(inside, inventory.crs)
+        out[partial] = np.maximum(inventory.outline_area_km2[partial] - inside_area, 0.0)
+    return out
+
+
 def read_inventory(
     path: str | os.PathLike[str],
     crs: CRSLike | None,
@@ -341,14 +392,17 @@ def read_inventory(
 
     Warns:
         InventoryWarning: outlines with empty or non-polygonal geometry were dropped, or
-        invalid ones repaired; the warning says how many.
+        invalid ones repaired; or, in a GLIMS download, nunataks were cut out of their
+        glaciers and other line types left out; the warning says how many.
     """
     shown = os.fspath(path)
     layer_name, src_crs, target, columns, features = _read_layer(path, crs, layer, shown)
-    props, geoms = features
+    props, geoms = _glims_glaciers(columns, *features, shown)
     values = {c: [p.get(c) for p in props] for c in columns}
     id_col = _choose_id_column(columns, values, id_column, shown)
     ids = _check_ids(values[id_col], id_col, shown)
+    if id_column is None:
+        _warn_repeated_glacier_ids(columns, values, id_col, shown)
     name_col = _find_column(columns, NAME_COLUMNS)
     area_col = _find_column(columns, AREA_COLUMNS)
     total = len(ids)
@@ -416,6 +470,61 @@ def _read_layer(
             "check the file (e.g. with ogrinfo)"
         ) from exc
     return layer_name, src_crs, target, columns, features
+
+
+def _glims_glaciers(
+    columns: list[str], props: list[dict[str, Any]], geoms: list[BaseGeometry | None], shown: str
+) -> tuple[list[dict[str, Any]], list[BaseGeometry | None]]:
+    """The glaciers of a GLIMS download: its ``glac_bound`` polygons, nunataks cut out.
+
+    GLIMS gives each analysis one boundary polygon and its internal rock outcrops as
+    separate ``intrnl_rock`` features with the same ``anlys_id`` (or ``glac_id``); taking
+    every feature as a glacier would repeat ids and count nunatak, debris and lake
+    polygons as glaciers. Files without a GLIMS ``line_type`` column pass unchanged.
+
+    Warns:
+        InventoryWarning: rock outcrops were cut out or other line types left out (with counts).
+    """
+    col = _find_column(columns, [GLIMS_LINE_TYPE])
+    kinds = [str(p.get(col) or "").strip().lower() for p in props] if col else []
+    if GLIMS_GLACIER not in kinds:
+        return props, geoms
+    key = _find_column(columns, ["anlys_id"]) or _find_column(columns, ["glac_id"])
+    rocks: dict[Any, list[BaseGeometry]] = {}
+    others: dict[str, int] = {}
+    for p, g, kind in zip(props, geoms, kinds, strict=True):
+        if kind == GLIMS_ROCK:
+            if g is not None and not g.is_empty:
+                rocks.setdefault(p.get(key) if key else None, []).append(shapely.make_valid(g))
+        elif kind != GLIMS_GLACIER:
+            others[kind or "(none)"] = others.get(kind or "(none)", 0) + 1
+    out_props, out_geoms, cut = [], [], 0
+    for p, g, kind in zip(props, geoms, kinds, strict=True):
+        if kind != GLIMS_GLACIER:
+            continue
+        holes = rocks.get(p.get(key) if key else None, [])
+        if g is not None and not g.is_empty and holes:
+            glacier = shapely.make_valid(g)
+            inside = [r for r in holes if r.intersects(glacier)]
+            if inside:
+                g = glacier.difference(shapely.union_all(inside))
+                cut += len(inside)
+        out_props.append(p)
+        out_geoms.append(g)
+    n_rocks = sum(len(v) for v in rocks.values())
+    if n_rocks or others:
+        what = [f"kept {len(out_props)} glacier outlines ({GLIMS_GLACIER})"]
+        if n_rocks:
+            what.append(f"cut {cut} internal rock outcrop(s) ({GLIMS_ROCK}) out of them")
+            if n_rocks > cut:
+                what.append(
+                    f"left out {n_rocks - cut} {GLIMS_ROCK} polygon(s) inside no glacier of their analysis"
+                )
+        if others:
+            listed = ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
+            what.append(f"left out {sum(others.values())} other feature(s) ({listed})")
+        warnings.warn(f"{shown}: GLIMS line types: {'; '.join(what)}", InventoryWarning, stacklevel=3)
+    return out_props, out_geoms
 
 
 def _clean_geometries(

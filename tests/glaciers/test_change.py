@@ -288,6 +288,37 @@ def test_dates_from_the_tags_and_overrides(tmp_path: Path) -> None:
     assert not (tmp_path / "c.tif").exists()
 
 
+# ---------------------------------------------------------------------- coverage of outlines
+
+
+def test_coverage_is_what_the_scene_sees_not_the_rasterized_share(tmp_path: Path) -> None:
+    # Three outlines a clear scene sees whole: G0, the square on pixel edges; G1, a small
+    # box 2.8 pixels wide that only 2 x 2 pixel centres fall in (4 of its 7.84 pixels);
+    # G2, a box overlapping G0, whose shared pixels go to G0 (listed first). Coverage is
+    # about clouds and scene edges, so all three are covered whole, as `geoglacier glaciers`
+    # says; a fourth, G3, lies half past the grid's west edge and is covered by half.
+    from geoglacier.glaciers.areas import glacier_areas
+
+    x0, y0 = UTM_TRANSFORM * (LO + 20.6, LO - 8.4)
+    small = shapely.box(x0, y0 - 2.8 * PX, x0 + 2.8 * PX, y0)
+    overlapping = outline(HI - 4, HI + 8)
+    half_out = shapely.box(*(UTM_TRANSFORM * (-8, 50)), *(UTM_TRANSFORM * (8, 58)))
+    half_out = shapely.box(*shapely.bounds(half_out))
+    inventory = write_inventory(tmp_path / "o.gpkg", [outline(), small, overlapping, half_out])
+    t0 = write_mask(tmp_path / "t0.tif", square())
+    result = glacier_change(t0, t0, tmp_path / "c.tif", inventory=inventory)
+    change = result.glaciers.set_index("glacier_id")
+    areas = glacier_areas(t0, inventory).table.set_index("glacier_id")
+    assert change.loc["G1", "valid_km2"] == pytest.approx(4 * PX * PX / 1e6, rel=2e-3)
+    for gid in ("G0", "G1", "G2"):
+        assert change.loc[gid, "coverage"] == pytest.approx(1.0, abs=1e-6), gid
+        assert not change.loc[gid, "low_coverage"], gid
+    assert change.loc["G3", "coverage"] == pytest.approx(0.5, abs=0.01)
+    assert change.loc["G3", "low_coverage"]
+    assert np.allclose(change["coverage"], areas.loc[change.index, "coverage"], atol=1e-6)
+    assert result.glacier_totals["flagged_low_coverage"] == 1
+
+
 # ------------------------------------------------------------------------ identical masks
 
 

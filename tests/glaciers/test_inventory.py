@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def test_id_column_is_found_for_rgi6_rgi7_and_glims(tmp_path: Path, columns: dic
         row[expected] = row[expected] + i if isinstance(row[expected], int) else f"{row[expected]}{i}"
         props.append(row)
     path = write_outlines(tmp_path / "i.gpkg", [px_box(1, 1, 5, 5), px_box(6, 6, 9, 9)], props=props)
-    inv = read_inventory(path, UTM, region=REGION)
+    repeats = "glac_id" in columns  # GLIMS analyses of one glacier: said in a warning
+    with pytest.warns(InventoryWarning, match="several analyses") if repeats else contextlib.nullcontext():
+        inv = read_inventory(path, UTM, region=REGION)
     assert inv.id_column == expected
     assert len(set(inv.ids)) == 2
     if "area_km2" in columns:
@@ -183,3 +186,49 @@ def test_zip_without_vector_file(tmp_path: Path) -> None:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(InventoryError, match="holds no vector file"):
         read_inventory(archive, UTM)
+
+
+def test_glims_download_glacier_boundaries_minus_internal_rock(tmp_path: Path) -> None:
+    # A GLIMS download (glims_polygons.shp): per analysis one 'glac_bound' polygon, its
+    # nunataks as separate 'intrnl_rock' polygons with the same ids, and other line types
+    # (debris cover, lakes) that are parts of a glacier, not glaciers.
+    from geoglacier.glaciers.areas import glacier_areas
+
+    def row(line_type: str, anlys: int, glac: str) -> dict:
+        return {"line_type": line_type, "anlys_id": anlys, "glac_id": glac, "anlys_time": "2009-10-01T00:00:00",
+                "glac_name": "", "db_area": 0.3}  # fmt: skip
+
+    geoms = [
+        px_box(10, 10, 30, 30),  # glacier G1: 400 pixels ...
+        px_box(15, 15, 20, 20),  # ... with a 25-pixel nunatak
+        px_box(25, 10, 30, 30),  # G1's debris-covered tongue (inside its boundary)
+        px_box(10, 35, 20, 45),  # glacier G2: 100 pixels
+    ]
+    props = [row("glac_bound", 7, "G1"), row("intrnl_rock", 7, "G1"), row("debris_cov", 7, "G1"),
+             row("glac_bound", 8, "G2")]  # fmt: skip
+    path = write_outlines(tmp_path / "glims_polygons.shp", geoms, props=props)
+    with pytest.warns(InventoryWarning, match=r"1 internal rock.*1 other"):
+        inv = read_inventory(path, UTM, region=REGION)
+    assert inv.ids == ("G1", "G2") and inv.id_column == "glac_id"
+    ground = (PX / K0) ** 2 / 1e6  # km2 of one pixel on the central meridian
+    np.testing.assert_allclose(inv.outline_area_km2, [375 * ground, 100 * ground], rtol=1e-5)
+
+    mask = np.ones((SIZE, SIZE), dtype=np.uint8)
+    with pytest.warns(InventoryWarning):
+        table = glacier_areas(write_mask(tmp_path / "m.tif", mask), path, ring_pixels=0).table
+    np.testing.assert_allclose(table["mapped_area_km2"], [375 * ground, 100 * ground], rtol=1e-4)
+
+
+def test_glims_analyses_of_one_glacier_warn_that_they_compete_for_pixels(tmp_path: Path) -> None:
+    # Two analyses (2000, 2015) of glacier G1 overlap: anlys_id becomes the id, and the
+    # later analysis gets only the pixels the earlier one leaves. That must not be silent.
+    props = [
+        {"glac_id": "G1", "anlys_id": 11, "anlys_time": "2000-09-01T00:00:00"},
+        {"glac_id": "G1", "anlys_id": 12, "anlys_time": "2015-09-01T00:00:00"},
+        {"glac_id": "G2", "anlys_id": 21, "anlys_time": "2015-09-01T00:00:00"},
+    ]
+    geoms = [px_box(10, 10, 32, 30), px_box(10, 10, 30, 30), px_box(40, 10, 50, 20)]
+    path = write_outlines(tmp_path / "glims.gpkg", geoms, props=props)
+    with pytest.warns(InventoryWarning, match=r"1 glacier \(e\.g\. G1\) has several analyses.*anlys_id"):
+        inv = read_inventory(path, UTM, region=REGION)
+    assert inv.id_column == "anlys_id" and inv.ids == ("11", "12", "21")
