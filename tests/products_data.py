@@ -403,7 +403,7 @@ def write_stac_item(
     return path
 
 
-def write_s2_stac(parent: Path, **kwargs) -> tuple[Path, S2Fixture]:
+def write_s2_stac(parent: Path, properties: dict | None = None, **kwargs) -> tuple[Path, S2Fixture]:
     """A folder of S2 COGs plus a STAC item beside it whose assets point at them (relative hrefs)."""
     fx = write_s2_cogs(parent, name="cogs")
     hrefs = {band: f"cogs/{band}.tif" for band in _S2_COMMON}
@@ -414,7 +414,7 @@ def write_s2_stac(parent: Path, **kwargs) -> tuple[Path, S2Fixture]:
         item_id=S2_COG_ID,
         common=_S2_COMMON,
         quality=("scl", "cogs/SCL.tif"),
-        properties={"s2:processing_baseline": "05.09", "instruments": ["msi"]},
+        properties={"s2:processing_baseline": "05.09", "instruments": ["msi"], **(properties or {})},
         **kwargs,
     )
     return item, fx

@@ -9,7 +9,10 @@ both, an asset key that is a common name). STAC spells the shortwave infrared
 
 Scale and offset come from the asset's ``raster:bands`` when given; otherwise from the
 platform: Landsat C2 L2 ``0.0000275`` / ``-0.2``; Sentinel-2 ``1/10000`` and, when
-``s2:processing_baseline`` is 04.00 or later, an offset of ``-1000/10000``.
+``s2:processing_baseline`` is 04.00 or later, an offset of ``-1000/10000``. An Earth Search
+item whose ``earthsearch:boa_offset_applied`` is true holds DN with the offset already
+added, although its ``raster:bands`` still declare ``-0.1``: no offset is applied then, and
+the note says so (a second one would put every reflectance 0.1 too low).
 
 Level-1 items (an id such as ``LC08_L1TP_...`` or ``..._L1C``, a ``landsat-c2-l1`` or
 ``sentinel-2-l1c`` collection, ``landsat:correction`` / ``s2:product_type`` saying so) are
@@ -135,6 +138,20 @@ def _baseline_offset(item: Any) -> float:
         return 0.0
 
 
+#: Earth Search's flag: the BOA offset was added to the COGs' DN when they were made
+BOA_OFFSET_APPLIED = "earthsearch:boa_offset_applied"
+
+
+def _offset_already_applied(item: Any) -> bool:
+    return item.properties.get(BOA_OFFSET_APPLIED) is True
+
+
+def _offset_notes(item: Any) -> tuple[str, ...]:
+    if not _offset_already_applied(item):
+        return ()
+    return (f"{BOA_OFFSET_APPLIED} is true: the DN already hold the BOA offset, so no offset is applied",)
+
+
 #: a Level-1 product in an id or a property: LC08_L1TP_..., S2B_..._L1C, landsat-c2-l1, S2MSI1C
 _LEVEL1 = re.compile(r"(?:^|[_\-:])(?:L1(?:TP|GT|GS|C)?|MSIL1C|S2MSI1C)(?:$|[_\-])", re.IGNORECASE)
 _LEVEL_FIELDS = ("landsat:correction", "s2:product_type", "processing:level")
@@ -189,7 +206,7 @@ def read_stac_item(path: str | Path) -> Product:
         else:
             scale, offset = 1.0 / sentinel2.QUANTIFICATION, _baseline_offset(item) / sentinel2.QUANTIFICATION
         scale = float(raster.get("scale", scale))
-        offset = float(raster.get("offset", offset))
+        offset = 0.0 if _offset_already_applied(item) else float(raster.get("offset", offset))
         nodata = raster.get("nodata", 0.0)
         bands[name] = BandFile(_href(asset), scale, offset, nodata)
     quality = None
@@ -206,5 +223,5 @@ def read_stac_item(path: str | Path) -> Product:
         acquisition_date=when.date().isoformat() if when else None,
         sensor=_sensor(item, family, number),
         product_id=item.id,
-        notes=(f"{family} item {item.id} with {len(assets)} assets",),
+        notes=(f"{family} item {item.id} with {len(assets)} assets", *_offset_notes(item)),
     )

@@ -43,6 +43,23 @@ def test_raster_bands_scale_and_offset_win(tmp_path: Path) -> None:
     np.testing.assert_allclose(red, fx.dn["B04"] * 0.0002 + 0.05, atol=1e-6)
 
 
+def test_earth_search_offset_already_applied_is_not_applied_again(tmp_path: Path) -> None:
+    # Earth Search items keep raster:bands offset -0.1 on COGs whose DN already hold it
+    rb = {"scale": 0.0001, "offset": -0.1, "nodata": 0}
+    for applied, offset in ((True, 0.0), (False, -0.1)):
+        folder = tmp_path / str(applied)
+        folder.mkdir()
+        item, fx = write_s2_stac(
+            folder, properties={"earthsearch:boa_offset_applied": applied}, raster_bands={"B04": rb}
+        )
+        product = read_stac_item(item)
+        assert ("already hold the BOA offset" in " ".join(product.notes)) is applied
+        stack(item, folder / "r.tif", bands="red", cloud_mask=False)
+        with rasterio.open(folder / "r.tif") as ds:
+            red = ds.read(1)
+        np.testing.assert_allclose(red, fx.dn["B04"] * 0.0001 + offset, atol=1e-6)
+
+
 def test_landsat_item_nir08_and_qa_pixel(tmp_path: Path) -> None:
     item, fx = write_landsat_stac(tmp_path)
     product = read_stac_item(item)
