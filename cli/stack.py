@@ -29,7 +29,12 @@ KINDS = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac")
     nargs=4,
     default=None,
     metavar="XMIN YMIN XMAX YMAX",
-    help="Crop to these bounds, in the output CRS.",
+    help="Crop to these bounds, in the output CRS (or in --bounds-crs).",
+)
+@click.option(
+    "--bounds-crs",
+    default=None,
+    help="CRS of --bounds, e.g. EPSG:4326 for longitudes and latitudes.  [default: the output CRS]",
 )
 @click.option(
     "--clip",
@@ -60,6 +65,7 @@ def stack(
     resolution: float | None,
     crs: str | None,
     bounds: tuple[float, float, float, float] | None,
+    bounds_crs: str | None,
     clip: str | None,
     clip_buffer: float,
     cloud_buffer: int,
@@ -85,6 +91,7 @@ def stack(
         resolution=resolution,
         crs=crs,
         bounds=bounds or None,
+        bounds_crs=bounds_crs,
         clip=clip,
         clip_buffer=clip_buffer,
         cloud_buffer=cloud_buffer,

@@ -140,6 +140,37 @@ def _check_resolution(res: float, footprint: Bounds, crs: CRS) -> None:
         )
 
 
+def bounds_in(bounds: Bounds, bounds_crs: str | None, dst_crs: CRS) -> Bounds:
+    """``bounds`` (given in ``bounds_crs``; None: already in ``dst_crs``) as a box in ``dst_crs``.
+
+    Raises:
+        ConfigError: ``xmin >= xmax`` or ``ymin >= ymax``, or an unknown ``bounds_crs``.
+    """
+    box = tuple(float(v) for v in bounds)
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise ConfigError(f"--bounds {box}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
+    if not bounds_crs:
+        return box  # type: ignore[return-value]
+    try:
+        src = CRS.from_user_input(bounds_crs)
+    except CRSError as exc:
+        raise ConfigError(
+            f"--bounds-crs {bounds_crs!r} is not a CRS GDAL knows; give e.g. EPSG:4326"
+        ) from exc
+    return _unwrap(transform_bounds(src, dst_crs, *box, densify_pts=21), dst_crs)
+
+
+def _crop_or_fail(footprint: Bounds, box: Bounds, crs: CRS, what: str, fix: str) -> Bounds:
+    """``footprint`` cut to ``box``, or a FootprintError naming ``what`` and ``fix``."""
+    cropped = _crop(footprint, box, crs)
+    if cropped is None:
+        raise FootprintError(
+            f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
+            f"in {crs.to_string()}; {fix}"
+        )
+    return cropped
+
+
 def plan_grid(
     datasets: dict[str, Any],
     *,
@@ -148,13 +179,15 @@ def plan_grid(
     bounds: Bounds | None = None,
     clip: str | os.PathLike[str] | None = None,
     clip_buffer: float = 0.0,
+    bounds_crs: str | None = None,
 ) -> Grid:
     """The output grid for open band datasets (name -> dataset).
 
     Defaults: the CRS and pixel size of the finest band; the footprint every band
     covers, on the finest band's own pixel grid. With another CRS or pixel size, pixel
-    edges fall on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` and the
-    AOI (``clip``, grown by ``clip_buffer``) are in the output CRS's units.
+    edges fall on multiples of the pixel size (as ``gdalwarp -tap``). ``bounds`` are in
+    ``bounds_crs`` (default: the output CRS; as ``gdalwarp -te_srs``); the AOI (``clip``,
+    grown by ``clip_buffer``) in the output CRS's units.
 
     Raises:
         FootprintError: the bands, or the bands and the bounds/AOI, do not overlap.
@@ -186,32 +219,26 @@ def plan_grid(
     assert footprint is not None
     if resolution is not None:
         _check_resolution(res, footprint, dst_crs)
-    for what, box in (
-        (f"--bounds {bounds}", bounds),
-        (f"--clip {clip}", None if clip is None else read_aoi_bounds(clip, dst_crs, clip_buffer)),
-    ):
-        if box is None:
-            continue
+    if bounds is not None:
+        box = bounds_in(bounds, bounds_crs, dst_crs)
+        fix = (
+            f"they are {tuple(round(v, 3) for v in box)} there; check --bounds-crs"
+            if bounds_crs
+            else "give bounds in the output CRS, or name their CRS with --bounds-crs"
+        )
+        footprint = _crop_or_fail(footprint, box, dst_crs, f"--bounds {tuple(bounds)}", fix)
+    if clip is not None:
+        box = read_aoi_bounds(clip, dst_crs, clip_buffer)
         if not (box[0] < box[2] and box[1] < box[3]):
-            if clip is not None and what.startswith("--clip"):
-                raise ConfigError(
-                    f"{what}: its outlines give no valid box in {dst_crs.to_string()} (got {tuple(box)}); "
-                    "check that the file's CRS is the one its coordinates are in"
-                )
-            raise ConfigError(f"{what}: give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
-        cropped = _crop(footprint, tuple(float(v) for v in box), dst_crs)  # type: ignore[arg-type]
-        if cropped is None:
-            fix = (
-                "give bounds in the output CRS"
-                if what.startswith("--bounds")
-                else f"the AOI's bounds there are {tuple(round(v, 3) for v in box)}: "
-                "use an AOI inside this product, or the product that covers the AOI"
+            raise ConfigError(
+                f"--clip {clip}: its outlines give no valid box in {dst_crs.to_string()} (got {tuple(box)}); "
+                "check that the file's CRS is the one its coordinates are in"
             )
-            raise FootprintError(
-                f"{what} does not overlap the product's footprint {tuple(round(v, 3) for v in footprint)} "
-                f"in {dst_crs.to_string()}; {fix}"
-            )
-        footprint = cropped
+        fix = (
+            f"the AOI's bounds there are {tuple(round(v, 3) for v in box)}: "
+            "use an AOI inside this product, or the product that covers the AOI"
+        )
+        footprint = _crop_or_fail(footprint, box, dst_crs, f"--clip {clip}", fix)
     same = dst_crs == finest.crs and math.isclose(res, abs(finest.res[0]), rel_tol=1e-9)
     ox, oy = (finest.transform.c, finest.transform.f) if same else (0.0, 0.0)
     left, width = _snap(footprint[0], footprint[2], ox, res)

@@ -192,6 +192,7 @@ def stack(
     clip_buffer: float = 0.0,
     cloud_buffer: int = 0,
     cloud_mask: bool = True,
+    bounds_crs: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> StackResult:
@@ -204,11 +205,12 @@ def stack(
         kind: ``landsat``, ``sentinel2-safe``, ``sentinel2-cogs`` or ``stac``; ``None`` detects it.
         resolution: output pixel size in the output CRS's units; default the finest band's.
         crs: output CRS (``EPSG:32645`` ...); default the bands' own.
-        bounds: ``(xmin, ymin, xmax, ymax)`` in the output CRS to crop to.
+        bounds: ``(xmin, ymin, xmax, ymax)`` to crop to, in ``bounds_crs``.
         clip: a vector file whose features' bounds (plus ``clip_buffer``) crop the output.
         clip_buffer: margin around the AOI, in the output CRS's units (metres for UTM).
         cloud_buffer: grow the cloud mask by this many output pixels.
         cloud_mask: ``False`` keeps every pixel with data (the quality layer is not read).
+        bounds_crs: the CRS ``bounds`` are given in (``EPSG:4326`` ...); default the output CRS.
         overwrite: replace ``out`` if it exists.
         progress: show a progress bar of strips on stderr.
 
@@ -239,7 +241,13 @@ def stack(
         if cloud_mask and product.quality is not None:
             qds = files.enter_context(_open(product.quality.path, "quality layer", product.source))
         grid = plan_grid(
-            datasets, resolution=resolution, crs=crs, bounds=bounds, clip=clip, clip_buffer=clip_buffer
+            datasets,
+            resolution=resolution,
+            crs=crs,
+            bounds=bounds,
+            clip=clip,
+            clip_buffer=clip_buffer,
+            bounds_crs=bounds_crs,
         )
         vrts, qvrt = _warped(files, product, datasets, qds, grid)
         tags = product.tags()

@@ -232,3 +232,45 @@ def test_a_product_of_another_kind_is_named_as_such(tmp_path: Path) -> None:
         _one_line_error(code, output, "no Sentinel-2 band COGs", "leave out --kind")
         assert "re-download" not in output
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_bounds_in_longitudes_and_latitudes_with_bounds_crs(tmp_path: Path) -> None:
+    from rasterio.warp import transform_bounds
+
+    fx = write_safe(tmp_path)
+    with rasterio.open(fx.paths["B04"]) as ds:
+        crs, full = ds.crs, ds.bounds
+    w, h = full.right - full.left, full.top - full.bottom
+    utm = (full.left + 0.3 * w, full.bottom + 0.3 * h, full.left + 0.7 * w, full.top - 0.3 * h)
+    lonlat = transform_bounds(crs, "EPSG:4326", *utm)
+    out = tmp_path / "cut.tif"
+    code, output = run(
+        "stack", fx.folder, "--out", out, "--bands", "red", "--bounds", *lonlat, "--bounds-crs", "EPSG:4326"
+    )
+    assert code == 0, output
+    expected = transform_bounds("EPSG:4326", crs, *lonlat, densify_pts=21)  # rasterio's own reprojection
+    with rasterio.open(out) as ds:
+        got = ds.bounds
+        assert ds.crs == crs and ds.res == (10.0, 10.0)
+    # the output covers the reprojected box, snapped outwards to whole 10 m pixels
+    assert got.left <= expected[0] < got.left + 10 and got.right - 10 < expected[2] <= got.right
+    assert got.bottom <= expected[1] < got.bottom + 10 and got.top - 10 < expected[3] <= got.top
+    # the same numbers read as UTM metres miss the product, and the message points at --bounds-crs
+    code, output = run(
+        "stack", fx.folder, "--out", tmp_path / "miss.tif", "--bands", "red", "--bounds", *lonlat
+    )
+    assert code != 0 and "--bounds-crs" in output and "Traceback" not in output
+    code, output = run(
+        "stack",
+        fx.folder,
+        "--out",
+        tmp_path / "bad.tif",
+        "--bands",
+        "red",
+        "--bounds",
+        *lonlat,
+        "--bounds-crs",
+        "EPSG:99999",
+    )
+    assert code != 0 and "--bounds-crs 'EPSG:99999' is not a CRS" in output
+    assert not (tmp_path / "miss.tif").exists() and not (tmp_path / "bad.tif").exists()
