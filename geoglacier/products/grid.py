@@ -114,7 +114,7 @@ def _snap(lo: float, hi: float, origin: float, res: float) -> tuple[float, int]:
     return start, max(1, round((stop - start) / res))
 
 
-def _default_resolution(ds: Any, dst_crs: CRS) -> float:
+def native_resolution(ds: Any, dst_crs: CRS) -> float:
     """The pixel size in ``dst_crs`` that keeps about as many pixels as ``ds`` has (GDAL's suggestion).
 
     Across the antimeridian GDAL's suggestion spans the whole globe (pixels of degrees),
@@ -204,7 +204,7 @@ def plan_grid(
     elif dst_crs == finest.crs:
         res = abs(float(finest.res[0]))
     else:
-        res = _default_resolution(finest, dst_crs)
+        res = native_resolution(finest, dst_crs)
     footprint: Bounds | None = None
     first = ""
     for name, ds in datasets.items():

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
@@ -52,7 +53,7 @@ from geoglacier.io.atomic import (
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
 from geoglacier.io.scene import GDAL_CACHE_BYTES
 from geoglacier.products import landsat, sentinel2, stac
-from geoglacier.products.grid import Bounds, Grid, plan_grid
+from geoglacier.products.grid import Bounds, Grid, native_resolution, plan_grid
 from geoglacier.products.metadata import DATE_TAG, PRODUCT_TAG, SENSOR_TAG
 from geoglacier.products.product import KINDS, BandFile, Product
 from geoglacier.products.quality import CLOUD, INVALID
@@ -156,6 +157,10 @@ def _open(path: str, what: str, source: str) -> Any:
         ds.close()
         raise ProductError(f"{path}: the {what} has no CRS; is this file from the product as delivered?")
     return ds
+
+
+#: at most this many quality pixels along an output pixel's side are looked at
+MAX_QUALITY_FACTOR: int = 16
 
 
 # ----------------------------------------------------------------------------- stacking
@@ -337,7 +342,7 @@ def _check_product(product: Product, recipe: Sequence[str], cloud_mask: bool) ->
 def _warped(
     files: ExitStack, product: Product, datasets: dict[str, Any], qds: Any, grid: Grid
 ) -> tuple[dict[str, WarpedVRT], WarpedVRT | None]:
-    """Every band warped onto ``grid`` (bilinear, float32, NaN nodata) and the quality layer (nearest)."""
+    """Every band warped onto ``grid`` (bilinear, float32, NaN nodata) and the quality layer (nearest, refined)."""
     warp = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
     vrts = {
         n: files.enter_context(
@@ -354,11 +359,41 @@ def _warped(
     }
     qvrt = None
     if qds is not None and product.quality is not None:
+        k = quality_factor(grid, qds)
+        fine = {**warp, "transform": grid.transform * Affine.scale(1 / k)}
+        fine |= {"width": grid.width * k, "height": grid.height * k}
         fill = product.quality.fill
-        qvrt = files.enter_context(
-            WarpedVRT(qds, resampling=Resampling.nearest, src_nodata=fill, nodata=fill, **warp)
-        )
+        vrt = WarpedVRT(qds, resampling=Resampling.nearest, src_nodata=fill, nodata=fill, **fine)
+        qvrt = _Quality(files.enter_context(vrt), k)
     return vrts, qvrt
+
+
+@dataclass(frozen=True)
+class _Quality:
+    """The quality layer on the output grid refined ``factor`` times (nearest).
+
+    Output pixels coarser than the layer's own (``--resolution 30`` from Sentinel-2's
+    20 m SCL) then see every quality pixel inside them: a cloud anywhere in an output
+    pixel masks it (its reflectance averages over the cloud), where one nearest sample
+    could miss it; no data masks it only where the whole pixel is no data.
+    """
+
+    vrt: Any
+    factor: int
+
+
+def quality_factor(grid: Grid, qds: Any) -> int:
+    """How many quality pixels fit along an output pixel's side (at least 1, at most 16)."""
+    own = abs(float(qds.res[0])) if qds.crs == grid.crs else native_resolution(qds, grid.crs)
+    return int(min(MAX_QUALITY_FACTOR, max(1, math.ceil(grid.resolution / own - 1e-6))))
+
+
+def _any_in_blocks(flags: np.ndarray, k: int) -> np.ndarray:
+    """Whether any of each ``k`` x ``k`` block of ``flags`` is set (``k`` = 1: ``flags``)."""
+    if k == 1:
+        return flags
+    h, w = flags.shape[0] // k, flags.shape[1] // k
+    return flags.reshape(h, k, w, k).any(axis=(1, 3))
 
 
 def overview_factors(height: int, width: int, block: int) -> list[int]:
@@ -416,11 +451,14 @@ def _stack_window(
         r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
         q_r0, q_c0 = max(0, r0 - cloud_buffer), max(0, c0 - cloud_buffer)
         q_r1, q_c1 = min(spec.height, r0 + h + cloud_buffer), min(spec.width, c0 + w + cloud_buffer)
-        raw = _read(qvrt, Window(q_c0, q_r0, q_c1 - q_c0, q_r1 - q_r0), "quality layer")
+        k = qvrt.factor
+        raw = _read(
+            qvrt.vrt, Window(q_c0 * k, q_r0 * k, (q_c1 - q_c0) * k, (q_r1 - q_r0) * k), "quality layer"
+        )
         classes = product.quality.classify(raw)
         inner = (slice(r0 - q_r0, r0 - q_r0 + h), slice(c0 - q_c0, c0 - q_c0 + w))
-        clouds = _grow(classes == CLOUD, cloud_buffer)[inner]
-        invalid = classes[inner] == INVALID
+        clouds = _grow(_any_in_blocks(classes == CLOUD, k), cloud_buffer)[inner]
+        invalid = ~_any_in_blocks(classes != INVALID, k)[inner]  # no data only where nothing is
         clouds_masked = int((clouds & ~bad & ~invalid).sum())
         bad |= clouds | invalid
     data[:, bad] = np.nan

@@ -39,3 +39,38 @@ def test_sigterm_leaves_neither_output_nor_temporaries(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [fx.folder.name], done.stderr[-2000:]
+
+
+def test_a_cloud_in_any_part_of_a_coarser_output_pixel_masks_it(tmp_path: Path) -> None:
+    """At 40 m from Sentinel-2's 20 m SCL each output pixel covers 2 x 2 SCL pixels; one
+    nearest sample per output pixel would miss a cloud in the other three."""
+    import numpy as np
+    import rasterio
+
+    from geoglacier.products.stack import stack
+    from tests.products_data import SCL_VEGETATION, write_s2_cogs
+
+    fx = write_s2_cogs(tmp_path, metadata=True)
+    scl_path = fx.folder / "SCL.tif"
+    with rasterio.open(scl_path, "r+") as ds:
+        scl = np.full((ds.height, ds.width), SCL_VEGETATION, np.uint8)
+        for r, c in ((4, 4), (4, 9), (9, 4), (9, 9)):  # one cloud in each corner of 2 x 2 blocks
+            scl[r, c] = 9  # cloud, high probability
+        ds.write(scl, 1)
+    result = stack(fx.folder, tmp_path / "s40.tif", bands="red", resolution=40)
+    with rasterio.open(result.path) as out:
+        red = out.read(1)
+        inv = ~out.transform
+    masked = set()
+    for r, c in ((4, 4), (4, 9), (9, 4), (9, 9)):
+        x, y = fx.transform20 * (c + 0.5, r + 0.5)
+        col, row = (int(v) for v in inv * (x, y))
+        assert np.isnan(red[row, col]), (r, c)
+        masked.add((row, col))
+    stack(fx.folder, tmp_path / "all.tif", bands="red", resolution=40, cloud_mask=False)
+    with rasterio.open(tmp_path / "all.tif") as out:
+        no_data = np.isnan(out.read(1))  # the edge pixels the bands do not reach
+    expected = no_data.copy()
+    expected[tuple(np.array(sorted(masked)).T)] = True
+    np.testing.assert_array_equal(np.isnan(red), expected)  # the cloudy pixels and no others
+    assert result.cloud_fraction == len(masked) / red.size
