@@ -53,6 +53,7 @@ misfit everywhere), which is the conservative choice.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -710,7 +711,8 @@ def run_glaciers(
 
     Output paths are checked before any work (an output may be neither an input nor
     another output; the quicklook must be a .png), and each file appears only when
-    complete. ``options`` go to :func:`glacier_areas`.
+    complete, all of them together (none when one fails). ``options`` go to
+    :func:`glacier_areas`.
 
     Raises:
         OutputPathError: an output is an input (the mask, inventory, probability or spread
@@ -734,13 +736,20 @@ def run_glaciers(
         if extra is not None:
             check_output_path(extra, overwrite)
     result = glacier_areas(mask, inventory, **options)
-    write_glacier_table(result, out, overwrite)
-    if summary is not None:
-        write_totals_json(result.totals, summary, overwrite)
-    if quicklook is not None:
-        from geoglacier.glaciers.quicklook import write_glacier_quicklook
+    # all outputs go to temporaries first and appear together (none if one fails)
+    with contextlib.ExitStack() as stack:
+        tmp = {
+            k: stack.enter_context(atomic_output(path, overwrite))
+            for k, path in {"out": out, "summary": summary, "quicklook": quicklook}.items()
+            if path is not None
+        }
+        write_glacier_table(result, tmp["out"], overwrite=True)
+        if "summary" in tmp:
+            write_totals_json(result.totals, tmp["summary"], overwrite=True)
+        if "quicklook" in tmp:
+            from geoglacier.glaciers.quicklook import write_glacier_quicklook
 
-        write_glacier_quicklook(mask, result, quicklook, overwrite=overwrite)
+            write_glacier_quicklook(mask, result, tmp["quicklook"], overwrite=True)
     return result
 
 

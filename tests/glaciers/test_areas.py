@@ -278,3 +278,26 @@ def test_run_glaciers_never_writes_over_an_input(tmp_path: Path) -> None:
     with pytest.raises(OutputPathError, match="--out is the same file as the input --inventory"):
         run_glaciers(m, inv, tmp_path / "inv.gpkg", overwrite=True)
     assert {p: p.read_bytes() for p in files} == files
+
+
+def test_run_glaciers_writes_all_outputs_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import geoglacier.glaciers.quicklook as quicklook
+    from geoglacier.glaciers.areas import run_glaciers
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:20, 10:20] = 1
+    m = write_mask(tmp_path / "mask.tif", mask)
+    inv = write_outlines(tmp_path / "inv.gpkg", [px_box(10, 10, 20, 20)])
+    outs = {"out": tmp_path / "t.csv", "summary": tmp_path / "t.json", "quicklook": tmp_path / "t.png"}
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(quicklook, "write_glacier_quicklook", disk_full)  # the last output written
+    with pytest.raises(OSError, match="No space"):
+        run_glaciers(m, inv, **outs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inv.gpkg", "mask.tif"]  # nor temporaries
+    monkeypatch.undo()
+    result = run_glaciers(m, inv, **outs)
+    assert all(p.exists() for p in outs.values())
+    assert len(result.table) == 1
