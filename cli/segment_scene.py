@@ -74,6 +74,12 @@ _out_path = click.Path(dir_okay=False, path_type=str)
 @click.option("--glaciers", type=_out_path, default=None, help="Per-glacier table to write (.gpkg or .csv).")
 @click.option("--id-column", default=None, help="Inventory id column.  [default: RGIId, rgi_id, glac_id ...]")
 @date_opt
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=False,
+    help="Continue a run of this command that was interrupted, from the output tiles it kept.",
+)
 @progress_opt
 @overwrite_opt
 def segment_scene(
@@ -99,6 +105,7 @@ def segment_scene(
     glaciers: str | None,
     id_column: str | None,
     date: str | None,
+    resume: bool,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -110,6 +117,8 @@ def segment_scene(
     from geoglacier.inference.segment import segment_scene as run
 
     if len(model_path) > 1 or uncertainty is not None:
+        if resume:
+            raise click.UsageError("--resume works with one --model; an ensemble run starts over")
         _run_ensemble(
             scene, model_path, out, probabilities=probabilities, uncertainty=uncertainty, summary=summary,
             overwrite=overwrite, window=window, overlap=overlap, batch_size=batch_size, blend=blend,
@@ -142,6 +151,7 @@ def segment_scene(
         glaciers=glaciers,
         id_column=id_column,
         date=date,
+        resume=resume,
     )
     _echo_result(result)
 

@@ -59,17 +59,33 @@ class TileBlender:
         weights: ``(window, window)`` blend weights (:func:`~geoglacier.inference.windows.blend_weights`).
         tile: output tile edge in pixels (the output file's block size, so that each
             finished tile is written once, whole).
+        done: ``(tiles_y, tiles_x)`` bool of tiles an interrupted run already wrote: they
+            are never returned, and windows' parts on them are ignored.
     """
 
-    def __init__(self, height: int, width: int, offsets: np.ndarray, weights: np.ndarray, tile: int) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        offsets: np.ndarray,
+        weights: np.ndarray,
+        tile: int,
+        done: np.ndarray | None = None,
+    ) -> None:
         if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
             raise ConfigError(f"blend weights must be a square (window, window) array, got {weights.shape}")
         self.height, self.width, self.tile = int(height), int(width), int(tile)
         self.window = int(weights.shape[0])
         self.weights = weights
         self._pending = tile_window_counts(offsets, self.window, self.tile, self.height, self.width)
-        if (self._pending == 0).any():
+        self._done = np.zeros(self._pending.shape, bool) if done is None else np.asarray(done, bool)
+        if self._done.shape != self._pending.shape:
+            raise ConfigError(
+                f"done tiles {self._done.shape} do not match the tile grid {self._pending.shape}"
+            )
+        if (self._pending[~self._done] == 0).any():
             raise ConfigError("the windows leave an output tile uncovered")
+        self._pending[self._done] = 0
         self._open: dict[tuple[int, int], _OpenTile] = {}
         self.open_pixels = 0
         self.max_open_pixels = 0
@@ -114,7 +130,8 @@ class TileBlender:
     # ------------------------------------------------------------------------ internals
 
     def _pieces(self, r: int, c: int) -> list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
-        return window_tile_pieces(r, c, self.window, self.tile, self.height, self.width)
+        pieces = window_tile_pieces(r, c, self.window, self.tile, self.height, self.width)
+        return [p for p in pieces if not self._done[p[0], p[1]]]
 
     def _open_tile(self, ty: int, tx: int) -> _OpenTile:
         r0, r1, c0, c1 = tile_bounds(ty, tx, self.tile, self.height, self.width)

@@ -18,6 +18,7 @@ import numpy as np
 from geoglacier.errors import ConfigError, CRSMissingError, GeoglacierWarning
 from geoglacier.glaciers.areas import check_table_format, run_glaciers
 from geoglacier.inference.blend import FinishedTile
+from geoglacier.inference.partial import PartialRun
 from geoglacier.inference.results import SegmentResult
 from geoglacier.io.atomic import (
     RASTER_SUFFIXES,
@@ -239,12 +240,27 @@ class RunOutputs:
         prob_spec: RasterSpec,
         overwrite: bool,
         accumulator: AreaAccumulator | None,
+        partial: PartialRun | None = None,
     ) -> RunOutputs:
-        """Enter every requested output's atomic context on ``stack``."""
+        """Enter every requested output's atomic context on ``stack``.
+
+        With ``partial`` the rasters are staged in its folder (kept after an interrupt)
+        and reopened with the tiles it holds; the accumulator is fed those tiles first.
+        """
+
+        def resumable(name: str) -> tuple[Path, Any] | None:
+            return None if partial is None else (partial.stage(name), partial.done)
+
         on_block = None if accumulator is None else accumulator.add
-        mask = stack.enter_context(cog_output(targets["mask"], mask_spec, overwrite, on_block))
+        mask = stack.enter_context(
+            cog_output(targets["mask"], mask_spec, overwrite, on_block, resumable=resumable("mask"))
+        )
         probabilities = (
-            stack.enter_context(cog_output(targets["probabilities"], prob_spec, overwrite))
+            stack.enter_context(
+                cog_output(
+                    targets["probabilities"], prob_spec, overwrite, resumable=resumable("probabilities")
+                )
+            )
             if "probabilities" in targets
             else None
         )
@@ -259,6 +275,12 @@ class RunOutputs:
             else None
         )
         return cls(mask, probabilities, summary, outlines, accumulator)
+
+    @property
+    def tiles_written(self) -> list[Any]:
+        """The tiles each raster holds (for :meth:`PartialRun.save`)."""
+        writers = [self.mask, self.probabilities]
+        return [w.tiles_written for w in writers if w is not None]
 
     def write(self, tile: FinishedTile, threshold: float) -> None:
         """Threshold a finished tile into the mask (255 where nodata) and store its probabilities."""

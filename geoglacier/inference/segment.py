@@ -49,7 +49,7 @@ from torch import nn
 
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.device import resolve_device
-from geoglacier.errors import CheckpointError, GeoglacierWarning
+from geoglacier.errors import CheckpointError, GeoglacierWarning, Interrupted
 from geoglacier.glaciers.areas import prepare_glacier_table
 from geoglacier.inference.blend import FinishedTile, TileBlender
 from geoglacier.inference.config import InferenceConfig, check_segmentation_meta, default_window
@@ -69,8 +69,9 @@ from geoglacier.inference.outputs import (
     make_accumulator,
     output_specs,
 )
+from geoglacier.inference.partial import PartialRun
 from geoglacier.inference.results import RunStats, SegmentResult
-from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan, tile_grid
+from geoglacier.inference.windows import WindowBlock, blend_weights, block_plan, tile_grid, windows_needed
 from geoglacier.io.atomic import sigterm_as_interrupt, with_companions
 from geoglacier.io.cog import cog_blocksize
 from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo, inspect_scene, read_window
@@ -243,6 +244,7 @@ class Segmenter:
         progress: bool = False,
         stats: RunStats | None = None,
         tile: int | None = None,
+        done: np.ndarray | None = None,
     ) -> Iterator[FinishedTile]:
         """Yield the scene's blended probabilities, one output tile at a time, as each becomes final.
 
@@ -258,6 +260,8 @@ class Segmenter:
             progress: show a progress bar of windows on stderr.
             stats: counters to fill.
             tile: output tile edge in pixels; default :func:`geoglacier.io.cog.cog_blocksize`.
+            done: ``(tiles_y, tiles_x)`` bool of output tiles an interrupted run wrote:
+                they are not yielded, and only windows touching another tile run.
 
         Raises:
             BandCountError, InvalidRasterError, SceneNotFoundError: for a bad scene.
@@ -265,29 +269,39 @@ class Segmenter:
         info = scene if isinstance(scene, SceneInfo) else self.inspect(scene)
         warn_if_striped(info, self.config.block_size)
         norm = self.normalization_of(info, progress)
-        offsets, blender, blocks = self._plan(info, tile)
+        offsets, blender, blocks = self._plan(info, tile, done)
         stats = stats if stats is not None else RunStats()
         stats.windows_total = len(offsets)
+        needed = None if done is None else {(r, c) for r, c in offsets.tolist()}
         self.stats = stats
         bar = progress_bar(stats.windows_total, info.path.name) if progress else None
         reader = self._read_ahead(info, blocks, norm)
         try:
-            yield from self._blend_blocks(reader, blender, stats, bar)
+            yield from self._blend_blocks(reader, blender, stats, bar, needed)
         finally:
             reader.close()
             stats.max_open_pixels = blender.max_open_pixels
             if bar is not None:
                 bar.close()
 
-    def _plan(self, info: SceneInfo, tile: int | None) -> tuple[np.ndarray, TileBlender, list[WindowBlock]]:
-        """The scene's window offsets, the blender of its output tiles and the blocks to read."""
+    def _plan(
+        self, info: SceneInfo, tile: int | None, done: np.ndarray | None = None
+    ) -> tuple[np.ndarray, TileBlender, list[WindowBlock]]:
+        """The window offsets to run, the blender of the output tiles and the blocks to read.
+
+        With ``done`` tiles, only the windows touching another tile, and the blocks
+        holding one of them.
+        """
         overlap = self.config.overlap_fraction()
         offsets = tile_grid(info.height, info.width, self.window, overlap)
         weights = blend_weights(self.window, self.config.blend)  # type: ignore[arg-type]
-        blender = TileBlender(
-            info.height, info.width, offsets, weights, tile or cog_blocksize(info.height, info.width)
-        )
+        tile = tile or cog_blocksize(info.height, info.width)
+        blender = TileBlender(info.height, info.width, offsets, weights, tile, done)
         blocks = block_plan(info.height, info.width, self.window, overlap, self.config.block_size)
+        if done is not None:
+            offsets = offsets[windows_needed(offsets, self.window, tile, info.height, info.width, done)]
+            keep = {(r, c) for r, c in offsets.tolist()}
+            blocks = [b for b in blocks if any((r, c) in keep for r, c in b.offsets.tolist())]
         return offsets, blender, blocks
 
     def _blend_blocks(
@@ -296,11 +310,15 @@ class Segmenter:
         blender: TileBlender,
         stats: RunStats,
         bar: Any,
+        needed: set[tuple[int, int]] | None = None,
     ) -> Iterator[FinishedTile]:
-        """Batch the windows of each block read through the model; yield the tiles as they finish."""
+        """Batch the windows of each block read through the model; yield the tiles as they finish.
+
+        ``needed``: the only windows to take (a resumed run), all when None.
+        """
         pending: list[_Pending] = []
         for block, x, valid in reader:
-            for item in self._windows_of(block, x, valid):
+            for item in self._windows_of(block, x, valid, needed):
                 if isinstance(item, tuple):  # no data: skip the model
                     stats.windows_skipped += 1
                     if bar is not None:
@@ -317,12 +335,14 @@ class Segmenter:
             yield from self._run_batch(pending, blender, stats, bar)
 
     def _windows_of(
-        self, block: WindowBlock, x: np.ndarray, valid: np.ndarray
+        self, block: WindowBlock, x: np.ndarray, valid: np.ndarray, needed: set[tuple[int, int]] | None = None
     ) -> Iterator[_Pending | tuple[int, int]]:
         """The block's windows: a :class:`_Pending` with data, or the bare offset of one without."""
         window = self.window
         r0, c0 = block.origin
         for r, c in block.offsets.tolist():
+            if needed is not None and (r, c) not in needed:
+                continue
             ok = valid[r - r0 : r - r0 + window, c - c0 : c - c0 + window]
             if ok.any():
                 yield _Pending((r, c), x[:, r - r0 : r - r0 + window, c - c0 : c - c0 + window], ok)
@@ -367,10 +387,14 @@ class Segmenter:
         overwrite: bool = False,
         progress: bool = False,
         date: str | None = None,
+        partial: PartialRun | None = None,
     ) -> SegmentResult:
         """Segment ``scene`` and write the mask COG (and the optional outputs) atomically.
 
-        See :func:`segment_scene` for the arguments. All checks happen before any window runs.
+        See :func:`segment_scene` for the arguments. All checks happen before any window
+        runs. With ``partial`` (:class:`~geoglacier.inference.partial.PartialRun`) the
+        tiles it holds are kept and only the others computed; an interrupt keeps the
+        tiles written so far there and raises :class:`~geoglacier.errors.Interrupted`.
         """
         start = time.perf_counter()
         targets = check_outputs(out, probabilities, summary, outlines, overwrite, scene=scene)
@@ -386,12 +410,30 @@ class Segmenter:
         product = product_tags(info.path, date)  # ACQUISITION_DATE, SENSOR, SOURCE_PRODUCT travel along
         mask_spec, prob_spec = output_specs(info, self.window, product)
         stats = RunStats()
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as stack:
-            outputs = RunOutputs.open(stack, targets, mask_spec, prob_spec, overwrite, accumulator)
-            for tile in self.predict(info, progress=progress, stats=stats, tile=mask_spec.block):
-                outputs.write(tile, float(self.meta.threshold))
-            check_something_ran(info, stats)
-            area, outline_count = outputs.finish(min_area, summary_fields(product))
+        done = None if partial is None else partial.done
+        outputs: RunOutputs | None = None
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as stack:
+                outputs = RunOutputs.open(
+                    stack, targets, mask_spec, prob_spec, overwrite, accumulator, partial
+                )
+                for tile in self.predict(
+                    info, progress=progress, stats=stats, tile=mask_spec.block, done=done
+                ):
+                    outputs.write(tile, float(self.meta.threshold))
+                if done is None:
+                    check_something_ran(info, stats)
+                area, outline_count = outputs.finish(min_area, summary_fields(product))
+        except KeyboardInterrupt:
+            if partial is None or outputs is None:
+                raise
+            raise interrupted_message(out, partial, outputs.tiles_written) from None
+        except BaseException:
+            if partial is not None:
+                partial.remove()
+            raise
+        if partial is not None:
+            partial.remove()
         return self._result(targets, area, outline_count, stats, time.perf_counter() - start)
 
     def _result(
@@ -425,6 +467,16 @@ class Segmenter:
                 "normalization": self.meta.normalization,
             },
         )
+
+
+def interrupted_message(out: str | os.PathLike[str], partial: PartialRun, written: list[Any]) -> Interrupted:
+    """Keep the tiles written so far in ``partial``; the interrupt that says so."""
+    kept = partial.save(written)
+    total = next((w.size for w in written if w is not None), 0)
+    return Interrupted(
+        f"Interrupted; {kept} of {total} output tiles of {out} are kept in {partial.folder}: "
+        "run the same command with --resume to continue"
+    )
 
 
 def check_something_ran(info: SceneInfo, stats: RunStats) -> None:
@@ -504,6 +556,7 @@ def _run_segmenter(
     overwrite: bool,
     progress: bool,
     date: str | None,
+    partial: PartialRun | None = None,
 ) -> SegmentResult:
     """Run the segmenter (SIGTERM as an interrupt), then the inventory's products."""
     with sigterm_as_interrupt():
@@ -518,6 +571,7 @@ def _run_segmenter(
             overwrite=overwrite,
             progress=progress,
             date=date,
+            partial=partial,
         )
         if inv is not None:
             result = glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
@@ -549,6 +603,7 @@ def segment_scene(
     glaciers: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
     date: str | None = None,
+    resume: bool = False,
 ) -> SegmentResult:
     """Segment a whole scene with a checkpoint; write a georeferenced COG glacier mask.
 
@@ -587,6 +642,9 @@ def segment_scene(
         date: acquisition date (ISO 8601) for the mask's ``ACQUISITION_DATE`` tag and the
             summary, replacing the scene's; the scene's ``ACQUISITION_DATE``, ``SENSOR`` and
             ``SOURCE_PRODUCT`` tags are copied either way.
+        resume: continue a run of the same command that was interrupted: the output
+            tiles it kept (:mod:`geoglacier.inference.partial`) are reused and only the
+            windows that touch the others run.
 
     Returns:
         A :class:`SegmentResult`.
@@ -599,6 +657,8 @@ def segment_scene(
         SceneNotFoundError, InvalidRasterError, BandCountError: a bad scene.
         CRSMissingError: areas or outlines asked for a scene without CRS (and no pixel size).
         InventoryError: a bad inventory (checked before the model runs).
+        OutputExistsError: an interrupted run's tiles exist and neither ``resume`` nor
+            ``overwrite`` is given; ConfigError: ``resume`` with other inputs or options.
     """
     config = InferenceConfig(
         window=window, overlap=overlap, overlap_px=overlap_px, batch_size=batch_size, blend=blend,
@@ -610,9 +670,35 @@ def segment_scene(
     )  # fmt: skip
     loaded = load_engine(model_path, engine, device, precision, expected_bands=info.count)
     check_scene_recipe(info.path, loaded.meta.bands)  # warns once for a scene without descriptions
+    partial = _partial_run(scene, model_path, out, config, probabilities is not None, date, resume, overwrite)
     segmenter = Segmenter(loaded.engine, loaded.meta, config, loaded.reason)
     return _run_segmenter(
         segmenter, scene, out, inv, probabilities=probabilities, summary=summary, outlines=outlines,
         glaciers=glaciers, min_area=min_area, pixel_size=pixel_size, overwrite=overwrite,
-        progress=progress, date=date,
+        progress=progress, date=date, partial=partial,
     )  # fmt: skip
+
+
+def _partial_run(
+    scene: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: InferenceConfig,
+    probabilities: bool,
+    date: str | None,
+    resume: bool,
+    overwrite: bool,
+) -> PartialRun:
+    """The resumable state of this run (see :mod:`geoglacier.inference.partial`)."""
+    from geoglacier.inference.batch_record import file_identity
+
+    fingerprint = {
+        "scene": file_identity(scene),
+        "model": file_identity(model_path),
+        **{k: getattr(config, k) for k in ("window", "overlap", "overlap_px", "blend", "tta", "engine")},
+        **{k: getattr(config, k) for k in ("precision", "device")},
+        "probabilities": probabilities,
+        "date": date,
+    }
+    outputs = ("mask", "probabilities") if probabilities else ("mask",)
+    return PartialRun.prepare(out, fingerprint, outputs, resume=resume, overwrite=overwrite)

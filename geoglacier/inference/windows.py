@@ -407,6 +407,26 @@ def tile_window_counts(offsets: np.ndarray, window: int, tile: int, height: int,
     return diff.cumsum(axis=0).cumsum(axis=1)[:ny, :nx]
 
 
+def windows_needed(
+    offsets: np.ndarray, window: int, tile: int, height: int, width: int, done: np.ndarray
+) -> np.ndarray:
+    """Which windows touch at least one output tile not yet ``done``: ``(N,)`` bool.
+
+    A resumed run runs only these; a window whose tiles are all written already would
+    change nothing.
+
+    Args:
+        offsets: ``(N, 2)`` window offsets.
+        window, tile, height, width: as for :func:`window_tile_ranges`.
+        done: ``(tiles_y, tiles_x)`` bool, True for tiles already written.
+    """
+    ranges = window_tile_ranges(offsets, window, tile, height, width)
+    todo = np.zeros((done.shape[0] + 1, done.shape[1] + 1), dtype=np.int64)
+    todo[1:, 1:] = (~done).astype(np.int64).cumsum(axis=0).cumsum(axis=1)
+    y0, y1, x0, x1 = ranges.T
+    return (todo[y1, x1] - todo[y0, x1] - todo[y1, x0] + todo[y0, x0]) > 0
+
+
 def window_tile_pieces(
     row_off: int, col_off: int, window: int, tile: int, height: int, width: int
 ) -> list[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:

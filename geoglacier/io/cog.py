@@ -163,15 +163,41 @@ class TileWriter:
         dataset: a single-band dataset opened for writing, tiled ``tile`` x ``tile``.
         tile: the dataset's tile edge.
         on_block: called with ``(tile, row_off, col_off)`` after each tile is written.
+        written: ``(tiles_y, tiles_x)`` bool of tiles the dataset already holds (a
+            resumed run); :meth:`replay` hands them to ``on_block``.
     """
 
-    def __init__(self, dataset: Any, tile: int, on_block: BlockCallback | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        tile: int,
+        on_block: BlockCallback | None = None,
+        written: np.ndarray | None = None,
+    ) -> None:
         self._ds = dataset
         self._height = int(dataset.height)
         self._width = int(dataset.width)
         self._tile = int(tile)
-        self._written = np.zeros((-(-self._height // self._tile), -(-self._width // self._tile)), dtype=bool)
+        shape = (-(-self._height // self._tile), -(-self._width // self._tile))
+        self._written = np.zeros(shape, dtype=bool) if written is None else np.array(written, dtype=bool)
+        if self._written.shape != shape:
+            raise ValueError(f"written tiles {self._written.shape} do not match the tile grid {shape}")
         self._on_block = on_block
+
+    @property
+    def written(self) -> np.ndarray:
+        """``(tiles_y, tiles_x)`` bool: the tiles written so far (a copy)."""
+        return self._written.copy()
+
+    def replay(self) -> None:
+        """Read back the tiles the dataset held from the start and hand each to ``on_block``."""
+        if self._on_block is None:
+            return
+        t = self._tile
+        for ty, tx in np.argwhere(self._written).tolist():
+            r0, c0 = ty * t, tx * t
+            window = Window(c0, r0, min(t, self._width - c0), min(t, self._height - r0))
+            self._on_block(self._ds.read(1, window=window), r0, c0)
 
     def write(self, tile: np.ndarray, row_off: int, col_off: int) -> None:
         """Write the tile whose top-left pixel is ``(row_off, col_off)`` (a multiple of the tile edge)."""
@@ -224,11 +250,24 @@ class CogWriter:
     """
 
     def __init__(
-        self, final_tmp: Path, stage: Path, spec: RasterSpec, on_block: BlockCallback | None
+        self,
+        final_tmp: Path,
+        stage: Path,
+        spec: RasterSpec,
+        on_block: BlockCallback | None,
+        done: np.ndarray | None = None,
     ) -> None:
         self.final_tmp = final_tmp
         self.stage = stage
         self.spec = spec
+        self._on_block = on_block
+        self._sink: BlockRowWriter | TileWriter | None = None
+        self.finished = False
+        if done is not None and stage.exists():
+            self._ds = rasterio.open(stage, "r+")  # an interrupted run's tiles: kept, fed to on_block
+            self._sink = TileWriter(self._ds, spec.block, on_block, written=done)
+            self._sink.replay()
+            return
         profile: dict[str, Any] = {
             "driver": "GTiff",
             "height": spec.height,
@@ -253,9 +292,6 @@ class CogWriter:
             self._ds.update_tags(**spec.tags)
         if spec.colormap:
             self._ds.write_colormap(1, spec.colormap)  # the COG driver copies it from here
-        self._on_block = on_block
-        self._sink: BlockRowWriter | TileWriter | None = None
-        self.finished = False
 
     def write(self, rows: np.ndarray, row_off: int) -> None:
         """Add consecutive rows (see :class:`BlockRowWriter`)."""
@@ -285,6 +321,19 @@ class CogWriter:
             self.finished = True
         return self.final_tmp
 
+    @property
+    def tiles_written(self) -> np.ndarray | None:
+        """``(tiles_y, tiles_x)`` bool of the tiles written (None when written by rows)."""
+        if self._sink is None:
+            b = self.spec.block
+            return np.zeros((-(-self.spec.height // b), -(-self.spec.width // b)), dtype=bool)
+        return self._sink.written if isinstance(self._sink, TileWriter) else None
+
+    def keep(self) -> None:
+        """Close the staging file and leave it for a resumed run (after an interrupt)."""
+        if not self._ds.closed:
+            self._ds.close()
+
     def discard(self) -> None:
         """Close and remove the staging file (after a failure)."""
         with contextlib.suppress(Exception):
@@ -299,28 +348,40 @@ def cog_output(
     spec: RasterSpec,
     overwrite: bool = False,
     on_block: BlockCallback | None = None,
+    resumable: tuple[Path, np.ndarray | None] | None = None,
 ) -> Iterator[CogWriter]:
     """Write a COG to ``target`` atomically, row by row.
 
     Yields a :class:`CogWriter`; when the block ends without error, :meth:`CogWriter.finish`
     runs (if the caller did not call it) and the COG is renamed onto ``target``. On any
-    exception or interrupt neither the COG nor the staging file is left behind.
+    exception or interrupt neither the COG nor the staging file is left behind, except
+    with ``resumable``: ``(stage, done)``, a staging path of the caller's, kept after an
+    interrupt (``KeyboardInterrupt``); ``done`` marks the tiles it already holds, which
+    the writer reopens instead of starting empty.
 
     Raises:
         OutputExistsError: ``target`` exists and ``overwrite`` is False.
         OutputPathError: the folder is missing or not writable.
     """
     with atomic_output(target, overwrite) as final_tmp:
-        stage = staging_path(target)
+        stage, done = resumable if resumable is not None else (staging_path(target), None)
         writer: CogWriter | None = None
+        keep = False
         try:
-            stage.unlink()  # GDAL creates the file itself
-            writer = CogWriter(final_tmp, stage, spec, on_block)
+            if done is None:
+                stage.unlink(missing_ok=True)  # GDAL creates the file itself
+            writer = CogWriter(final_tmp, stage, spec, on_block, done)
             yield writer
             writer.finish()
+        except KeyboardInterrupt:
+            keep = resumable is not None and writer is not None
+            if keep:
+                writer.keep()
+            raise
         finally:
-            if writer is not None:
+            if writer is not None and not keep:
                 writer.discard()
-            stage.unlink(missing_ok=True)
+            if not keep:
+                stage.unlink(missing_ok=True)
             # GDAL's COG driver keeps overviews in "<dst>.ovr.tmp" while it works.
             Path(f"{final_tmp}.ovr.tmp").unlink(missing_ok=True)

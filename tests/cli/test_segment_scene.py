@@ -129,3 +129,38 @@ def test_help_is_fast_and_lists_options() -> None:
         "--min-area",
     ):
         assert option in result.output
+
+
+def test_ctrl_c_keeps_tiles_and_resume_finishes(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geoglacier.inference.segment import Segmenter
+
+    scene = write_scene(tmp_path / "s.tif", height=600, width=64, seed=4)  # 3 tiles of 256 px
+    args = ["segment-scene", str(scene), "--model", str(checkpoint), "--out", str(tmp_path / "mask.tif")]
+    args += ["--window", "64"]
+    args += ["--overlap", "0", "--batch-size", "1", "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    real, calls, stopped_once = Segmenter.predict_windows, [], []
+
+    def ctrl_c_on_the_sixth(self: Segmenter, batch: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 6 and not stopped_once:
+            stopped_once.append(1)
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(Segmenter, "predict_windows", ctrl_c_on_the_sixth)
+    stopped = CliRunner().invoke(group(), args)
+    assert stopped.exit_code == 130
+    assert "1 of 3 output tiles" in stopped.output and "--resume" in stopped.output
+    again = CliRunner().invoke(group(), args)
+    assert again.exit_code == 1 and "pass --resume to continue it" in again.output
+    calls.clear()
+    resumed = CliRunner().invoke(group(), [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(calls) == 10 - 4  # 10 windows; the 4 of the kept tile ran before the interrupt
+    with rasterio.open(tmp_path / "mask.tif") as ds:
+        assert ds.shape == (600, 64) and set(np.unique(ds.read(1))) <= {0, 1}
+    assert not (tmp_path / ".geoglacier-partial-mask.tif").exists()
+    ensemble = CliRunner().invoke(group(), [*args, "--model", str(checkpoint), "--resume", "--overwrite"])
+    assert ensemble.exit_code == 2 and "--resume works with one --model" in ensemble.output

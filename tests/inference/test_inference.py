@@ -324,20 +324,85 @@ def test_sigterm_leaves_nothing_and_handler_is_restored(
         "load_engine",
         lambda *a, **k: LoadedEngine(TorchEngine(SigtermNet(), torch.device("cpu")), stand_in_meta(), "test"),
     )
+    model_file = tmp_path / "m.pth"
+    model_file.write_bytes(b"stand-in")  # what load_engine (replaced) would read
     before_files = sorted(os.listdir(tmp_path))
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
         segment_scene(
             scene,
-            "unused.pth",
+            model_file,
             tmp_path / "mask.tif",
             window=64,
             precision="fp32",
             batch_size=1,
             progress=False,
         )
-    assert sorted(os.listdir(tmp_path)) == before_files
+    # no output and no temporary: only the kept tiles, for --resume
+    assert sorted(os.listdir(tmp_path)) == sorted([*before_files, ".geoglacier-partial-mask.tif"])
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+class InterruptNet(ConvNet):
+    """A ConvNet that stops the run (as Ctrl-C does) on its ``stop_at``-th call."""
+
+    def __init__(self, stop_at: int | None) -> None:
+        super().__init__(k=3, seed=4)
+        self.stop_at = stop_at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stop_at is not None and self.calls + 1 >= self.stop_at:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def _resumable_run(tmp_path: Path, scene: Path, net: nn.Module, out: str, **kwargs) -> object:
+    from geoglacier.inference.engines import LoadedEngine, TorchEngine
+
+    inference.load_engine = lambda *a, **k: LoadedEngine(  # type: ignore[assignment]
+        TorchEngine(net, torch.device("cpu")), stand_in_meta(patch_size=32), "test"
+    )
+    run = {"window": 32, "overlap": 0.25, "precision": "fp32", "batch_size": 2, "progress": False}
+    return segment_scene(
+        scene, tmp_path / "m.pth", tmp_path / out, probabilities=tmp_path / f"{out}.p.tif",
+        summary=tmp_path / f"{out}.json", **run, **kwargs,
+    )  # fmt: skip
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference, "load_engine", inference.load_engine)  # restored after the test
+    data = scene_array(600, 100, seed=21)  # 3 tiles of 256 px, one above the other
+    data[:, 120:200, 40:90] = np.nan
+    scene = write_raster(tmp_path / "s.tif", data)
+    (tmp_path / "m.pth").write_bytes(b"stand-in")
+    whole = _resumable_run(tmp_path, scene, InterruptNet(None), "whole.tif")
+    with pytest.raises(KeyboardInterrupt, match=r"; 1 of 3 output tiles .* --resume"):
+        _resumable_run(tmp_path, scene, InterruptNet(stop_at=35), "mask.tif")
+    assert not (tmp_path / "mask.tif").exists() and not list(tmp_path.glob(".geoglacier-tmp-*"))
+    # without --resume the kept tiles are not thrown away silently
+    with pytest.raises(OutputExistsError, match="pass --resume to continue it, or --overwrite"):
+        _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif")
+    # with other options they are not reused
+    with pytest.raises(ConfigError, match="another tta"):
+        _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif", resume=True, tta=True)
+    net = InterruptNet(None)
+    resumed = _resumable_run(tmp_path, scene, net, "mask.tif", resume=True)
+    assert not (tmp_path / ".geoglacier-partial-mask.tif").exists()
+    for a, b, exact in (("whole.tif", "mask.tif", True), ("whole.tif.p.tif", "mask.tif.p.tif", False)):
+        with rasterio.open(tmp_path / a) as x, rasterio.open(tmp_path / b) as y:
+            assert str(x.profile) == str(y.profile) and x.tags() == y.tags()  # nodata NaN != NaN
+            if exact:
+                assert np.array_equal(x.read(1), y.read(1))
+            else:
+                np.testing.assert_allclose(x.read(1), y.read(1), rtol=0, atol=2e-6)
+    assert resumed.summary.glacier_pixels == whole.summary.glacier_pixels  # the kept tiles counted too
+    assert resumed.summary.valid_pixels == whole.summary.valid_pixels
+    assert json.loads((tmp_path / "mask.tif.json").read_text())["glacier_area_km2"] == pytest.approx(
+        json.loads((tmp_path / "whole.tif.json").read_text())["glacier_area_km2"], rel=1e-12
+    )
+    assert net.windows < whole.windows_run  # the kept tiles' windows did not run again
 
 
 def test_stale_temporaries_of_a_killed_run_are_cleared(tmp_path: Path) -> None:
@@ -502,6 +567,45 @@ def test_blend_is_exact_across_block_edges(tmp_path: Path, height: int, width: i
     pointwise = ConvNet(k=1)
     exact = predict_array(Segmenter(pointwise, stand_in_meta(patch_size=32), small), scene, tile=tile)
     np.testing.assert_allclose(exact, whole_image(pointwise, data), atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiles_done_by_an_interrupted_run_are_left_out_and_the_rest_is_unchanged(
+    tmp_path: Path, seed: int
+) -> None:
+    from geoglacier.inference.windows import tile_shape, windows_needed
+
+    height, width, window, tile = 200, 232, 32, 48
+    data = scene_array(height, width, seed=12)
+    data[:, 100:160, 20:90] = np.nan  # windows without data next to done tiles
+    scene = write_raster(tmp_path / "s.tif", data)
+    config = fp32(window=window, overlap=0.25, batch_size=3, block_size=64)
+    full = {
+        (t.row_off, t.col_off): t.probabilities
+        for t in Segmenter(ConvNet(k=3, seed=2), stand_in_meta(patch_size=32), config).predict(
+            scene, tile=tile
+        )
+    }
+    done = np.random.default_rng(seed).random(tile_shape(height, width, tile)) < 0.5
+    model = ConvNet(k=3, seed=2)
+    seg = Segmenter(model, stand_in_meta(patch_size=32), config)
+    rest = {(t.row_off, t.col_off): t.probabilities for t in seg.predict(scene, tile=tile, done=done)}
+    assert set(rest) == {(ty * tile, tx * tile) for ty, tx in zip(*np.nonzero(~done), strict=True)}
+    for key, probs in rest.items():
+        np.testing.assert_allclose(probs, full[key], rtol=0, atol=2e-6)
+    offsets = tile_grid(height, width, window, 0.25)
+    needed = offsets[windows_needed(offsets, window, tile, height, width, done)]
+    assert seg.stats.windows_total == len(needed) < len(offsets)
+    assert model.windows == seg.stats.windows_run <= len(needed)
+    # by hand: a window is needed when a tile it overlaps is not done
+    for (r, c), need in zip(
+        offsets.tolist(), windows_needed(offsets, window, tile, height, width, done), strict=True
+    ):
+        tiles = done[
+            r // tile : (min(r + window, height) - 1) // tile + 1,
+            c // tile : (min(c + window, width) - 1) // tile + 1,
+        ]
+        assert need == (not tiles.all())
 
 
 def test_nodata_and_skipped_windows_across_block_edges(tmp_path: Path) -> None:
