@@ -425,9 +425,9 @@ class Segmenter:
                     check_something_ran(info, stats)
                 area, outline_count = outputs.finish(min_area, summary_fields(product))
         except KeyboardInterrupt:
-            if partial is None or outputs is None:
+            if partial is None:
                 raise
-            raise interrupted_message(out, partial, outputs.tiles_written) from None
+            raise interrupted_message(out, partial, outputs.tiles_written if outputs else None) from None
         except BaseException:
             if partial is not None:
                 partial.remove()
@@ -469,9 +469,22 @@ class Segmenter:
         )
 
 
-def interrupted_message(out: str | os.PathLike[str], partial: PartialRun, written: list[Any]) -> Interrupted:
-    """Keep the tiles written so far in ``partial``; the interrupt that says so."""
-    kept = partial.save(written)
+def interrupted_message(
+    out: str | os.PathLike[str], partial: PartialRun, written: list[Any] | None
+) -> Interrupted:
+    """Keep the tiles written so far in ``partial``; the interrupt that says so.
+
+    ``written`` is None when the outputs were not open yet: the tiles kept before (a
+    resumed run) stay as they were, and a new run leaves nothing.
+    """
+    if written is None:
+        if partial.done is None:
+            partial.remove()
+            return Interrupted("Interrupted; no output was left behind.")
+        written = [partial.done]
+    else:
+        partial.save(written)
+    kept = int(np.logical_and.reduce([w for w in written if w is not None]).sum())
     total = next((w.size for w in written if w is not None), 0)
     return Interrupted(
         f"Interrupted; {kept} of {total} output tiles of {out} are kept in {partial.folder}: "

@@ -374,8 +374,8 @@ def cog_output(
             yield writer
             writer.finish()
         except KeyboardInterrupt:
-            keep = resumable is not None and writer is not None
-            if keep:
+            keep = resumable is not None
+            if keep and writer is not None:
                 writer.keep()
             raise
         finally:

@@ -387,6 +387,16 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     # with other options they are not reused
     with pytest.raises(ConfigError, match="another tta"):
         _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif", resume=True, tta=True)
+    # a Ctrl-C while the kept tiles are read back keeps them as they were
+    from geoglacier.io.cog import TileWriter
+
+    def ctrl_c(self: TileWriter) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(TileWriter, "replay", ctrl_c)
+        with pytest.raises(KeyboardInterrupt, match="; 1 of 3 output tiles"):
+            _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif", resume=True)
     net = InterruptNet(None)
     resumed = _resumable_run(tmp_path, scene, net, "mask.tif", resume=True)
     assert not (tmp_path / ".geoglacier-partial-mask.tif").exists()
