@@ -125,7 +125,12 @@ def _check_same(kept: dict[str, Any], now: dict[str, Any], out: str | os.PathLik
     """Refuse to resume tiles made from other inputs or options, naming what differs."""
     differ = sorted(k for k in set(kept) | set(now) if kept.get(k) != now.get(k))
     if differ:
+        named = ", ".join(_NAMES.get(k, f"--{k.replace('_', '-')}") for k in differ)
         raise ConfigError(
-            f"{out}: the interrupted run's tiles were made with another {', '.join(differ)}; "
+            f"{out}: the interrupted run's tiles were made with a different {named}; "
             "run it as it was to --resume, or pass --overwrite without --resume to start over"
         )
+
+
+#: how the fingerprint's keys read in a message (others: their option, --key)
+_NAMES = {"scene": "scene file (or it changed since)", "model": "--model file (or it changed since)"}

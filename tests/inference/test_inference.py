@@ -385,7 +385,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     with pytest.raises(OutputExistsError, match="pass --resume to continue it, or --overwrite"):
         _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif")
     # with other options they are not reused
-    with pytest.raises(ConfigError, match="another tta"):
+    with pytest.raises(ConfigError, match="made with a different --tta"):
         _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif", resume=True, tta=True)
     # a Ctrl-C while the kept tiles are read back keeps them as they were
     from geoglacier.io.cog import TileWriter
