@@ -17,7 +17,7 @@ import rasterio
 
 from geoglacier.errors import InvalidRasterError
 from geoglacier.inference.windows import pad_reflect
-from geoglacier.io.scene import SceneInfo, valid_pixels
+from geoglacier.io.scene import SceneInfo, has_mask_band, valid_pixels
 from geoglacier.training.normalization import STD_FLOOR, scene_scan
 
 
@@ -57,6 +57,8 @@ def block_statistics(
 def all_nodata_error(info: SceneInfo) -> InvalidRasterError:
     """The error for a scene whose every pixel is nodata, naming it and its nodata value."""
     nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
+    if has_mask_band(info.path):
+        nodata += ", or outside its GDAL mask band"
     return InvalidRasterError(
         f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
         "check the scene and its nodata value"
