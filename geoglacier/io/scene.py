@@ -37,6 +37,8 @@ GDAL_CACHE_MB: int = 64
 #: The same cap in bytes, as ``rasterio.Env(GDAL_CACHEMAX=...)`` wants it: rasterio reads an
 #: integer there as bytes, so ``GDAL_CACHEMAX=64`` would mean a 64-byte cache (10x slower reads).
 GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
+#: How to turn a scene georeferenced by ground control points into one with a grid.
+GCP_WARP_HINT: str = "it is georeferenced by GCPs only; gdalwarp -t_srs EPSG:XXXX scene.tif warped.tif"
 SUPPORTED_DTYPES: frozenset[str] = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 )
@@ -56,6 +58,9 @@ class SceneInfo:
     nodata: float | None
     band_names: tuple[str, ...]
     block_shape: tuple[int, int]
+    #: Ground control points and their CRS, for a scene georeferenced by them alone
+    #: (no geotransform, no CRS): outputs carry them on, so they stay georeferenced.
+    gcps: tuple[tuple[Any, ...], CRS | None] = ((), None)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -120,6 +125,7 @@ def inspect_scene(
                 nodata=ds.nodata,
                 band_names=_described_names(ds.descriptions),
                 block_shape=ds.block_shapes[0],
+                gcps=(tuple(ds.gcps[0]), ds.gcps[1]) if ds.crs is None and ds.gcps[0] else ((), None),
             )
     except RasterioIOError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
@@ -128,7 +134,8 @@ def inspect_scene(
         ) from exc
     if info.crs is None and warn_no_crs:
         warnings.warn(
-            f"{p} has no CRS: it can be segmented, but areas need --pixel-size",
+            f"{p} has no CRS: it can be segmented, but areas need --pixel-size"
+            + (f" or a warped copy ({GCP_WARP_HINT})" if info.gcps[0] else ""),
             GeoglacierWarning,
             stacklevel=2,
         )

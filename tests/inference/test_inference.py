@@ -335,6 +335,28 @@ def test_mask_keeps_the_scene_grid(tmp_path: Path, checkpoint: Path, crs: str, t
     assert "geographic" in summary["method"] if crs == "EPSG:4326" else "projected" in summary["method"]
 
 
+def test_scene_georeferenced_by_gcps_keeps_them_in_its_outputs(tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+
+    gcps = [
+        GroundControlPoint(row, col, 478000.0 + 30 * col + 3 * row, 3108140.0 - 30 * row + 2 * col)
+        for row in (0, 96)
+        for col in (0, 64)
+    ]
+    scene = write_raster(tmp_path / "s.tif", scene_array(96, 64, seed=24), crs=None)
+    with rasterio.open(scene, "r+") as ds:
+        ds.gcps = (gcps, "EPSG:32645")
+    seg = Segmenter(ConstantNet(10.0), stand_in_meta(), fp32(window=64))
+    result = seg.run(scene, tmp_path / "mask.tif", probabilities=tmp_path / "p.tif")
+    for out in (result.mask, result.probabilities):
+        with rasterio.open(out) as ds:
+            got, crs = ds.gcps
+            assert crs == "EPSG:32645"
+            assert [(g.row, g.col, g.x, g.y) for g in got] == [(g.row, g.col, g.x, g.y) for g in gcps]
+    with pytest.raises(CRSMissingError, match="gdalwarp"):  # areas need a warped scene, not a CRS
+        seg.run(scene, tmp_path / "m2.tif", summary=tmp_path / "s.json")
+
+
 def test_cog_outputs_have_overviews(tmp_path: Path) -> None:
     scene = write_scene(tmp_path / "s.tif", height=600, width=530, seed=2)
     seg = Segmenter(ConvNet(k=1), stand_in_meta(), fp32(window=128, overlap=0.0, batch_size=8))
