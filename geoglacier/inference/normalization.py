@@ -31,8 +31,11 @@ def normalise_block(
         ``h, w`` are the block's sides, or ``window`` for a side of a scene smaller than one.
     """
     valid = valid_pixels(raw, nodata)
-    raw -= mean  # in place: the block is the largest array held, keep one copy
-    raw /= std
+    # A nodata value such as float32's lowest (GDAL's usual one) overflows to -inf here;
+    # those pixels are zeroed just below, so numpy's warning would only alarm the user.
+    with np.errstate(over="ignore", invalid="ignore"):
+        raw -= mean  # in place: the block is the largest array held, keep one copy
+        raw /= std
     raw[:, ~valid] = 0.0
     x = pad_reflect(raw, window)
     if valid.shape != x.shape[1:]:

@@ -263,7 +263,11 @@ def valid_pixels(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """
     ok = np.isfinite(block).all(axis=0)
     if nodata is not None and np.isfinite(nodata):
-        ok &= (block != np.asarray(nodata, dtype=block.dtype)).all(axis=0)
+        with np.errstate(
+            over="ignore"
+        ):  # a float64 nodata past float32's range reads as +-inf, as the data do
+            value = np.asarray(nodata, dtype=block.dtype)
+        ok &= (block != value).all(axis=0)
     return ok
 
 

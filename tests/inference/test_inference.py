@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -295,6 +296,21 @@ def test_scene_wholly_outside_its_gdal_mask_band_is_refused(tmp_path: Path) -> N
     with pytest.raises(InvalidRasterError, match="mask band"):
         seg.run(scene, tmp_path / "mask.tif")
     assert not (tmp_path / "mask.tif").exists()
+
+
+def test_float32_lowest_as_nodata_raises_no_numpy_warning(tmp_path: Path) -> None:
+    """GDAL's usual float nodata (-3.4e38) must not overflow into RuntimeWarnings on a user's console."""
+    lowest = float(np.finfo(np.float32).min)
+    data = scene_array(64, 64, seed=25) / 255.0  # reflectance-like: a std below 1 scales nodata past float32
+    data[:, :8] = lowest
+    scene = write_raster(tmp_path / "s.tif", data.astype(np.float32), nodata=lowest)
+    meta = dataclasses.replace(stand_in_meta(), mean=(0.5,) * 5, std=(0.2,) * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = Segmenter(ConstantNet(10.0), meta, fp32(window=64)).run(scene, tmp_path / "mask.tif")
+    with rasterio.open(result.mask) as ds:
+        mask = ds.read(1)
+    assert (mask[:8] == 255).all() and (mask[8:] == 1).all()
 
 
 def test_skipped_windows_counted_with_overlap(tmp_path: Path) -> None:
