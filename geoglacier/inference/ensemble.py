@@ -155,6 +155,8 @@ def _ensemble_specs(member_probs: Sequence[Path]) -> tuple[RasterSpec, RasterSpe
     """The mask's and the float outputs' specs, on the first member's grid with its tags."""
     with rasterio.open(member_probs[0]) as first:
         base = RasterSpec(first.height, first.width, first.crs, first.transform, "uint8", IGNORE)
+        if first.crs is None and first.gcps[0]:
+            base = replace(base, gcps=(tuple(first.gcps[0]), first.gcps[1]))
         tags = first.tags()
     tags = {k: v for k, v in tags.items() if k != "GEOGLACIER_WINDOW"} | {
         "GEOGLACIER_ENSEMBLE": str(len(member_probs))

@@ -17,10 +17,13 @@ replaced checkpoint gets a fresh export, and stale ones are removed.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +39,7 @@ from geoglacier.checkpoint import (
     read_checkpoint,
 )
 from geoglacier.errors import CheckpointError, ConfigError, EngineUnavailableError, GeoglacierWarning
-from geoglacier.io.atomic import atomic_output
+from geoglacier.io.atomic import atomic_output, writable_folder
 
 ExportFormat = Literal["onnx", "openvino"]
 FORMATS: tuple[str, ...] = ("onnx", "openvino")
@@ -244,6 +247,41 @@ def cache_dir(checkpoint: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".export")
 
 
+_throwaway: Path | None = None
+_throwaway_lock = threading.Lock()
+
+
+def _throwaway_folder() -> Path:
+    """This process's folder for exports that cannot be cached, removed when it exits.
+
+    Made once, so each checkpoint is exported once per run (an ensemble asks for the onnx
+    export of each member twice on OpenVINO), and nothing is left in the temporary folder.
+    """
+    global _throwaway
+    with _throwaway_lock:
+        if _throwaway is None:
+            _throwaway = Path(tempfile.mkdtemp(prefix="geoglacier-export-"))
+            atexit.register(shutil.rmtree, _throwaway, ignore_errors=True)
+        return _throwaway
+
+
+def _can_cache(folder: Path) -> bool:
+    """Whether the export cache ``folder`` exists or can be made, and may be written.
+
+    Uses :func:`~geoglacier.io.atomic.writable_folder`'s rule, so a folder read-only for
+    all (a shared models folder) gets no cache even when root could write there.
+    """
+    try:
+        if not writable_folder(folder if folder.is_dir() else folder.parent):
+            return False
+        folder.mkdir(exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+    except OSError:
+        return False
+    return True
+
+
 def cached_export(
     checkpoint: str | os.PathLike[str], fmt: str, loaded: tuple[nn.Module, CheckpointMeta] | None = None
 ) -> Path:
@@ -251,7 +289,8 @@ def cached_export(
 
     The cache key is the checkpoint file's SHA-256 and :data:`EXPORT_VERSION`; exports
     with other keys (an older checkpoint at the same path) are removed. A folder that
-    cannot be written gets a warning and a throw-away export in a temporary folder.
+    cannot be written (or is read-only for all) gets a warning and a throw-away export in
+    a temporary folder that this process reuses and removes when it exits.
 
     Args:
         checkpoint: the ``.pth`` file.
@@ -266,18 +305,18 @@ def cached_export(
     if target.is_file():
         return target
     require("onnx", "onnx")
-    try:
-        folder.mkdir(exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
-        probe.close()
-    except OSError:
-        folder = Path(tempfile.mkdtemp(prefix="geoglacier-export-"))
-        warnings.warn(
-            f"cannot write the export cache beside {src}; exporting into {folder} for this run only",
-            GeoglacierWarning,
-            stacklevel=2,
-        )
+    if not _can_cache(folder):
+        folder = _throwaway_folder() / key  # one per checkpoint: its stale sweep spares the others
         target = folder / target.name
+        if target.is_file():
+            return target
+        if not folder.is_dir():  # warn once per checkpoint, not again for its OpenVINO IR
+            folder.mkdir()
+            warnings.warn(
+                f"cannot write the export cache beside {src}; exporting into {folder} for this run only",
+                GeoglacierWarning,
+                stacklevel=2,
+            )
     for stale in folder.glob("v*-*.*"):
         if not stale.name.startswith(key):
             stale.unlink(missing_ok=True)

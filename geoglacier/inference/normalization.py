@@ -17,7 +17,7 @@ import rasterio
 
 from geoglacier.errors import InvalidRasterError
 from geoglacier.inference.windows import pad_reflect
-from geoglacier.io.scene import SceneInfo, valid_pixels
+from geoglacier.io.scene import SceneInfo, has_mask_band, valid_pixels
 from geoglacier.training.normalization import STD_FLOOR, scene_scan
 
 
@@ -31,8 +31,11 @@ def normalise_block(
         ``h, w`` are the block's sides, or ``window`` for a side of a scene smaller than one.
     """
     valid = valid_pixels(raw, nodata)
-    raw -= mean  # in place: the block is the largest array held, keep one copy
-    raw /= std
+    # A nodata value such as float32's lowest (GDAL's usual one) overflows to -inf here;
+    # those pixels are zeroed just below, so numpy's warning would only alarm the user.
+    with np.errstate(over="ignore", invalid="ignore"):
+        raw -= mean  # in place: the block is the largest array held, keep one copy
+        raw /= std
     raw[:, ~valid] = 0.0
     x = pad_reflect(raw, window)
     if valid.shape != x.shape[1:]:
@@ -57,6 +60,8 @@ def block_statistics(
 def all_nodata_error(info: SceneInfo) -> InvalidRasterError:
     """The error for a scene whose every pixel is nodata, naming it and its nodata value."""
     nodata = "NaN" if info.nodata is None else f"{info.nodata:g} or NaN"
+    if has_mask_band(info.path):
+        nodata += ", or outside its GDAL mask band"
     return InvalidRasterError(
         f"{info.path}: every pixel is nodata ({nodata} in some band); nothing to segment - "
         "check the scene and its nodata value"

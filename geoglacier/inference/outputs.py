@@ -29,7 +29,7 @@ from geoglacier.io.atomic import (
 )
 from geoglacier.io.cog import CogWriter, RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
-from geoglacier.io.scene import SceneInfo
+from geoglacier.io.scene import GCP_WARP_HINT, SceneInfo
 from geoglacier.measure.areas import (
     AreaAccumulator,
     AreaSummary,
@@ -122,8 +122,9 @@ def check_areas(
     See :func:`check_crs_areas`, which this applies to the scene's path and CRS.
     """
     return check_crs_areas(
-        info.path, info.crs, pixel_size, needed=needed, outlines=outlines, inventory=inventory
-    )
+        info.path, info.crs, pixel_size, needed=needed, outlines=outlines, inventory=inventory,
+        gcps=bool(info.gcps[0]),
+    )  # fmt: skip
 
 
 def check_crs_areas(
@@ -134,8 +135,12 @@ def check_crs_areas(
     needed: bool,
     outlines: bool = False,
     inventory: bool = False,
+    gcps: bool = False,
 ) -> bool:
     """Whether areas can be computed for a raster with ``crs``; raise if they are needed and cannot be.
+
+    ``gcps``: the raster is georeferenced by ground control points alone, so the fix to
+    suggest is a warped copy, not a CRS.
 
     Raises:
         CRSMissingError: no CRS that gives true areas, and a summary, outlines or an
@@ -147,17 +152,18 @@ def check_crs_areas(
     check_pixel_size(pixel_size, crs, path)
     true_areas = crs is not None and gives_true_areas(crs)
     what = "no CRS" if crs is None else f"a CRS ({crs_label(crs)}) that is neither projected nor geographic"
+    fix = (
+        f"warp it onto a grid first ({GCP_WARP_HINT})"
+        if gcps
+        else "assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
+    )
     if not true_areas and pixel_size is None and needed:
         raise CRSMissingError(
-            f"{path} has {what}, so areas cannot be computed; pass --pixel-size METRES "
-            "or assign a CRS (for example with gdal_edit.py -a_srs EPSG:XXXX)"
+            f"{path} has {what}, so areas cannot be computed; pass --pixel-size METRES or {fix}"
         )
     wanting = [w for w, asked in (("outlines", outlines), ("--inventory", inventory)) if asked]
     if wanting and not true_areas:
-        raise CRSMissingError(
-            f"{path} has {what}; {' and '.join(wanting)} need a georeferenced scene "
-            "(assign the CRS, for example with gdal_edit.py -a_srs EPSG:XXXX)"
-        )
+        raise CRSMissingError(f"{path} has {what}; {' and '.join(wanting)} need a georeferenced scene: {fix}")
     return true_areas or pixel_size is not None
 
 
@@ -171,8 +177,9 @@ def make_accumulator(
         ConfigError: a non-positive ``pixel_size``.
     """
     if not check_areas(info, pixel_size, needed=needed):
+        gcps = " (it keeps the scene's GCPs)" if info.gcps[0] else ""
         warnings.warn(
-            f"{info.path} has no CRS: the mask is written without one and no areas are computed "
+            f"{info.path} has no CRS: the mask is written without one{gcps} and no areas are computed "
             "(pass --pixel-size METRES for areas)",
             GeoglacierWarning,
             stacklevel=3,
@@ -202,6 +209,7 @@ def output_specs(
         resampling="NEAREST",
         description="glacier",
         tags={**tags, "MASK_VALUES": "0=not glacier, 1=glacier, 255=nodata"},
+        gcps=info.gcps,
     )
     prob_spec = replace(
         mask_spec,

@@ -61,6 +61,8 @@ class RasterSpec:
         tags: dataset metadata tags.
         blocksize: tile edge; ``None`` picks :func:`cog_blocksize`.
         colormap: a colour table ``{value: (r, g, b, a)}`` for class rasters (uint8 only).
+        gcps: ground control points and their CRS, for a grid georeferenced by them
+            alone (the COG driver copies them from the staging file).
     """
 
     height: int
@@ -74,6 +76,7 @@ class RasterSpec:
     tags: dict[str, str] = field(default_factory=dict)
     blocksize: int | None = None
     colormap: dict[int, tuple[int, int, int, int]] | None = None
+    gcps: tuple[tuple[Any, ...], CRS | None] = ((), None)
 
     @property
     def block(self) -> int:
@@ -292,6 +295,8 @@ class CogWriter:
             self._ds.update_tags(**spec.tags)
         if spec.colormap:
             self._ds.write_colormap(1, spec.colormap)  # the COG driver copies it from here
+        if spec.gcps[0]:
+            self._ds.gcps = (list(spec.gcps[0]), spec.gcps[1])
 
     def write(self, rows: np.ndarray, row_off: int) -> None:
         """Add consecutive rows (see :class:`BlockRowWriter`)."""

@@ -15,7 +15,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geoglacier.errors import GeoglacierWarning, GridMismatchError, MaskError
-from geoglacier.io.scene import SceneInfo, inspect_scene
+from geoglacier.io.scene import SceneInfo, has_mask_band, inspect_scene
 
 IGNORE: int = 255
 
@@ -43,15 +43,18 @@ def inspect_mask(path: str | os.PathLike[str]) -> SceneInfo:
     return info
 
 
-def normalize_mask(values: np.ndarray, nodata: float | None, source: str | Path) -> np.ndarray:
+def normalize_mask(
+    values: np.ndarray, nodata: float | None, source: str | Path, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Map raw mask values to uint8 0/1 with :data:`IGNORE` for nodata.
 
     {0, 1} is the norm; {0, 255} (a common export) is accepted with a warning and
     255 becomes 1, unless 255 is the declared nodata value. Anything else is an error
-    that lists what was found.
+    that lists what was found. Pixels where ``valid`` (a GDAL mask band, see
+    :func:`read_mask_block`) is False are nodata, whatever value they hold.
     """
     arr = np.asarray(values)
-    ignore = np.zeros(arr.shape, dtype=bool)
+    ignore = np.zeros(arr.shape, dtype=bool) if valid is None else ~np.asarray(valid, dtype=bool)
     if arr.dtype.kind == "f":
         ignore |= ~np.isfinite(arr)
     if nodata is not None and np.isfinite(nodata):
@@ -79,6 +82,19 @@ def normalize_mask(values: np.ndarray, nodata: float | None, source: str | Path)
     return out
 
 
+def read_mask_block(
+    ds: rasterio.io.DatasetReader, window: Window | None, nodata: float | None, source: str | Path
+) -> np.ndarray:
+    """Read a window of an open mask as :func:`normalize_mask` gives it.
+
+    A GDAL mask band (an internal or ``.msk`` mask, as ``gdal_translate -mask`` or a
+    cutline leaves) marks nodata as much as a nodata value does: pixels outside it
+    are :data:`IGNORE`.
+    """
+    valid = ds.dataset_mask(window=window) != 0 if has_mask_band(ds) else None
+    return normalize_mask(ds.read(1, window=window), nodata, source, valid)
+
+
 def read_mask(
     path: str | os.PathLike[str],
     window: Window | None = None,
@@ -87,8 +103,7 @@ def read_mask(
     """Read a mask (or a window of it) as uint8 0/1 with :data:`IGNORE` for nodata."""
     info = info or inspect_mask(path)
     with rasterio.open(info.path) as ds:
-        raw = ds.read(1, window=window)
-    return normalize_mask(raw, info.nodata, info.path)
+        return read_mask_block(ds, window, info.nodata, info.path)
 
 
 def check_mask_values(path: str | os.PathLike[str], info: SceneInfo | None = None) -> None:
@@ -99,7 +114,7 @@ def check_mask_values(path: str | os.PathLike[str], info: SceneInfo | None = Non
     info = info or inspect_mask(path)
     with rasterio.open(info.path) as ds:
         for _, window in ds.block_windows(1):
-            normalize_mask(ds.read(1, window=window), info.nodata, info.path)
+            read_mask_block(ds, window, info.nodata, info.path)
 
 
 def check_same_grid(

@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -36,6 +37,8 @@ GDAL_CACHE_MB: int = 64
 #: The same cap in bytes, as ``rasterio.Env(GDAL_CACHEMAX=...)`` wants it: rasterio reads an
 #: integer there as bytes, so ``GDAL_CACHEMAX=64`` would mean a 64-byte cache (10x slower reads).
 GDAL_CACHE_BYTES: int = GDAL_CACHE_MB * 1024 * 1024
+#: How to turn a scene georeferenced by ground control points into one with a grid.
+GCP_WARP_HINT: str = "it is georeferenced by GCPs only; gdalwarp -t_srs EPSG:XXXX scene.tif warped.tif"
 SUPPORTED_DTYPES: frozenset[str] = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 )
@@ -55,6 +58,9 @@ class SceneInfo:
     nodata: float | None
     band_names: tuple[str, ...]
     block_shape: tuple[int, int]
+    #: Ground control points and their CRS, for a scene georeferenced by them alone
+    #: (no geotransform, no CRS): outputs carry them on, so they stay georeferenced.
+    gcps: tuple[tuple[Any, ...], CRS | None] = ((), None)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -119,6 +125,7 @@ def inspect_scene(
                 nodata=ds.nodata,
                 band_names=_described_names(ds.descriptions),
                 block_shape=ds.block_shapes[0],
+                gcps=(tuple(ds.gcps[0]), ds.gcps[1]) if ds.crs is None and ds.gcps[0] else ((), None),
             )
     except RasterioIOError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
@@ -127,7 +134,8 @@ def inspect_scene(
         ) from exc
     if info.crs is None and warn_no_crs:
         warnings.warn(
-            f"{p} has no CRS: it can be segmented, but areas need --pixel-size",
+            f"{p} has no CRS: it can be segmented, but areas need --pixel-size"
+            + (f" or a warped copy ({GCP_WARP_HINT})" if info.gcps[0] else ""),
             GeoglacierWarning,
             stacklevel=2,
         )
@@ -195,6 +203,9 @@ def open_scene(
     da = rioxarray.open_rasterio(info.path, chunks=chunk_arg, masked=False, lock=False, cache=False)
     if info.dtype != "float32":
         da = da.astype(np.float32)
+    if has_mask_band(info.path):  # outside the footprint: NaN, as valid_pixels and the scans expect
+        grid = da.chunks[1:] if da.chunks is not None else ((info.height,), (info.width,))
+        da = da.where(_lazy_mask_band(info.path, grid))
     da.attrs["nodata"] = info.nodata
     da.attrs["band_names"] = info.band_names
     da.attrs["source_dtype"] = info.dtype
@@ -205,6 +216,45 @@ def open_scene(
     return da
 
 
+def has_mask_band(path_or_dataset: str | os.PathLike[str] | rasterio.io.DatasetReader) -> bool:
+    """Whether the raster's no-data area is a GDAL mask band or an alpha band rather than a value.
+
+    GDAL writes such masks for ``gdalwarp -dstalpha``, ``gdal_translate -mask`` and many
+    COGs (an internal ``.msk``-style mask, or an external ``.msk`` file): the pixels
+    outside the footprint then hold an ordinary value (often 0) and only the mask says
+    they are not data. A mask that GDAL derives from the nodata value is not one.
+    """
+    if isinstance(path_or_dataset, rasterio.io.DatasetReader):
+        flags = path_or_dataset.mask_flag_enums
+    else:
+        with rasterio.open(path_or_dataset) as ds:
+            flags = ds.mask_flag_enums
+    return any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
+
+
+def _read_mask_band(
+    path: str | os.PathLike[str], row_off: int, col_off: int, height: int, width: int
+) -> np.ndarray:
+    """The mask band of a window as booleans, True where the raster has data."""
+    with rasterio.open(path) as ds:
+        return ds.dataset_mask(window=Window(col_off, row_off, width, height)) != 0
+
+
+def _lazy_mask_band(path: Path, chunks: tuple[tuple[int, ...], tuple[int, ...]]) -> Any:
+    """A lazy ``(y, x)`` boolean DataArray of the raster's mask band, in ``chunks``."""
+    import dask.array as dsa
+    import xarray as xr
+
+    def block(_: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        return _read_mask_band(path, r0, c0, r1 - r0, c1 - c0)
+
+    shape = (sum(chunks[0]), sum(chunks[1]))
+    data = dsa.map_blocks(block, dsa.empty(shape, chunks=chunks, dtype=bool), dtype=bool)
+    return xr.DataArray(data, dims=("y", "x"))
+
+
 def valid_pixels(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """Per-pixel validity of a ``(bands, h, w)`` block.
 
@@ -213,7 +263,11 @@ def valid_pixels(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """
     ok = np.isfinite(block).all(axis=0)
     if nodata is not None and np.isfinite(nodata):
-        ok &= (block != np.asarray(nodata, dtype=block.dtype)).all(axis=0)
+        with np.errstate(
+            over="ignore"
+        ):  # a float64 nodata past float32's range reads as +-inf, as the data do
+            value = np.asarray(nodata, dtype=block.dtype)
+        ok &= (block != value).all(axis=0)
     return ok
 
 
@@ -237,7 +291,9 @@ def read_window(
     """Read a ``(bands, height, width)`` float32 window with rasterio.
 
     Parts of the window outside the scene are filled with ``fill`` (``boundless``
-    reads), so edge windows come back at full size.
+    reads), so edge windows come back at full size. Pixels that a GDAL mask band or
+    alpha band marks as no data (:func:`has_mask_band`) come back as NaN, so
+    :func:`valid_pixels` leaves them out as it does nodata values.
     """
     if isinstance(path_or_dataset, rasterio.io.DatasetReader):
         return _read(path_or_dataset, row_off, col_off, height, width, fill)
@@ -249,14 +305,21 @@ def _read(
     ds: rasterio.io.DatasetReader, row_off: int, col_off: int, height: int, width: int, fill: float
 ) -> np.ndarray:
     inside = row_off >= 0 and col_off >= 0 and row_off + height <= ds.height and col_off + width <= ds.width
-    window = Window(col_off, row_off, width, height)
     if inside:
-        return ds.read(window=window, out_dtype=np.float32)
+        return _read_masked(ds, Window(col_off, row_off, width, height))
     out = np.full((ds.count, height, width), fill, dtype=np.float32)
     r0, c0 = max(row_off, 0), max(col_off, 0)
     r1, c1 = min(row_off + height, ds.height), min(col_off + width, ds.width)
     if r1 > r0 and c1 > c0:
-        out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = ds.read(
-            window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32
+        out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = _read_masked(
+            ds, Window(c0, r0, c1 - c0, r1 - r0)
         )
+    return out
+
+
+def _read_masked(ds: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
+    """Read a window inside the raster as float32, NaN where its mask band says no data."""
+    out = ds.read(window=window, out_dtype=np.float32)
+    if has_mask_band(ds):
+        out[:, ds.dataset_mask(window=window) == 0] = np.nan
     return out

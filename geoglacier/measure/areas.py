@@ -39,6 +39,7 @@ from rasterio.windows import Window
 from geoglacier.errors import ConfigError, CRSMissingError
 from geoglacier.io.atomic import atomic_output, check_distinct_files, check_output_path
 from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
+from geoglacier.io.scene import has_mask_band
 
 DEFAULT_STEP: int = 64
 """Spacing in pixels of the grid on which areal scale factors are evaluated exactly."""
@@ -572,8 +573,9 @@ def summarize_mask(
 ) -> AreaSummary:
     """Area summary of a mask file, read block by block (bounded memory).
 
-    Values are read as :func:`geoglacier.io.masks.normalize_mask` reads them (0/255 masks
-    warn and 255 becomes glacier unless 255 is the nodata value).
+    Values are read as :func:`geoglacier.io.masks.read_mask_block` reads them (a GDAL mask
+    band marks nodata too; 0/255 masks warn and 255 becomes glacier unless 255 is the
+    nodata value).
 
     Raises:
         CRSMissingError: the mask has no CRS and no ``pixel_size`` was given.
@@ -583,16 +585,19 @@ def summarize_mask(
         info.transform, info.crs, info.height, info.width, pixel_size, step=step, source=info.path
     )
     with rasterio.open(info.path) as ds:
+        masked = has_mask_band(ds)  # a GDAL mask band marks nodata too
         for window in _read_windows(info.height, info.width, info.block_shape):
             raw = ds.read(1, window=window)
             if (
                 raw.dtype == np.uint8
+                and not masked
                 and info.nodata in (None, float(IGNORE))
                 and _is_normal(raw, info.nodata)
             ):
                 block = raw  # already 0/1/255: skip the copy
             else:
-                block = normalize_mask(raw, info.nodata, info.path)
+                valid = ds.dataset_mask(window=window) != 0 if masked else None
+                block = normalize_mask(raw, info.nodata, info.path, valid)
             acc.add(block, int(window.row_off), int(window.col_off))
     return acc.result()
 

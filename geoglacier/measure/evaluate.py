@@ -2,8 +2,8 @@
 
 Both masks are read block by block (bounded memory) into a confusion matrix; a pixel
 that is nodata in either mask is left out. Mask values are read as
-:func:`geoglacier.io.masks.normalize_mask` reads them: 0/1 with the file's nodata value
-(if any) as nodata; a {0, 255} mask without nodata=255 is accepted with a
+:func:`geoglacier.io.masks.read_mask_block` reads them: 0/1 with the file's nodata value
+(if any) or GDAL mask band as nodata; a {0, 255} mask without nodata=255 is accepted with a
 :class:`~geoglacier.errors.GeoglacierWarning` and 255 read as glacier. Values are
 checked per block, so a file mixing {0, 1} blocks with {0, 255} blocks is not detected.
 
@@ -25,7 +25,7 @@ import rasterio
 
 from geoglacier.errors import GridMismatchError
 from geoglacier.io.atomic import atomic_output, check_distinct_files, check_output_path
-from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
+from geoglacier.io.masks import IGNORE, inspect_mask, read_mask_block
 from geoglacier.io.scene import SceneInfo
 from geoglacier.measure.areas import _TILE, _make_field, _read_windows, crs_label
 from geoglacier.measure.metrics import mcc_from_counts
@@ -103,8 +103,8 @@ def evaluate_masks(
     tally = _Tally()
     with rasterio.open(pred.path) as pds, rasterio.open(ref.path) as rds:
         for window in _read_windows(pred.height, pred.width, pred.block_shape):
-            p = normalize_mask(pds.read(1, window=window), pred.nodata, pred.path)
-            r = normalize_mask(rds.read(1, window=window), ref.nodata, ref.path)
+            p = read_mask_block(pds, window, pred.nodata, pred.path)
+            r = read_mask_block(rds, window, ref.nodata, ref.path)
             for r0 in range(0, p.shape[0], _TILE):
                 for c0 in range(0, p.shape[1], _TILE):
                     tiles = (p[r0 : r0 + _TILE, c0 : c0 + _TILE], r[r0 : r0 + _TILE, c0 : c0 + _TILE])

@@ -28,7 +28,7 @@ from shapely.geometry.polygon import orient
 from geoglacier.errors import ConfigError, CRSMissingError
 from geoglacier.io.atomic import atomic_output, check_output_path
 from geoglacier.io.masks import inspect_mask, read_mask
-from geoglacier.io.scene import GDAL_CACHE_BYTES
+from geoglacier.io.scene import GDAL_CACHE_BYTES, has_mask_band
 from geoglacier.measure.areas import to_pyproj_crs
 
 SEGMENT_M: float = 1000.0
@@ -100,7 +100,7 @@ def mask_polygons(
 
 def _is_plain(ds: Any, nodata: float | None) -> bool:
     """True when a uint8 mask holds only 0, 1 and (as its declared nodata) 255, scanned block by block."""
-    if ds.dtypes[0] != "uint8" or nodata not in (None, 255.0):
+    if ds.dtypes[0] != "uint8" or nodata not in (None, 255.0) or has_mask_band(ds):
         return False
     for _, window in ds.block_windows(1):
         block = ds.read(1, window=window)

@@ -280,6 +280,26 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
     assert [p.name for p in cache_dir(ckpt).iterdir()] == [fresh.name]
 
 
+def test_export_cache_stays_out_of_a_read_only_folder_and_is_made_once(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ro = tmp_path / "shared"
+    ro.mkdir()
+    ckpt = save_tiny(ro / "model.pth")
+    ro.chmod(0o555)  # like ../shared: read-only for all, which root alone could ignore
+    try:
+        with pytest.warns(GeoglacierWarning, match="export cache"):
+            first = cached_export(ckpt, "onnx")
+        assert sorted(p.name for p in ro.iterdir()) == ["model.pth"]
+        assert not first.is_relative_to(ro) and first.is_file()
+        stamp = first.stat().st_mtime_ns
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the throw-away export is reused, not redone
+            again = cached_export(ckpt, "onnx")
+        assert again == first and again.stat().st_mtime_ns == stamp
+    finally:
+        ro.chmod(0o700)
+
+
 def test_overlap_in_pixels(checkpoint: Path) -> None:
     cfg = InferenceConfig(window=512, overlap_px=64)
     assert stride_for(512, cfg.overlap_fraction()) == 448

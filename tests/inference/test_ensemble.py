@@ -311,3 +311,30 @@ def test_exported_members_make_the_same_ensemble(members: tuple[Path, Path, Path
     valid = ~np.isnan(p_ref)
     np.testing.assert_array_equal(np.isnan(p_got), ~valid)
     np.testing.assert_allclose(p_got[valid], p_ref[valid], atol=1e-4)
+
+
+def test_ensemble_outputs_keep_a_gcp_scenes_gcps(members: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+
+    src, a, b = members
+    scene = tmp_path / "gcp.tif"
+    gcps = [
+        GroundControlPoint(r, c, 478000.0 + 30 * c, 3108140.0 - 30 * r) for r in (0, 96) for c in (0, 112)
+    ]
+    with rasterio.open(src) as ds:
+        data, nodata, descriptions = ds.read(), ds.nodata, ds.descriptions
+    profile = dict(driver="GTiff", count=5, height=96, width=112, dtype="float32", nodata=nodata)
+    with rasterio.open(scene, "w", **profile) as ds:
+        ds.write(data)
+        ds.descriptions = descriptions
+        ds.gcps = (gcps, "EPSG:32645")
+    with rasterio.open(scene) as ds:
+        assert ds.crs is None and len(ds.gcps[0]) == 4
+    result = segment_ensemble(
+        scene, [a, b], tmp_path / "ens.tif", probabilities=tmp_path / "p.tif", uncertainty=tmp_path / "u.tif",
+        **OPTIONS,
+    )  # fmt: skip
+    for out in (result.mask, result.probabilities, result.uncertainty):
+        with rasterio.open(out) as ds:
+            assert ds.gcps[1] == "EPSG:32645"
+            assert [(g.row, g.col, g.x, g.y) for g in ds.gcps[0]] == [(g.row, g.col, g.x, g.y) for g in gcps]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from geoglacier.errors import (
     ConfigError,
     CRSMissingError,
     GeoglacierWarning,
+    InvalidRasterError,
     OutputExistsError,
     OutputPathError,
 )
@@ -240,6 +242,77 @@ def test_nodata_pixels_are_255_and_empty_windows_skip_the_model(tmp_path: Path) 
     assert json.loads(Path(result.summary_path).read_text())["glacier_pixels"] == int((~bad).sum())
 
 
+# ------------------------------------------------------------------- GDAL mask bands
+
+
+def write_masked_scene(path: Path, data: np.ndarray, valid: np.ndarray) -> Path:
+    """A scene whose no-data area is an internal GDAL mask band (as gdalwarp -co or a COG writes), not a value."""
+    write_raster(path, data)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as ds:
+        ds.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    with rasterio.open(path) as ds:
+        assert ds.nodata is None and rasterio.enums.MaskFlags.per_dataset in ds.mask_flag_enums[0]
+    return path
+
+
+def test_pixels_masked_by_a_gdal_mask_band_are_nodata(tmp_path: Path) -> None:
+    data = scene_array(128, 128, seed=21)
+    valid = np.ones((128, 128), dtype=bool)
+    valid[:64, :64] = False  # one whole window outside the footprint
+    valid[90:100, 70:120] = False
+    data[:, ~valid] = 0.0  # what gdalwarp leaves under a mask band
+    scene = write_masked_scene(tmp_path / "s.tif", data, valid)
+    model = ConstantNet(10.0)
+    seg = Segmenter(model, stand_in_meta(), fp32(window=64, overlap=0.0))
+    result = seg.run(scene, tmp_path / "mask.tif", summary=tmp_path / "s.json")
+    with rasterio.open(result.mask) as ds:
+        mask = ds.read(1)
+    assert np.array_equal(mask == 255, ~valid)
+    assert np.all(mask[valid] == 1)
+    assert (result.windows_run, result.windows_skipped) == (3, 1)
+    assert result.summary is not None and result.summary.nodata_pixels == int((~valid).sum())
+
+
+def test_scene_statistics_leave_out_pixels_masked_by_a_gdal_mask_band(tmp_path: Path) -> None:
+    from geoglacier.inference.normalization import clear_scene_stats, scene_normalization
+    from geoglacier.io.scene import inspect_scene
+
+    data = scene_array(96, 96, seed=22)
+    valid = np.ones((96, 96), dtype=bool)
+    valid[:, :40] = False
+    data[:, ~valid] = 0.0
+    scene = write_masked_scene(tmp_path / "s.tif", data, valid)
+    clear_scene_stats()
+    mean, std = scene_normalization(inspect_scene(scene))
+    inside = data[:, valid].astype(np.float64)
+    np.testing.assert_allclose(mean[:, 0, 0], inside.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(std[:, 0, 0], inside.std(axis=1), rtol=1e-4)
+
+
+def test_scene_wholly_outside_its_gdal_mask_band_is_refused(tmp_path: Path) -> None:
+    data = scene_array(64, 64, seed=23)
+    scene = write_masked_scene(tmp_path / "s.tif", data, np.zeros((64, 64), dtype=bool))
+    seg = Segmenter(ConstantNet(10.0), stand_in_meta(), fp32(window=64))
+    with pytest.raises(InvalidRasterError, match="mask band"):
+        seg.run(scene, tmp_path / "mask.tif")
+    assert not (tmp_path / "mask.tif").exists()
+
+
+def test_float32_lowest_as_nodata_raises_no_numpy_warning(tmp_path: Path) -> None:
+    """GDAL's usual float nodata (-3.4e38) must not overflow into RuntimeWarnings on a user's console."""
+    lowest = float(np.finfo(np.float32).min)
+    data = scene_array(64, 64, seed=25) / 255.0  # reflectance-like: a std below 1 scales nodata past float32
+    data[:, :8] = lowest
+    scene = write_raster(tmp_path / "s.tif", data.astype(np.float32), nodata=lowest)
+    meta = dataclasses.replace(stand_in_meta(), mean=(0.5,) * 5, std=(0.2,) * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = Segmenter(ConstantNet(10.0), meta, fp32(window=64)).run(scene, tmp_path / "mask.tif")
+    with rasterio.open(result.mask) as ds:
+        mask = ds.read(1)
+    assert (mask[:8] == 255).all() and (mask[8:] == 1).all()
+
+
 def test_skipped_windows_counted_with_overlap(tmp_path: Path) -> None:
     data = scene_array(160, 160, seed=9)
     data[:, :100, :] = np.nan
@@ -276,6 +349,28 @@ def test_mask_keeps_the_scene_grid(tmp_path: Path, checkpoint: Path, crs: str, t
     assert summary["crs"] == crs
     assert summary["valid_pixels"] == 150 * 170
     assert "geographic" in summary["method"] if crs == "EPSG:4326" else "projected" in summary["method"]
+
+
+def test_scene_georeferenced_by_gcps_keeps_them_in_its_outputs(tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+
+    gcps = [
+        GroundControlPoint(row, col, 478000.0 + 30 * col + 3 * row, 3108140.0 - 30 * row + 2 * col)
+        for row in (0, 96)
+        for col in (0, 64)
+    ]
+    scene = write_raster(tmp_path / "s.tif", scene_array(96, 64, seed=24), crs=None)
+    with rasterio.open(scene, "r+") as ds:
+        ds.gcps = (gcps, "EPSG:32645")
+    seg = Segmenter(ConstantNet(10.0), stand_in_meta(), fp32(window=64))
+    result = seg.run(scene, tmp_path / "mask.tif", probabilities=tmp_path / "p.tif")
+    for out in (result.mask, result.probabilities):
+        with rasterio.open(out) as ds:
+            got, crs = ds.gcps
+            assert crs == "EPSG:32645"
+            assert [(g.row, g.col, g.x, g.y) for g in got] == [(g.row, g.col, g.x, g.y) for g in gcps]
+    with pytest.raises(CRSMissingError, match="gdalwarp"):  # areas need a warped scene, not a CRS
+        seg.run(scene, tmp_path / "m2.tif", summary=tmp_path / "s.json")
 
 
 def test_cog_outputs_have_overviews(tmp_path: Path) -> None:

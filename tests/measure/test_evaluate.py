@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -19,6 +20,7 @@ from geoglacier.cli.main import _Group
 from geoglacier.errors import GeoglacierWarning, GridMismatchError
 from geoglacier.measure.areas import area_summary
 from geoglacier.measure.evaluate import evaluate_masks, mcc_from_counts
+from geoglacier.measure.outlines import write_outlines
 
 UTM = "EPSG:32645"
 TRANSFORM = Affine(30.0, 0, 450000.0, 0, -30.0, 3100000.0)
@@ -76,6 +78,34 @@ def test_metrics_match_sklearn(seed: int, tmp_path: Path) -> None:
     assert m["area_error_km2"] == pytest.approx(pa - ra, rel=1e-9)
     assert m["area_error_relative"] == pytest.approx((pa - ra) / ra, rel=1e-9)
     assert m["crs"] == "EPSG:32645"
+
+
+def add_mask_band(path: Path, valid: np.ndarray) -> Path:
+    """Give a mask file an internal GDAL mask band (gdal_translate -mask, gdalwarp with a cutline)."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as ds:
+        ds.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    return path
+
+
+def test_pixels_outside_a_gdal_mask_band_are_left_out(tmp_path: Path) -> None:
+    pred, ref = random_pair(3)
+    outside = np.zeros(ref.shape, dtype=bool)
+    outside[:40, 100:] = True
+    ref_raw = ref.copy()
+    ref_raw[outside] = 7  # whatever lies under the mask band is not a mask value
+    r = add_mask_band(write_mask(tmp_path / "r.tif", ref_raw), ~outside)
+    m = evaluate_masks(write_mask(tmp_path / "p.tif", pred), r)
+    keep = (pred != 255) & (ref != 255) & ~outside
+    assert m["valid_pixels"] == keep.sum()
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(ref[keep], pred[keep]), abs=1e-12)
+    summary = area_summary(r)
+    assert summary.nodata_pixels == int(((ref == 255) | outside).sum())
+    assert summary.glacier_pixels == int(((ref == 1) & ~outside).sum())
+    ref_raw[outside] = 1  # glacier under the mask band: no outline may reach there
+    r1 = add_mask_band(write_mask(tmp_path / "r1.tif", ref_raw), ~outside)
+    n = write_outlines(r1, tmp_path / "o.gpkg")
+    traced = sum(g.area for g in gpd.read_file(tmp_path / "o.gpkg").geometry) / 900.0
+    assert n > 0 and traced == pytest.approx(((ref == 1) & ~outside).sum())
 
 
 COUNT_CASES = [
