@@ -227,6 +227,8 @@ def train(
     state = _resumed_state(data_dir, paths, config) if resuming else None
     if not dist_info.is_main:
         log = _silent
+    if resume and not resuming:  # a mistyped --out must not pass for a resumed run
+        log(f"--resume: there is no training state {paths.state}; starting a new run")
     with process_group(dist_info, device, config.dist_timeout), sigterm_as_interrupt():
         return _train(
             data_dir, paths, config, model_config, device, dist_info, state, overwrite, log, progress, stop
