@@ -129,6 +129,7 @@ def test_existing_output_fails_before_any_work(group: click.Group, tmp_path: Pat
         (["--patch-size", "50"], "--patch-size must be a positive multiple of 32"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+        (["--no-calibrate", "--tune-threshold"], "--tune-threshold tunes the threshold during calibration"),
     ],
 )
 def test_bad_options_give_one_line_errors(
