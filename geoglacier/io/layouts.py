@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from geoglacier.errors import BandCountError, LayoutError, SceneNotFoundError
-from geoglacier.io.masks import check_mask_values, check_same_grid, inspect_mask
+from geoglacier.io.masks import check_mask_values, check_same_grid, inspect_mask, warn_one_class
 from geoglacier.io.scene import SceneInfo, inspect_scene
 
 Layout = Literal["classic", "scenes"]
@@ -67,6 +67,7 @@ def classic_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[Clas
     """Match ``masked_NAME.npy`` with ``NAME.tif`` and check shapes and band counts.
 
     Arrays are opened memory-mapped, so checking a large folder reads only headers.
+    Warns when the masks together hold a single class (:func:`~geoglacier.io.masks.warn_one_class`).
     """
     root = Path(data_dir)
     images = {p.name[len(CLASSIC_PREFIX) : -len(".npy")]: p for p in root.glob(f"{CLASSIC_PREFIX}*.npy")}
@@ -88,6 +89,7 @@ def classic_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[Clas
             "remove the mask" + (f" (and {len(lone_masks) - 1} more)" if len(lone_masks) > 1 else "")
         )
     pairs = []
+    counts: list[tuple[int, int]] = []
     for name in sorted(images):
         try:
             arr = np.load(images[name], mmap_mode="r")
@@ -108,8 +110,9 @@ def classic_pairs(data_dir: str | os.PathLike[str], bands: int = 5) -> list[Clas
                 f"{masks[name]}: mask shape {minfo.height}x{minfo.width} differs from "
                 f"{images[name]} shape {arr.shape[0]}x{arr.shape[1]}; they must be the same size"
             )
-        check_mask_values(masks[name], minfo)
+        counts.append(check_mask_values(masks[name], minfo))
         pairs.append(ClassicPair(name, images[name], masks[name], (int(arr.shape[0]), int(arr.shape[1]))))
+    warn_one_class(root, sum(c[0] for c in counts), sum(c[1] for c in counts))
     return pairs
 
 
@@ -117,6 +120,8 @@ def scene_pairs(
     data_dir: str | os.PathLike[str], bands: int = 5, band_names: Sequence[str] | None = None
 ) -> list[ScenePair]:
     """Match ``images/NAME.tif`` with ``masks/NAME.tif``; check bands, grids and mask values.
+
+    Warns when the masks together hold a single class (:func:`~geoglacier.io.masks.warn_one_class`).
 
     ``band_names`` (a recipe asked for) name the bands in a band-count error.
     """
@@ -137,12 +142,14 @@ def scene_pairs(
             f"{masks[name]} has no scene {root / 'images' / masks[name].name}; add it or remove the mask"
         )
     pairs = []
+    counts: list[tuple[int, int]] = []
     for name in sorted(images):
         sinfo = inspect_scene(images[name], bands, band_names=band_names)
         minfo = inspect_mask(masks[name])
         check_same_grid(sinfo, minfo)
-        check_mask_values(masks[name], minfo)
+        counts.append(check_mask_values(masks[name], minfo))
         pairs.append(ScenePair(name, images[name], masks[name], sinfo))
+    warn_one_class(root / "masks", sum(c[0] for c in counts), sum(c[1] for c in counts))
     return pairs
 
 

@@ -106,15 +106,45 @@ def read_mask(
         return read_mask_block(ds, window, info.nodata, info.path)
 
 
-def check_mask_values(path: str | os.PathLike[str], info: SceneInfo | None = None) -> None:
+def check_mask_values(path: str | os.PathLike[str], info: SceneInfo | None = None) -> tuple[int, int]:
     """Scan a whole mask block by block and raise :class:`MaskError` on bad values.
 
     Bounded memory: one block at a time, so a 20000 x 20000 mask is fine.
+
+    Returns:
+        The numbers of glacier and of non-glacier pixels (nodata in neither).
     """
     info = info or inspect_mask(path)
+    glacier = other = 0
     with rasterio.open(info.path) as ds:
         for _, window in ds.block_windows(1):
-            read_mask_block(ds, window, info.nodata, info.path)
+            values = read_mask_block(ds, window, info.nodata, info.path)
+            glacier += int(np.count_nonzero(values == 1))
+            other += int(np.count_nonzero(values == 0))
+    return glacier, other
+
+
+def warn_one_class(where: str | os.PathLike[str], glacier: int, other: int) -> None:
+    """Warn when training masks hold a single class (or none): nothing can be learnt from them.
+
+    All-0 or all-1 masks, or a nodata value equal to one of the classes, leave the
+    loss one class to fit and every epoch's MCC at 0.
+    """
+    if glacier and other:
+        return
+    missing = (
+        "no valid pixel"
+        if not (glacier or other)
+        else "no glacier pixel (1)"
+        if not glacier
+        else "no non-glacier pixel (0)"
+    )
+    warnings.warn(
+        f"{where}: the masks hold {missing}, so a model cannot learn to tell glacier apart and every "
+        "MCC will be 0; check the mask values and their nodata value (gdalinfo -stats)",
+        GeoglacierWarning,
+        stacklevel=3,
+    )
 
 
 def check_same_grid(

@@ -10,7 +10,10 @@ for non-glacier pixels (memory does not grow with the data). From the two histog
   which, so it cannot change a mask on its own.
 - **threshold**: the probability cut (on the calibrated scale) that maximises the
   validation MCC; recorded always, used instead of the fixed threshold only when asked
-  (``tune_threshold``), since on new terrain it did worse than 0.5.
+  (``tune_threshold``), since on new terrain it did worse than 0.5. The fixed threshold
+  is on the calibrated scale too, so away from 0.5 the temperature moves its cut
+  (``sigmoid(z / T) > t`` where ``z > T * logit(t)``): its validation MCC is scored
+  there, not at the epochs' uncalibrated cut.
 - **expected calibration error** (ECE) before and after, over 15 equal-width bins of
   predicted probability: the mean gap between predicted probability and the observed
   share of glacier, weighted by the pixels in each bin.
@@ -126,7 +129,11 @@ def expected_calibration_error(hist: LogitHistogram, temperature: float = 1.0) -
 
 @dataclass(frozen=True)
 class Calibration:
-    """What calibration found; ``threshold`` is on the calibrated probability scale."""
+    """What calibration found; ``threshold`` is on the calibrated probability scale.
+
+    ``val_mcc`` is the validation MCC at ``threshold``, ``val_mcc_default`` at the fixed
+    threshold, both applied to ``sigmoid(logit / temperature)`` as inference applies them.
+    """
 
     temperature: float
     threshold: float
@@ -138,10 +145,11 @@ class Calibration:
 
     def describe(self, default_threshold: float, tuned: bool = False) -> str:
         use = "used" if tuned else "not used; --tune-threshold uses it"
+        scale = "" if default_threshold == 0.5 else " of the calibrated probabilities"
         return (
             f"Calibrated on {self.pixels} validation pixels: temperature {self.temperature:.2f}, "
             f"ECE {self.ece_before:.3f} -> {self.ece_after:.3f}; MCC-best threshold {self.threshold:.3f} "
-            f"(val MCC {self.val_mcc_default:.3f} at {default_threshold:g} -> {self.val_mcc:.3f}; {use})"
+            f"(val MCC {self.val_mcc_default:.3f} at {default_threshold:g}{scale} -> {self.val_mcc:.3f}; {use})"
         )
 
 
@@ -149,7 +157,8 @@ def calibration_from_histogram(hist: LogitHistogram, default_threshold: float = 
     """Temperature, threshold and ECE from a filled histogram."""
     temperature = fit_temperature(hist)
     cut, mcc = best_logit_cut(hist)
-    default_cut = math.log(default_threshold / (1.0 - default_threshold))
+    # The fixed threshold applies to calibrated probabilities: its logit cut scales with T.
+    default_cut = temperature * math.log(default_threshold / (1.0 - default_threshold))
     return Calibration(
         temperature=temperature,
         threshold=1.0 / (1.0 + math.exp(-cut / temperature)),
@@ -194,11 +203,14 @@ def calibrate_checkpoint(
     the Everest scene a threshold tuned on validation blocks beside the training area
     did not transfer to new valleys (``benchmarks/results/cv_everest.md``). With
     threshold 0.5 the temperature leaves every mask as it was (``sigmoid(z / T) > 0.5``
-    exactly where ``z > 0``) and only makes the probabilities honest.
+    exactly where ``z > 0``) and only makes the probabilities honest; at another threshold
+    the masks move, and ``metrics["val_mcc_calibrated"]`` is the validation MCC of the
+    masks the checkpoint now gives (its threshold on its calibrated probabilities).
     """
     calibration = calibration_from_histogram(collect_logits(model, dataset, device), default_threshold)
     metrics = dict(meta.metrics)
     metrics.update(
+        val_mcc_calibrated=calibration.val_mcc if tune_threshold else calibration.val_mcc_default,
         val_mcc_tuned=calibration.val_mcc,
         tuned_threshold=calibration.threshold,
         ece_before=calibration.ece_before,

@@ -217,6 +217,10 @@ class TrainConfig:
             (0.0 < self.lr_factor < 1.0, f"--lr-factor must be in (0, 1), got {self.lr_factor}"),
             (self.lr_patience >= 0, f"--lr-patience must be >= 0, got {self.lr_patience}"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), got {self.threshold}"),
+            (
+                self.calibrate or not self.tune_threshold,
+                "--tune-threshold tunes the threshold during calibration; drop --no-calibrate",
+            ),
             (self.band_count >= 1, f"--bands must be at least 1, got {self.bands}"),
             (self.dist_timeout > 0, f"--dist-timeout must be positive, got {self.dist_timeout}"),
             (

@@ -227,6 +227,8 @@ def train(
     state = _resumed_state(data_dir, paths, config) if resuming else None
     if not dist_info.is_main:
         log = _silent
+    if resume and not resuming:  # a mistyped --out must not pass for a resumed run
+        log(f"--resume: there is no training state {paths.state}; starting a new run")
     with process_group(dist_info, device, config.dist_timeout), sigterm_as_interrupt():
         return _train(
             data_dir, paths, config, model_config, device, dist_info, state, overwrite, log, progress, stop
@@ -284,6 +286,7 @@ class _Run:
     best_epoch: int = 0
     start: int = 1
     saved_epoch: int = 0  # the epoch the training state on disk holds (0: none written by this run)
+    val_classes: tuple[int, int] = (0, 0)  # glacier and non-glacier pixels validation scores
 
     @property
     def module(self) -> nn.Module:
@@ -340,6 +343,8 @@ def _train(
                 f"Epoch {epoch} | Loss: {row['loss']:.4f} | Train MCC: {row['train_mcc']:.2f} | Val MCC: {row['val_mcc']:.2f}"
             )
             _record(run, row, paths, config, dist_info, log)
+            if epoch == run.start and len(run.data.val) > 0 and not all(run.val_classes):
+                log(_one_class_validation(run.val_classes))
             if stop is not None and agree(bool(stop(dict(row))), dist_info, device):
                 break
         calibration = None
@@ -512,6 +517,8 @@ def _epoch(
     totals = all_reduce(torch.cat([sums, val_sums]), dist_info).tolist()
     confusion = all_reduce(torch.cat([counts, val_counts]), dist_info).tolist()
     has_val = len(run.data.val) > 0
+    tp, fp, tn, fn = confusion[4:]
+    run.val_classes = (int(tp + fn), int(tn + fp))
     return {
         "epoch": epoch,
         "loss": totals[0] / max(totals[1], 1.0),
@@ -548,6 +555,16 @@ def _validate(
     loader = _loader(run.data.val, config, num_workers, device, seed, dist_info, train=False)
     return _run_epoch(
         run.scored, loader, run.criterion, device, config, run.amp_dtype, progress=show, desc="validation"
+    )
+
+
+def _one_class_validation(classes: tuple[int, int]) -> str:
+    """The warning for validation windows that hold one class only: their MCC is 0 for any model."""
+    missing = "glacier" if classes[0] == 0 else "non-glacier"
+    return (
+        f"warning: the validation windows hold no {missing} pixel, so the validation MCC is 0 whatever "
+        "the model and the first epoch stays the best; use another --seed or a larger --val-fraction "
+        "(or add data with both classes)"
     )
 
 

@@ -156,11 +156,17 @@ def check_outputs(paths: TrainPaths, overwrite: bool, resume: bool) -> bool:
 
 
 def check_resume_config(state: dict[str, Any], config: TrainConfig, state_path: Path, layout: str) -> None:
-    """Refuse to resume a run split into other validation blocks, or with another recipe."""
+    """Refuse to resume a run split into other validation blocks, with another recipe, or with fewer epochs than it holds."""
     if layout == "scenes" and state.get("split_version", 1) != SPLIT_VERSION:
         raise ConfigError(
             f"{state_path}: the run was started by an earlier geoglacier that chose other validation "
             "blocks; it cannot be resumed on the same split: start again with --overwrite"
+        )
+    done = int(state["epoch"])
+    if config.epochs < done:
+        raise ConfigError(
+            f"{state_path} already holds {done} epochs, more than --epochs {config.epochs}; resume with "
+            f"--epochs {done} or more, or start again with --overwrite"
         )
     saved = state["config"]
     for name in RESUME_LOCKED:

@@ -98,6 +98,20 @@ def test_train_writes_checkpoint_and_resume_extends_a_run(
     assert [r["epoch"] for r in read_metrics_csv(tmp_path / "model.metrics.csv")] == [1, 2]
 
 
+def test_resume_without_a_state_says_it_starts_a_new_run(
+    group: click.Group, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "mistyped.pth"
+    args = [data, "--out", out, *FAST_ARGS, "--patches-per-epoch", "4", "--num-workers", "0"]
+    result = _invoke(group, *args, "--epochs", "1", "--resume", "--no-calibrate")
+    assert result.exit_code == 0, result.output
+    assert f"--resume: there is no training state {out}.state; starting a new run" in result.output
+    assert "Resuming" not in result.output and "Epoch 1 | " in result.output
+    again = _invoke(group, *args, "--epochs", "2", "--resume", "--no-calibrate")
+    assert again.exit_code == 0, again.output
+    assert "no training state" not in again.output and "Resuming from epoch 1 of 2" in again.output
+
+
 def test_existing_output_fails_before_any_work(group: click.Group, tmp_path: Path) -> None:
     out = tmp_path / "model.pth"
     out.write_bytes(b"precious")
@@ -115,6 +129,7 @@ def test_existing_output_fails_before_any_work(group: click.Group, tmp_path: Pat
         (["--patch-size", "50"], "--patch-size must be a positive multiple of 32"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+        (["--no-calibrate", "--tune-threshold"], "--tune-threshold tunes the threshold during calibration"),
     ],
 )
 def test_bad_options_give_one_line_errors(

@@ -163,3 +163,34 @@ def test_checkpoint_with_bad_temperature_is_refused(calibrated: Path, tmp_path: 
     torch.save(raw, bad)
     with pytest.raises(CheckpointError, match="temperature"):
         read_checkpoint(bad)
+
+
+def test_fixed_threshold_is_scored_on_the_calibrated_scale() -> None:
+    logits, labels = _overconfident(scale=3.0, seed=1)
+    calibration = calibration_from_histogram(_hist(logits, labels), default_threshold=0.2)
+    calibrated = 1.0 / (1.0 + np.exp(-logits / calibration.temperature))
+    as_inference = matthews_corrcoef(labels, calibrated > 0.2)
+    uncalibrated = matthews_corrcoef(labels, 1.0 / (1.0 + np.exp(-logits)) > 0.2)
+    assert abs(as_inference - uncalibrated) > 0.02  # the temperature moves the cut here
+    assert calibration.val_mcc_default == pytest.approx(as_inference, abs=0.003)
+    assert "at 0.2 of the calibrated probabilities" in calibration.describe(0.2)
+
+
+def test_checkpoint_records_the_validation_mcc_of_its_own_masks(separable: Path, tmp_path: Path) -> None:
+    from geoglacier.training.datasets import make_datasets
+
+    out = tmp_path / "t.pth"
+    train(separable, out, epochs=1, threshold=0.2, patches_per_epoch=8, log=lambda _: None, **FAST)
+    model, meta = load_checkpoint(out)
+    assert meta.threshold == 0.2 and meta.temperature != 1.0
+    val = make_datasets(separable, patch_size=64, val_fraction=0.25, augment=False).val
+    truth, masks = [], []
+    with torch.no_grad():
+        for i in range(len(val)):
+            sample = val[i]
+            prob = torch.sigmoid(model(sample["image"][None])[0, 0] / meta.temperature).numpy()
+            valid = sample["valid"].numpy()
+            truth.append(sample["mask"].numpy()[valid])
+            masks.append(prob[valid] > meta.threshold)
+    expected = matthews_corrcoef(np.concatenate(truth), np.concatenate(masks))
+    assert meta.metrics["val_mcc_calibrated"] == pytest.approx(expected, abs=0.003)
