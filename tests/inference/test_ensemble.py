@@ -311,3 +311,40 @@ def test_exported_members_make_the_same_ensemble(members: tuple[Path, Path, Path
     valid = ~np.isnan(p_ref)
     np.testing.assert_array_equal(np.isnan(p_got), ~valid)
     np.testing.assert_allclose(p_got[valid], p_ref[valid], atol=1e-4)
+
+
+class _Unhandled(Exception):
+    """What SIGTERM raises outside the ensemble's own handler (the default would kill pytest)."""
+
+
+def test_sigterm_while_the_members_are_combined_leaves_no_temporary(
+    members: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: segment-scene ends SIGTERM like Ctrl-C, with several --model too."""
+    import os
+    import signal
+    import time
+
+    import geoglacier.inference.ensemble as ensemble
+    from geoglacier.io.atomic import atomic_output
+
+    scene, a, b = members
+
+    def terminated_mid_write(probs: list[Path], threshold: float, mask_out: Path, *args: object) -> None:
+        with atomic_output(mask_out, overwrite=False) as tmp:
+            tmp.write_bytes(b"half a mask")
+            os.kill(os.getpid(), signal.SIGTERM)  # what a job scheduler sends
+            time.sleep(5)  # the handler interrupts this
+
+    def unhandled(signum: int, frame: object) -> None:
+        raise _Unhandled
+
+    monkeypatch.setattr(ensemble, "combine_probabilities", terminated_mid_write)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segment_ensemble(scene, [a, b], tmp_path / "mask.tif", **OPTIONS)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert os.listdir(tmp_path) == []
