@@ -89,7 +89,8 @@ precision_opt = click.option(
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     default="auto",
     show_default=True,
-    help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU. bf16 on a CPU: torch or openvino engine.",
+    help="auto: bf16 (or fp16) autocast on CUDA; on a CPU bf16 with the openvino engine where the CPU "
+    "has native bf16 (AVX512-BF16, AMX), else fp32. bf16 on a CPU: torch or openvino engine.",
 )
 tta_opt = click.option(
     "--tta", is_flag=True, default=False, help="Average the four flips of each window (4x slower)."

@@ -127,6 +127,7 @@ def train(
 
     Prints one line per epoch and keeps the best epoch by validation MCC in --out.
     """
+    from geoglacier.training.distributed import distributed_from_env
     from geoglacier.training.ensemble import train_ensemble
     from geoglacier.training.loop import train as run_training
 
@@ -135,12 +136,16 @@ def train(
         results = train_ensemble(
             data_dir, out, ensemble, overwrite=overwrite, resume=resume, log=click.echo, **overrides
         )
+        if not distributed_from_env().is_main:
+            return  # under torchrun only rank 0 prints (and wrote the files)
         for result in results:
             click.echo(
                 f"{result.paths.checkpoint}: best epoch {result.best_epoch} ({result.score_name}: {result.best_val_mcc:.4f})"
             )
         return
     result = run_training(data_dir, out, overwrite=overwrite, resume=resume, log=click.echo, **overrides)
+    if not distributed_from_env().is_main:
+        return
     click.echo(
         f"Best epoch {result.best_epoch} of {result.epochs} ({result.score_name}: {result.best_val_mcc:.4f}); "
         f"wrote {result.paths.checkpoint}, {result.paths.metrics_csv}, {result.paths.metrics_png}"

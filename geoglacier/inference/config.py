@@ -37,8 +37,9 @@ class InferenceConfig:
         batch_size: windows per forward pass (>= 1).
         blend: weight map for blending overlapping windows: gaussian, cosine or none.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (bf16 on CUDA, fp16 on older GPUs, fp32 on CPU), ``fp32``,
-            ``bf16`` or ``fp16``.
+        precision: ``auto`` (bf16 on CUDA, fp16 on older GPUs; on a CPU bf16 with the
+            OpenVINO engine where the CPU has native bf16, else fp32), ``fp32``, ``bf16``
+            or ``fp16``.
         engine: what runs the network: ``auto``, ``torch``, ``onnxruntime`` or
             ``openvino`` (see :mod:`geoglacier.inference.engines`).
         tta: average the predictions of the four flips of each window.

@@ -40,7 +40,7 @@ from rasterio.windows import Window
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.errors import CheckpointError, ConfigError
 from geoglacier.glaciers.areas import prepare_glacier_table, run_glaciers
-from geoglacier.io.atomic import TMP_PREFIX, with_companions
+from geoglacier.io.atomic import TMP_PREFIX, sigterm_as_interrupt, with_companions
 from geoglacier.io.cog import RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
 from geoglacier.io.scene import SceneInfo, inspect_scene
@@ -250,11 +250,14 @@ def segment_ensemble(
     )
     out_p = Path(probabilities) if probabilities is not None else None
     out_u = Path(uncertainty) if uncertainty is not None else None
-    _run_members(runs, Path(out), out_p, out_u, threshold, overwrite)
-    area, totals, count = _mask_products(
-        Path(out), inv, summary, glaciers, outlines, out_p, out_u,
-        pixel_size=segment_options.get("pixel_size"), min_area=min_area, overwrite=overwrite,
-    )  # fmt: skip
+    # SIGTERM (a job scheduler's stop) ends like Ctrl-C between and after the members too:
+    # the members' folder and the outputs' temporaries go.
+    with sigterm_as_interrupt():
+        _run_members(runs, Path(out), out_p, out_u, threshold, overwrite)
+        area, totals, count = _mask_products(
+            Path(out), inv, summary, glaciers, outlines, out_p, out_u,
+            pixel_size=segment_options.get("pixel_size"), min_area=min_area, overwrite=overwrite,
+        )  # fmt: skip
     return EnsembleResult(
         mask=Path(out),
         probabilities=out_p,

@@ -221,6 +221,7 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path, runner_script
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("Epoch 1 | ") == 1  # only rank 0 prints
+    assert proc.stdout.count("Best epoch") == 1  # the closing line too: rank 1 wrote nothing
     model, meta = load_checkpoint(out)
     assert meta.epoch == 1
     # Validation counts were all-reduced over both ranks: one process over all of the

@@ -338,3 +338,40 @@ def test_ensemble_outputs_keep_a_gcp_scenes_gcps(members: tuple[Path, Path, Path
         with rasterio.open(out) as ds:
             assert ds.gcps[1] == "EPSG:32645"
             assert [(g.row, g.col, g.x, g.y) for g in ds.gcps[0]] == [(g.row, g.col, g.x, g.y) for g in gcps]
+
+
+class _Unhandled(Exception):
+    """What SIGTERM raises outside the ensemble's own handler (the default would kill pytest)."""
+
+
+def test_sigterm_while_the_members_are_combined_leaves_no_temporary(
+    members: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: segment-scene ends SIGTERM like Ctrl-C, with several --model too."""
+    import os
+    import signal
+    import time
+
+    import geoglacier.inference.ensemble as ensemble
+    from geoglacier.io.atomic import atomic_output
+
+    scene, a, b = members
+
+    def terminated_mid_write(probs: list[Path], threshold: float, mask_out: Path, *args: object) -> None:
+        with atomic_output(mask_out, overwrite=False) as tmp:
+            tmp.write_bytes(b"half a mask")
+            os.kill(os.getpid(), signal.SIGTERM)  # what a job scheduler sends
+            time.sleep(5)  # the handler interrupts this
+
+    def unhandled(signum: int, frame: object) -> None:
+        raise _Unhandled
+
+    monkeypatch.setattr(ensemble, "combine_probabilities", terminated_mid_write)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segment_ensemble(scene, [a, b], tmp_path / "mask.tif", **OPTIONS)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert os.listdir(tmp_path) == []
