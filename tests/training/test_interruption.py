@@ -136,7 +136,7 @@ def _segment_args(scene: Path, model: Path, out: Path, *extra: str) -> list[str]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_segment_scene_leaves_nothing(
+def test_interrupted_segment_scene_keeps_only_its_tiles_and_resumes(
     sig: signal.Signals, scene_and_model: tuple[Path, Path], tmp_path: Path
 ) -> None:
     _require("segment-scene")
@@ -144,16 +144,22 @@ def test_interrupted_segment_scene_leaves_nothing(
     out = tmp_path / "out"
     out.mkdir()
     log = tmp_path / "log.txt"
-    proc = _start(_segment_args(scene, model, out, "--window", "64"), log)
-    _wait_for(proc, lambda: bool(_temporaries(out)), log, START_TIMEOUT)
+    args = _segment_args(scene, model, out, "--window", "64")
+    proc = _start(args, log)
+    staging = out / ".geoglacier-partial-mask.tif" / "mask.tif"
+    _wait_for(proc, staging.exists, log, START_TIMEOUT)
     time.sleep(SETTLE)
 
     code = _signal(proc, sig, log)
 
     text = log.read_text()
     assert code == 130, f"exit {code} after {sig.name}:\n{text}"
-    assert "Interrupted" in text and "Traceback" not in text, text
-    assert sorted(p.name for p in out.iterdir()) == [], "outputs or temporaries were left behind"
+    assert "Interrupted" in text and "--resume" in text and "Traceback" not in text, text
+    # no output and no temporary: only the folder of kept tiles
+    assert sorted(p.name for p in out.iterdir()) == [".geoglacier-partial-mask.tif"], text
+    again = _start([*args, "--resume"], log)
+    assert again.wait(timeout=START_TIMEOUT) == 0, log.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["areas.json", "mask.tif", "probability.tif"]
 
 
 def test_segment_scene_after_sigkill_succeeds_and_clears_temporaries(
@@ -165,14 +171,17 @@ def test_segment_scene_after_sigkill_succeeds_and_clears_temporaries(
     out.mkdir()
     log = tmp_path / "killed.txt"
     proc = _start(_segment_args(scene, model, out, "--window", "64"), log)
-    _wait_for(proc, lambda: bool(_temporaries(out)), log, START_TIMEOUT)
+    partial = out / ".geoglacier-partial-mask.tif"
+    _wait_for(proc, (partial / "mask.tif").exists, log, START_TIMEOUT)
     time.sleep(SETTLE)
 
     code = _signal(proc, signal.SIGKILL, log)
 
     assert code == -signal.SIGKILL
     left = sorted(p.name for p in out.iterdir())
-    assert left and all(name.startswith(TMP_PREFIX) for name in left), left  # only temporaries
+    # only temporaries and the staging folder (without the progress that an interrupt writes)
+    assert left and all(n.startswith(TMP_PREFIX) or n == partial.name for n in left), left
+    assert not (partial / "progress.json").exists()
     # The next run on the same outputs (one big window, to be quick) succeeds without --overwrite.
     log = tmp_path / "rerun.txt"
     rerun = _start(_segment_args(scene, model, out, "--window", "512", "--overlap", "0"), log)
