@@ -70,6 +70,8 @@ from geoglacier.training.losses import BCEDiceLoss
 from geoglacier.training.state import (
     check_outputs,
     check_resume_config,
+    check_same_data,
+    data_files,
     epoch_seed,
     load_state,
     read_metrics_csv,
@@ -261,6 +263,7 @@ def _resumed_state(
     """The saved training state, checked against this run's recipe and validation split."""
     state = load_state(paths.state)
     check_resume_config(state, config, paths.state, detect_layout(data_dir))
+    check_same_data(state, data_dir, paths.state)
     return state
 
 
@@ -287,6 +290,7 @@ class _Run:
     start: int = 1
     saved_epoch: int = 0  # the epoch the training state on disk holds (0: none written by this run)
     val_classes: tuple[int, int] = (0, 0)  # glacier and non-glacier pixels validation scores
+    data_files: list[list[Any]] | None = None  # the data files, recorded in the state for --resume
 
     @property
     def module(self) -> nn.Module:
@@ -423,6 +427,7 @@ def _setup(
         amp_dtype=amp_dtype,
         meta_base=meta_base,
         ema=_make_ema(model, config.ema),
+        data_files=data_files(data_dir),
     )
     if state is not None:
         restore_state(run, state)
@@ -591,7 +596,7 @@ def _record(
         run.best_score, run.best_epoch = score, int(row["epoch"])
     if dist_info.is_main:
         with held_interrupts():
-            save_state(paths.state, run, config, int(row["epoch"]))
+            save_state(paths.state, run, config, int(row["epoch"]), run.data_files)
             run.saved_epoch = int(row["epoch"])
             if improved:
                 _save_best(run, row, paths)

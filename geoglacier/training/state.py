@@ -31,6 +31,10 @@ CSV_FIELDS = ("epoch", "loss", "val_loss", "train_mcc", "val_mcc", "lr", "second
 SPLIT_VERSION = 2
 
 
+#: the files a training folder feeds to training (scenes, masks, classic arrays)
+DATA_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".npy")
+
+
 class Resumable(Protocol):
     """What the training state holds of a run (the loop's run satisfies it)."""
 
@@ -197,8 +201,42 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def save_state(path: Path, run: Resumable, config: TrainConfig, epoch: int) -> None:
-    """Write the state after ``epoch`` atomically (weights, optimiser, RNG, history, recipe)."""
+def data_files(data_dir: str | os.PathLike[str]) -> list[list[Any]]:
+    """``[relative path, size]`` of every raster and array file under ``data_dir``, sorted.
+
+    What a resumed run must find again: the same training data, wherever the folder
+    now lies (hidden files, such as temporaries, are left out).
+    """
+    root = Path(data_dir)
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if not name.startswith(".") and name.lower().endswith(DATA_SUFFIXES):
+                p = Path(folder) / name
+                found.append([p.relative_to(root).as_posix(), p.stat().st_size])
+    return sorted(found)
+
+
+def check_same_data(state: dict[str, Any], data_dir: str | os.PathLike[str], state_path: Path) -> None:
+    """Refuse to resume on other training data than the run started on (states that recorded it)."""
+    kept = state.get("data_files")
+    if kept is None:
+        return
+    now = data_files(data_dir)
+    if [list(f) for f in kept] != now:
+        before, after = {f[0]: f[1] for f in kept}, {f[0]: f[1] for f in now}
+        differ = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+        raise ConfigError(
+            f"{state_path}: the run was started on other data than {data_dir} ({len(differ)} file(s) "
+            f"differ, e.g. {differ[0]}); resume on the same data or start again with --overwrite"
+        )
+
+
+def save_state(
+    path: Path, run: Resumable, config: TrainConfig, epoch: int, data: list[list[Any]] | None = None
+) -> None:
+    """Write the state after ``epoch`` atomically (weights, optimiser, RNG, history, recipe, data files)."""
     state = {
         "format": STATE_FORMAT,
         "epoch": int(epoch),
@@ -213,6 +251,7 @@ def save_state(path: Path, run: Resumable, config: TrainConfig, epoch: int) -> N
         "history": [dict(row) for row in run.history],
         "config": config.to_dict(),
         "split_version": SPLIT_VERSION,
+        **({} if data is None else {"data_files": data}),
     }
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)

@@ -112,6 +112,27 @@ def test_resume_without_a_state_says_it_starts_a_new_run(
     assert "no training state" not in again.output and "Resuming from epoch 1 of 2" in again.output
 
 
+def test_resume_on_other_data_is_refused_but_a_moved_folder_resumes(
+    group: click.Group, data: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    moved = shutil.copytree(data, tmp_path / "moved")
+    out = tmp_path / "m.pth"
+    args = ["--out", out, *FAST_ARGS, "--patches-per-epoch", "4", "--num-workers", "0", "--no-calibrate"]
+    assert _invoke(group, data, *args, "--epochs", "1").exit_code == 0
+    changed = next(p for p in sorted(moved.rglob("*.tif")))
+    grown = changed.read_bytes() + b"\0"  # another file under the same name
+    changed.write_bytes(grown)
+    other = _invoke(group, moved, *args, "--epochs", "2", "--resume")
+    assert other.exit_code != 0 and "started on other data" in other.output
+    assert changed.relative_to(moved).as_posix() in other.output and "Traceback" not in other.output
+    changed.write_bytes(grown[:-1])
+    same = _invoke(group, moved, *args, "--epochs", "2", "--resume")  # same files, another place
+    assert same.exit_code == 0, same.output
+    assert "Resuming from epoch 1 of 2" in same.output
+
+
 def test_existing_output_fails_before_any_work(group: click.Group, tmp_path: Path) -> None:
     out = tmp_path / "model.pth"
     out.write_bytes(b"precious")
