@@ -117,8 +117,12 @@ def segment_scene(
     from geoglacier.inference.segment import segment_scene as run
 
     if len(model_path) > 1 or uncertainty is not None:
-        if resume:
+        if resume and len(model_path) > 1:
             raise click.UsageError("--resume works with one --model; an ensemble run starts over")
+        if resume:
+            raise click.UsageError(
+                "--resume: --uncertainty needs an ensemble, and an ensemble run starts over"
+            )
         _run_ensemble(
             scene, model_path, out, probabilities=probabilities, uncertainty=uncertainty, summary=summary,
             overwrite=overwrite, window=window, overlap=overlap, batch_size=batch_size, blend=blend,

@@ -335,7 +335,7 @@ def _run_checkpoint(
     run: Callable[..., object], scene: str | os.PathLike[str], model: str | os.PathLike[str],
     options: dict[str, Any], mask: Path, prob: Path,
 ) -> object:  # fmt: skip
-    return run(scene, model, mask, probabilities=prob, **options)
+    return run(scene, model, mask, probabilities=prob, resumable=False, **options)  # no partial state
 
 
 def _run_loaded(

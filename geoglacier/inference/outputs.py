@@ -272,6 +272,8 @@ class RunOutputs:
             if "probabilities" in targets
             else None
         )
+        if partial is not None:
+            partial.forget_progress()  # the staging files are open for writing
         summary = (
             stack.enter_context(atomic_output(targets["summary"], overwrite))
             if "summary" in targets

@@ -105,6 +105,14 @@ class PartialRun:
             tmp.write_text(json.dumps(body) + "\n")
         return int(done.sum())
 
+    def forget_progress(self) -> None:
+        """Drop ``progress.json`` while the staging files are open for writing again.
+
+        A run killed then (SIGKILL) cannot vouch for them; an interrupt or a failure of
+        the resumed run records the progress again (:meth:`save`).
+        """
+        (self.folder / PROGRESS).unlink(missing_ok=True)
+
     def remove(self) -> None:
         """Remove the folder (the run finished, or failed other than by an interrupt)."""
         shutil.rmtree(self.folder, ignore_errors=True)

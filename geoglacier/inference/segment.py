@@ -49,7 +49,7 @@ from torch import nn
 
 from geoglacier.checkpoint import CheckpointMeta
 from geoglacier.device import resolve_device
-from geoglacier.errors import CheckpointError, GeoglacierWarning, Interrupted
+from geoglacier.errors import CheckpointError, ConfigError, GeoglacierWarning, Interrupted
 from geoglacier.glaciers.areas import prepare_glacier_table
 from geoglacier.inference.blend import FinishedTile, TileBlender
 from geoglacier.inference.config import InferenceConfig, check_segmentation_meta, default_window
@@ -225,6 +225,8 @@ class Segmenter:
         self, info: SceneInfo, blocks: list[WindowBlock], norm: tuple[np.ndarray, np.ndarray]
     ) -> Iterator[tuple[WindowBlock, np.ndarray, np.ndarray]]:
         """Yield each block with its bands and validity, reading the next one while the model works."""
+        if not blocks:  # a resumed run whose tiles are all written
+            return
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoglacier-read")
         try:
             future: Future[tuple[np.ndarray, np.ndarray]] = pool.submit(
@@ -421,7 +423,7 @@ class Segmenter:
                     info, progress=progress, stats=stats, tile=mask_spec.block, done=done
                 ):
                     outputs.write(tile, float(self.meta.threshold))
-                if done is None:
+                if done is None or not done.any():
                     check_something_ran(info, stats)
                 area, outline_count = outputs.finish(min_area, summary_fields(product))
         except KeyboardInterrupt:
@@ -429,8 +431,10 @@ class Segmenter:
                 raise
             raise interrupted_message(out, partial, outputs.tiles_written if outputs else None) from None
         except BaseException:
-            if partial is not None:
+            if partial is not None and partial.done is None:
                 partial.remove()
+            elif partial is not None:  # a resumed run's kept tiles stay for another --resume
+                partial.save([partial.done])
             raise
         if partial is not None:
             partial.remove()
@@ -482,9 +486,10 @@ def interrupted_message(
             partial.remove()
             return Interrupted("Interrupted; no output was left behind.")
         written = [partial.done]
-    else:
-        partial.save(written)
-    kept = int(np.logical_and.reduce([w for w in written if w is not None]).sum())
+    kept = partial.save(written)
+    if kept == 0 and partial.done is None:
+        partial.remove()
+        return Interrupted("Interrupted; no output was left behind.")
     total = next((w.size for w in written if w is not None), 0)
     return Interrupted(
         f"Interrupted; {kept} of {total} output tiles of {out} are kept in {partial.folder}: "
@@ -587,7 +592,16 @@ def _run_segmenter(
             partial=partial,
         )
         if inv is not None:
-            result = glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
+            try:
+                result = glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
+            except KeyboardInterrupt:
+                written = ", ".join(
+                    str(p) for p in (result.mask, result.probabilities, result.summary_path) if p
+                )
+                raise Interrupted(
+                    f"Interrupted after {written} were written, before the per-glacier outputs; "
+                    "run the same command with --overwrite to write them all again"
+                ) from None
     return result
 
 
@@ -617,6 +631,7 @@ def segment_scene(
     id_column: str | None = None,
     date: str | None = None,
     resume: bool = False,
+    resumable: bool = True,
 ) -> SegmentResult:
     """Segment a whole scene with a checkpoint; write a georeferenced COG glacier mask.
 
@@ -658,6 +673,7 @@ def segment_scene(
         resume: continue a run of the same command that was interrupted: the output
             tiles it kept (:mod:`geoglacier.inference.partial`) are reused and only the
             windows that touch the others run.
+        resumable: False: an interrupt keeps nothing for ``resume`` (an ensemble's members).
 
     Returns:
         A :class:`SegmentResult`.
@@ -681,10 +697,16 @@ def segment_scene(
         scene, model_path, out, probabilities, summary, outlines, min_area, pixel_size, overwrite, date,
         inventory, glaciers, id_column,
     )  # fmt: skip
+    if resume and not resumable:
+        raise ConfigError("resume: this run keeps no partial state to resume from")
     loaded = load_engine(model_path, engine, device, precision, expected_bands=info.count)
     check_scene_recipe(info.path, loaded.meta.bands)  # warns once for a scene without descriptions
-    partial = _partial_run(scene, model_path, out, config, probabilities is not None, date, resume, overwrite)
     segmenter = Segmenter(loaded.engine, loaded.meta, config, loaded.reason)
+    partial = (
+        _partial_run(scene, model_path, out, segmenter, probabilities is not None, date, resume, overwrite)
+        if resumable
+        else None
+    )
     return _run_segmenter(
         segmenter, scene, out, inv, probabilities=probabilities, summary=summary, outlines=outlines,
         glaciers=glaciers, min_area=min_area, pixel_size=pixel_size, overwrite=overwrite,
@@ -696,20 +718,28 @@ def _partial_run(
     scene: str | os.PathLike[str],
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    config: InferenceConfig,
+    segmenter: Segmenter,
     probabilities: bool,
     date: str | None,
     resume: bool,
     overwrite: bool,
 ) -> PartialRun:
-    """The resumable state of this run (see :mod:`geoglacier.inference.partial`)."""
+    """The resumable state of this run (see :mod:`geoglacier.inference.partial`).
+
+    The fingerprint holds the engine, device and precision as resolved (``auto`` may
+    pick another on another machine) and the files read beside the scene and model.
+    """
     from geoglacier.inference.batch_record import file_identity
 
+    sidecars = [Path(f"{scene}{ext}") for ext in (".msk", ".aux.xml")]
+    config = segmenter.config
     fingerprint = {
-        "scene": file_identity(scene),
-        "model": file_identity(model_path),
-        **{k: getattr(config, k) for k in ("window", "overlap", "overlap_px", "blend", "tta", "engine")},
-        **{k: getattr(config, k) for k in ("precision", "device")},
+        "scene": [file_identity(f) for f in [Path(scene), *(p for p in sidecars if p.is_file())]],
+        "model": [file_identity(f) for f in with_companions(model_path) if f.exists()],
+        **{k: getattr(config, k) for k in ("window", "overlap", "overlap_px", "blend", "tta")},
+        "engine": segmenter.engine.name,
+        "device": str(segmenter.device),
+        "precision": segmenter.precision,
         "probabilities": probabilities,
         "date": date,
     }

@@ -259,10 +259,12 @@ class CogWriter:
         spec: RasterSpec,
         on_block: BlockCallback | None,
         done: np.ndarray | None = None,
+        keep_stage: bool = False,
     ) -> None:
         self.final_tmp = final_tmp
         self.stage = stage
         self.spec = spec
+        self.keep_stage = keep_stage  # a resumable run's: its owner removes it once all outputs are done
         self._on_block = on_block
         self._sink: BlockRowWriter | TileWriter | None = None
         self.finished = False
@@ -322,7 +324,8 @@ class CogWriter:
             self._sink.close()
             self._ds.close()
             translate_to_cog(self.stage, self.final_tmp, self.spec)
-            self.stage.unlink(missing_ok=True)
+            if not self.keep_stage:
+                self.stage.unlink(missing_ok=True)
             self.finished = True
         return self.final_tmp
 
@@ -361,8 +364,10 @@ def cog_output(
     runs (if the caller did not call it) and the COG is renamed onto ``target``. On any
     exception or interrupt neither the COG nor the staging file is left behind, except
     with ``resumable``: ``(stage, done)``, a staging path of the caller's, kept after an
-    interrupt (``KeyboardInterrupt``); ``done`` marks the tiles it already holds, which
-    the writer reopens instead of starting empty.
+    interrupt (``KeyboardInterrupt``) and after any failure of a resumed run (``done``
+    given: the tiles it marks are never rewritten), and left to the caller on success;
+    ``done`` marks the tiles the stage already holds, which the writer reopens instead
+    of starting empty.
 
     Raises:
         OutputExistsError: ``target`` exists and ``overwrite`` is False.
@@ -375,11 +380,11 @@ def cog_output(
         try:
             if done is None:
                 stage.unlink(missing_ok=True)  # GDAL creates the file itself
-            writer = CogWriter(final_tmp, stage, spec, on_block, done)
+            writer = CogWriter(final_tmp, stage, spec, on_block, done, keep_stage=resumable is not None)
             yield writer
             writer.finish()
-        except KeyboardInterrupt:
-            keep = resumable is not None
+        except BaseException as exc:
+            keep = resumable is not None and (isinstance(exc, KeyboardInterrupt) or done is not None)
             if keep and writer is not None:
                 writer.keep()
             raise

@@ -375,3 +375,24 @@ def test_sigterm_while_the_members_are_combined_leaves_no_temporary(
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert os.listdir(tmp_path) == []
+
+
+def test_an_interrupted_ensemble_keeps_no_partial_state_and_does_not_offer_resume(
+    members: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoglacier.io.cog as cog
+
+    src, a, b = members
+    real, calls = cog.translate_to_cog, []
+
+    def ctrl_c_once_the_second_member_is_done(*args: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:  # the second member's mask COG: all its tiles are written
+            raise KeyboardInterrupt
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cog, "translate_to_cog", ctrl_c_once_the_second_member_is_done)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        segment_ensemble(src, [a, b], tmp_path / "ens.tif", **OPTIONS)
+    assert len(calls) == 3 and "--resume" not in str(stop.value)
+    assert list(tmp_path.iterdir()) == []

@@ -423,7 +423,7 @@ def test_sigterm_leaves_nothing_and_handler_is_restored(
     model_file.write_bytes(b"stand-in")  # what load_engine (replaced) would read
     before_files = sorted(os.listdir(tmp_path))
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt, match="--resume"):
+    with pytest.raises(KeyboardInterrupt, match="no output was left behind"):  # before any tile
         segment_scene(
             scene,
             model_file,
@@ -433,8 +433,7 @@ def test_sigterm_leaves_nothing_and_handler_is_restored(
             batch_size=1,
             progress=False,
         )
-    # no output and no temporary: only the kept tiles, for --resume
-    assert sorted(os.listdir(tmp_path)) == sorted([*before_files, ".geoglacier-partial-mask.tif"])
+    assert sorted(os.listdir(tmp_path)) == before_files
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
@@ -508,6 +507,45 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
         json.loads((tmp_path / "whole.tif.json").read_text())["glacier_area_km2"], rel=1e-12
     )
     assert net.windows < whole.windows_run  # the kept tiles' windows did not run again
+
+
+@pytest.mark.parametrize("stage", ["translate", "summary", "failure"])
+def test_resume_after_the_last_tile_or_after_a_failed_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """Stopped while the COG is built or the summary written (every tile done), or a
+    resumed run that fails: the kept tiles stay, and --resume finishes from them."""
+    import geoglacier.inference.outputs as outputs_module
+    import geoglacier.io.cog as cog
+
+    monkeypatch.setattr(inference, "load_engine", inference.load_engine)  # restored after the test
+    scene = write_raster(tmp_path / "s.tif", scene_array(600, 100, seed=22))
+    (tmp_path / "m.pth").write_bytes(b"stand-in")
+    whole = _resumable_run(tmp_path, scene, InterruptNet(None), "whole.tif")
+    if stage == "failure":  # interrupted after one tile, then a resumed run fails
+        with pytest.raises(KeyboardInterrupt, match="; 1 of 3 output tiles"):
+            _resumable_run(tmp_path, scene, InterruptNet(stop_at=35), "mask.tif")
+        with pytest.raises(RuntimeError, match="injected"):
+            _resumable_run(tmp_path, scene, ConstantNet(fail_on_call=3), "mask.tif", resume=True)
+    else:
+        target = (cog, "translate_to_cog") if stage == "translate" else (outputs_module, "write_summary_json")
+        real = getattr(*target)
+
+        def stop(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(*target, stop)
+            with pytest.raises(KeyboardInterrupt, match="; 3 of 3 output tiles"):
+                _resumable_run(tmp_path, scene, InterruptNet(None), "mask.tif")
+        assert getattr(*target) is real
+    net = InterruptNet(None)
+    resumed = _resumable_run(tmp_path, scene, net, "mask.tif", resume=True)
+    assert (net.windows == 0) is (stage != "failure")  # every tile was kept
+    with rasterio.open(tmp_path / "whole.tif") as x, rasterio.open(tmp_path / "mask.tif") as y:
+        assert np.array_equal(x.read(1), y.read(1))
+    assert resumed.summary.glacier_pixels == whole.summary.glacier_pixels
+    assert not (tmp_path / ".geoglacier-partial-mask.tif").exists()
 
 
 def test_stale_temporaries_of_a_killed_run_are_cleared(tmp_path: Path) -> None:
