@@ -36,7 +36,7 @@ from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
 
 from geoglacier.errors import ConfigError, CRSMissingError, NoOverlapError
-from geoglacier.io.masks import IGNORE, inspect_mask, normalize_mask
+from geoglacier.io.masks import IGNORE, inspect_mask, read_mask_block
 from geoglacier.io.scene import GDAL_CACHE_BYTES, SceneInfo
 from geoglacier.measure.areas import crs_label, pixel_area_at
 
@@ -169,9 +169,9 @@ class PairReader:
         """Mask t0 and mask t1 over ``window`` of t0's grid, each ``(h, w)`` uint8 0/1/255."""
         assert self._ds0 is not None and self._ds1 is not None, "use PairReader as a context manager"
         p = self.pair
-        m0 = normalize_mask(self._ds0.read(1, window=window), p.t0.nodata, p.t0.path)
+        m0 = read_mask_block(self._ds0, window, p.t0.nodata, p.t0.path)
         if p.same_grid:
-            return m0, normalize_mask(self._ds1.read(1, window=window), p.t1.nodata, p.t1.path)
+            return m0, read_mask_block(self._ds1, window, p.t1.nodata, p.t1.path)
         return m0, self._warp(window)
 
     def _warp(self, window: Window) -> np.ndarray:
@@ -182,7 +182,7 @@ class PairReader:
         if src_window is None:
             return out
         assert self._ds1 is not None
-        src = normalize_mask(self._ds1.read(1, window=src_window), p.t1.nodata, p.t1.path)
+        src = read_mask_block(self._ds1, src_window, p.t1.nodata, p.t1.path)
         reproject(
             source=src,
             destination=out,

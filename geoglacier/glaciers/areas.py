@@ -87,8 +87,8 @@ from geoglacier.io.atomic import (
     same_file,
     with_companions,
 )
-from geoglacier.io.masks import IGNORE, check_same_grid, inspect_mask, normalize_mask
-from geoglacier.io.scene import SceneInfo, inspect_scene
+from geoglacier.io.masks import IGNORE, check_same_grid, inspect_mask, normalize_mask, read_mask_block
+from geoglacier.io.scene import SceneInfo, has_mask_band, inspect_scene
 from geoglacier.measure.areas import crs_label, pixel_area_field, to_pyproj_crs
 
 DEFAULT_MIN_COVERAGE: float = 0.9
@@ -322,7 +322,12 @@ def _fill_zone_sums(sums: ZoneSums, acc: np.ndarray, counts: np.ndarray, m: int)
 
 
 def _read_block(ds: Any, window: Any, info: SceneInfo) -> np.ndarray:
-    """A mask window as 0/1/255, skipping the full value check when it is already so."""
+    """A mask window as 0/1/255, skipping the full value check when it is already so.
+
+    A GDAL mask band (internal or ``.msk``) marks nodata too, as for ``summarize``.
+    """
+    if has_mask_band(ds):
+        return read_mask_block(ds, window, info.nodata, info.path)
     raw = ds.read(1, window=window)
     if raw.dtype == np.uint8 and info.nodata in (None, float(IGNORE)):
         if raw.max(initial=0) <= 1:

@@ -301,3 +301,23 @@ def test_run_glaciers_writes_all_outputs_or_none(tmp_path: Path, monkeypatch: py
     result = run_glaciers(m, inv, **outs)
     assert all(p.exists() for p in outs.values())
     assert len(result.table) == 1
+
+
+def test_a_gdal_mask_band_marks_nodata_as_summarize_sees_it(tmp_path: Path) -> None:
+    import rasterio
+
+    from geoglacier.measure.areas import summarize_mask
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:, : SIZE // 2] = 1  # glacier on the left half
+    m = write_mask(tmp_path / "mask.tif", mask)
+    valid = np.zeros((SIZE, SIZE), bool)
+    valid[:, :20] = True  # the mask band keeps the first 20 columns only
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(m, "r+") as ds:
+        ds.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    inv = write_outlines(tmp_path / "inv.gpkg", [px_box(0, 0, SIZE, SIZE // 2)])
+    table = glacier_areas(m, inv).table
+    seen = int((mask.astype(bool) & valid).sum())
+    assert table["mapped_area_km2"].iloc[0] == pytest.approx(seen * A_PX_KM2, rel=1e-6)
+    assert table["mapped_area_km2"].iloc[0] == pytest.approx(summarize_mask(m).glacier_area_km2, rel=1e-9)
+    assert table["coverage"].iloc[0] == pytest.approx(20 / (SIZE // 2), rel=1e-6)
