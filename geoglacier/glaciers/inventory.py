@@ -498,7 +498,7 @@ def _glims_glaciers(
                 rocks.setdefault(p.get(key) if key else None, []).append(shapely.make_valid(g))
         elif kind != GLIMS_GLACIER:
             others[kind or "(none)"] = others.get(kind or "(none)", 0) + 1
-    out_props, out_geoms, cut = [], [], 0
+    out_props, out_geoms, cut = [], [], set()
     for p, g, kind in zip(props, geoms, kinds, strict=True):
         if kind != GLIMS_GLACIER:
             continue
@@ -508,17 +508,17 @@ def _glims_glaciers(
             inside = [r for r in holes if r.intersects(glacier)]
             if inside:
                 g = glacier.difference(shapely.union_all(inside))
-                cut += len(inside)
+                cut.update(id(r) for r in inside)  # a rock inside two outlines counts once
         out_props.append(p)
         out_geoms.append(g)
     n_rocks = sum(len(v) for v in rocks.values())
     if n_rocks or others:
         what = [f"kept {len(out_props)} glacier outlines ({GLIMS_GLACIER})"]
         if n_rocks:
-            what.append(f"cut {cut} internal rock outcrop(s) ({GLIMS_ROCK}) out of them")
-            if n_rocks > cut:
+            what.append(f"cut {len(cut)} internal rock outcrop(s) ({GLIMS_ROCK}) out of them")
+            if n_rocks > len(cut):
                 what.append(
-                    f"left out {n_rocks - cut} {GLIMS_ROCK} polygon(s) inside no glacier of their analysis"
+                    f"left out {n_rocks - len(cut)} {GLIMS_ROCK} polygon(s) inside no glacier of their analysis"
                 )
         if others:
             listed = ", ".join(f"{n} {k}" for k, n in sorted(others.items()))

@@ -310,8 +310,11 @@ def cached_export(
         target = folder / target.name
         if target.is_file():
             return target
-        if not folder.is_dir():  # warn once per checkpoint, not again for its OpenVINO IR
+        try:  # warn once per checkpoint, not again for its OpenVINO IR (nor from another thread)
             folder.mkdir()
+        except FileExistsError:
+            pass
+        else:
             warnings.warn(
                 f"cannot write the export cache beside {src}; exporting into {folder} for this run only",
                 GeoglacierWarning,

@@ -373,9 +373,10 @@ class _Quality:
     """The quality layer on the output grid refined ``factor`` times (nearest).
 
     Output pixels coarser than the layer's own (``--resolution 30`` from Sentinel-2's
-    20 m SCL) then see every quality pixel inside them: a cloud anywhere in an output
+    20 m SCL) are then sampled at about the layer's own spacing: a cloud in an output
     pixel masks it (its reflectance averages over the cloud), where one nearest sample
-    could miss it; no data masks it only where the whole pixel is no data.
+    could miss it; a quality pixel that reaches into an output pixel by less than half
+    a sub-sample can still be missed. No data masks it only where the whole pixel is.
     """
 
     vrt: Any
