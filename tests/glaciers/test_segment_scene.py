@@ -128,3 +128,31 @@ def test_outlines_carry_the_inventory_id(tmp_path: Path, checkpoint: Path, one_t
     for poly, gid in feats:
         overlaps = [poly.intersection(o).area for o in outlines]
         assert gid == f"G{int(np.argmax(overlaps)) + 1}"
+
+
+def test_ctrl_c_during_the_glacier_table_names_the_outputs_already_written(
+    tmp_path: Path, checkpoint: Path, one_torch_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoglacier.inference.segment as segment
+
+    scene = write_scene(tmp_path / "s.tif", height=64, width=64, seed=2)
+    inv = write_outlines(tmp_path / "inv.gpkg", [px_box(5, 5, 30, 30, UTM_TRANSFORM)])
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segment, "glacier_products", ctrl_c)
+    args = [str(scene), "--model", str(checkpoint), "--out", str(tmp_path / "m.tif"), "--window", "64"]
+    args += [
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--inventory",
+        str(inv),
+        "--glaciers",
+        str(tmp_path / "g.csv"),
+    ]
+    res = CliRunner().invoke(cli, ["segment-scene", *args])
+    assert res.exit_code == 130
+    assert f"Interrupted after {tmp_path / 'm.tif'} were written" in res.output  # not "no output was left"
+    assert (tmp_path / "m.tif").exists() and not (tmp_path / "g.csv").exists()
