@@ -643,16 +643,9 @@ def segment_scene(
         model_path: checkpoint written by ``geoglacier train``, or a model exported from
             one by ``geoglacier export`` (``.onnx``, ``.xml``).
         out: mask COG: uint8, 1 glacier, 0 not glacier, 255 nodata; the scene's grid.
-        window: window edge in pixels (multiple of 32); default
-            :func:`~geoglacier.inference.config.default_window`.
-        overlap: fraction of a window shared with the next, in [0, 1).
-        overlap_px: the overlap in pixels instead (wins over ``overlap`` when given).
-        batch_size: windows per forward pass.
-        blend: gaussian, cosine or none (weights for blending overlapping windows).
-        device: auto, cpu, cuda or cuda:N.
-        precision: auto, fp32, bf16 or fp16 (autocast; the blend is always float32).
-        tta: average the predictions of the four flips of each window (4x slower).
-        engine: auto, torch, onnxruntime or openvino (see :mod:`geoglacier.inference.engines`).
+        window, overlap, overlap_px, batch_size, blend, device, precision, tta, engine: as
+            :class:`~geoglacier.inference.config.InferenceConfig` has them (the default
+            window: :func:`~geoglacier.inference.config.default_window`).
         probabilities: also write the blended probability (float32 COG, nodata NaN).
         summary: also write the area summary as JSON.
         outlines: also write glacier polygons (.gpkg or .geojson) with their areas.
@@ -699,19 +692,27 @@ def segment_scene(
     )  # fmt: skip
     if resume and not resumable:
         raise ConfigError("resume: this run keeps no partial state to resume from")
-    loaded = load_engine(model_path, engine, device, precision, expected_bands=info.count)
-    check_scene_recipe(info.path, loaded.meta.bands)  # warns once for a scene without descriptions
-    segmenter = Segmenter(loaded.engine, loaded.meta, config, loaded.reason)
-    partial = (
-        _partial_run(scene, model_path, out, segmenter, probabilities is not None, date, resume, overwrite)
-        if resumable
-        else None
+    segmenter = _load_segmenter(model_path, config, info)
+    wanted = resume if resumable else None
+    partial = _partial_run(
+        scene, model_path, out, segmenter, probabilities is not None, date, wanted, overwrite
     )
     return _run_segmenter(
         segmenter, scene, out, inv, probabilities=probabilities, summary=summary, outlines=outlines,
         glaciers=glaciers, min_area=min_area, pixel_size=pixel_size, overwrite=overwrite,
         progress=progress, date=date, partial=partial,
     )  # fmt: skip
+
+
+def _load_segmenter(
+    model_path: str | os.PathLike[str], config: InferenceConfig, info: SceneInfo
+) -> Segmenter:
+    """The checkpoint's (or exported model's) engine for ``info``'s bands, wrapped."""
+    loaded = load_engine(
+        model_path, config.engine, config.device, config.precision, expected_bands=info.count
+    )
+    check_scene_recipe(info.path, loaded.meta.bands)  # warns once for a scene without descriptions
+    return Segmenter(loaded.engine, loaded.meta, config, loaded.reason)
 
 
 def _partial_run(
@@ -721,15 +722,19 @@ def _partial_run(
     segmenter: Segmenter,
     probabilities: bool,
     date: str | None,
-    resume: bool,
+    resume: bool | None,
     overwrite: bool,
-) -> PartialRun:
-    """The resumable state of this run (see :mod:`geoglacier.inference.partial`).
+) -> PartialRun | None:
+    """The resumable state of this run (see :mod:`geoglacier.inference.partial`); None
+    when ``resume`` is None (a run that keeps none, as an ensemble's members).
 
     The fingerprint holds the engine, device and precision as resolved (``auto`` may
     pick another on another machine) and the files read beside the scene and model.
     """
     from geoglacier.inference.batch_record import file_identity
+
+    if resume is None:
+        return None
 
     sidecars = [Path(f"{scene}{ext}") for ext in (".msk", ".aux.xml")]
     config = segmenter.config
