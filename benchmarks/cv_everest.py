@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+Region = tuple[int, int, int, int]  # row0, row1, col0, col1
+
 ROOT = Path(__file__).resolve().parents[1]
 EVEREST = ROOT.parent / "shared" / "data" / "everest"
 RESULTS = ROOT / "benchmarks" / "results" / "cv_everest.json"
@@ -47,14 +49,16 @@ def strips(height: int, folds: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _crop(src_path: Path, rows: tuple[int, int], dst: Path) -> None:
+def _crop(src_path: Path, region: Region, dst: Path) -> None:
+    """Write the ``(row0, row1, col0, col1)`` window of ``src_path`` to ``dst`` (descriptions kept)."""
     import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(src_path) as src:
-        window = Window(0, rows[0], src.width, rows[1] - rows[0])
+        window = Window(region[2], region[0], region[3] - region[2], region[1] - region[0])
         profile = src.profile | {
-            "height": rows[1] - rows[0],
+            "height": region[1] - region[0],
+            "width": region[3] - region[2],
             "transform": src.window_transform(window),
             "tiled": False,
         }
@@ -65,20 +69,46 @@ def _crop(src_path: Path, rows: tuple[int, int], dst: Path) -> None:
             for i in range(1, src.count + 1):
                 if src.descriptions[i - 1]:
                     out.set_band_description(i, src.descriptions[i - 1])
+            out.update_tags(**src.tags())
 
 
-def make_fold(work: Path, test: tuple[int, int], height: int, gap: int, patch: int) -> Path:
-    """``work/data/{images,masks}/*.tif`` (training strips) and ``work/test_{scene,mask}.tif``."""
+def fold_regions(area: Region, axis: str, folds: int) -> list[Region]:
+    """The test regions: ``folds`` strips of ``area`` cut across ``axis`` (``rows`` or ``cols``)."""
+    r0, r1, c0, c1 = area
+    if axis == "rows":
+        return [(r0 + a, r0 + b, c0, c1) for a, b in strips(r1 - r0, folds)]
+    return [(r0, r1, c0 + a, c0 + b) for a, b in strips(c1 - c0, folds)]
+
+
+def training_parts(area: Region, test: Region, axis: str, gap: int) -> dict[str, Region]:
+    """What is left of ``area`` on both sides of ``test``, ``gap`` pixels away from it."""
+    r0, r1, c0, c1 = area
+    if axis == "rows":
+        return {"above": (r0, test[0] - gap, c0, c1), "below": (test[1] + gap, r1, c0, c1)}
+    return {"left": (r0, r1, c0, test[2] - gap), "right": (r0, r1, test[3] + gap, c1)}
+
+
+def make_fold(work: Path, area: Region, test: Region, args: argparse.Namespace) -> Path:
+    """``work/data/{images,masks}/*.tif`` (training parts) and ``work/test_{scene,mask}.tif``."""
     for sub in ("images", "masks"):
         (work / "data" / sub).mkdir(parents=True, exist_ok=True)
-    parts = [("above", (0, test[0] - gap)), ("below", (test[1] + gap, height))]
-    for name, rows in parts:
-        if rows[1] - rows[0] >= patch:
-            _crop(EVEREST / "west_scene.tif", rows, work / "data" / "images" / f"{name}.tif")
-            _crop(EVEREST / "west_mask.tif", rows, work / "data" / "masks" / f"{name}.tif")
-    _crop(EVEREST / "west_scene.tif", test, work / "test_scene.tif")
-    _crop(EVEREST / "west_mask.tif", test, work / "test_mask.tif")
+    for name, part in training_parts(area, test, args.axis, args.gap).items():
+        if min(part[1] - part[0], part[3] - part[2]) >= args.patch_size:
+            _crop(args.scene, part, work / "data" / "images" / f"{name}.tif")
+            _crop(args.mask, part, work / "data" / "masks" / f"{name}.tif")
+    _crop(args.scene, test, work / "test_scene.tif")
+    _crop(args.mask, test, work / "test_mask.tif")
     return work / "data"
+
+
+def parse_area(text: str | None, height: int, width: int) -> Region:
+    """``"364:655"`` or ``"364:655,0:480"`` -> ``(row0, row1, col0, col1)``; None -> the whole scene."""
+    if not text:
+        return (0, height, 0, width)
+    rows, _, cols = text.partition(",")
+    r0, r1 = (int(v) for v in rows.split(":"))
+    c0, c1 = (int(v) for v in cols.split(":")) if cols else (0, width)
+    return (r0, r1, c0, c1)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -99,14 +129,15 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def score_fold(k: int, rows: tuple[int, int], pred: Path, reference: Path) -> dict[str, Any]:
+def score_fold(k: int, region: Region, pred: Path, reference: Path) -> dict[str, Any]:
     """The fold's row of figures: MCC and glacier areas of ``pred`` against ``reference``."""
     from geoglacier.measure.evaluate import evaluate_masks
 
     scores = evaluate_masks(pred, reference)
     return {
         "fold": k,
-        "rows": list(rows),
+        "rows": list(region[:2]),
+        "cols": list(region[2:]),
         "mcc": round(float(scores["mcc"]), 4),
         "area_error_relative": round(float(scores["area_error_relative"]), 4),
         "ref_area_km2": round(float(scores["ref_area_km2"]), 3),
@@ -143,23 +174,19 @@ def _segment(scene: Path, model: Path, pred: Path, args: argparse.Namespace) -> 
     )
 
 
-def run_fold(k: int, rows: tuple[int, int], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import rasterio
-
-    with rasterio.open(EVEREST / "west_scene.tif") as src:
-        height = src.height
+def run_fold(k: int, region: Region, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     fold = work / f"fold{k}"
-    data = make_fold(fold, rows, height, args.gap, args.patch_size)
+    data = make_fold(fold, args.area, region, args)
     result, train_s = _train(data, fold / "model.pth", args)
     _segment(fold / "test_scene.tif", fold / "model.pth", fold / "pred.tif", args)
     row = {
-        **score_fold(k, rows, fold / "pred.tif", fold / "test_mask.tif"),
+        **score_fold(k, region, fold / "pred.tif", fold / "test_mask.tif"),
         "best_epoch": result.best_epoch,
         "inner_val_mcc": round(float(result.best_val_mcc), 4),
         "train_seconds": round(train_s, 1),
     }
     print(
-        f"  fold {k} rows {rows[0]}-{rows[1]}: MCC {row['mcc']:.3f}, area error "
+        f"  fold {k} rows {region[0]}-{region[1]} cols {region[2]}-{region[3]}: MCC {row['mcc']:.3f}, area error "
         f"{row['area_error_relative']:+.1%}, inner val MCC {row['inner_val_mcc']:.3f} "
         f"(best epoch {row['best_epoch']}), {train_s / 60:.1f} min",
         flush=True,
@@ -167,9 +194,7 @@ def run_fold(k: int, rows: tuple[int, int], args: argparse.Namespace, work: Path
     return row
 
 
-def run_in_sample(
-    strip_rows: list[tuple[int, int]], args: argparse.Namespace, work: Path
-) -> list[dict[str, Any]]:
+def run_in_sample(regions: list[Region], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Train once on every strip (each a scene of its own), then score each strip.
 
     Not a cross-validation: the figures say how well the recipe can fit the RGI labels
@@ -178,22 +203,20 @@ def run_in_sample(
     """
     for sub in ("images", "masks"):
         (work / "data" / sub).mkdir(parents=True, exist_ok=True)
-    for k, rows in enumerate(strip_rows):
-        _crop(EVEREST / "west_scene.tif", rows, work / "data" / "images" / f"strip{k}.tif")
-        _crop(EVEREST / "west_mask.tif", rows, work / "data" / "masks" / f"strip{k}.tif")
+    for k, region in enumerate(regions):
+        _crop(args.scene, region, work / "data" / "images" / f"strip{k}.tif")
+        _crop(args.mask, region, work / "data" / "masks" / f"strip{k}.tif")
     result, train_s = _train(work / "data", work / "model.pth", args)
     out = []
-    for k, rows in enumerate(strip_rows):
+    for k, region in enumerate(regions):
         scene, mask = work / "data" / "images" / f"strip{k}.tif", work / "data" / "masks" / f"strip{k}.tif"
         _segment(scene, work / "model.pth", work / f"pred{k}.tif", args)
-        out.append({**score_fold(k, rows, work / f"pred{k}.tif", mask), "train_seconds": round(train_s, 1)})
+        out.append({**score_fold(k, region, work / f"pred{k}.tif", mask), "train_seconds": round(train_s, 1)})
         print(f"  strip {k} (seen in training): MCC {out[-1]['mcc']:.3f}", flush=True)
     return out
 
 
-def recalibrate_fold(
-    k: int, rows: tuple[int, int], args: argparse.Namespace, trained: Path
-) -> dict[str, Any]:
+def recalibrate_fold(k: int, region: Region, args: argparse.Namespace, trained: Path) -> dict[str, Any]:
     """Calibrate an earlier run's fold checkpoint on its own validation windows, then score it.
 
     Calibration does not change training, so its effect is measured on the very same
@@ -226,7 +249,7 @@ def recalibrate_fold(
         device="cpu", overwrite=True, progress=False, **_parse_sets(args.segment_set),
     )  # fmt: skip
     row = {
-        **score_fold(k, rows, fold / "pred_calibrated.tif", fold / "test_mask.tif"),
+        **score_fold(k, region, fold / "pred_calibrated.tif", fold / "test_mask.tif"),
         "temperature": round(calibration.temperature, 3),
         "threshold": round(calibration.threshold, 3),
         "ece_before": round(calibration.ece_before, 4),
@@ -239,7 +262,7 @@ def recalibrate_fold(
     return row
 
 
-def ensemble_fold(k: int, rows: tuple[int, int], members: list[Path], work: Path) -> dict[str, Any]:
+def ensemble_fold(k: int, region: Region, members: list[Path], work: Path) -> dict[str, Any]:
     """Average earlier runs' fold networks (``segment_ensemble``) on the fold's test strip and score it."""
     from geoglacier.inference.ensemble import segment_ensemble
 
@@ -252,7 +275,7 @@ def ensemble_fold(k: int, rows: tuple[int, int], members: list[Path], work: Path
         device="cpu", overwrite=True, progress=False,
     )  # fmt: skip
     row = {
-        **score_fold(k, rows, out / "pred.tif", fold / "test_mask.tif"),
+        **score_fold(k, region, out / "pred.tif", fold / "test_mask.tif"),
         "members": [str(c) for c in checkpoints],
     }
     print(f"  fold {k}: MCC {row['mcc']:.3f}, area error {row['area_error_relative']:+.1%}", flush=True)
@@ -293,7 +316,20 @@ def main() -> None:
     )
     parser.add_argument("--name", required=True, help="name of this recipe in the results")
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--gap", type=int, default=16, help="rows left out on both sides of the test strip")
+    parser.add_argument("--gap", type=int, default=16, help="pixels left out on both sides of the test strip")
+    parser.add_argument("--scene", type=Path, default=EVEREST / "west_scene.tif", help="the scene to cut")
+    parser.add_argument("--mask", type=Path, default=EVEREST / "west_mask.tif", help="its reference mask")
+    parser.add_argument(
+        "--area",
+        default=None,
+        help="ROW0:ROW1[,COL0:COL1]: cross-validate inside this window only (default: the whole scene)",
+    )
+    parser.add_argument(
+        "--axis",
+        choices=("rows", "cols"),
+        default="rows",
+        help="cut the folds across rows (horizontal strips) or columns (vertical strips)",
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--patches-per-epoch", type=int, default=48)
@@ -330,8 +366,8 @@ def main() -> None:
         help="with --recalibrate: use the validation-MCC-best threshold",
     )
     args = parser.parse_args()
-    if not (EVEREST / "west_scene.tif").exists():
-        raise SystemExit(f"{EVEREST} is not here; this benchmark needs the shared Everest data")
+    if not args.scene.exists():
+        raise SystemExit(f"{args.scene} is not here; this benchmark needs the shared Everest data")
     import rasterio
     import torch
 
@@ -341,30 +377,25 @@ def main() -> None:
     from geoglacier.io.atomic import atomic_output
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="cv_everest_"))
-    with rasterio.open(EVEREST / "west_scene.tif") as src:
-        height = src.height
+    with rasterio.open(args.scene) as src:
+        args.area = parse_area(args.area, src.height, src.width)
+    regions = fold_regions(args.area, args.axis, args.folds)
     print(
-        f"{args.name}: {args.folds} folds of rows, gap {args.gap}, {args.epochs} epochs x "
+        f"{args.name}: {args.folds} folds across {args.axis} of {args.area}, gap {args.gap}, {args.epochs} epochs x "
         f"{args.patches_per_epoch} patches of {args.patch_size} px; work in {work}",
         flush=True,
     )
     t0 = time.perf_counter()
     if args.ensemble_of:
-        folds = [
-            ensemble_fold(k, rows, args.ensemble_of, work)
-            for k, rows in enumerate(strips(height, args.folds))
-        ]
+        folds = [ensemble_fold(k, region, args.ensemble_of, work) for k, region in enumerate(regions)]
     elif args.in_sample:
-        folds = run_in_sample(strips(height, args.folds), args, work)
+        folds = run_in_sample(regions, args, work)
     elif args.recalibrate is not None:
-        folds = [
-            recalibrate_fold(k, rows, args, args.recalibrate)
-            for k, rows in enumerate(strips(height, args.folds))
-        ]
+        folds = [recalibrate_fold(k, region, args, args.recalibrate) for k, region in enumerate(regions)]
     else:
         folds = [
-            run_fold(k, rows, args, work)
-            for k, rows in enumerate(strips(height, args.folds))
+            run_fold(k, region, args, work)
+            for k, region in enumerate(regions)
             if args.fold is None or k in args.fold
         ]
     summary = summarize(folds)
