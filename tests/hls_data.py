@@ -160,3 +160,45 @@ def write_s2_l1c(parent: Path, *, size: int = 32) -> Path:
         encoding="utf-8",
     )
     return folder
+
+
+# ----------------------------------------------------------------------------- STAC
+
+#: common names some HLS catalogues give (S30's broad B08 is "nir", its narrow B8A "nir08")
+S30_COMMON = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B8A": "nir08", "B11": "swir16"}
+
+
+def write_hls_stac_item(path: Path, fx: HLSFixture) -> Path:
+    """A STAC item of the granule as NASA's CMR-STAC serves it: assets keyed by band name
+    (``B04``, ``Fmask``, ``browse``, ``metadata``), no platform; hrefs relative to the item."""
+    assets = {}
+    for band, file in fx.paths.items():
+        asset: dict = {"href": str(file.relative_to(path.parent)), "title": f"Download {file.name}"}
+        if band in S30_COMMON:
+            asset["eo:bands"] = [{"name": band, "common_name": S30_COMMON[band]}]
+        assets[band] = asset
+    assets["browse"] = {"href": f"{fx.granule}.jpg", "type": "image/jpeg"}
+    assets["metadata"] = {"href": f"{fx.granule}.cmr.xml", "type": "application/xml"}
+    product = fx.granule.split(".")[1]
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.0.0/schema.json"],
+        "id": fx.granule,
+        "collection": f"HLS{product}_2.0",
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[87.0, 28.0], [87.02, 28.0], [87.02, 28.02], [87.0, 28.02], [87.0, 28.0]]],
+        },
+        "bbox": [87.0, 28.0, 87.02, 28.02],
+        "properties": {
+            "datetime": "2023-10-17T05:07:01.000Z",
+            "start_datetime": "2023-10-17T05:07:01.000Z",
+            "end_datetime": "2023-10-17T05:07:01.000Z",
+            "eo:cloud_cover": 3,
+        },
+        "links": [],
+        "assets": assets,
+    }
+    path.write_text(json.dumps(item, indent=2), encoding="utf-8")
+    return path

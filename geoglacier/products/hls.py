@@ -64,8 +64,7 @@ GRANULE = re.compile(
     r"^HLS\.(?P<product>[LS]30)\.(?P<tile>T\d{2}[A-Z]{3})\.(?P<year>\d{4})(?P<doy>\d{3})T\d{6}\.v(?P<version>\d+\.\d+)$"
 )
 _FILE = re.compile(
-    r"^(?P<granule>HLS\.[LS]30\.T\d{2}[A-Z]{3}\.\d{7}T\d{6}\.v\d+\.\d+)\.(?P<band>[A-Za-z0-9]+)\.tiff?$",
-    re.IGNORECASE,
+    r"^(?P<granule>HLS\.[LS]30\.T\d{2}[A-Z]{3}\.\d{7}T\d{6}\.v\d+\.\d+)\.(?P<band>[A-Za-z0-9]+)\.(?i:tiff?)$"
 )
 #: a Landsat Level-1 product id (``LC08_L1TP_...``: its band files are ``..._B4.TIF``, not ``_SR_B4``)
 _LANDSAT_L1 = re.compile(r"^L[COTE]0\d_L1[A-Z]{2}_")
@@ -85,6 +84,13 @@ class Granule:
     @property
     def sensor(self) -> str:
         return SENSORS[self.product]
+
+    def note(self) -> str:
+        """What stacking does with the granule, for the user."""
+        return (
+            f"HLS {self.product} tile {self.tile}: reflectance DN * {SCALE:g}, fill {FILL:g}; Fmask "
+            "cirrus, cloud, adjacent and cloud shadow masked, snow/ice and water kept"
+        )
 
     def file_name(self, band: str) -> str:
         """The LP DAAC name of one of the granule's band files."""
@@ -136,7 +142,8 @@ def is_hls_folder(folder: Path) -> bool:
 
 def _what_else(folder: Path) -> str | None:
     """What a folder without HLS files looks like instead (a product ``stack`` reads otherwise, or Level-1)."""
-    names = [*folder.parts, *(p.name for p in folder.iterdir())]  # a file deep in a .SAFE too
+    # the folder's own files, the folder and those above it (a band deep in a .SAFE)
+    names = [*folder.parts, *(p.name for p in folder.iterdir() if p.is_file())]
     if any(_LANDSAT_L1.match(n) for n in names):
         return "a Landsat Level-1 product"
     if any(_S2_L1C.search(n) for n in names):
@@ -157,6 +164,12 @@ def _not_hls(path: Path) -> ProductError:
     )
     if other is not None:
         return ProductError(f"{path}: looks like {other}: {need}")
+    below = sorted(g for sub in folder.iterdir() if sub.is_dir() for g in hls_files(sub))
+    if below:
+        return ProductError(
+            f"{path}: no HLS band files here, but its folders hold {len(below)} HLS granules ({below[0]}"
+            f"{', ...' if len(below) > 1 else ''}); give one granule's folder, or one of its band files"
+        )
     return ProductError(
         f"{path}: no HLS band files here; {need}; if it is another kind of product, leave out --kind"
     )
@@ -209,8 +222,5 @@ def read_hls(source: str | Path) -> Product:
         acquisition_date=granule.date,
         sensor=granule.sensor,
         product_id=granule.id,
-        notes=(
-            f"HLS {granule.product} tile {granule.tile}: reflectance DN * {SCALE:g}, fill {FILL:g}; Fmask "
-            "cirrus, cloud, adjacent and cloud shadow masked, snow/ice and water kept",
-        ),
+        notes=(granule.note(),),
     )

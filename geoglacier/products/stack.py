@@ -339,7 +339,7 @@ def _check_product(product: Product, recipe: Sequence[str], cloud_mask: bool) ->
         )
     if cloud_mask and product.quality is None:
         raise MissingBandError(
-            f"{product.source}: no quality layer (QA_PIXEL or SCL) for the cloud mask; "
+            f"{product.source}: no quality layer (QA_PIXEL, SCL or Fmask) for the cloud mask; "
             "pass --no-cloud-mask to stack without it"
         )
     return list(needed)

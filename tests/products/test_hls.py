@@ -25,6 +25,7 @@ from tests.hls_data import (
     S30_ID,
     reflectance,
     write_hls,
+    write_hls_stac_item,
     write_landsat_l1,
     write_s2_l1c,
 )
@@ -187,6 +188,22 @@ def test_uppercase_tif_suffix_and_any_folder_name(tmp_path: Path) -> None:
     assert detect_kind(fx.folder) == "hls"
 
 
+def test_a_cmr_stac_item_of_an_s30_granule(tmp_path: Path) -> None:
+    fx = write_hls(tmp_path, "S30", folder_name="granule")
+    item = write_hls_stac_item(tmp_path / "item.json", fx)
+    assert detect_kind(item) == "stac"
+    out = tmp_path / "stac.tif"
+    stack(item, out, bands=SIX)
+    stack(fx.folder, tmp_path / "folder.tif", bands=SIX)
+    data, tags, _ = read(out)
+    np.testing.assert_array_equal(data, read(tmp_path / "folder.tif")[0])
+    assert tags["SENSOR"] == "HLS S30 (Sentinel-2 MSI)" and tags["SOURCE_PRODUCT"] == S30_ID
+    assert tags["ACQUISITION_DATE"] == "2023-10-17"
+    r, c = 12, 44  # nir is the narrow B8A although the item calls the broad B08 "nir"
+    assert data[3, r, c] == pytest.approx(int(fx.dn["B8A"][r, c]) * 0.0001, abs=1e-7)
+    np.testing.assert_array_equal(np.isnan(data).any(axis=0), expected_nodata((64, 64)))
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -249,6 +266,14 @@ def test_a_non_hls_folder_with_kind_hls(tmp_path: Path) -> None:
     with pytest.raises(ProductError, match="photo.tif: no HLS band files here"):
         stack(folder / "photo.tif", tmp_path / "out.tif", kind="hls")
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_folder_of_granule_folders_points_at_one(tmp_path: Path) -> None:
+    write_hls(tmp_path / "downloads", "L30")
+    write_hls(tmp_path / "downloads", "S30")
+    write_landsat_l1(tmp_path / "downloads")  # a Level-1 folder beside them does not make this one Level-1
+    with pytest.raises(ProductError, match=f"its folders hold 2 HLS granules \\({L30_ID}, ...\\); give one"):
+        stack(tmp_path / "downloads", tmp_path / "out.tif", kind="hls")
 
 
 # ----------------------------------------------------------------------------- the CLI
