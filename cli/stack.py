@@ -6,7 +6,7 @@ import click
 
 from geoglacier.cli.options import overwrite_opt, recipe_opt
 
-KINDS = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac")
+KINDS = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac", "hls")
 
 
 @click.command("stack")
@@ -76,7 +76,8 @@ def stack(
     """Stack SOURCE into one float32 scene COG whose bands follow --bands.
 
     SOURCE is a Landsat 7/8/9 Collection 2 Level-2 folder, a Sentinel-2 L2A .SAFE folder,
-    a folder of Sentinel-2 L2A COGs (B02.tif ... SCL.tif), or a STAC item JSON file.
+    a folder of Sentinel-2 L2A COGs (B02.tif ... SCL.tif), a STAC item JSON file, or an
+    HLS v2.0 L30/S30 granule (its folder, or one of its HLS.*.v2.0.B04.tif ... files).
     Clouds, cloud shadows and no data become nodata (snow and ice are kept); bands are
     resampled onto the finest band's grid; the acquisition date, sensor and product id
     are written as tags that segment-scene carries into the mask.

@@ -1,7 +1,7 @@
 """What a satellite product offers the stacker: band files, their scaling, a quality layer, metadata.
 
 Each product reader (:mod:`~geoglacier.products.landsat`, :mod:`~geoglacier.products.sentinel2`,
-:mod:`~geoglacier.products.stac`) turns a folder or an item into a :class:`Product`;
+:mod:`~geoglacier.products.stac`, :mod:`~geoglacier.products.hls`) turns a folder or an item into a :class:`Product`;
 :mod:`~geoglacier.products.stack` reads any :class:`Product` the same way.
 """
 
@@ -13,11 +13,13 @@ from typing import Literal
 import numpy as np
 
 from geoglacier.products.metadata import DATE_TAG, PRODUCT_TAG, SENSOR_TAG
-from geoglacier.products.quality import qa_pixel_classes, scl_classes
+from geoglacier.products.quality import FMASK_FILL, fmask_classes, qa_pixel_classes, scl_classes
 
-Kind = Literal["landsat", "sentinel2-safe", "sentinel2-cogs", "stac"]
-KINDS: tuple[str, ...] = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac")
-QualityKind = Literal["qa_pixel", "scl"]
+Kind = Literal["landsat", "sentinel2-safe", "sentinel2-cogs", "stac", "hls"]
+KINDS: tuple[str, ...] = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac", "hls")
+QualityKind = Literal["qa_pixel", "scl", "fmask"]
+#: the value that means "no data" in each quality layer
+QUALITY_FILL: dict[str, int] = {"qa_pixel": 1, "scl": 0, "fmask": FMASK_FILL}
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class BandFile:
 
 @dataclass(frozen=True)
 class QualityFile:
-    """The product's per-pixel quality layer (Landsat ``QA_PIXEL`` or Sentinel-2 ``SCL``)."""
+    """The product's per-pixel quality layer (Landsat ``QA_PIXEL``, Sentinel-2 ``SCL`` or HLS ``Fmask``)."""
 
     path: str
     kind: QualityKind
@@ -43,10 +45,12 @@ class QualityFile:
     @property
     def fill(self) -> int:
         """The value that means "no data" (used outside the layer's footprint too)."""
-        return 1 if self.kind == "qa_pixel" else 0
+        return QUALITY_FILL[self.kind]
 
     def classify(self, raw: np.ndarray) -> np.ndarray:
         """Quality classes (see :mod:`geoglacier.products.quality`) of raw values."""
+        if self.kind == "fmask":
+            return fmask_classes(raw)
         return qa_pixel_classes(raw) if self.kind == "qa_pixel" else scl_classes(raw)
 
 
@@ -55,7 +59,7 @@ class Product:
     """A product reduced to what stacking needs.
 
     Attributes:
-        kind: how it was recognised (``landsat``, ``sentinel2-safe``, ``sentinel2-cogs``, ``stac``).
+        kind: how it was recognised (``landsat``, ``sentinel2-safe``, ``sentinel2-cogs``, ``stac``, ``hls``).
         source: the folder or file the user gave.
         bands: reflectance name (:data:`geoglacier.products.recipes.REFLECTANCE`) -> file.
         quality: the quality layer, ``None`` when the product has none.

@@ -10,6 +10,10 @@ dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow -> CLOUD; bit 5 snow -> kept.
 Sentinel-2 L2A scene classification ``SCL``: 0 no data and 1 saturated or defective ->
 INVALID; 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin
 cirrus -> CLOUD; 11 snow and ice -> kept (as are 2, 4-7).
+
+HLS v2.0 ``Fmask`` (bit 0 is the lowest): 255 fill -> INVALID; bits 0 cirrus, 1 cloud,
+2 adjacent to cloud or shadow, 3 cloud shadow -> CLOUD; bit 4 snow/ice, bit 5 water and
+bits 6-7 aerosol level -> kept.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ QA_SNOW_BIT = 5
 SCL_INVALID: tuple[int, ...] = (0, 1)
 SCL_CLOUD: tuple[int, ...] = (3, 8, 9, 10)
 SCL_SNOW = 11
+FMASK_FILL = 255
+FMASK_CLOUD_BITS: tuple[int, ...] = (0, 1, 2, 3)  # cirrus, cloud, adjacent to cloud/shadow, cloud shadow
+FMASK_SNOW_BIT, FMASK_WATER_BIT = 4, 5
 
 
 def qa_pixel_classes(qa: np.ndarray) -> np.ndarray:
@@ -42,4 +49,14 @@ def scl_classes(scl: np.ndarray) -> np.ndarray:
     out = np.full(s.shape, CLEAR, dtype=np.uint8)
     out[np.isin(s, SCL_CLOUD)] = CLOUD
     out[np.isin(s, SCL_INVALID)] = INVALID
+    return out
+
+
+def fmask_classes(fmask: np.ndarray) -> np.ndarray:
+    """Classes (uint8) of HLS v2.0 ``Fmask`` values (snow/ice, water and aerosol bits are kept)."""
+    f = np.asarray(fmask).astype(np.uint8, copy=False)
+    cloud_bits = np.uint8(sum(1 << b for b in FMASK_CLOUD_BITS))
+    out = np.full(f.shape, CLEAR, dtype=np.uint8)
+    out[(f & cloud_bits) != 0] = CLOUD
+    out[f == FMASK_FILL] = INVALID
     return out

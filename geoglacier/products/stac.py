@@ -18,6 +18,11 @@ Level-1 items (an id such as ``LC08_L1TP_...`` or ``..._L1C``, a ``landsat-c2-l1
 ``sentinel-2-l1c`` collection, ``landsat:correction`` / ``s2:product_type`` saying so) are
 refused: their DN are top-of-atmosphere, not surface reflectance.
 
+An item of an HLS v2.0 granule (its id ``HLS.L30.T45RVL.2023288T045019.v2.0``, as NASA's
+CMR-STAC serves them) is read by its asset keys, which are the band names (``B04``,
+``B8A`` ..., ``Fmask``), with the sensor's band numbering, scale and fill of
+:mod:`geoglacier.products.hls`: common names would give S30's broad ``B08`` as ``nir``.
+
 Asset hrefs may be local files (relative to the item, percent-encoded or not, or
 ``file://`` URIs) or URLs GDAL reads (``https://`` through ``/vsicurl/``, ``s3://`` ...).
 """
@@ -31,7 +36,7 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from geoglacier.errors import ProductError
-from geoglacier.products import landsat, sentinel2
+from geoglacier.products import hls, landsat, sentinel2
 from geoglacier.products.product import BandFile, Product, QualityFile
 
 #: our reflectance name -> STAC common names that stand for it, preferred first
@@ -181,6 +186,8 @@ def read_stac_item(path: str | Path) -> Product:
         item = pystac.Item.from_file(str(p))
     except Exception as exc:  # noqa: BLE001 - pystac raises many types for bad JSON
         raise ProductError(f"{p}: not a readable STAC item ({type(exc).__name__}: {exc})") from exc
+    if hls.GRANULE.match(item.id):
+        return _read_hls_item(item, p)
     family, number = _platform(item)
     if family not in ("landsat", "sentinel2"):
         raise ProductError(
@@ -224,4 +231,26 @@ def read_stac_item(path: str | Path) -> Product:
         sensor=_sensor(item, family, number),
         product_id=item.id,
         notes=(f"{family} item {item.id} with {len(assets)} assets", *_offset_notes(item)),
+    )
+
+
+def _read_hls_item(item: Any, path: Path) -> Product:
+    """An HLS v2.0 granule's item: assets keyed by band name (``B04``, ``B8A``, ``Fmask``; any case)."""
+    granule = hls.parse_granule(item.id)
+    assets = {key.lower(): asset for key, asset in item.assets.items()}
+    bands = {
+        name: BandFile(_href(assets[band.lower()]), hls.SCALE, 0.0, nodata=hls.FILL)
+        for name, band in hls.BANDS[granule.product].items()
+        if band.lower() in assets
+    }
+    fmask = assets.get(hls.QUALITY_BAND.lower())
+    return Product(
+        kind="stac",
+        source=str(path),
+        bands=bands,
+        quality=QualityFile(_href(fmask), "fmask") if fmask is not None else None,
+        acquisition_date=granule.date,
+        sensor=granule.sensor,
+        product_id=item.id,
+        notes=(f"HLS item {item.id} with {len(assets)} assets", granule.note()),
     )

@@ -52,7 +52,7 @@ from geoglacier.io.atomic import (
 )
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
 from geoglacier.io.scene import GDAL_CACHE_BYTES
-from geoglacier.products import landsat, sentinel2, stac
+from geoglacier.products import hls, landsat, sentinel2, stac
 from geoglacier.products.grid import Bounds, Grid, native_resolution, plan_grid
 from geoglacier.products.metadata import DATE_TAG, PRODUCT_TAG, SENSOR_TAG
 from geoglacier.products.product import KINDS, BandFile, Product
@@ -106,15 +106,20 @@ def detect_kind(source: str | os.PathLike[str]) -> str:
             return "landsat"
         if p.name.startswith("MTD_MSIL"):
             return "sentinel2-safe"
+        if hls.is_hls_file(p):
+            return "hls"
     elif sentinel2.is_safe(p):
         return "sentinel2-safe"
     elif landsat.is_landsat(p):
         return "landsat"
     elif sentinel2.is_cog_folder(p):
         return "sentinel2-cogs"
+    elif hls.is_hls_folder(p):
+        return "hls"
     raise ProductError(
         f"{p}: not a known product (a Landsat C2 L2 folder with *_MTL.json/txt, a Sentinel-2 L2A .SAFE "
-        "folder, a folder of Sentinel-2 COGs B02.tif ... SCL.tif, or a STAC item .json); "
+        "folder, a folder of Sentinel-2 COGs B02.tif ... SCL.tif, a STAC item .json, or an HLS v2.0 "
+        "granule's folder HLS.L30|S30.*.v2.0.B04.tif ...); "
         "check the path or name the kind with --kind"
     )
 
@@ -132,6 +137,7 @@ def open_product(source: str | os.PathLike[str], kind: str | None = None) -> Pro
         "sentinel2-safe": sentinel2.read_safe,
         "sentinel2-cogs": sentinel2.read_cog_folder,
         "stac": stac.read_stac_item,
+        "hls": hls.read_hls,
     }
     if kind == "sentinel2-cogs" and Path(source).is_file():
         raise ProductError(f"{source}: --kind sentinel2-cogs needs the folder holding B02.tif ... SCL.tif")
@@ -201,13 +207,13 @@ def stack(
     overwrite: bool = False,
     progress: bool = False,
 ) -> StackResult:
-    """Stack a Landsat C2 L2, Sentinel-2 L2A (.SAFE or COGs) product or STAC item into one scene COG.
+    """Stack a Landsat C2 L2, Sentinel-2 L2A (.SAFE or COGs), HLS v2.0 product or STAC item into one scene COG.
 
     Args:
-        source: product folder, metadata file, or STAC item JSON.
+        source: product folder, metadata file, STAC item JSON, or one band file of an HLS granule.
         out: the scene COG to write (float32, nodata NaN, band descriptions = the recipe).
         bands: the recipe, e.g. ``"red,green,blue,nir,ndvi"`` (see :mod:`geoglacier.products.recipes`).
-        kind: ``landsat``, ``sentinel2-safe``, ``sentinel2-cogs`` or ``stac``; ``None`` detects it.
+        kind: ``landsat``, ``sentinel2-safe``, ``sentinel2-cogs``, ``stac`` or ``hls``; ``None`` detects it.
         resolution: output pixel size in the output CRS's units; default the finest band's.
         crs: output CRS (``EPSG:32645`` ...); default the bands' own.
         bounds: ``(xmin, ymin, xmax, ymax)`` to crop to, in ``bounds_crs``.
@@ -333,7 +339,7 @@ def _check_product(product: Product, recipe: Sequence[str], cloud_mask: bool) ->
         )
     if cloud_mask and product.quality is None:
         raise MissingBandError(
-            f"{product.source}: no quality layer (QA_PIXEL or SCL) for the cloud mask; "
+            f"{product.source}: no quality layer (QA_PIXEL, SCL or Fmask) for the cloud mask; "
             "pass --no-cloud-mask to stack without it"
         )
     return list(needed)
