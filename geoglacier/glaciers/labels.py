@@ -53,7 +53,14 @@ from geoglacier.io.atomic import (
 )
 from geoglacier.io.cog import CogWriter, RasterSpec, cog_output
 from geoglacier.io.masks import IGNORE
-from geoglacier.io.scene import GCP_WARP_HINT, SceneInfo, inspect_scene, read_window, valid_pixels
+from geoglacier.io.scene import (
+    GCP_WARP_HINT,
+    GDAL_CACHE_BYTES,
+    SceneInfo,
+    inspect_scene,
+    read_window,
+    valid_pixels,
+)
 from geoglacier.measure.areas import crs_label, pixel_area_field
 
 GLACIER: int = 1
@@ -169,7 +176,8 @@ def burn_labels(
     warn_if_outdated(age, str(info.path), date_tolerance_years, stacklevel=3)
     zones = ZoneRasterizer(inv.geometries, info.transform, info.height, info.width)
     spec = _label_spec(info, inventory, edge_pixels, age)
-    with cog_output(out, spec, overwrite) as writer:
+    # GDAL's block cache (5 % of RAM by default) would otherwise fill with the staging file's tiles
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), cog_output(out, spec, overwrite) as writer:
         counts, area_m2 = _write_windows(writer, info, zones, edge_pixels, window, progress)
     return LabelResult(
         path=Path(out),
