@@ -284,6 +284,29 @@ def _dated(tmp_path: Path, scene_date: str | None, bgn: str) -> tuple[Path, Path
     )
 
 
+def test_dates_follow_the_outlines_that_reach_the_scene(tmp_path: Path) -> None:
+    """An outline off the scene is dropped with its date; the others keep theirs (RGI and GLIMS columns)."""
+    geoms = [px_box(5, 5, 20, 20), px_box(900, 900, 910, 910), px_box(30, 30, 40, 50)]
+    bgn = [{"RGIId": f"G{i}", "BgnDate": d} for i, d in enumerate(["20001030", "19700101", "20040815"])]
+    scene = write_scene(tmp_path / "s.tif")
+    result = burn_labels(scene, write_outlines(tmp_path / "rgi.gpkg", geoms, props=bgn), tmp_path / "a.tif")
+    assert (result.outlines, result.age.first, result.age.last) == (
+        2,
+        dt.date(2000, 10, 30),
+        dt.date(2004, 8, 15),
+    )
+    src = [
+        {"glac_id": f"G{i}", "src_date": d} for i, d in enumerate(["2011-09-01T00:00:00", "1970-01-01", ""])
+    ]
+    result = burn_labels(scene, write_outlines(tmp_path / "glims.gpkg", geoms, props=src), tmp_path / "b.tif")
+    assert (result.age.dated, result.age.first, result.age.last) == (
+        1,
+        dt.date(2011, 9, 1),
+        dt.date(2011, 9, 1),
+    )
+    assert result.age.describe() == "outlines 2011-09-01 (1 of 2 dated), scene date unknown"
+
+
 def test_outlines_23_years_older_than_the_scene_warn_once(tmp_path: Path) -> None:
     scene, inv = _dated(tmp_path, "2023-10-15", "20001030")
     with pytest.warns(OutdatedOutlinesWarning) as caught:
@@ -389,6 +412,12 @@ def test_everest_labels_equal_the_shared_mask_pixel_for_pixel(everest_labels) ->
     # README: 122.26 km2 at a nominal 900 m2 per pixel; true areas are larger by UTM's scale factor
     assert everest_labels.glacier_pixels * 900 / 1e6 == pytest.approx(122.26, abs=0.005)
     assert everest_labels.glacier_area_km2 == pytest.approx(122.26, rel=2e-3)
+    from geoglacier.measure.areas import summarize_mask
+
+    # what `geoglacier summarize` says of the reference mask
+    assert everest_labels.glacier_area_km2 == pytest.approx(
+        summarize_mask(EVEREST / "west_mask.tif").glacier_area_km2, rel=1e-9
+    )
     assert everest_labels.age.first == dt.date(2000, 10, 30) and everest_labels.age.scene_date is None
 
 
