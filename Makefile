@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_areas.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_wide.py
 	$(BIN)/python benchmarks/bench_glaciers.py
+	$(BIN)/python benchmarks/bench_labels.py
 	$(BIN)/python benchmarks/bench_stack.py
 
 clean:

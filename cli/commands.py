@@ -9,6 +9,7 @@ from geoglacier.cli.demo import demo
 from geoglacier.cli.evaluate import evaluate
 from geoglacier.cli.export import export
 from geoglacier.cli.glaciers import glaciers
+from geoglacier.cli.labels import labels
 from geoglacier.cli.segment_scene import segment_scene
 from geoglacier.cli.segment_scenes import segment_scenes
 from geoglacier.cli.stack import stack
@@ -24,6 +25,7 @@ ALL: list[click.Command] = [
     summarize,
     evaluate,
     glaciers,
+    labels,
     change,
     export,
 ]

@@ -31,6 +31,7 @@ _EXPORTS = {
     "segment_scenes": "geoglacier.inference.batch",
     "summarize_mask": "geoglacier.measure.areas",
     "evaluate_masks": "geoglacier.measure.evaluate",
+    "burn_labels": "geoglacier.glaciers.labels",
 }
 
 __all__ = ["__version__", *_EXPORTS]

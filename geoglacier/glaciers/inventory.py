@@ -14,6 +14,7 @@ Problems with the file itself are :class:`~geoglacier.errors.InventoryError` (a
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import warnings
@@ -38,10 +39,14 @@ from geoglacier.errors import (
     NoOverlapError,
     SceneNotFoundError,
 )
+from geoglacier.glaciers.outline_dates import DATE_COLUMNS, parse_inventory_date
 from geoglacier.measure.areas import CRSLike, crs_label, to_pyproj_crs
 
 ID_COLUMNS: tuple[str, ...] = ("RGIId", "rgi_id", "glac_id", "anlys_id")
 """Id columns looked for, in order: RGI 6.0, RGI 7.0, GLIMS (glacier id, then analysis id)."""
+
+FEATURE_NUMBER: str = "(feature number)"
+"""The :attr:`Inventory.id_column` of outlines numbered in file order (no id column needed)."""
 
 NAME_COLUMNS: tuple[str, ...] = ("Name", "glac_name", "name")
 AREA_COLUMNS: tuple[str, ...] = ("Area", "area_km2", "db_area")
@@ -83,6 +88,10 @@ class Inventory:
         total_read: features read before the footprint filter (after the bbox prefilter).
         dropped_empty: features dropped because their geometry was empty or not polygonal.
         repaired: features whose invalid geometry was repaired (``shapely.make_valid``).
+        date_column: the outline date column (RGI 6.0 ``BgnDate``, RGI 7.0 / GLIMS
+            ``src_date``; ``None``: not in the file).
+        dates: each outline's date (``None`` where unknown; see
+            :func:`~geoglacier.glaciers.outline_dates.parse_inventory_date`).
     """
 
     source: str
@@ -100,6 +109,8 @@ class Inventory:
     total_read: int = 0
     dropped_empty: int = 0
     repaired: int = 0
+    date_column: str | None = None
+    dates: tuple[dt.date | None, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -115,6 +126,7 @@ class Inventory:
             geometries=self.geometries[keep],
             outline_area_km2=self.outline_area_km2[keep],
             perimeter_km=self.perimeter_km[keep],
+            dates=tuple(d for d, k in zip(self.dates, keep, strict=True) if k) if self.dates else (),
         )
 
 
@@ -325,6 +337,17 @@ def _check_ids(ids: list[Any], column: str, shown: str) -> tuple[str, ...]:
     return out
 
 
+def _ids_or_numbers(
+    columns: Sequence[str], values: dict[str, list[Any]], count: int, shown: str
+) -> tuple[str, tuple[str, ...]]:
+    """The usual id column where there is a unique one, else feature numbers ``1..n``."""
+    try:
+        col = _choose_id_column(columns, values, None, shown)
+        return col, _check_ids(values[col], col, shown)
+    except InventoryError:
+        return FEATURE_NUMBER, tuple(str(i + 1) for i in range(count))
+
+
 def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
     """The polygonal part of a geometry (make_valid may return a collection), or None."""
     if geom.geom_type in ("Polygon", "MultiPolygon"):
@@ -370,6 +393,7 @@ def read_inventory(
     region: BaseGeometry | None = None,
     id_column: str | None = None,
     layer: str | None = None,
+    ids_required: bool = True,
 ) -> Inventory:
     """Read glacier outlines, reproject them to ``crs`` and keep those that touch ``region``.
 
@@ -381,6 +405,9 @@ def read_inventory(
         region: polygon in ``crs`` (a mask's :func:`footprint`); ``None`` keeps everything.
         id_column: the id column; default the first of :data:`ID_COLUMNS` present and unique.
         layer: the layer (or, in a zip with several files, the file stem) to read.
+        ids_required: ``False`` where glaciers need no names (burning labels): without
+            ``id_column`` and without a unique id column, outlines are numbered from 1
+            (:data:`FEATURE_NUMBER`) instead of refused.
 
     Returns:
         An :class:`Inventory` in ``crs``.
@@ -399,12 +426,16 @@ def read_inventory(
     layer_name, src_crs, target, columns, features = _read_layer(path, crs, layer, shown)
     props, geoms = _glims_glaciers(columns, *features, shown)
     values = {c: [p.get(c) for p in props] for c in columns}
-    id_col = _choose_id_column(columns, values, id_column, shown)
-    ids = _check_ids(values[id_col], id_col, shown)
-    if id_column is None:
-        _warn_repeated_glacier_ids(columns, values, id_col, shown)
+    if ids_required or id_column is not None:
+        id_col = _choose_id_column(columns, values, id_column, shown)
+        ids = _check_ids(values[id_col], id_col, shown)
+        if id_column is None:
+            _warn_repeated_glacier_ids(columns, values, id_col, shown)
+    else:
+        id_col, ids = _ids_or_numbers(columns, values, len(props), shown)
     name_col = _find_column(columns, NAME_COLUMNS)
     area_col = _find_column(columns, AREA_COLUMNS)
+    date_col = _find_column(columns, DATE_COLUMNS)
     total = len(ids)
 
     keep, polys, repaired, empty = _clean_geometries(geoms)
@@ -441,6 +472,8 @@ def read_inventory(
         total_read=total,
         dropped_empty=empty,
         repaired=repaired,
+        date_column=date_col,
+        dates=tuple(parse_inventory_date(values[date_col][k]) if date_col else None for k in keep),
     )
 
 
