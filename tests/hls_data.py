@@ -34,7 +34,7 @@ ANGLES = ("SAA", "SZA", "VAA", "VZA")
 
 FILL = -9999
 FMASK_FILL = 255
-FMASK_CLEAR = 0b0100_0000  # aerosol level low (bits 6-7 = 01), nothing else
+FMASK_CLEAR = 0b0100_0000  # aerosol level low (bits 7-6 = 01, i.e. bit 6 set), nothing else
 FILL_ROWS = 2  # the first rows are outside the granule's footprint: fill in every band, Fmask 255
 BAND_FILL_PIXEL = (30, 30)  # fill in the red band only, Fmask clear
 NEGATIVE_PIXEL = (35, 35)  # a slightly negative reflectance (HLS has them over dark targets)
@@ -42,13 +42,13 @@ NEGATIVE_DN = -37
 
 #: Fmask class -> (pixel, value): masked as nodata
 FMASK_MASKED: dict[str, tuple[tuple[int, int], int]] = {
-    "cirrus": ((5, 5), FMASK_CLEAR | 1 << 0),
     "cloud": ((5, 20), FMASK_CLEAR | 1 << 1),
     "adjacent": ((20, 5), FMASK_CLEAR | 1 << 2),
     "cloud shadow": ((20, 20), FMASK_CLEAR | 1 << 3),
 }
 #: Fmask class -> (pixel, value): kept
 FMASK_KEPT: dict[str, tuple[tuple[int, int], int]] = {
+    "bit 0 (cirrus in v1.4, reserved in v2.0)": ((5, 5), FMASK_CLEAR | 1 << 0),
     "snow/ice": ((40, 40), FMASK_CLEAR | 1 << 4),
     "water": ((40, 50), FMASK_CLEAR | 1 << 5),
     "aerosol climatology": ((45, 40), 0),
@@ -109,7 +109,7 @@ def write_hls(
         if band == "B04":
             data[BAND_FILL_PIXEL] = FILL
         dn[band] = data
-        scale = 0.01 if product == "L30" and band in ("B10", "B11") else 0.0001  # L30 thermal: 0.01 K
+        scale = 0.01 if product == "L30" and band in ("B10", "B11") else 0.0001  # L30 thermal: 0.01 degC
         paths[band] = _write_hls_band(folder / f"{granule}.{band}.tif", data, transform, FILL, scale)
     paths["Fmask"] = write_band(folder / f"{granule}.Fmask.tif", fmask, transform, nodata=FMASK_FILL)
     for i, band in enumerate(ANGLES):
@@ -164,22 +164,50 @@ def write_s2_l1c(parent: Path, *, size: int = 32) -> Path:
 
 # ----------------------------------------------------------------------------- STAC
 
-#: common names some HLS catalogues give (S30's broad B08 is "nir", its narrow B8A "nir08")
-S30_COMMON = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B8A": "nir08", "B11": "swir16"}
+#: the ``eo:bands`` common names of NASA's HLS STAC items (NASA-IMPACT/hls-cmr_stac): S30's broad
+#: B08 is "nir" and its narrow B8A has none, L30's B05 is "nir"
+COMMON_NAMES: dict[str, dict[str, str]] = {
+    "L30": {
+        "B01": "coastal",
+        "B02": "blue",
+        "B03": "green",
+        "B04": "red",
+        "B05": "nir",
+        "B06": "swir16",
+        "B07": "swir22",
+        "B09": "cirrus",
+        "B10": "lwir11",
+        "B11": "lwir12",
+    },
+    "S30": {
+        "B01": "coastal",
+        "B02": "blue",
+        "B03": "green",
+        "B04": "red",
+        "B08": "nir",
+        "B10": "cirrus",
+        "B11": "swir16",
+        "B12": "swir22",
+    },
+}
 
 
-def write_hls_stac_item(path: Path, fx: HLSFixture) -> Path:
-    """A STAC item of the granule as NASA's CMR-STAC serves it: assets keyed by band name
-    (``B04``, ``Fmask``, ``browse``, ``metadata``), no platform; hrefs relative to the item."""
+def write_hls_stac_item(path: Path, fx: HLSFixture, *, platform: str | None = None) -> Path:
+    """A STAC item of the granule as NASA serves them: assets keyed by band name (``B04``,
+    ``Fmask``, ``browse``, ``metadata``) with :data:`COMMON_NAMES`; a ``platform`` only if
+    given (NASA's ``_stac.json`` items carry one, e.g. ``sentinel-2b``); hrefs relative to
+    the item."""
+    product = fx.granule.split(".")[1]
     assets = {}
     for band, file in fx.paths.items():
         asset: dict = {"href": str(file.relative_to(path.parent)), "title": f"Download {file.name}"}
-        if band in S30_COMMON:
-            asset["eo:bands"] = [{"name": band, "common_name": S30_COMMON[band]}]
+        eo_band = {"name": band}
+        if band in COMMON_NAMES[product]:
+            eo_band["common_name"] = COMMON_NAMES[product][band]
+        asset["eo:bands"] = [eo_band]
         assets[band] = asset
     assets["browse"] = {"href": f"{fx.granule}.jpg", "type": "image/jpeg"}
     assets["metadata"] = {"href": f"{fx.granule}.cmr.xml", "type": "application/xml"}
-    product = fx.granule.split(".")[1]
     item = {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -196,6 +224,7 @@ def write_hls_stac_item(path: Path, fx: HLSFixture) -> Path:
             "start_datetime": "2023-10-17T05:07:01.000Z",
             "end_datetime": "2023-10-17T05:07:01.000Z",
             "eo:cloud_cover": 3,
+            **({"platform": platform} if platform else {}),
         },
         "links": [],
         "assets": assets,

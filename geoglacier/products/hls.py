@@ -6,12 +6,16 @@ the 30 m grid of one MGRS tile (in its UTM zone)::
     HLS.L30.T45RVL.2023288T045019.v2.0.B04.tif
     HLS.L30.T45RVL.2023288T045019.v2.0.Fmask.tif
     |   |   |      |       |       |    band (B01 ... B12, B8A, Fmask, SAA, SZA, VAA, VZA)
-    |   |   |      |       |       version
-    |   |   |      |       sensing time, UTC (HHMMSS)
-    |   |   |      year and day of year (2023288 = 2023-10-15)
+    |   |   |      |       |       version (LP DAAC writes v2.0; the user guide's examples V2.0)
+    |   |   |      |       time, UTC (HHMMSS): an identifier, not the tile's sensing time
+    |   |   |      year and day of year (2023288 = 2023-10-15), UTC
     |   |   MGRS tile
-    |   L30 (Landsat 8/9 OLI) or S30 (Sentinel-2A/B MSI)
+    |   L30 (Landsat 8/9 OLI) or S30 (Sentinel-2A/B/C MSI)
     the HLS project
+
+The time in the name is, for L30, the sensing time at the centre of one input Landsat
+scene and, for S30, the start of the Sentinel-2 datatake (HLS v2.0 User Guide, section
+6.1); the tile itself may be sensed minutes later. The acquisition date is the name's.
 
 A folder holding one granule's files, or any one of those files (its siblings in the same
 folder are used), is the source. Reflectance is ``DN * 0.0001``; DN -9999 is fill (no data).
@@ -29,12 +33,14 @@ swir1    B06          B11
 swir2    B07          B12
 =======  ===========  ===========
 
-Note that L30 ``B11`` is a thermal band, S30 ``B11`` the first shortwave infrared.
+Note that L30 ``B11`` is a thermal band (brightness temperature, DN * 0.01 in degrees
+Celsius), S30 ``B11`` the first shortwave infrared.
 
-``Fmask`` bits (HLS v2.0 user guide; decoded in :mod:`geoglacier.products.quality`): 0
-cirrus, 1 cloud, 2 adjacent to cloud or shadow and 3 cloud shadow are masked (nodata);
-4 snow/ice and 5 water are **kept** (the glacier is snow and ice; its lakes are water),
-as are the aerosol level bits 6-7. Fmask 255 is fill.
+``Fmask`` bits (HLS v2.0 User Guide, Table 9; decoded in :mod:`geoglacier.products.quality`):
+1 cloud (cirrus included), 2 adjacent to cloud or shadow and 3 cloud shadow are masked
+(nodata); 4 snow/ice and 5 water are **kept** (the glacier is snow and ice; its lakes are
+water), as are the aerosol level bits 6-7. Bit 0, cirrus in HLS v1.4, is reserved and not
+used in v2.0, so it is ignored. Fmask 255 is fill.
 """
 
 from __future__ import annotations
@@ -61,10 +67,10 @@ SENSORS: dict[str, str] = {"L30": "HLS L30 (Landsat 8/9 OLI)", "S30": "HLS S30 (
 
 #: the granule id: ``HLS.L30.T45RVL.2023288T045019.v2.0``
 GRANULE = re.compile(
-    r"^HLS\.(?P<product>[LS]30)\.(?P<tile>T\d{2}[A-Z]{3})\.(?P<year>\d{4})(?P<doy>\d{3})T\d{6}\.v(?P<version>\d+\.\d+)$"
+    r"^HLS\.(?P<product>[LS]30)\.(?P<tile>T\d{2}[A-Z]{3})\.(?P<year>\d{4})(?P<doy>\d{3})T\d{6}\.[vV](?P<version>\d+\.\d+)$"
 )
 _FILE = re.compile(
-    r"^(?P<granule>HLS\.[LS]30\.T\d{2}[A-Z]{3}\.\d{7}T\d{6}\.v\d+\.\d+)\.(?P<band>[A-Za-z0-9]+)\.(?i:tiff?)$"
+    r"^(?P<granule>HLS\.[LS]30\.T\d{2}[A-Z]{3}\.\d{7}T\d{6}\.[vV]\d+\.\d+)\.(?P<band>[A-Za-z0-9]+)\.(?i:tiff?)$"
 )
 #: a Landsat Level-1 product id (``LC08_L1TP_...``: its band files are ``..._B4.TIF``, not ``_SR_B4``)
 _LANDSAT_L1 = re.compile(r"^L[COTE]0\d_L1[A-Z]{2}_")
@@ -73,23 +79,32 @@ _S2_L1C = re.compile(r"MSIL1C|_L1C(?![A-Za-z0-9])", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Granule:
-    """What an HLS granule id says: ``HLS.L30.T45RVL.2023288T045019.v2.0``."""
+    """What an HLS granule id says: ``HLS.L30.T45RVL.2023288T045019.v2.0``.
+
+    Attributes:
+        id: the granule id, as in its file names.
+        product: ``L30`` or ``S30``.
+        tile: the MGRS tile, ``T45RVL``.
+        date: the name's UTC date, ISO 8601 (``2023-10-15``).
+        version: ``2.0``.
+    """
 
     id: str
-    product: str  # L30 or S30
+    product: str
     tile: str
-    date: str  # ISO 8601
+    date: str
     version: str
 
     @property
     def sensor(self) -> str:
+        """The ``SENSOR`` tag: ``HLS L30 (Landsat 8/9 OLI)`` or ``HLS S30 (Sentinel-2 MSI)``."""
         return SENSORS[self.product]
 
     def note(self) -> str:
         """What stacking does with the granule, for the user."""
         return (
             f"HLS {self.product} tile {self.tile}: reflectance DN * {SCALE:g}, fill {FILL:g}; Fmask "
-            "cirrus, cloud, adjacent and cloud shadow masked, snow/ice and water kept"
+            "cloud, adjacent and cloud shadow masked, snow/ice and water kept"
         )
 
     def file_name(self, band: str) -> str:

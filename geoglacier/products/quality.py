@@ -1,6 +1,6 @@
 """Cloud and bad-pixel masks from the products' quality layers.
 
-Both decoders return per-pixel classes: :data:`CLEAR` (kept), :data:`INVALID` (no data:
+Each decoder returns per-pixel classes: :data:`CLEAR` (kept), :data:`INVALID` (no data:
 fill, saturated or defective) and :data:`CLOUD` (cloud, cirrus, cloud shadow: the part
 ``--cloud-buffer`` grows). Snow and ice are always :data:`CLEAR`: they are the glacier.
 
@@ -11,9 +11,11 @@ Sentinel-2 L2A scene classification ``SCL``: 0 no data and 1 saturated or defect
 INVALID; 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin
 cirrus -> CLOUD; 11 snow and ice -> kept (as are 2, 4-7).
 
-HLS v2.0 ``Fmask`` (bit 0 is the lowest): 255 fill -> INVALID; bits 0 cirrus, 1 cloud,
-2 adjacent to cloud or shadow, 3 cloud shadow -> CLOUD; bit 4 snow/ice, bit 5 water and
-bits 6-7 aerosol level -> kept.
+HLS v2.0 ``Fmask`` (bit 0 is the lowest): 255 fill -> INVALID; bits 1 cloud (cirrus
+included), 2 adjacent to cloud or shadow, 3 cloud shadow -> CLOUD; bit 4 snow/ice, bit 5
+water and bits 6-7 aerosol level -> kept. Bit 0 (cirrus in HLS v1.4) is "reserved, but not
+used in HLS V2.0" (HLS v2.0 User Guide, Table 9): Fmask folds cirrus into the cloud bit, so
+bit 0 is ignored.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ SCL_INVALID: tuple[int, ...] = (0, 1)
 SCL_CLOUD: tuple[int, ...] = (3, 8, 9, 10)
 SCL_SNOW = 11
 FMASK_FILL = 255
-FMASK_CLOUD_BITS: tuple[int, ...] = (0, 1, 2, 3)  # cirrus, cloud, adjacent to cloud/shadow, cloud shadow
+FMASK_CLOUD_BITS: tuple[int, ...] = (
+    1,
+    2,
+    3,
+)  # cloud (cirrus included), adjacent to cloud/shadow, cloud shadow
+FMASK_RESERVED_BIT = 0  # cirrus in v1.4; reserved, not used in v2.0
 FMASK_SNOW_BIT, FMASK_WATER_BIT = 4, 5
 
 
@@ -53,7 +60,7 @@ def scl_classes(scl: np.ndarray) -> np.ndarray:
 
 
 def fmask_classes(fmask: np.ndarray) -> np.ndarray:
-    """Classes (uint8) of HLS v2.0 ``Fmask`` values (snow/ice, water and aerosol bits are kept)."""
+    """Classes (uint8) of HLS v2.0 ``Fmask`` values (snow/ice, water, aerosol and the reserved bit 0 are kept)."""
     f = np.asarray(fmask).astype(np.uint8, copy=False)
     cloud_bits = np.uint8(sum(1 << b for b in FMASK_CLOUD_BITS))
     out = np.full(f.shape, CLEAR, dtype=np.uint8)

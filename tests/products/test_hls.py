@@ -40,7 +40,7 @@ def read(path: Path) -> tuple[np.ndarray, dict, tuple]:
 
 
 def expected_nodata(shape: tuple[int, int]) -> np.ndarray:
-    """Fill rows, the red band's fill pixel and the four masked Fmask classes."""
+    """Fill rows, the red band's fill pixel and the masked Fmask classes (cloud, adjacent, shadow)."""
     mask = np.zeros(shape, bool)
     mask[:FILL_ROWS] = True
     mask[BAND_FILL_PIXEL] = True
@@ -67,7 +67,8 @@ def test_granule_id_date_from_year_and_day_of_year() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (0b0000_0001, CLOUD),  # cirrus
+        (0b0000_0001, CLEAR),  # bit 0: cirrus in v1.4, "reserved, but not used" in v2.0: ignored
+        (0b0000_0011, CLOUD),  # cloud (cirrus is part of it in v2.0)
         (0b0000_0010, CLOUD),  # cloud
         (0b0000_0100, CLOUD),  # adjacent to cloud/shadow
         (0b0000_1000, CLOUD),  # cloud shadow
@@ -188,20 +189,46 @@ def test_uppercase_tif_suffix_and_any_folder_name(tmp_path: Path) -> None:
     assert detect_kind(fx.folder) == "hls"
 
 
-def test_a_cmr_stac_item_of_an_s30_granule(tmp_path: Path) -> None:
-    fx = write_hls(tmp_path, "S30", folder_name="granule")
-    item = write_hls_stac_item(tmp_path / "item.json", fx)
+@pytest.mark.parametrize(
+    ("product", "platform", "nir_band", "date"),
+    [
+        ("S30", None, "B8A", "2023-10-17"),
+        ("S30", "sentinel-2b", "B8A", "2023-10-17"),
+        ("L30", "landsat-8", "B05", "2023-10-15"),
+    ],
+)
+def test_a_nasa_stac_item_of_a_granule(
+    tmp_path: Path, product: str, platform: str | None, nir_band: str, date: str
+) -> None:
+    """Read by asset key, with or without a platform: S30's nir is the narrow B8A, although
+    NASA's items give the broad B08 the common name "nir" and B8A none."""
+    fx = write_hls(tmp_path, product, folder_name="granule")
+    item = write_hls_stac_item(tmp_path / "item.json", fx, platform=platform)
     assert detect_kind(item) == "stac"
     out = tmp_path / "stac.tif"
     stack(item, out, bands=SIX)
     stack(fx.folder, tmp_path / "folder.tif", bands=SIX)
     data, tags, _ = read(out)
     np.testing.assert_array_equal(data, read(tmp_path / "folder.tif")[0])
-    assert tags["SENSOR"] == "HLS S30 (Sentinel-2 MSI)" and tags["SOURCE_PRODUCT"] == S30_ID
-    assert tags["ACQUISITION_DATE"] == "2023-10-17"
-    r, c = 12, 44  # nir is the narrow B8A although the item calls the broad B08 "nir"
-    assert data[3, r, c] == pytest.approx(int(fx.dn["B8A"][r, c]) * 0.0001, abs=1e-7)
+    assert tags["SOURCE_PRODUCT"] == fx.granule and tags["ACQUISITION_DATE"] == date
+    assert tags["SENSOR"] == ("HLS S30 (Sentinel-2 MSI)" if product == "S30" else "HLS L30 (Landsat 8/9 OLI)")
+    r, c = 12, 44
+    assert data[3, r, c] == pytest.approx(int(fx.dn[nir_band][r, c]) * 0.0001, abs=1e-7)
     np.testing.assert_array_equal(np.isnan(data).any(axis=0), expected_nodata((64, 64)))
+
+
+def test_the_user_guide_spelling_v_upper_2_0(tmp_path: Path) -> None:
+    """The HLS v2.0 User Guide writes its examples ``...T155956.V2.0.B01.tif``; LP DAAC ``v2.0``."""
+    granule = "HLS.L30.T45RVL.2023288T045019.V2.0"
+    fx = write_hls(tmp_path, "L30", granule=granule)
+    assert detect_kind(fx.folder) == "hls" and detect_kind(fx.paths["B04"]) == "hls"
+    assert parse_granule(granule).version == "2.0"
+    stack(fx.folder, tmp_path / "upper.tif", bands="red,nir")
+    data, tags, _ = read(tmp_path / "upper.tif")
+    assert tags["SOURCE_PRODUCT"] == granule and tags["ACQUISITION_DATE"] == "2023-10-15"
+    np.testing.assert_allclose(
+        data[1][~expected_nodata((64, 64))], reflectance(fx.dn["B05"])[~expected_nodata((64, 64))], atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -294,9 +321,10 @@ def test_cli_default_recipe_and_six_band_recipe(tmp_path: Path) -> None:
     code, output = run("stack", fx.folder, "--out", out, "--no-progress")
     assert code == 0, output
     assert f"hls: HLS L30 (Landsat 8/9 OLI), 2023-10-15, {L30_ID}" in output
-    assert "Fmask cirrus, cloud, adjacent and cloud shadow masked, snow/ice and water kept" in output
+    assert "Fmask cloud, adjacent and cloud shadow masked, snow/ice and water kept" in output
+    assert "cirrus" not in output  # v2.0 has no cirrus class: it is part of "cloud"
     assert "grid 64 x 64 px of 30 in EPSG:32645" in output
-    assert "(0.1 % by the cloud mask)" in output  # 4 of 4096
+    assert "(0.1 % by the cloud mask)" in output  # 3 of 4096
     data, _, descriptions = read(out)
     assert descriptions == ("red", "green", "blue", "nir", "ndvi")
     red, nir = reflectance(fx.dn["B04"]), reflectance(fx.dn["B05"])
