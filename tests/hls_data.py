@@ -42,13 +42,13 @@ NEGATIVE_DN = -37
 
 #: Fmask class -> (pixel, value): masked as nodata
 FMASK_MASKED: dict[str, tuple[tuple[int, int], int]] = {
+    "cirrus (bit 0: v1.4's flag, reserved in v2.0)": ((5, 5), FMASK_CLEAR | 1 << 0),
     "cloud": ((5, 20), FMASK_CLEAR | 1 << 1),
     "adjacent": ((20, 5), FMASK_CLEAR | 1 << 2),
     "cloud shadow": ((20, 20), FMASK_CLEAR | 1 << 3),
 }
 #: Fmask class -> (pixel, value): kept
 FMASK_KEPT: dict[str, tuple[tuple[int, int], int]] = {
-    "bit 0 (cirrus in v1.4, reserved in v2.0)": ((5, 5), FMASK_CLEAR | 1 << 0),
     "snow/ice": ((40, 40), FMASK_CLEAR | 1 << 4),
     "water": ((40, 50), FMASK_CLEAR | 1 << 5),
     "aerosol climatology": ((45, 40), 0),

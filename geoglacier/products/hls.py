@@ -37,10 +37,10 @@ Note that L30 ``B11`` is a thermal band (brightness temperature, DN * 0.01 in de
 Celsius), S30 ``B11`` the first shortwave infrared.
 
 ``Fmask`` bits (HLS v2.0 User Guide, Table 9; decoded in :mod:`geoglacier.products.quality`):
-1 cloud (cirrus included), 2 adjacent to cloud or shadow and 3 cloud shadow are masked
-(nodata); 4 snow/ice and 5 water are **kept** (the glacier is snow and ice; its lakes are
-water), as are the aerosol level bits 6-7. Bit 0, cirrus in HLS v1.4, is reserved and not
-used in v2.0, so it is ignored. Fmask 255 is fill.
+0 cirrus, 1 cloud, 2 adjacent to cloud or shadow and 3 cloud shadow are masked (nodata);
+4 snow/ice and 5 water are **kept** (the glacier is snow and ice; its lakes are water), as
+are the aerosol level bits 6-7. Bit 0 is reserved and unset in v2.0 (cirrus is part of the
+cloud bit there); it is masked as cirrus wherever a granule sets it. Fmask 255 is fill.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Granule:
         """What stacking does with the granule, for the user."""
         return (
             f"HLS {self.product} tile {self.tile}: reflectance DN * {SCALE:g}, fill {FILL:g}; Fmask "
-            "cloud, adjacent and cloud shadow masked, snow/ice and water kept"
+            "cirrus, cloud, adjacent and cloud shadow masked, snow/ice and water kept"
         )
 
     def file_name(self, band: str) -> str:

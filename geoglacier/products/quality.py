@@ -11,11 +11,12 @@ Sentinel-2 L2A scene classification ``SCL``: 0 no data and 1 saturated or defect
 INVALID; 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin
 cirrus -> CLOUD; 11 snow and ice -> kept (as are 2, 4-7).
 
-HLS v2.0 ``Fmask`` (bit 0 is the lowest): 255 fill -> INVALID; bits 1 cloud (cirrus
-included), 2 adjacent to cloud or shadow, 3 cloud shadow -> CLOUD; bit 4 snow/ice, bit 5
-water and bits 6-7 aerosol level -> kept. Bit 0 (cirrus in HLS v1.4) is "reserved, but not
-used in HLS V2.0" (HLS v2.0 User Guide, Table 9): Fmask folds cirrus into the cloud bit, so
-bit 0 is ignored.
+HLS v2.0 ``Fmask`` (bit 0 is the lowest): 255 fill -> INVALID; bits 0 cirrus, 1 cloud, 2
+adjacent to cloud or shadow, 3 cloud shadow -> CLOUD; bit 4 snow/ice, bit 5 water and bits
+6-7 aerosol level -> kept. Bit 0 was the cirrus flag of HLS v1.4 and is "reserved, but not
+used in HLS V2.0" (HLS v2.0 User Guide, Table 9: v2.0 folds cirrus into the cloud bit), so
+a v2.0 granule never sets it; it is still read as cirrus, so that a granule (or a
+reprocessing) that flags cirrus there is masked rather than mapped as bright ice.
 """
 
 from __future__ import annotations
@@ -31,12 +32,8 @@ SCL_INVALID: tuple[int, ...] = (0, 1)
 SCL_CLOUD: tuple[int, ...] = (3, 8, 9, 10)
 SCL_SNOW = 11
 FMASK_FILL = 255
-FMASK_CLOUD_BITS: tuple[int, ...] = (
-    1,
-    2,
-    3,
-)  # cloud (cirrus included), adjacent to cloud/shadow, cloud shadow
-FMASK_RESERVED_BIT = 0  # cirrus in v1.4; reserved, not used in v2.0
+#: cirrus (v1.4; reserved and unset in v2.0), cloud, adjacent to cloud/shadow, cloud shadow
+FMASK_CLOUD_BITS: tuple[int, ...] = (0, 1, 2, 3)
 FMASK_SNOW_BIT, FMASK_WATER_BIT = 4, 5
 
 
@@ -60,7 +57,7 @@ def scl_classes(scl: np.ndarray) -> np.ndarray:
 
 
 def fmask_classes(fmask: np.ndarray) -> np.ndarray:
-    """Classes (uint8) of HLS v2.0 ``Fmask`` values (snow/ice, water, aerosol and the reserved bit 0 are kept)."""
+    """Classes (uint8) of HLS v2.0 ``Fmask`` values (snow/ice, water and aerosol are kept)."""
     f = np.asarray(fmask).astype(np.uint8, copy=False)
     cloud_bits = np.uint8(sum(1 << b for b in FMASK_CLOUD_BITS))
     out = np.full(f.shape, CLEAR, dtype=np.uint8)

@@ -67,7 +67,7 @@ def test_granule_id_date_from_year_and_day_of_year() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (0b0000_0001, CLEAR),  # bit 0: cirrus in v1.4, "reserved, but not used" in v2.0: ignored
+        (0b0000_0001, CLOUD),  # bit 0: cirrus in v1.4, "reserved, but not used" in v2.0: masked where set
         (0b0000_0011, CLOUD),  # cloud (cirrus is part of it in v2.0)
         (0b0000_0010, CLOUD),  # cloud
         (0b0000_0100, CLOUD),  # adjacent to cloud/shadow
@@ -321,8 +321,7 @@ def test_cli_default_recipe_and_six_band_recipe(tmp_path: Path) -> None:
     code, output = run("stack", fx.folder, "--out", out, "--no-progress")
     assert code == 0, output
     assert f"hls: HLS L30 (Landsat 8/9 OLI), 2023-10-15, {L30_ID}" in output
-    assert "Fmask cloud, adjacent and cloud shadow masked, snow/ice and water kept" in output
-    assert "cirrus" not in output  # v2.0 has no cirrus class: it is part of "cloud"
+    assert "Fmask cirrus, cloud, adjacent and cloud shadow masked, snow/ice and water kept" in output
     assert "grid 64 x 64 px of 30 in EPSG:32645" in output
     assert "(0.1 % by the cloud mask)" in output  # 3 of 4096
     data, _, descriptions = read(out)
