@@ -50,6 +50,7 @@ setup(
             "hypothesis>=6.80",
             "psutil>=5.9",
             "monai>=1.3",
+            "sphinx-click>=5.0",  # tests/test_docs.py renders the CLI reference as the docs do
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "openvino>=2024.0",
