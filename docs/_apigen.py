@@ -104,7 +104,9 @@ def api_markdown(exports: dict[str, str]) -> str:
         "`FileNotFoundError`, a bad value a `ValueError`), and the command line turns it into\n"
         "one line on stderr ({doc}`bad-input`).\n"
     )
-    parts.append("```{eval-rst}\n.. automodule:: geoglacier.errors\n   :members:\n   :show-inheritance:\n```\n")
+    parts.append(
+        "```{eval-rst}\n.. automodule:: geoglacier.errors\n   :members:\n   :show-inheritance:\n```\n"
+    )
     return "\n".join(parts)
 
 

@@ -41,16 +41,21 @@ autodoc_preserve_defaults = True
 # other libraries have no target without intersphinx (which needs the network): they are
 # named here, our own references must resolve.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(numpy|np|xarray|xr|torch|nn|pathlib|os|rasterio|affine|Affine|pandas|pd|shapely|dask|distributed"
-     r"|collections|typing|typing_extensions|concurrent|datetime|click|tqdm|pyproj|fiona|onnx|onnxruntime|openvino"
-     r"|segmentation_models_pytorch|smp|matplotlib|PathLike|Path|DataArray|Dataset|Tensor|Module|Client|CRS|Window"
-     r"|Callable|Iterator|Iterable|Sequence|Mapping|Any|Literal|ndarray|dtype|DataFrame|BaseGeometry|Polygon)(\..*)?"),
+    (
+        r"py:.*",
+        r"(numpy|np|xarray|xr|torch|nn|pathlib|os|rasterio|affine|Affine|pandas|pd|shapely|dask|distributed"
+        r"|collections|typing|typing_extensions|concurrent|datetime|click|tqdm|pyproj|fiona|onnx|onnxruntime|openvino"
+        r"|segmentation_models_pytorch|smp|matplotlib|PathLike|Path|DataArray|Dataset|Tensor|Module|Client|CRS|Window"
+        r"|Callable|Iterator|Iterable|Sequence|Mapping|Any|Literal|ndarray|dtype|DataFrame|BaseGeometry|Polygon)(\..*)?",
+    ),
     (r"py:class", r"(int|float|str|bool|bytes|None|dict|list|tuple|set|object|type|optional|callable)"),
     # the built-ins our errors subclass
-    (r"py:(class|exc)", r"(Exception|ValueError|TypeError|KeyError|OSError|FileNotFoundError|FileExistsError"
-     r"|IsADirectoryError|NotADirectoryError|PermissionError|RuntimeError|KeyboardInterrupt|UserWarning)"),
+    (
+        r"py:(class|exc)",
+        r"(Exception|ValueError|TypeError|KeyError|OSError|FileNotFoundError|FileExistsError"
+        r"|IsADirectoryError|NotADirectoryError|PermissionError|RuntimeError|KeyboardInterrupt|UserWarning)",
+    ),
 ]
-
 
 
 def _exists(target: str, module: str | None, cls: str | None) -> bool:
@@ -105,6 +110,9 @@ def setup(app):  # noqa: ANN001, ANN201
     for part in ("description", "options", "arguments", "epilog"):
         app.connect(f"sphinx-click-process-{part}", _plain_bars)
 
+
+# Option names stay as typed: no "--" turned into an en dash.
+smartquotes = False
 
 html_theme = "furo"
 html_title = f"geoglacier {release}"

@@ -41,7 +41,11 @@ def write_inventory(path: Path, grids: list[tuple[object, int]]) -> Path:
         for transform, size in grids:
             for geom in _boxes(transform, size):
                 n += 1
-                props = {"RGIId": f"RGI60-15.{n:05d}", "Name": f"glacier {n}", "Area": round(geom.area / 1e6, 3)}
+                props = {
+                    "RGIId": f"RGI60-15.{n:05d}",
+                    "Name": f"glacier {n}",
+                    "Area": round(geom.area / 1e6, 3),
+                }
                 sink.write(fiona.Feature.from_dict({"geometry": mapping(geom), "properties": props}))
     return path
 
@@ -55,12 +59,24 @@ def make_workspace(root: Path) -> Path:
     for i, name in enumerate(("valley_a", "valley_b")):
         (root / "data" / "images").mkdir(parents=True, exist_ok=True)
         (root / "data" / "masks").mkdir(parents=True, exist_ok=True)
-        generate_scene(root / "data/images" / f"{name}.tif", root / "data/masks" / f"{name}.tif", height=SIZE, width=SIZE, seed=i)
+        generate_scene(
+            root / "data/images" / f"{name}.tif",
+            root / "data/masks" / f"{name}.tif",
+            height=SIZE,
+            width=SIZE,
+            seed=i,
+        )
     write_classic_layout(root / "classic", n=4, size=64, seed=7)
     scene = generate_scene(root / "scene.tif", root / "reference_mask.tif", height=SIZE, width=SIZE, seed=5)
     (root / "scenes").mkdir()
     for i, name in enumerate(("east", "west")):
-        generate_scene(root / "scenes" / f"{name}.tif", root / "scenes" / f"{name}_ref.tif", height=SIZE, width=SIZE, seed=10 + i)
+        generate_scene(
+            root / "scenes" / f"{name}.tif",
+            root / "scenes" / f"{name}_ref.tif",
+            height=SIZE,
+            width=SIZE,
+            seed=10 + i,
+        )
         (root / "scenes" / f"{name}_ref.tif").rename(root / f"{name}_reference_mask.tif")
     generate_scene(root / "big_scene.tif", root / "big_scene_mask.tif", height=SIZE, width=2 * SIZE, seed=20)
     with rasterio.open(scene.scene_path) as ds:

@@ -48,8 +48,20 @@ TUTORIALS = sorted((DOCS / "tutorials").glob("*.md"))
 
 #: Options appended to each documented command in the test, so it runs in seconds.
 SMALL: dict[str, list[str]] = {
-    "train": ["--encoder-weights", "none", "--arch", "Unet", "--encoder", "resnet18", "--patch-size", "64",
-              "--patches-per-epoch", "4", "--batch-size", "2"],
+    "train": [
+        "--encoder-weights",
+        "none",
+        "--arch",
+        "Unet",
+        "--encoder",
+        "resnet18",
+        "--patch-size",
+        "64",
+        "--patches-per-epoch",
+        "4",
+        "--batch-size",
+        "2",
+    ],
     "segment-scene": ["--engine", "torch", "--no-progress"],
     "segment-scenes": ["--engine", "torch", "--no-progress"],
     "stack": ["--no-progress"],
@@ -163,7 +175,9 @@ def run_page(page: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> li
         if command.args[0] == "make":
             run_make(command)
         elif command.args[0] != "geoglacier":
-            pytest.fail(f"{page.name}: {command.line!r} is neither geoglacier nor make: teach tests/test_docs.py to run it")
+            pytest.fail(
+                f"{page.name}: {command.line!r} is neither geoglacier nor make: teach tests/test_docs.py to run it"
+            )
         elif command.interrupt:
             run_interrupted(command, workspace)
         else:
@@ -193,7 +207,14 @@ def test_readme_commands_run(workspace: Path, monkeypatch: pytest.MonkeyPatch) -
     lines = run_page(README, workspace, monkeypatch)
     assert lines[:2] == ["make demo", "make test"] or lines[0].startswith("make demo"), lines[:2]
     # The six-command path left what it promises.
-    for name in ("scene_2003.tif", "mask_2023.tif", "glaciers_2023.csv", "change.tif", "change.gpkg", "change.json"):
+    for name in (
+        "scene_2003.tif",
+        "mask_2023.tif",
+        "glaciers_2023.csv",
+        "change.tif",
+        "change.gpkg",
+        "change.json",
+    ):
         assert (workspace / name).exists(), name
 
 
@@ -265,7 +286,9 @@ def test_every_command_and_option_is_in_the_cli_reference() -> None:
     for cmd_name, param in _all_params():
         if param.hidden if isinstance(param, click.Option) else False:
             continue
-        names = [*param.opts, *param.secondary_opts] if isinstance(param, click.Option) else [param.name.upper()]
+        names = (
+            [*param.opts, *param.secondary_opts] if isinstance(param, click.Option) else [param.name.upper()]
+        )
         for opt in names:
             assert opt in text, f"{cmd_name} {opt} is missing from the CLI reference"
 
@@ -281,7 +304,9 @@ def test_every_export_is_in_the_api_reference() -> None:
         assert f"`geoglacier.{name}`" in page or f"geoglacier.{name}" in page, name
         assert getattr(geoglacier, name) is not None
     for name, module in geoglacier._EXPORTS.items():
-        assert re.search(rf"^\.\. auto(function|class):: {re.escape(module)}\.{name}$", page, flags=re.M), name
+        assert re.search(rf"^\.\. auto(function|class):: {re.escape(module)}\.{name}$", page, flags=re.M), (
+            name
+        )
     assert "write_api_page" in (DOCS / "conf.py").read_text(encoding="utf-8")
 
 
@@ -299,4 +324,6 @@ def test_index_links_every_page() -> None:
         rel = page.relative_to(DOCS).with_suffix("").as_posix()
         if rel == "index" or "_build" in rel:
             continue
-        assert re.search(rf"^{re.escape(rel)}$", index, flags=re.M), f"{rel} is in no toctree of docs/index.md"
+        assert re.search(rf"^{re.escape(rel)}$", index, flags=re.M), (
+            f"{rel} is in no toctree of docs/index.md"
+        )
