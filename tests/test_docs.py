@@ -8,7 +8,7 @@
   seconds (a tiny network, 64 px patches, no progress bars) and ``--epochs N`` / ``--workers N``
   scaled down as :func:`small_args` says. Appended options win over the page's (click takes
   the last value), so the path through the code is the documented one on smaller inputs.
-* ``make demo`` runs the Makefile's own ``demo`` recipe with ``--quick --size 96``;
+* ``make demo`` runs the Makefile's own ``demo`` recipe with ``--quick --size 64``;
   ``make test`` and ``make docs`` are checked to be Makefile targets, not run (the first
   would run this suite again; ``make docs`` is run by ``.ci/run``).
 * A command whose comment says ``Ctrl-C`` is started as its own process and sent SIGINT
@@ -69,7 +69,7 @@ SMALL: dict[str, list[str]] = {
     "change": ["--no-progress"],
 }
 #: What ``make demo`` gets on top of its recipe.
-DEMO_SMALL = ["--quick", "--size", "96"]
+DEMO_SMALL = ["--quick", "--size", "64"]
 
 
 @dataclass
