@@ -14,6 +14,9 @@
 * A command whose comment says ``Ctrl-C`` is started as its own process and sent SIGINT
   once it has made progress (a training state on disk); it must exit with status 130 and
   say how to resume. The page's next command (``--resume``) then continues from there.
+  Only training is interrupted this way; the interrupt tutorial's ``segment-scene --resume``
+  runs with no tiles kept (an interrupted run saves its tiles only on the interrupt, so no
+  file on disk says when to send it), which the page says is a whole run.
 * Every click command and option appears in the CLI reference as sphinx-click renders it,
   and every name of ``geoglacier.__all__`` in the generated API page.
 """
