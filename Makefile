@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.geoglacier-installed
 # them first so no resolver ever reaches for a multi-GB newer build.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +42,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_labels.py
 	$(BIN)/python benchmarks/bench_stack.py
 
+# The docs site: docs/_build/html/index.html. Warnings are errors, so a broken
+# cross-reference or a command that no longer exists fails the build.
+docs: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -q -e ".[docs]"
+	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) build *.egg-info demo-output .pytest_cache
+	rm -rf $(VENV) build *.egg-info demo-output .pytest_cache docs/_build

@@ -50,6 +50,7 @@ setup(
             "hypothesis>=6.80",
             "psutil>=5.9",
             "monai>=1.3",
+            "sphinx-click>=5.0",  # tests/test_docs.py renders the CLI reference as the docs do
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "openvino>=2024.0",
@@ -57,6 +58,9 @@ setup(
         # Inference engines (segment-scene --engine onnxruntime / openvino, geoglacier export).
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "openvino": ["onnx>=1.15", "openvino>=2024.0"],
+        # The docs site (make docs): Sphinx with Markdown pages, the CLI reference from the
+        # click group and the API reference from the docstrings.
+        "docs": ["sphinx>=7.2", "myst-parser>=2.0", "sphinx-click>=5.0", "furo>=2023.9.10"],
         "bench": ["monai>=1.3", "torchgeo>=0.5", "requests", "psutil>=5.9", "exactextract>=0.2"],
     },
     entry_points={"console_scripts": ["geoglacier=geoglacier.cli.main:main"]},

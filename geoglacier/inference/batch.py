@@ -113,7 +113,7 @@ class BatchResult:
 
     @property
     def done(self) -> list[dict[str, Any]]:
-        """Scenes whose outputs are complete: segmented now or skipped."""
+        """Scenes whose outputs are complete (segmented now or skipped)."""
         return [r for r in self.rows if r["status"] in ("done", "skipped")]
 
     @property

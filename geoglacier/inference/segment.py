@@ -255,7 +255,7 @@ class Segmenter:
         the scene's shorter side (see the module docstring), whatever the scene's area.
         Counters of the pass go into ``stats`` when given (one per call, so threads
         sharing this segmenter on a dask worker never mix their counts), and are also
-        left in :attr:`stats` for single-threaded callers.
+        left in ``self.stats`` for single-threaded callers.
 
         Args:
             scene: the scene, or its :class:`SceneInfo`.

@@ -84,7 +84,7 @@ def evaluate_masks(
         pixel_size: pixel side in metres for areas when the masks have no CRS.
 
     Returns:
-        A JSON-ready dict: file names, confusion counts (``tp fp tn fn``), ``excluded_pixels``,
+        A JSON-ready dict with the file names, confusion counts (``tp fp tn fn``), ``excluded_pixels``,
         ``mcc iou f1 precision recall accuracy``, true glacier areas over the jointly
         valid pixels (``pred_area_km2``, ``ref_area_km2``), ``area_error_km2``
         (pred minus ref), ``area_error_relative`` (over ref; None if ref is 0), ``crs``

@@ -1,0 +1,85 @@
+"""Seeded stand-ins for the inputs the README and the tutorials name, under the same names.
+
+The documented commands run on these in ``tests/test_docs.py``: Landsat 7 and 8 Collection 2
+Level-2 folders and a Sentinel-2 L2A ``.SAFE`` (from :mod:`tests.products_data`), training
+scenes and masks in ``data/``, a classic layout in ``classic/``, scenes in ``scenes/``, a
+held-out ``scene.tif`` with its ``reference_mask.tif``, and an inventory ``rgi.gpkg`` with
+outlines over both grids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fiona
+import rasterio
+from shapely.geometry import box, mapping
+
+from geoglacier.synthetic import generate_scene, write_classic_layout
+from tests.products_data import write_landsat, write_safe
+
+SIZE = 128  # pixels a side of every scene and product
+
+
+def _boxes(transform, size: int) -> list:
+    """Three outlines on a grid: a pixel box at the top-left, the centre and the bottom-right."""
+    cells = [(8, 8, 40, 48), (48, 40, 88, 96), (90, 90, 120, 124)]
+    scale = size / SIZE
+    out = []
+    for r0, c0, r1, c1 in cells:
+        x0, y0 = transform * (c0 * scale, r0 * scale)
+        x1, y1 = transform * (c1 * scale, r1 * scale)
+        out.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    return out
+
+
+def write_inventory(path: Path, grids: list[tuple[object, int]]) -> Path:
+    """An RGI-like GeoPackage (RGIId, Name, Area) with three outlines on each grid, in UTM 45N."""
+    schema = {"geometry": "Polygon", "properties": {"RGIId": "str", "Name": "str", "Area": "float"}}
+    with fiona.open(path, "w", driver="GPKG", schema=schema, crs="EPSG:32645") as sink:
+        n = 0
+        for transform, size in grids:
+            for geom in _boxes(transform, size):
+                n += 1
+                props = {
+                    "RGIId": f"RGI60-15.{n:05d}",
+                    "Name": f"glacier {n}",
+                    "Area": round(geom.area / 1e6, 3),
+                }
+                sink.write(fiona.Feature.from_dict({"geometry": mapping(geom), "properties": props}))
+    return path
+
+
+def make_workspace(root: Path) -> Path:
+    """Write every documented input into ``root`` (about a second)."""
+    root.mkdir(parents=True, exist_ok=True)
+    l7 = write_landsat(root, spacecraft=7, date="2003-09-15", height=SIZE, width=SIZE, seed=3)
+    write_landsat(root, spacecraft=8, date="2023-10-15", height=SIZE, width=SIZE, seed=4)
+    write_safe(root, height10=SIZE, width10=SIZE)
+    for i, name in enumerate(("valley_a", "valley_b")):
+        (root / "data" / "images").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "masks").mkdir(parents=True, exist_ok=True)
+        generate_scene(
+            root / "data/images" / f"{name}.tif",
+            root / "data/masks" / f"{name}.tif",
+            height=SIZE,
+            width=SIZE,
+            seed=i,
+        )
+    write_classic_layout(root / "classic", n=4, size=64, seed=7)
+    scene = generate_scene(root / "scene.tif", root / "reference_mask.tif", height=SIZE, width=SIZE, seed=5)
+    (root / "scenes").mkdir()
+    for i, name in enumerate(("east", "west")):
+        generate_scene(
+            root / "scenes" / f"{name}.tif",
+            root / "scenes" / f"{name}_ref.tif",
+            height=SIZE,
+            width=SIZE,
+            seed=10 + i,
+        )
+        (root / "scenes" / f"{name}_ref.tif").rename(root / f"{name}_reference_mask.tif")
+    generate_scene(root / "big_scene.tif", root / "big_scene_mask.tif", height=SIZE, width=2 * SIZE, seed=20)
+    with rasterio.open(scene.scene_path) as ds:
+        synthetic_grid = (ds.transform, SIZE)
+    write_inventory(root / "rgi.gpkg", [(l7.transform, SIZE), synthetic_grid])
+    return root
