@@ -24,7 +24,13 @@ def _plane(a: float, b: float, dx: float, dy: float, shape: tuple[int, int] = (7
 
 @pytest.mark.parametrize(
     ("a", "b", "dx", "dy"),
-    [(1.0, 0.0, 30.0, 30.0), (0.0, 1.0, 30.0, 30.0), (0.3, -0.4, 10.0, 20.0), (-2.0, 0.5, 92.6, 25.0), (0, 0, 5, 5)],
+    [
+        (1.0, 0.0, 30.0, 30.0),
+        (0.0, 1.0, 30.0, 30.0),
+        (0.3, -0.4, 10.0, 20.0),
+        (-2.0, 0.5, 92.6, 25.0),
+        (0, 0, 5, 5),
+    ],
 )
 def test_slope_of_tilted_planes_is_atan_of_the_gradient(a: float, b: float, dx: float, dy: float) -> None:
     slope = slope_degrees(_plane(a, b, dx, dy), dx, dy)
