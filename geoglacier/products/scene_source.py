@@ -52,8 +52,9 @@ def _names(
     found = [(d or "").strip() for d in descriptions]
     if not any(found):
         raise ProductError(
-            f"{path}: the scene has no band descriptions; name its {count} bands in order with "
-            "--scene-bands, e.g. --scene-bands red,green,blue,nir,ndvi"
+            f"{path}: the scene has no band descriptions; name its {count} band(s) in order with "
+            "--scene-bands, e.g. --scene-bands red,green,blue,nir,ndvi (for one band file of a product, "
+            "give the product's folder)"
         )
     try:
         return parse_recipe(found)
