@@ -2,15 +2,18 @@
 
 :func:`stack` is the library behind ``geoglacier stack``. It
 
-1. recognises the product (:func:`detect_kind`) and lists its band files;
+1. recognises the product (:func:`detect_kind`) and lists its band files (or, for an
+   existing scene GeoTIFF, its bands: :mod:`~geoglacier.products.scene_source`);
 2. plans one output grid (:func:`~geoglacier.products.grid.plan_grid`): the CRS and pixel size of the finest band
    the recipe needs (or ``crs`` / ``resolution``), over the footprint all those bands
    share, cropped to ``bounds`` or to an AOI file's bounds plus a buffer;
 3. reads every band through a :class:`rasterio.vrt.WarpedVRT` onto that grid, one strip
    of rows at a time, so memory does not grow with the product (bilinear for
    reflectance, nearest for the quality layer's classes);
-4. converts to reflectance, computes the indices, turns no-data, clouds and shadows into
-   NaN (the quality layer's cloud class grown by ``cloud_buffer`` pixels), and
+4. converts to reflectance, computes the indices and, from a DEM warped onto the same grid
+   with a one-pixel halo, the terrain bands (:mod:`~geoglacier.products.terrain`), turns
+   no-data, DEM voids, clouds and shadows into NaN (the quality layer's cloud class grown
+   by ``cloud_buffer`` pixels), and
 5. writes a tiled, compressed float32 COG, atomically, with band descriptions = the
    recipe, nodata NaN and the tags ``ACQUISITION_DATE``, ``SENSOR``, ``SOURCE_PRODUCT``.
 """
