@@ -7,7 +7,10 @@ tile needs no more memory than stacking it): ``MTD_MSIL2A.xml`` (baseline 05.09,
 blobs and snow), as deflate-compressed tiled GeoTIFFs. It then runs
 ``geoglacier stack SAFE --bands red,green,blue,nir,swir1`` in a fresh process and
 reports wall time and peak RSS (``/usr/bin/time -f %M``; psutil polling without it).
-The tiles are removed afterwards unless ``--keep``.
+Each tile is stacked twice in the same run: without a DEM, and with a synthetic DEM
+(``--dem``, recipe plus ``elevation,slope``): a seeded int16 raster in EPSG:4326 at one
+arc-second (about 30 m) that covers the tile, with a void block, so the DEM is warped
+from another CRS and resolution. The tiles are removed afterwards unless ``--keep``.
 
 A full tile needs about 1.5 GB of input and 2-3 GB of output and staging space: free
 disk is checked first.
@@ -38,6 +41,8 @@ from rasterio.windows import Window
 ORIGIN = (499980.0, 3100020.0)
 STRIP = 1098  # rows written per block while generating (a tenth of a full tile)
 RECIPE = "red,green,blue,nir,swir1"
+TERRAIN = "elevation,slope"
+DEM_RES = 1 / 3600  # degrees: one arc-second
 MTD = """<?xml version="1.0" encoding="UTF-8"?>
 <n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
   <n1:General_Info>
@@ -126,6 +131,44 @@ def write_tile(parent: Path, size10: int) -> Path:
     return safe
 
 
+def write_dem(parent: Path, size10: int) -> Path:
+    """A seeded synthetic DEM in EPSG:4326 (int16, nodata -32768, one void block) covering the tile."""
+    from rasterio.warp import transform_bounds
+
+    box = transform_bounds(
+        "EPSG:32645", "EPSG:4326", ORIGIN[0], ORIGIN[1] - 10 * size10, ORIGIN[0] + 10 * size10, ORIGIN[1]
+    )
+    west, north = box[0] - 0.01, box[3] + 0.01
+    width = int((box[2] + 0.01 - west) / DEM_RES) + 1
+    height = int((north - (box[1] - 0.01)) / DEM_RES) + 1
+    path = parent / "dem.tif"
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": 1,
+        "dtype": "int16",
+        "crs": "EPSG:4326",
+        "transform": Affine(DEM_RES, 0, west, 0, -DEM_RES, north),
+        "nodata": -32768,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+    }
+    rng = np.random.default_rng(25)
+    fy, fx = rng.uniform(0.002, 0.006, 2)
+    cols = np.arange(width)
+    with rasterio.open(path, "w", **profile) as ds:
+        for r0 in range(0, height, STRIP):
+            rows = np.arange(r0, min(height, r0 + STRIP))
+            z = 3000 + 1500 * np.sin(fy * rows[:, None]) * np.cos(fx * cols[None, :]) + 2.0 * rows[:, None]
+            z += np.random.default_rng([25, r0]).normal(0, 3, z.shape)
+            z[(rows[:, None] // 500 == 3) & (cols[None, :] // 500 == 3)] = -32768  # a void
+            ds.write(z.astype(np.int16), 1, window=Window(0, r0, width, rows.size))
+    return path
+
+
 def peak_rss_run(cmd: list[str], work: Path) -> tuple[float, float, str]:
     """Run ``cmd``; return (seconds, peak RSS in MiB, stdout)."""
     timer = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
@@ -162,7 +205,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the synthetic tiles and outputs.")
     args = parser.parse_args()
 
-    need = max(args.sizes) ** 2 * (4 * 2 + 5 * 4) * 1.3  # inputs (uint16) + output and staging (float32)
+    need = max(args.sizes) ** 2 * (4 * 2 + 7 * 4) * 1.3  # inputs (uint16) + output and staging (float32)
     free = shutil.disk_usage(args.workdir).free
     print(f"free disk in {args.workdir}: {free / 2**30:.1f} GiB (need about {need / 2**30:.1f} GiB)")
     if free < need:
@@ -175,35 +218,27 @@ def main() -> None:
             start = time.perf_counter()
             safe = write_tile(work, size)
             gen_s = time.perf_counter() - start
-            out = work / "scene.tif"
-            cmd = [sys.executable, "-m", "geoglacier", "stack", str(safe), "--out", str(out)]
-            seconds, rss, stdout = peak_rss_run([*cmd, "--bands", RECIPE, "--no-progress"], work)
-            masked = next((line for line in stdout.splitlines() if line.startswith("masked")), "")
-            row = {
-                "size": size,
-                "pixels_m": size * size / 1e6,
-                "generate_s": round(gen_s, 1),
-                "seconds": round(seconds, 1),
-                "mpix_per_s": round(size * size / 1e6 / seconds, 2),
-                "peak_rss_mib": round(rss, 1),
-                "output_mib": round(out.stat().st_size / 2**20, 1),
-                "masked": masked,
-            }
-            rows.append(row)
-            print(
-                f"{size:>6}^2: generate {gen_s:6.1f} s, stack {seconds:6.1f} s "
-                f"({row['mpix_per_s']} Mpx/s), peak RSS {rss:7.1f} MiB, output {row['output_mib']} MiB; {masked}"
-            )
+            dem = write_dem(work, size)
+            gen_s = time.perf_counter() - start
+            for with_dem in (False, True):
+                row = _stack_row(safe, dem if with_dem else None, work, size)
+                row["generate_s"] = round(gen_s, 1)
+                rows.append(row)
+                (work / "scene.tif").unlink()
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
     for row in rows:
         row["rss_ratio_to_smallest"] = round(row["peak_rss_mib"] / rows[0]["peak_rss_mib"], 2)
+        plain = next(r for r in rows if r["size"] == row["size"] and not r["dem"])
+        row["rss_ratio_to_no_dem"] = round(row["peak_rss_mib"] / plain["peak_rss_mib"], 2)
     meta = {
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),
         "recipe": RECIPE,
+        "recipe_with_dem": f"{RECIPE},{TERRAIN}",
+        "dem": f"synthetic int16 EPSG:4326, {DEM_RES * 3600:g} arc-second",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,16 +247,45 @@ def main() -> None:
         f"# geoglacier stack on synthetic Sentinel-2 L2A tiles ({meta['date']}, {meta['cpus']} CPUs, "
         f"load {meta['load_average'][0]:.1f})",
         "",
-        "| tile (10 m px) | stack s | Mpx/s | peak RSS (MiB) | / smallest | output (MiB) |",
-        "|---|---|---|---|---|---|",
+        f"Recipe {RECIPE}; with DEM: {RECIPE},{TERRAIN} from {meta['dem']} (--dem).",
+        "",
+        "| tile (10 m px) | DEM | stack s | Mpx/s | peak RSS (MiB) | / smallest | / no DEM | output (MiB) | no DEM |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['size']}^2 | {r['seconds']} | {r['mpix_per_s']} | {r['peak_rss_mib']} | "
-        f"{r['rss_ratio_to_smallest']} | {r['output_mib']} |"
+        f"| {r['size']}^2 | {'yes' if r['dem'] else 'no'} | {r['seconds']} | {r['mpix_per_s']} | {r['peak_rss_mib']} | "
+        f"{r['rss_ratio_to_smallest']} | {r['rss_ratio_to_no_dem']} | {r['output_mib']} | {r['no_dem'] or '-'} |"
         for r in rows
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+
+
+def _stack_row(safe: Path, dem: Path | None, work: Path, size: int) -> dict:
+    """Stack ``safe`` (with ``dem`` when given) in a fresh process; the table row."""
+    out = work / "scene.tif"
+    cmd = [sys.executable, "-m", "geoglacier", "stack", str(safe), "--out", str(out), "--no-progress"]
+    cmd += ["--bands", RECIPE] if dem is None else ["--bands", f"{RECIPE},{TERRAIN}", "--dem", str(dem)]
+    seconds, rss, stdout = peak_rss_run(cmd, work)
+    lines = stdout.splitlines()
+    masked = next((line for line in lines if line.startswith("masked")), "")
+    no_dem = next((line for line in lines if line.startswith("no DEM")), "")
+    row = {
+        "size": size,
+        "dem": dem is not None,
+        "pixels_m": size * size / 1e6,
+        "seconds": round(seconds, 1),
+        "mpix_per_s": round(size * size / 1e6 / seconds, 2),
+        "peak_rss_mib": round(rss, 1),
+        "output_mib": round(out.stat().st_size / 2**20, 1),
+        "masked": masked,
+        "no_dem": no_dem,
+    }
+    print(
+        f"{size:>6}^2 {'with' if dem else 'without'} DEM: stack {seconds:6.1f} s "
+        f"({row['mpix_per_s']} Mpx/s), peak RSS {rss:7.1f} MiB, output {row['output_mib']} MiB; {masked}; {no_dem}"
+    )
+    return row
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ recipe_opt = click.option(
     "bands",
     default="red,green,blue,nir,ndvi",
     show_default=True,
-    help="Band recipe: comma-separated names from blue, green, red, nir, swir1, swir2, ndvi, ndsi, ndwi.",
+    help="Band recipe: comma-separated names from blue, green, red, nir, swir1, swir2, ndvi, ndsi, ndwi "
+    "and, from a DEM (stack --dem), elevation, slope, northness, eastness.",
 )
 date_opt = click.option(
     "--date",

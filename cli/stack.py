@@ -6,7 +6,7 @@ import click
 
 from geoglacier.cli.options import overwrite_opt, recipe_opt
 
-KINDS = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac", "hls")
+KINDS = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac", "hls", "scene")
 
 
 @click.command("stack")
@@ -55,6 +55,19 @@ KINDS = ("landsat", "sentinel2-safe", "sentinel2-cogs", "stac", "hls")
 @click.option(
     "--no-cloud-mask", is_flag=True, default=False, help="Keep clouds and shadows (no quality layer is read)."
 )
+@click.option(
+    "--dem",
+    type=click.Path(path_type=str),
+    default=None,
+    help="DEM for the elevation, slope, northness and eastness bands: any raster GDAL reads "
+    "(GeoTIFF, SRTM .hgt, .vrt), any CRS; warped bilinearly onto the output grid.",
+)
+@click.option(
+    "--scene-bands",
+    default=None,
+    help="Band names of a scene GeoTIFF without band descriptions, in order, e.g. red,green,blue,nir,ndvi "
+    "(implies --kind scene).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @overwrite_opt
 def stack(
@@ -70,6 +83,8 @@ def stack(
     clip_buffer: float,
     cloud_buffer: int,
     no_cloud_mask: bool,
+    dem: str | None,
+    scene_bands: str | None,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -77,7 +92,9 @@ def stack(
 
     SOURCE is a Landsat 7/8/9 Collection 2 Level-2 folder, a Sentinel-2 L2A .SAFE folder,
     a folder of Sentinel-2 L2A COGs (B02.tif ... SCL.tif), a STAC item JSON file, or an
-    HLS v2.0 L30/S30 granule (its folder, or one of its HLS.*.v2.0.B04.tif ... files).
+    HLS v2.0 L30/S30 granule (its folder, or one of its HLS.*.v2.0.B04.tif ... files), or an
+    existing scene GeoTIFF whose band descriptions (or --scene-bands) name recipe bands.
+    With --dem, the recipe may hold elevation (m), slope (degrees), northness, eastness.
     Clouds, cloud shadows and no data become nodata (snow and ice are kept); bands are
     resampled onto the finest band's grid; the acquisition date, sensor and product id
     are written as tags that segment-scene carries into the mask.
@@ -97,6 +114,8 @@ def stack(
         clip_buffer=clip_buffer,
         cloud_buffer=cloud_buffer,
         cloud_mask=not no_cloud_mask,
+        dem=dem,
+        scene_bands=scene_bands,
         overwrite=overwrite,
         progress=progress,
     )
@@ -115,4 +134,6 @@ def stack(
         f"masked {100 * result.masked_fraction:.1f} % of pixels as nodata "
         f"({100 * result.cloud_fraction:.1f} % by the cloud mask)"
     )
+    if result.no_dem_fraction is not None:
+        click.echo(f"no DEM under {100 * result.no_dem_fraction:.1f} % of pixels (nodata there)")
     click.echo(f"wrote {result.path} in {result.seconds:.1f} s")

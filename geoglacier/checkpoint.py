@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,10 +228,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[
 
 def band_count_error(path: Path, meta: CheckpointMeta, data_bands: int) -> CheckpointError:
     """The error for data whose band count is not the model's; it names the model's bands."""
+    recipe = ",".join(meta.bands)
+    named = not all(re.fullmatch(r"band\d+", b) for b in meta.bands)  # band1, band2 ... name no recipe
+    how = f"geoglacier stack --bands {recipe}" if named else "geoglacier stack --bands"
     return CheckpointError(
-        f"{path}: the model was trained on {meta.band_count} bands ({','.join(meta.bands)}) "
+        f"{path}: the model was trained on {meta.band_count} bands ({recipe}) "
         f"but the data has {data_bands}; use a model trained on the same bands or stack "
-        "the scene with that band recipe (geoglacier stack --bands)"
+        f"the scene with that band recipe ({how})"
     )
 
 

@@ -107,3 +107,11 @@ class FootprintError(ProductError):
 
 class GeoglacierWarning(UserWarning):
     """Something odd but usable: a 0/255 mask, a scene without CRS, ..."""
+
+
+class DemError(ProductError):
+    """A DEM given to ``stack --dem`` is missing, unreadable, has no CRS or does not overlap the output."""
+
+
+class DemCoverageWarning(GeoglacierWarning):
+    """Much of a stacked scene has no DEM (void or outside it): its terrain bands, and so its pixels, are nodata."""

@@ -437,3 +437,42 @@ def write_landsat_stac(parent: Path, **kwargs) -> tuple[Path, LandsatFixture]:
         **kwargs,
     )
     return item, fx
+
+
+def write_plane_dem(
+    path: Path,
+    scene_bounds: tuple[float, float, float, float],
+    slope_e: float,
+    slope_n: float,
+    res_deg: float = 0.0005,
+    base: float = 5000.0,
+    void: tuple[slice, slice] | None = None,
+) -> tuple[Path, tuple[float, float]]:
+    """A float32 DEM in EPSG:4326 over ``scene_bounds`` (UTM 45N, plus a margin) that is an
+    exact plane in UTM metres: ``z = base + slope_e * (E - E0) + slope_n * (N - N0)``, evaluated
+    at each DEM sample's projected position (``(E0, N0)``, returned: the scene's centre).
+
+    On the scene's grid its true slope is ``atan(hypot(slope_e, slope_n))``, which only a
+    slope computed with ground distances (not degrees) finds. ``void`` (rows, cols of the
+    DEM) is set to its nodata, -9999. The default DEM pixel (about 50 m) is coarser than the
+    scene's 30 m: GDAL's bilinear is a plain bilinear only when it upsamples.
+    """
+    from rasterio.warp import transform, transform_bounds
+
+    west, south, east, north = transform_bounds(UTM, "EPSG:4326", *scene_bounds, densify_pts=21)
+    west, south, east, north = west - 0.005, south - 0.005, east + 0.005, north + 0.005
+    width, height = int((east - west) / res_deg) + 1, int((north - south) / res_deg) + 1
+    geo = Affine(res_deg, 0.0, west, 0.0, -res_deg, north)
+    rows, cols = np.mgrid[0:height, 0:width]
+    lon, lat = geo * (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    e, n = transform("EPSG:4326", UTM, lon, lat)
+    e0, n0 = (scene_bounds[0] + scene_bounds[2]) / 2, (scene_bounds[1] + scene_bounds[3]) / 2
+    z = base + slope_e * (np.asarray(e) - e0) + slope_n * (np.asarray(n) - n0)
+    z = z.reshape(height, width).astype(np.float32)
+    if void is not None:
+        z[void] = -9999.0
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "float32"}
+    profile |= {"crs": "EPSG:4326", "transform": geo, "nodata": -9999.0}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(z, 1)
+    return path, (e0, n0)

@@ -26,13 +26,15 @@ QUALITY_FILL: dict[str, int] = {"qa_pixel": 1, "scl": 0, "fmask": FMASK_FILL}
 class BandFile:
     """One reflectance band: ``reflectance = raw * scale + offset``; ``raw == nodata`` is no data.
 
-    ``path`` is anything GDAL opens: a local file, a ``/vsi...`` path or an http(s) URL.
+    ``path`` is anything GDAL opens: a local file, a ``/vsi...`` path or an http(s) URL;
+    ``index`` is the band of that file (1-based; more than 1 in a multi-band scene).
     """
 
     path: str
     scale: float
     offset: float
     nodata: float | None = 0.0
+    index: int = 1
 
 
 @dataclass(frozen=True)

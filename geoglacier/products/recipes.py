@@ -25,6 +25,12 @@ Normalised-difference indices, computed from reflectance after resampling:
 * ``ndsi = (green - swir1) / (green + swir1)`` - snow and ice (the classic glacier index);
 * ``ndwi = (green - nir) / (green + nir)`` - open water (McFeeters).
 
+Terrain, from a DEM (``geoglacier stack --dem``; see :mod:`geoglacier.products.terrain`):
+
+* ``elevation`` - metres;
+* ``slope`` - degrees from horizontal (Horn's method, true ground distances);
+* ``northness``, ``eastness`` - cosine and sine of the aspect (0 on flat ground).
+
 Where the two reflectances sum to exactly zero an index is 0 (not nodata): such a
 pixel carries no contrast, and making it nodata would punch holes into dark water.
 
@@ -52,7 +58,8 @@ INDICES: dict[str, tuple[str, str]] = {
     "ndsi": ("green", "swir1"),
     "ndwi": ("green", "nir"),
 }
-VOCABULARY: tuple[str, ...] = REFLECTANCE + tuple(INDICES)
+TERRAIN: tuple[str, ...] = ("elevation", "slope", "northness", "eastness")
+VOCABULARY: tuple[str, ...] = REFLECTANCE + tuple(INDICES) + TERRAIN
 DEFAULT_RECIPE: tuple[str, ...] = ("red", "green", "blue", "nir", "ndvi")
 
 _GENERIC = re.compile(r"^band\d+$")
@@ -113,14 +120,19 @@ def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def compute_recipe(recipe: Sequence[str], reflectance: Mapping[str, np.ndarray]) -> np.ndarray:
     """Stack the recipe's bands from reflectance arrays: ``(len(recipe), h, w)`` float32.
 
+    A band found in ``reflectance`` under its own name is copied (an index a scene
+    already holds); an index that is not is computed from its two reflectances.
+
     Args:
-        recipe: a parsed recipe.
-        reflectance: name -> ``(h, w)`` reflectance; must hold :func:`reflectance_needed`.
+        recipe: a parsed recipe without terrain bands.
+        reflectance: name -> ``(h, w)`` array; must hold :func:`reflectance_needed` or the bands themselves.
     """
-    first = reflectance[reflectance_needed(recipe)[0]]
+    first = next(iter(reflectance.values()))
     out = np.empty((len(recipe), *first.shape), dtype=np.float32)
     for i, name in enumerate(recipe):
-        if name in INDICES:
+        if name in reflectance:
+            out[i] = reflectance[name]
+        elif name in INDICES:
             a, b = INDICES[name]
             out[i] = normalized_difference(reflectance[a], reflectance[b])
         else:

@@ -2,15 +2,18 @@
 
 :func:`stack` is the library behind ``geoglacier stack``. It
 
-1. recognises the product (:func:`detect_kind`) and lists its band files;
+1. recognises the product (:func:`detect_kind`) and lists its band files (or, for an
+   existing scene GeoTIFF, its bands: :mod:`~geoglacier.products.scene_source`);
 2. plans one output grid (:func:`~geoglacier.products.grid.plan_grid`): the CRS and pixel size of the finest band
    the recipe needs (or ``crs`` / ``resolution``), over the footprint all those bands
    share, cropped to ``bounds`` or to an AOI file's bounds plus a buffer;
 3. reads every band through a :class:`rasterio.vrt.WarpedVRT` onto that grid, one strip
    of rows at a time, so memory does not grow with the product (bilinear for
    reflectance, nearest for the quality layer's classes);
-4. converts to reflectance, computes the indices, turns no-data, clouds and shadows into
-   NaN (the quality layer's cloud class grown by ``cloud_buffer`` pixels), and
+4. converts to reflectance, computes the indices and, from a DEM warped onto the same grid
+   with a one-pixel halo, the terrain bands (:mod:`~geoglacier.products.terrain`), turns
+   no-data, DEM voids, clouds and shadows into NaN (the quality layer's cloud class grown
+   by ``cloud_buffer`` pixels), and
 5. writes a tiled, compressed float32 COG, atomically, with band descriptions = the
    recipe, nodata NaN and the tags ``ACQUISITION_DATE``, ``SENSOR``, ``SOURCE_PRODUCT``.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ from rasterio.windows import Window
 
 from geoglacier.errors import (
     ConfigError,
+    DemCoverageWarning,
     InvalidRasterError,
     MissingBandError,
     ProductError,
@@ -52,12 +57,25 @@ from geoglacier.io.atomic import (
 )
 from geoglacier.io.cog import RasterSpec, cog_blocksize, staging_path, translate_to_cog
 from geoglacier.io.scene import GDAL_CACHE_BYTES
-from geoglacier.products import hls, landsat, sentinel2, stac
+from geoglacier.products import hls, landsat, scene_source, sentinel2, stac
 from geoglacier.products.grid import Bounds, Grid, native_resolution, plan_grid
 from geoglacier.products.metadata import DATE_TAG, PRODUCT_TAG, SENSOR_TAG
 from geoglacier.products.product import KINDS, BandFile, Product
 from geoglacier.products.quality import CLOUD, INVALID
-from geoglacier.products.recipes import DEFAULT_RECIPE, compute_recipe, parse_recipe, reflectance_needed
+from geoglacier.products.recipes import (
+    DEFAULT_RECIPE,
+    TERRAIN,
+    compute_recipe,
+    format_recipe,
+    parse_recipe,
+    reflectance_needed,
+)
+from geoglacier.products.terrain import Dem, open_dem
+
+#: every source kind: the products' and an existing scene GeoTIFF
+SOURCE_KINDS: tuple[str, ...] = (*KINDS, scene_source.SCENE_KIND)
+#: warn when more than this share of the output has no DEM
+NO_DEM_WARNING: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,8 @@ class StackResult:
             or cloud); ``cloud_fraction``: the share masked by the cloud mask alone.
         tags: the acquisition tags written.
         notes: remarks from the product reader (offsets applied ...).
+        no_dem_fraction: share of output pixels without DEM (void or outside it); ``None``
+            when no terrain band came from a DEM.
     """
 
     path: Path
@@ -84,6 +104,7 @@ class StackResult:
     tags: dict[str, str]
     notes: tuple[str, ...]
     seconds: float
+    no_dem_fraction: float | None = None
 
 
 # ----------------------------------------------------------------------------- products
@@ -108,6 +129,8 @@ def detect_kind(source: str | os.PathLike[str]) -> str:
             return "sentinel2-safe"
         if hls.is_hls_file(p):
             return "hls"
+        if scene_source.is_scene_file(p):
+            return scene_source.SCENE_KIND
     elif sentinel2.is_safe(p):
         return "sentinel2-safe"
     elif landsat.is_landsat(p):
@@ -118,18 +141,25 @@ def detect_kind(source: str | os.PathLike[str]) -> str:
         return "hls"
     raise ProductError(
         f"{p}: not a known product (a Landsat C2 L2 folder with *_MTL.json/txt, a Sentinel-2 L2A .SAFE "
-        "folder, a folder of Sentinel-2 COGs B02.tif ... SCL.tif, a STAC item .json, or an HLS v2.0 "
-        "granule's folder HLS.L30|S30.*.v2.0.B04.tif ...); "
+        "folder, a folder of Sentinel-2 COGs B02.tif ... SCL.tif, a STAC item .json, an HLS v2.0 "
+        "granule's folder HLS.L30|S30.*.v2.0.B04.tif ..., or a scene .tif); "
         "check the path or name the kind with --kind"
     )
 
 
-def open_product(source: str | os.PathLike[str], kind: str | None = None) -> Product:
-    """Read a product's metadata and list its files (``kind=None`` detects it)."""
+def open_product(
+    source: str | os.PathLike[str], kind: str | None = None, scene_bands: str | Sequence[str] | None = None
+) -> Product:
+    """Read a product's metadata and list its files (``kind=None`` detects it).
+
+    ``scene_bands`` names the bands of a scene GeoTIFF (kind ``scene``, implied by it).
+    """
+    if kind is None and scene_bands is not None:
+        kind = scene_source.SCENE_KIND
     if kind is None:
         kind = detect_kind(source)
-    elif kind not in KINDS:
-        raise ConfigError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
+    elif kind not in SOURCE_KINDS:
+        raise ConfigError(f"--kind {kind!r} is not one of {', '.join(SOURCE_KINDS)}")
     elif not Path(source).exists():
         raise SceneNotFoundError(f"{source}: not found; give a product folder or a STAC item JSON file")
     readers = {
@@ -141,6 +171,14 @@ def open_product(source: str | os.PathLike[str], kind: str | None = None) -> Pro
     }
     if kind == "sentinel2-cogs" and Path(source).is_file():
         raise ProductError(f"{source}: --kind sentinel2-cogs needs the folder holding B02.tif ... SCL.tif")
+    if scene_bands is not None and kind != scene_source.SCENE_KIND:
+        raise ConfigError(
+            f"--scene-bands names the bands of a scene GeoTIFF, not of a {kind} product; drop it"
+        )
+    if kind == scene_source.SCENE_KIND:
+        if not Path(source).is_file():
+            raise ProductError(f"{source}: --kind scene needs a GeoTIFF file, not a folder")
+        return scene_source.read_scene(source, scene_bands)
     return readers[kind](source)
 
 
@@ -204,16 +242,20 @@ def stack(
     cloud_buffer: int = 0,
     cloud_mask: bool = True,
     bounds_crs: str | None = None,
+    dem: str | os.PathLike[str] | None = None,
+    scene_bands: str | Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> StackResult:
-    """Stack a Landsat C2 L2, Sentinel-2 L2A (.SAFE or COGs), HLS v2.0 product or STAC item into one scene COG.
+    """Stack a Landsat C2 L2, Sentinel-2 L2A (.SAFE or COGs) or HLS v2.0 product, a STAC item or a scene into one COG.
 
     Args:
-        source: product folder, metadata file, STAC item JSON, or one band file of an HLS granule.
+        source: product folder, metadata file, STAC item JSON, one band file of an HLS granule,
+            or a scene GeoTIFF (:mod:`~geoglacier.products.scene_source`).
         out: the scene COG to write (float32, nodata NaN, band descriptions = the recipe).
         bands: the recipe, e.g. ``"red,green,blue,nir,ndvi"`` (see :mod:`geoglacier.products.recipes`).
-        kind: ``landsat``, ``sentinel2-safe``, ``sentinel2-cogs``, ``stac`` or ``hls``; ``None`` detects it.
+        kind: ``landsat``, ``sentinel2-safe``, ``sentinel2-cogs``, ``stac``, ``hls`` or ``scene``;
+            ``None`` detects it.
         resolution: output pixel size in the output CRS's units; default the finest band's.
         crs: output CRS (``EPSG:32645`` ...); default the bands' own.
         bounds: ``(xmin, ymin, xmax, ymax)`` to crop to, in ``bounds_crs``.
@@ -222,6 +264,9 @@ def stack(
         cloud_buffer: grow the cloud mask by this many output pixels.
         cloud_mask: ``False`` keeps every pixel with data (the quality layer is not read).
         bounds_crs: the CRS ``bounds`` are given in (``EPSG:4326`` ...); default the output CRS.
+        dem: a DEM (any raster GDAL reads, any CRS) for the terrain bands ``elevation``,
+            ``slope``, ``northness`` and ``eastness`` (:mod:`~geoglacier.products.terrain`).
+        scene_bands: the band names of a scene GeoTIFF without descriptions (implies kind ``scene``).
         overwrite: replace ``out`` if it exists.
         progress: show a progress bar of strips on stderr.
 
@@ -233,21 +278,29 @@ def stack(
         MissingBandError: a band the recipe needs (or the quality layer) is absent.
         InvalidRasterError: a band is unreadable.
         FootprintError: bands or bounds do not overlap.
+        DemError: the DEM is missing, unreadable, without CRS or does not overlap the output.
+
+    Warns:
+        DemCoverageWarning: more than half of the output has no DEM.
     """
     start = time.perf_counter()
     check_extension(out, RASTER_SUFFIXES, "--out", "scene GeoTIFF (COG)")
-    check_distinct_files({"--out": out}, {"SOURCE": _source_files(source, out), "--clip": clip})
+    check_distinct_files({"--out": out}, {"SOURCE": _source_files(source, out), "--clip": clip, "--dem": dem})
     target = check_output_path(out, overwrite)
     recipe = parse_recipe(bands)
     _check_options(resolution, cloud_buffer, clip_buffer)
-    product = open_product(source, kind)
-    needed = _check_product(product, recipe, cloud_mask)
+    product = open_product(source, kind, scene_bands)
+    from_dem = _terrain_from_dem(product, recipe, dem)
+    needed = _check_product(product, tuple(n for n in recipe if n not in from_dem), cloud_mask)
     check_distinct_files({"--out": out}, {"a band of SOURCE": _local_files(product)})
     # SIGTERM (a job scheduler's stop) unwinds like Ctrl-C, so no temporary is left behind
     with sigterm_as_interrupt(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
         datasets = {
             n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
         }
+        if not datasets:  # a recipe of terrain alone: the product still sets the grid
+            first = next(iter(product.bands))
+            datasets = {first: files.enter_context(_open(product.bands[first].path, "band", product.source))}
         qds = None
         if cloud_mask and product.quality is not None:
             qds = files.enter_context(_open(product.quality.path, "quality layer", product.source))
@@ -260,13 +313,23 @@ def stack(
             clip_buffer=clip_buffer,
             bounds_crs=bounds_crs,
         )
-        vrts, qvrt = _warped(files, product, datasets, qds, grid)
+        terrain = _Terrain(open_dem(dem, grid, files), from_dem) if from_dem and dem is not None else None
+        vrts, qvrt = _warped(files, product, {n: datasets[n] for n in needed}, qds, grid)
         tags = product.tags()
         spec = RasterSpec(
             grid.height, grid.width, grid.crs, grid.transform, "float32", float("nan"), resampling="AVERAGE"
         )
-        counts = _write(target, spec, recipe, product, vrts, qvrt, cloud_buffer, tags, overwrite, progress)
+        sources = _Sources(product, vrts, qvrt, terrain)
+        counts = _write(target, spec, recipe, sources, cloud_buffer, tags, overwrite, progress)
     total = grid.width * grid.height
+    no_dem = None if terrain is None else counts[2] / total
+    if no_dem is not None and no_dem > NO_DEM_WARNING:
+        warnings.warn(
+            f"{100 * no_dem:.1f} % of the output has no DEM ({dem} is void there or does not reach it): "
+            "those pixels are nodata; use a DEM (e.g. a .vrt mosaic of tiles) that covers the scene",
+            DemCoverageWarning,
+            stacklevel=2,
+        )
     return StackResult(
         path=target,
         kind=product.kind,
@@ -277,7 +340,27 @@ def stack(
         tags=tags,
         notes=product.notes,
         seconds=time.perf_counter() - start,
+        no_dem_fraction=no_dem,
     )
+
+
+def _terrain_from_dem(product: Product, recipe: Sequence[str], dem: object) -> tuple[str, ...]:
+    """The recipe's terrain bands to compute from the DEM (with a DEM: all; without: none, and
+    then each must be in the scene already).
+
+    Raises:
+        ConfigError: a terrain band, neither in the scene nor computable without ``--dem``.
+    """
+    terrain = tuple(n for n in recipe if n in TERRAIN)
+    if dem is not None:
+        return terrain
+    missing = [n for n in terrain if n not in product.bands]
+    if missing:
+        raise ConfigError(
+            f"recipe {format_recipe(recipe)} names {missing[0]}, which comes from a DEM; "
+            "give one with --dem DEM (a GeoTIFF, SRTM .hgt or .vrt), or leave the terrain bands out"
+        )
+    return ()
 
 
 def _source_files(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
@@ -317,9 +400,9 @@ def _nodata(band: BandFile, ds: Any) -> float | None:
     return band.nodata if band.nodata is not None else ds.nodata
 
 
-def _read(vrt: Any, window: Window, what: str) -> np.ndarray:
+def _read(vrt: Any, window: Window, what: str, index: int = 1) -> np.ndarray:
     try:
-        return vrt.read(1, window=window)
+        return vrt.read(index, window=window)
     except RasterioIOError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "read error"
         raise InvalidRasterError(
@@ -328,7 +411,12 @@ def _read(vrt: Any, window: Window, what: str) -> np.ndarray:
 
 
 def _check_product(product: Product, recipe: Sequence[str], cloud_mask: bool) -> list[str]:
-    """The reflectance bands ``recipe`` needs; raise when one, or the quality layer, is missing."""
+    """The product bands ``recipe`` needs; raise when one, or the quality layer, is missing.
+
+    A scene (kind ``scene``) has no quality layer: it is taken as already masked.
+    """
+    if product.kind == scene_source.SCENE_KIND:
+        return scene_source.scene_needs(product, recipe)
     needed = reflectance_needed(recipe)
     missing = [n for n in needed if n not in product.bands]
     if missing:
@@ -372,6 +460,14 @@ def _warped(
         vrt = WarpedVRT(qds, resampling=Resampling.nearest, src_nodata=fill, nodata=fill, **fine)
         qvrt = _Quality(files.enter_context(vrt), k)
     return vrts, qvrt
+
+
+@dataclass(frozen=True)
+class _Terrain:
+    """The DEM on the output grid and the recipe's bands it gives."""
+
+    dem: Dem
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -433,25 +529,50 @@ def _staging_profile(spec: RasterSpec, count: int, block: int) -> dict[str, Any]
     }
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """What the output's bands are read from: the product's bands (warped), its quality layer, the DEM."""
+
+    product: Product
+    vrts: dict[str, Any]
+    qvrt: Any
+    terrain: _Terrain | None
+
+
+def _bands_window(window: Window, recipe: tuple[str, ...], src: _Sources) -> tuple[np.ndarray, int]:
+    """The recipe's bands over one output tile (NaN where an input is), and the count of pixels without DEM."""
+    product = src.product
+    refl = {}
+    for name, vrt in src.vrts.items():
+        band = product.bands[name]
+        raw = _read(vrt, window, f"{name} band", band.index)
+        refl[name] = raw * np.float32(band.scale) + np.float32(band.offset)
+    terrain = {} if src.terrain is None else src.terrain.dem.read(src.terrain.names, window)
+    optical = tuple(n for n in recipe if n not in terrain)
+    data = np.empty((len(recipe), int(window.height), int(window.width)), dtype=np.float32)
+    if optical:
+        data[[recipe.index(n) for n in optical]] = compute_recipe(optical, refl)
+    for name, values in terrain.items():
+        data[recipe.index(name)] = values
+    no_dem = ~np.isfinite(np.stack(list(terrain.values()))).all(axis=0) if terrain else None
+    return data, 0 if no_dem is None else int(no_dem.sum())
+
+
 def _stack_window(
     window: Window,
     recipe: tuple[str, ...],
-    product: Product,
-    vrts: dict[str, Any],
-    qvrt: Any,
+    src: _Sources,
     cloud_buffer: int,
     spec: RasterSpec,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """The recipe's bands over one output tile, with bad pixels NaN; also the bad mask and the cloud count.
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The recipe's bands over one output tile, with bad pixels NaN; also the bad mask, the cloud count
+    and the count of pixels without DEM.
 
     The quality layer is read with a margin of ``cloud_buffer`` pixels on every side, so
     a cloud just outside the tile still grows into it.
     """
-    refl = {}
-    for name, vrt in vrts.items():
-        band = product.bands[name]
-        refl[name] = _read(vrt, window, f"{name} band") * np.float32(band.scale) + np.float32(band.offset)
-    data = compute_recipe(recipe, refl)
+    product, qvrt = src.product, src.qvrt
+    data, no_dem = _bands_window(window, recipe, src)
     bad = ~np.isfinite(data).all(axis=0)
     clouds_masked = 0
     if qvrt is not None and product.quality is not None:
@@ -469,22 +590,20 @@ def _stack_window(
         clouds_masked = int((clouds & ~bad & ~invalid).sum())
         bad |= clouds | invalid
     data[:, bad] = np.nan
-    return data, bad, clouds_masked
+    return data, bad, clouds_masked, no_dem
 
 
 def _write(
     target: Path,
     spec: RasterSpec,
     recipe: tuple[str, ...],
-    product: Product,
-    vrts: dict[str, Any],
-    qvrt: Any,
+    src: _Sources,
     cloud_buffer: int,
     tags: dict[str, str],
     overwrite: bool,
     progress: bool,
-) -> tuple[int, int]:
-    """Write tile by tile into a tiled staging GeoTIFF and publish it as a COG; return (masked, cloud) counts.
+) -> tuple[int, int, int]:
+    """Write tile by tile into a tiled staging GeoTIFF and publish it as a COG; return (masked, cloud, no-DEM) counts.
 
     Working tile by tile (not in full-width strips) keeps memory independent of the
     output's size: a few arrays of one tile, GDAL's block cache and the warper's buffer.
@@ -493,7 +612,7 @@ def _write(
 
     height, width = spec.height, spec.width
     block = cog_blocksize(height, width)
-    masked = cloud_count = 0
+    masked = cloud_count = no_dem = 0
     with atomic_output(target, overwrite) as final_tmp:
         stage = staging_path(target)
         stage.unlink()  # GDAL creates the file itself
@@ -504,8 +623,9 @@ def _write(
                 tiles = [(r0, c0) for r0 in range(0, height, block) for c0 in range(0, width, block)]
                 for r0, c0 in tqdm(tiles, desc="stack", unit="tile", disable=not progress):
                     window = Window(c0, r0, min(block, width - c0), min(block, height - r0))
-                    data, bad, clouds = _stack_window(window, recipe, product, vrts, qvrt, cloud_buffer, spec)
+                    data, bad, clouds, voids = _stack_window(window, recipe, src, cloud_buffer, spec)
                     cloud_count += clouds
+                    no_dem += voids
                     masked += int(bad.sum())
                     dst.write(data, window=window)
                 # Overviews built here, on the band-interleaved staging file, cost a fraction of
@@ -516,7 +636,7 @@ def _write(
                     dst.build_overviews(factors, Resampling.average)
             if masked == height * width:
                 raise ProductError(
-                    f"{product.source}: every pixel of the output is cloud or no data; nothing to stack "
+                    f"{src.product.source}: every pixel of the output is cloud or no data; nothing to stack "
                     "(try other --bounds, or --no-cloud-mask)"
                 )
             translate_to_cog(stage, final_tmp, spec)
@@ -524,4 +644,4 @@ def _write(
             stage.unlink(missing_ok=True)
             # GDAL's COG driver keeps overviews in "<dst>.ovr.tmp" while it works.
             Path(f"{final_tmp}.ovr.tmp").unlink(missing_ok=True)
-    return masked, cloud_count
+    return masked, cloud_count, no_dem

@@ -274,3 +274,120 @@ def test_bounds_in_longitudes_and_latitudes_with_bounds_crs(tmp_path: Path) -> N
     )
     assert code != 0 and "--bounds-crs 'EPSG:99999' is not a CRS" in output
     assert not (tmp_path / "miss.tif").exists() and not (tmp_path / "bad.tif").exists()
+
+
+# ----------------------------------------------------------------------------- a DEM and a scene as source
+
+
+SEVEN = ("red", "green", "blue", "nir", "ndvi", "elevation", "slope")
+
+
+def _horn(z, spacing: float):
+    """Horn's slope (degrees) of the inner pixels, written out here independently of the library."""
+    import numpy as np
+
+    a, b, c = z[:-2, :-2], z[:-2, 1:-1], z[:-2, 2:]
+    d, f = z[1:-1, :-2], z[1:-1, 2:]
+    g, h, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
+    gx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8 * spacing)
+    gy = ((g + 2 * h + i) - (a + 2 * b + c)) / (8 * spacing)
+    return np.degrees(np.arctan(np.hypot(gx, gy)))
+
+
+def test_everest_west_scene_with_srtm_gives_seven_bands(everest: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject, transform
+    from scipy.ndimage import map_coordinates
+
+    hgt = everest.parent / "dem" / "N27E086.hgt"
+    if not hgt.exists():
+        pytest.skip("../shared/data/dem/N27E086.hgt is not here")
+    out = tmp_path / "west7.tif"
+    with pytest.warns(GeoglacierWarning, match=r"55\.\d % of the output has no DEM"):
+        code, output = run(
+            "stack", everest / "west_scene.tif", "--dem", hgt, "--bands", ",".join(SEVEN), "--out", out, "--no-progress"
+        )  # fmt: skip
+    assert code == 0, output
+    assert "no DEM under 55." in output  # about 364 of 655 rows
+    with rasterio.open(everest / "west_scene.tif") as src, rasterio.open(out) as ds:
+        assert ds.descriptions == SEVEN and ds.count == 7
+        assert ds.profile["tiled"] and ds.overviews(1)  # a COG: tiled, with overviews
+        assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
+        assert src.tags().items() - {"BAND_RECIPE": ""}.items() <= ds.tags().items()  # tags kept
+        data = ds.read()
+        np.testing.assert_array_equal(data[:5][:, 400:], src.read()[:, 400:])  # copied where the DEM is
+        shape, dst_t, dst_crs = ds.shape, ds.transform, ds.crs
+    with rasterio.open(hgt) as dem:
+        ref = np.full(shape, np.nan, np.float32)
+        reproject(
+            rasterio.band(dem, 1), ref, dst_transform=dst_t, dst_crs=dst_crs, resampling=Resampling.bilinear,
+            src_nodata=dem.nodata, dst_nodata=np.nan,
+        )  # fmt: skip
+        # GDAL's warp approximates the transform to 1/8 DEM pixel; an exact bilinear by hand:
+        z = dem.read(1).astype(np.float64)
+        z[z == dem.nodata] = np.nan
+        rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+        lon, lat = transform(dst_crs, dem.crs, *(dst_t * (cols.ravel() + 0.5, rows.ravel() + 0.5)))
+        c, r = ~dem.transform * (np.asarray(lon), np.asarray(lat))
+        exact = map_coordinates(z, [r - 0.5, c - 0.5], order=1, mode="constant", cval=np.nan).reshape(shape)
+    elevation, slope = data[5], data[6]
+    valid = np.isfinite(elevation)
+    assert not valid[:360].any() and valid[370:].all()  # nodata north of 28 N, valid south
+    assert np.isnan(data[:, :360]).all()
+    both = valid & np.isfinite(ref)
+    assert np.median(np.abs(elevation[both] - ref[both])) < 1.0
+    inside = valid & np.isfinite(
+        exact
+    )  # not the DEM's outer half pixel, where the hand bilinear has no 4 samples
+    assert inside.sum() > 0.99 * valid.sum()
+    assert np.abs(elevation[inside] - exact[inside]).max() < 1.0
+    horn = _horn(ref.astype(np.float64), 30.0)
+    inner = np.isfinite(horn) & np.isfinite(slope[1:-1, 1:-1])
+    assert inner.sum() > 0.35 * horn.size
+    assert np.median(np.abs(slope[1:-1, 1:-1][inner] - horn[inner])) < 1.0
+    assert 15 < np.median(slope[valid]) < 45  # Himalayan slopes, in degrees
+
+
+def test_dem_and_scene_errors_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.data import UTM_TRANSFORM, write_raster
+    from tests.products_data import write_plane_dem
+
+    five = write_scene(
+        tmp_path / "five.tif", height=64, width=64, seed=5, descriptions=RECIPE[:4] + ("ndvi",)
+    )
+    bare = write_scene(tmp_path / "bare.tif", height=64, width=64, seed=5)
+    t = UTM_TRANSFORM
+    dem, _ = write_plane_dem(tmp_path / "dem.tif", (t.c, t.f - 1920, t.c + 1920, t.f), 0.1, 0.1)
+    far = write_raster(
+        tmp_path / "far.tif", np.ones((20, 20), np.float32), crs="EPSG:4326",
+        transform=rasterio.Affine(0.01, 0, -70.0, 0, -0.01, -10.0),
+    )  # fmt: skip
+    no_crs = write_raster(tmp_path / "nocrs.tif", np.ones((20, 20), np.float32), crs=None)
+    text = tmp_path / "text.tif"
+    text.write_text("not a raster")
+    out = tmp_path / "out.tif"
+    seven = ["--bands", ",".join(SEVEN), "--out", out, "--no-progress"]
+    _one_line_error(*run("stack", five, "--dem", far, *seven), "far.tif", "does not overlap")
+    _one_line_error(*run("stack", five, "--dem", no_crs, *seven), "nocrs.tif", "no CRS")
+    _one_line_error(*run("stack", five, "--dem", text, *seven), "text.tif", "not a readable raster")
+    _one_line_error(*run("stack", five, "--dem", tmp_path / "nope.hgt", *seven), "nope.hgt", "not found")
+    _one_line_error(*run("stack", five, *seven), "elevation", "--dem")
+    _one_line_error(
+        *run("stack", bare, "--dem", dem, *seven), "bare.tif", "no band descriptions", "--scene-bands"
+    )
+    _one_line_error(
+        *run("stack", bare, "--dem", dem, "--scene-bands", "red,green,blue,nir", *seven),
+        "--scene-bands",
+        "has 5",
+    )
+    _one_line_error(
+        *run("stack", five, "--dem", dem, "--bands", "red,ndsi", "--out", out),
+        "holds red,green,blue,nir,ndvi",
+    )
+    assert not out.exists() and leftovers(tmp_path) == []
+    code, output = run("stack", bare, "--dem", dem, "--scene-bands", "red,green,blue,nir,ndvi", *seven)
+    assert code == 0, output
+    assert "scene: unknown sensor" in output and "no DEM under 0.0 %" in output
