@@ -1,7 +1,8 @@
 """Seeded stand-ins for the inputs the README and the tutorials name, under the same names.
 
 The documented commands run on these in ``tests/test_docs.py``: Landsat 7 and 8 Collection 2
-Level-2 folders and a Sentinel-2 L2A ``.SAFE`` (from :mod:`tests.products_data`), training
+Level-2 folders and a Sentinel-2 L2A ``.SAFE`` (from :mod:`tests.products_data`), an HLS v2.0
+S30 granule's folder (from :mod:`tests.hls_data`), training
 scenes and masks in ``data/``, a classic layout in ``classic/``, scenes in ``scenes/``, a
 held-out ``scene.tif`` with its ``reference_mask.tif``, and an inventory ``rgi.gpkg`` with
 outlines over both grids.
@@ -16,6 +17,7 @@ import rasterio
 from shapely.geometry import box, mapping
 
 from geoglacier.synthetic import generate_scene, write_classic_layout
+from tests.hls_data import write_hls
 from tests.products_data import write_landsat, write_safe
 
 SIZE = 128  # pixels a side of every scene and product
@@ -56,6 +58,7 @@ def make_workspace(root: Path) -> Path:
     l7 = write_landsat(root, spacecraft=7, date="2003-09-15", height=SIZE, width=SIZE, seed=3)
     write_landsat(root, spacecraft=8, date="2023-10-15", height=SIZE, width=SIZE, seed=4)
     write_safe(root, height10=SIZE, width10=SIZE)
+    write_hls(root, "S30")  # HLS.S30.T45RVL.2023290T050701.v2.0/, 64 x 64 px
     for i, name in enumerate(("valley_a", "valley_b")):
         (root / "data" / "images").mkdir(parents=True, exist_ok=True)
         (root / "data" / "masks").mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 * Every command line in a ``bash`` block of the README and of the tutorials
   (``docs/tutorials/*.md``) runs, in order, page by page, on seeded stand-ins for the inputs
-  the page names (:mod:`tests.docs_data`: Landsat and Sentinel-2 products, training scenes,
+  the page names (:mod:`tests.docs_data`: Landsat, Sentinel-2 and HLS products, training scenes,
   an inventory, under the same names). ``sh`` blocks are shown, not run: they need a cluster.
+  Besides ``geoglacier`` and ``make``, a page may run the shell commands of :data:`SHELL`
+  (``mkdir -p`` for a training folder), as written.
 * The commands run as written, with the options of :data:`SMALL` appended so they finish in
   seconds (a tiny network, 64 px patches, no progress bars) and ``--epochs N`` / ``--workers N``
   scaled down as :func:`small_args` says. Appended options win over the page's (click takes
@@ -37,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
+import rasterio
 from click.testing import CliRunner
 
 import geoglacier
@@ -71,6 +75,8 @@ SMALL: dict[str, list[str]] = {
     "glaciers": ["--no-progress"],
     "change": ["--no-progress"],
 }
+#: Shell commands a page may run as they are (not geoglacier, not make).
+SHELL = ("mkdir",)
 #: What ``make demo`` gets on top of its recipe.
 DEMO_SMALL = ["--quick", "--size", "64"]
 
@@ -177,9 +183,12 @@ def run_page(page: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> li
     for command in commands:
         if command.args[0] == "make":
             run_make(command)
+        elif command.args[0] in SHELL:
+            subprocess.run(command.args, check=True)
         elif command.args[0] != "geoglacier":
             pytest.fail(
-                f"{page.name}: {command.line!r} is neither geoglacier nor make: teach tests/test_docs.py to run it"
+                f"{page.name}: {command.line!r} is neither geoglacier, make nor {SHELL}: "
+                "teach tests/test_docs.py to run it"
             )
         elif command.interrupt:
             run_interrupted(command, workspace)
@@ -227,12 +236,20 @@ def test_tutorial_product_to_change_runs(workspace: Path, monkeypatch: pytest.Mo
 
     totals = json.loads((workspace / "change.json").read_text())
     assert totals, "change --summary wrote nothing"
+    with rasterio.open(workspace / "scene_hls.tif") as ds:  # the HLS section stacked the S30 granule
+        assert ds.tags()["SOURCE_PRODUCT"] == "HLS.S30.T45RVL.2023290T050701.v2.0"
 
 
 @pytest.mark.slow
 def test_tutorial_train_your_labels_runs(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_page(DOCS / "tutorials" / "train-your-labels.md", workspace, monkeypatch)
     assert (workspace / "spread.tif").exists()
+    # The inventory section: a mask on the stacked scene's grid, with glacier, ground and edge band.
+    with rasterio.open(workspace / "rgi_data/images/everest_2023.tif") as scene:
+        with rasterio.open(workspace / "rgi_data/masks/everest_2023.tif") as mask:
+            assert (mask.crs, mask.transform, mask.shape) == (scene.crs, scene.transform, scene.shape)
+            assert set(np.unique(mask.read(1))) == {0, 1, 255}
+    assert (workspace / "rgi_model.pth").exists()
 
 
 @pytest.mark.slow
