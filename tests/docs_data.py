@@ -2,7 +2,8 @@
 
 The documented commands run on these in ``tests/test_docs.py``: Landsat 7 and 8 Collection 2
 Level-2 folders and a Sentinel-2 L2A ``.SAFE`` (from :mod:`tests.products_data`), an HLS v2.0
-S30 granule's folder (from :mod:`tests.hls_data`), training
+S30 granule's folder (from :mod:`tests.hls_data`), a DEM ``dem.tif`` (a plane
+in EPSG:4326 over every grid, from :func:`tests.products_data.write_plane_dem`), training
 scenes and masks in ``data/``, a classic layout in ``classic/``, scenes in ``scenes/``, a
 held-out ``scene.tif`` with its ``reference_mask.tif``, and an inventory ``rgi.gpkg`` with
 outlines over both grids.
@@ -18,7 +19,7 @@ from shapely.geometry import box, mapping
 
 from geoglacier.synthetic import generate_scene, write_classic_layout
 from tests.hls_data import write_hls
-from tests.products_data import write_landsat, write_safe
+from tests.products_data import write_landsat, write_plane_dem, write_safe
 
 SIZE = 128  # pixels a side of every scene and product
 
@@ -49,6 +50,14 @@ def write_inventory(path: Path, grids: list[tuple[object, int]]) -> Path:
                     "Area": round(geom.area / 1e6, 3),
                 }
                 sink.write(fiona.Feature.from_dict({"geometry": mapping(geom), "properties": props}))
+    return path
+
+
+def write_dem(path: Path, grids: list[tuple[object, int]]) -> Path:
+    """A DEM over the union of the grids (UTM 45N): a plane rising to the north-east, slope 15.8 degrees."""
+    corners = [t * (c, r) for t, size in grids for c, r in ((0, 0), (size, size))]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    write_plane_dem(path, (min(xs), min(ys), max(xs), max(ys)), slope_e=0.2, slope_n=0.2)
     return path
 
 
@@ -85,4 +94,5 @@ def make_workspace(root: Path) -> Path:
     with rasterio.open(scene.scene_path) as ds:
         synthetic_grid = (ds.transform, SIZE)
     write_inventory(root / "rgi.gpkg", [(l7.transform, SIZE), synthetic_grid])
+    write_dem(root / "dem.tif", [(l7.transform, SIZE), synthetic_grid])
     return root

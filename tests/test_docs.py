@@ -5,7 +5,7 @@
   the page names (:mod:`tests.docs_data`: Landsat, Sentinel-2 and HLS products, training scenes,
   an inventory, under the same names). ``sh`` blocks are shown, not run: they need a cluster.
   Besides ``geoglacier`` and ``make``, a page may run the shell commands of :data:`SHELL`
-  (``mkdir -p`` for a training folder), as written.
+  (``mkdir -p`` for a training folder, ``cp -r`` for its masks), as written.
 * The commands run as written, with the options of :data:`SMALL` appended so they finish in
   seconds (a tiny network, 64 px patches, no progress bars) and ``--epochs N`` / ``--workers N``
   scaled down as :func:`small_args` says. Appended options win over the page's (click takes
@@ -76,7 +76,7 @@ SMALL: dict[str, list[str]] = {
     "change": ["--no-progress"],
 }
 #: Shell commands a page may run as they are (not geoglacier, not make).
-SHELL = ("mkdir",)
+SHELL = ("mkdir", "cp")
 #: What ``make demo`` gets on top of its recipe.
 DEMO_SMALL = ["--quick", "--size", "64"]
 
@@ -238,6 +238,17 @@ def test_tutorial_product_to_change_runs(workspace: Path, monkeypatch: pytest.Mo
     assert totals, "change --summary wrote nothing"
     with rasterio.open(workspace / "scene_hls.tif") as ds:  # the HLS section stacked the S30 granule
         assert ds.tags()["SOURCE_PRODUCT"] == "HLS.S30.T45RVL.2023290T050701.v2.0"
+    # The DEM section: 7-band scenes whose slope is the stand-in plane's (0.2 m/m east and north).
+    recipe = ("red", "green", "blue", "nir", "ndvi", "elevation", "slope")
+    plane = math.degrees(math.atan(math.hypot(0.2, 0.2)))
+    for name in ("scene7.tif", "scene7_2003.tif"):
+        with rasterio.open(workspace / name) as ds:
+            assert ds.descriptions == recipe, name
+            slope = ds.read(7)
+        assert abs(float(np.nanmedian(slope)) - plane) < 0.1, (name, float(np.nanmedian(slope)), plane)
+    with rasterio.open(workspace / "scene7_2003.tif") as ds:  # restacking a scene keeps its tags
+        assert ds.tags()["ACQUISITION_DATE"] == "2003-09-15"
+    assert (workspace / "mask7.tif").exists()
 
 
 @pytest.mark.slow
