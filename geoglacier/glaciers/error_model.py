@@ -18,7 +18,10 @@ prediction:
    ``floor((n + 1) * alpha / 2)``-th and ``q_hi`` the ``ceil((n + 1) * (1 - alpha / 2))``-th
    smallest of the ``n`` calibration residuals: the finite-sample conformal quantiles. Two
    tails, because the map errs mostly one way (it misses debris-covered ice far more than
-   it invents glacier inside an outline).
+   it invents glacier inside an outline). Two tails need at least 19 calibration glaciers
+   at 0.9; with fewer (but at least 9) the interval is symmetric,
+   ``A_map +/- q * s`` with ``q`` the ``ceil((n + 1) * level)``-th smallest ``|r|``
+   (``tails`` records which).
 
 Exchangeability is the whole guarantee: the interval covers a new glacier's true area with
 probability at least the level *if* that glacier and its map are like the calibration
@@ -84,12 +87,16 @@ def lower_conformal_quantile(scores: np.ndarray, level: float) -> float:
     return -conformal_quantile(-np.asarray(scores, dtype=np.float64), level)
 
 
-def min_glaciers(level: float) -> int:
-    """The fewest calibration glaciers that give finite two-tailed intervals at ``level``."""
+def min_glaciers(level: float, tails: str = "two") -> int:
+    """The fewest calibration glaciers that give finite intervals at ``level``.
+
+    ``tails="two"`` (a quantile for each side at ``(1 + level) / 2``) needs about twice
+    as many as ``"symmetric"`` (one quantile of ``|r|`` at ``level``): 19 against 9 at 0.9.
+    """
     _check_level(level)
-    tail = 1.0 - (1.0 - level) / 2.0
+    q = level if tails == "symmetric" else 1.0 - (1.0 - level) / 2.0
     n = 1
-    while math.ceil((n + 1) * tail) > n:
+    while math.ceil((n + 1) * q) > n:
         n += 1
     return n
 
@@ -111,6 +118,7 @@ class ErrorModel:
         ranges: ``column -> (min, max)`` seen in calibration; outside it: beyond calibration.
         n: number of calibration glaciers.
         source: where the residuals came from, for the record.
+        tails: ``"two"`` (a quantile per side) or ``"symmetric"`` (one quantile of ``|r|``).
     """
 
     level: float
@@ -121,6 +129,7 @@ class ErrorModel:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     n: int = 0
     source: str = ""
+    tails: str = "two"
 
     def scale(self, table: pd.DataFrame) -> np.ndarray:
         """The scale ``s(x)`` (km2) of each row of a glacier table."""
@@ -166,6 +175,7 @@ class ErrorModel:
             "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ranges.items()},
             "n": int(self.n),
             "source": str(self.source),
+            "tails": str(self.tails),
         }
 
     @classmethod
@@ -191,6 +201,7 @@ class ErrorModel:
                 ranges={str(k): (float(v[0]), float(v[1])) for k, v in raw.get("ranges", {}).items()},
                 n=int(raw.get("n", 0)),
                 source=str(raw.get("source", "")),
+                tails=str(raw.get("tails", "two")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(f"malformed error model ({exc!r})") from exc
@@ -239,6 +250,7 @@ def fit_error_model(
     level: float = DEFAULT_LEVEL,
     features: Sequence[str] = DEFAULT_FEATURES,
     source: str = "",
+    tails: str = "auto",
 ) -> ErrorModel:
     """Fit an :class:`ErrorModel` on calibration glaciers (out-of-fold maps) and their reference areas.
 
@@ -250,16 +262,22 @@ def fit_error_model(
         level: the coverage the interval states, in (0, 1).
         features: the table columns the scale is built from.
         source: a note on where the residuals come from, kept in the model.
+        tails: ``"two"``, ``"symmetric"``, or ``"auto"``: two when there are enough
+            glaciers for them (:func:`min_glaciers`), else symmetric.
 
     Raises:
-        ConfigError: a bad level, a missing column, a length mismatch, or fewer glaciers
-            than the level needs (:func:`min_glaciers`).
+        ConfigError: a bad level or ``tails``, a missing column, a length mismatch, or
+            fewer glaciers than the level needs (:func:`min_glaciers`).
     """
     _check_level(level)
     ref = np.asarray(reference_km2, dtype=np.float64)
     if ref.shape != (len(table),):
         raise ConfigError(f"{len(table)} glaciers but {ref.size} reference areas")
-    need = min_glaciers(level)
+    if tails not in ("auto", "two", "symmetric"):
+        raise ConfigError(f"tails must be 'auto', 'two' or 'symmetric', got {tails!r}")
+    if tails == "auto":
+        tails = "two" if len(table) >= min_glaciers(level, "two") else "symmetric"
+    need = min_glaciers(level, tails)
     if len(table) < need:
         raise ConfigError(
             f"{len(table)} calibration glaciers are too few for a {level:.0%} interval (need {need}); "
@@ -270,7 +288,12 @@ def fit_error_model(
     coef = fit_scale(x, np.abs(e))
     s = np.maximum(x @ coef, MIN_SCALE_KM2)
     r = e / s
-    tail = 1.0 - (1.0 - level) / 2.0
+    if tails == "symmetric":
+        q = conformal_quantile(np.abs(r), level)
+        q_low, q_high = -q, q
+    else:
+        tail = 1.0 - (1.0 - level) / 2.0
+        q_low, q_high = lower_conformal_quantile(r, tail), conformal_quantile(r, tail)
     ranges = {
         c: (float(np.nanmin(table[c])), float(np.nanmax(table[c])))
         for c in (*features, *RANGE_COLUMNS)
@@ -280,11 +303,12 @@ def fit_error_model(
         level=float(level),
         features=tuple(features),
         coef=tuple(float(c) for c in coef),
-        q_low=lower_conformal_quantile(r, tail),
-        q_high=conformal_quantile(r, tail),
+        q_low=q_low,
+        q_high=q_high,
         ranges=ranges,
         n=len(table),
         source=source,
+        tails=tails,
     )
 
 

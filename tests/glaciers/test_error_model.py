@@ -86,6 +86,23 @@ def test_conditioning_beats_a_constant_width() -> None:
     assert width < 0.8 * width_const
 
 
+def test_symmetric_intervals_cover_at_the_level() -> None:
+    rng = np.random.default_rng(8)
+    covered = []
+    for _ in range(100):
+        cal, ref = _synthetic_table(rng, 15)  # too few for two tails: symmetric
+        model = fit_error_model(cal, ref, level=0.9)
+        assert model.tails == "symmetric" and model.q_low == -model.q_high
+        test, truth = _synthetic_table(rng, 500)
+        low, high, beyond = model.interval(test)
+        # a fresh draw's features fall outside a 15-glacier range often; the guarantee is
+        # for exchangeable glaciers, so score them all (bounds without the range flag)
+        s = model.scale(test)
+        a = test["mapped_area_km2"].to_numpy()
+        covered.append(np.mean((truth >= a - model.q_high * s) & (truth <= a + model.q_high * s)))
+    assert 0.89 <= np.mean(covered) <= 0.96
+
+
 def test_beyond_calibration_rows_get_no_interval() -> None:
     rng = np.random.default_rng(3)
     cal, ref = _synthetic_table(rng, 100)
@@ -127,7 +144,12 @@ def test_bad_inputs_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="between 0 and 1"):
         fit_error_model(cal, ref, level=1.0)
     with pytest.raises(ConfigError, match="too few"):
-        fit_error_model(cal.iloc[:5], ref[:5])
+        fit_error_model(cal.iloc[:8], ref[:8])
+    with pytest.raises(ConfigError, match="too few"):
+        fit_error_model(cal.iloc[:18], ref[:18], tails="two")
+    assert fit_error_model(cal.iloc[:18], ref[:18]).tails == "symmetric"
+    assert fit_error_model(cal.iloc[:19], ref[:19]).tails == "two"
+    assert min_glaciers(0.9, "symmetric") == 9
     with pytest.raises(ConfigError, match="reference areas"):
         fit_error_model(cal, ref[:-1])
     with pytest.raises(ConfigError, match="not a geoglacier error model"):
