@@ -381,3 +381,38 @@ NO_ERROR_MODEL_NOTE: str = (
     "model error not included: the checkpoint holds no error model (train with --inventory and "
     "--error-folds K to add one); area uncertainties are the outline buffer only"
 )
+
+
+def as_error_model(raw: ErrorModel | dict[str, Any] | None) -> ErrorModel | None:
+    """An :class:`ErrorModel` from itself, its dict (a checkpoint's entry) or nothing (``None``/empty)."""
+    if raw is None or isinstance(raw, ErrorModel):
+        return raw
+    return ErrorModel.from_dict(raw) if raw else None
+
+
+_RASTER_OF = {
+    "uncertainty_probability_km2": ("probabilities", "--probabilities"),
+    "uncertainty_ensemble_km2": ("spread", "--uncertainty"),
+}
+
+
+def check_error_model_inputs(
+    raw: ErrorModel | dict[str, Any] | None, *, probabilities: Any = None, spread: Any = None
+) -> ErrorModel | None:
+    """The error model, checked before any work: every raster its features need is given.
+
+    Raises:
+        ConfigError: a malformed model, or a feature whose raster is missing.
+    """
+    model = as_error_model(raw)
+    if model is None:
+        return None
+    given = {"probabilities": probabilities, "spread": spread}
+    for feature in model.features:
+        if feature in _RASTER_OF and given[_RASTER_OF[feature][0]] is None:
+            option = _RASTER_OF[feature][1]
+            raise ConfigError(
+                f"the error model is calibrated on {feature}, which needs {option}; "
+                f"give the {_RASTER_OF[feature][0]} raster of the same run"
+            )
+    return model
