@@ -71,7 +71,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     Raises:
         ConfigError: ``level`` not in (0, 1), or no scores.
     """
-    _check_level(level)
+    check_level(level)
     s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
     if s.size == 0:
         raise ConfigError("no calibration residuals: the error model needs at least one glacier")
@@ -93,7 +93,7 @@ def min_glaciers(level: float, tails: str = "two") -> int:
     ``tails="two"`` (a quantile for each side at ``(1 + level) / 2``) needs about twice
     as many as ``"symmetric"`` (one quantile of ``|r|`` at ``level``): 19 against 9 at 0.9.
     """
-    _check_level(level)
+    check_level(level)
     q = level if tails == "symmetric" else 1.0 - (1.0 - level) / 2.0
     n = 1
     while math.ceil((n + 1) * q) > n:
@@ -101,7 +101,7 @@ def min_glaciers(level: float, tails: str = "two") -> int:
     return n
 
 
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
     if not (0.0 < level < 1.0):
         raise ConfigError(f"--error-level must be between 0 and 1 (e.g. 0.9), got {level}")
 
@@ -269,7 +269,7 @@ def fit_error_model(
         ConfigError: a bad level or ``tails``, a missing column, a length mismatch, or
             fewer glaciers than the level needs (:func:`min_glaciers`).
     """
-    _check_level(level)
+    check_level(level)
     ref = np.asarray(reference_km2, dtype=np.float64)
     if ref.shape != (len(table),):
         raise ConfigError(f"{len(table)} glaciers but {ref.size} reference areas")
