@@ -46,6 +46,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "uncertainty_buffer_km2",
         "uncertainty_probability_km2",
     ),
+    "mapped + undecided 0.2-0.8": ("mapped_area_km2", "undecided_wide_km2"),
 }
 """Scale features per variant (``uncertainty_probability_km2``: half the area with 0.4 <= p < 0.6)."""
 
@@ -65,6 +66,8 @@ def fold_table(k: int, fold: Path, work: Path) -> pd.DataFrame:
     assert (mapped["glacier_id"].to_numpy() == ref["glacier_id"].to_numpy()).all()
     out = mapped.copy()
     out["reference_km2"] = ref["mapped_area_km2"].to_numpy()
+    wide = glacier_areas(pred, OUTLINES, probabilities=prob, thresholds=(0.2, 0.8)).table
+    out["undecided_wide_km2"] = 2 * wide["uncertainty_probability_km2"].to_numpy()  # area with 0.2 <= p < 0.8
     out["fold"] = k
     return out
 
@@ -116,6 +119,7 @@ def evaluate(tables: list[pd.DataFrame], level: float, cal_keep: Any, keep: Any)
         ],
         "variants": {},
     }
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, features in VARIANTS.items():
         per_fold, lows, highs = [], [], []
         for k, test in enumerate(kept):
@@ -132,12 +136,18 @@ def evaluate(tables: list[pd.DataFrame], level: float, cal_keep: Any, keep: Any)
             highs.append(high)
         pooled = score(pd.concat(kept, ignore_index=True), np.concatenate(lows), np.concatenate(highs))
         report["variants"][name] = {"folds": per_fold, "pooled": pooled}
+        bounds[name] = (np.concatenate(lows), np.concatenate(highs))
+    # the same glaciers for every variant: those that all of them give an interval
+    allk = pd.concat(kept, ignore_index=True)
+    common = np.logical_and.reduce([np.isfinite(lo) & np.isfinite(hi) for lo, hi in bounds.values()])
+    report["common_glaciers"] = int(common.sum())
+    for name, (lo, hi) in bounds.items():
+        report["variants"][name]["common"] = score(allk[common], lo[common], hi[common])
     buf = []
     for test in kept:
         half = test["uncertainty_buffer_km2"].to_numpy()
         a = test["mapped_area_km2"].to_numpy()
         buf.append(score(test, a - half, a + half))
-    allk = pd.concat(kept, ignore_index=True)
     half = allk["uncertainty_buffer_km2"].to_numpy()
     report["buffer_only"] = {
         "folds": buf,
@@ -213,15 +223,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "",
         ]
         lines.append(
-            "| scale | coverage per fold | pooled coverage | median rel. half-width | mean width km2 |"
+            "| scale | coverage per fold (glaciers with an interval) | pooled coverage | median rel. half-width | "
+            f"mean width km2 | on the {cut['common_glaciers']} glaciers all variants cover: coverage, mean width km2 |"
         )
-        lines.append("| --- | --- | --- | --- | --- |")
+        lines.append("| --- | --- | --- | --- | --- | --- |")
         for name, v in {**cut["variants"], "buffer only (today)": cut["buffer_only"]}.items():
             per = ", ".join(f"{f['coverage']:.0%} ({f['with_interval']})" for f in v["folds"])
             p = v["pooled"]
+            c = v.get("common")
+            common = "" if c is None else f"{c['coverage']:.1%}, {c['mean_width_km2']:.3f}"
             lines.append(
                 f"| {name} | {per} | {p['coverage']:.1%} ({p['hits']}/{p['with_interval']}) | "
-                f"{p['median_relative_half_width']:.1%} | {p['mean_width_km2']:.3f} |"
+                f"{p['median_relative_half_width']:.1%} | {p['mean_width_km2']:.3f} | {common} |"
             )
         lines += ["", "Errors per fold (reference - mapped): " + "; ".join(
             f"{r['share_under_mapped']:.0%} under-mapped, sum {r['sum_error_km2']:+.2f} of "
@@ -292,9 +305,11 @@ def main() -> None:
         for v, r in {**cut["variants"], "buffer only": cut["buffer_only"]}.items():
             p = r["pooled"]
             per = ", ".join(f"{f['coverage']:.0%}" for f in r["folds"])
+            c = r.get("common", {})
             print(
-                f"{name[:40]} | {v:<52} | folds {per} | pooled {p['coverage']:.1%} | "
-                f"med rel half {p['median_relative_half_width']:.1%} | mean width {p['mean_width_km2']:.3f}"
+                f"{name[:40]} | {v:<52} | folds {per} | pooled {p['coverage']:.1%} ({p['with_interval']}) | "
+                f"med rel half {p['median_relative_half_width']:.1%} | mean width {p['mean_width_km2']:.3f} | "
+                f"common: {c.get('coverage', math.nan):.1%} width {c.get('mean_width_km2', math.nan):.3f}"
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
