@@ -209,7 +209,10 @@ def total_check(tables: list[pd.DataFrame], level: float, cal_keep: Any, keep: A
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [f"# Per-glacier error model: out-of-fold coverage ({report['level']:.0%} intervals)", ""]
-    lines.append(f"Networks: `{report['cv_work']}` (train on two strips, score the third).")
+    lines.append(
+        f"Networks: `{report['cv_work']}`, folds {report['folds']} (each trained on the other strips); "
+        "for each fold the error model is fitted on the other folds' glaciers only."
+    )
     for cut_name, cut in report["cuts"].items():
         if "error" in cut:
             lines += ["", f"## {cut_name}", "", f"Not possible: {cut['error']}"]
@@ -273,7 +276,12 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="cv_error_model_"))
     work.mkdir(parents=True, exist_ok=True)
     tables = []
-    for k in range(args.folds):
+    done = [k for k in range(args.folds) if (args.cv_work / f"fold{k}" / "pred.tif").exists()]
+    if len(done) < 2:
+        raise SystemExit(
+            f"{args.cv_work}: {len(done)} finished folds (fold*/pred.tif); at least 2 are needed"
+        )
+    for k in done:
         cache = work / f"fold{k}.csv"
         if cache.exists():
             tables.append(pd.read_csv(cache))
@@ -292,7 +300,7 @@ def main() -> None:
         "test on whole glaciers": (parts, whole),
         "calibrate and test on glacier parts inside the strips": (parts, parts),
     }
-    report: dict[str, Any] = {"level": args.level, "cv_work": str(args.cv_work), "cuts": {}}
+    report: dict[str, Any] = {"level": args.level, "cv_work": str(args.cv_work), "folds": done, "cuts": {}}
     for name, (cal_keep, keep) in cuts.items():
         try:
             cut = evaluate(tables, args.level, cal_keep, keep)
