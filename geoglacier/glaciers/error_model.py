@@ -137,7 +137,13 @@ class ErrorModel:
         return np.maximum(x @ np.asarray(self.coef, dtype=np.float64), MIN_SCALE_KM2)
 
     def beyond(self, table: pd.DataFrame) -> np.ndarray:
-        """Rows whose features (or coverage) lie outside the calibrated range, or are missing."""
+        """Rows beyond the calibration: a feature above its calibrated maximum, a coverage
+        below its calibrated minimum, or a missing value.
+
+        Only the upper end of a size feature is a limit: extrapolating the scale to a bigger
+        glacier than any seen is the risk, while a glacier mapped smaller than any calibration
+        glacier is often one the network missed, the very error the interval must cover.
+        """
         out = np.zeros(len(table), dtype=bool)
         for column, (lo, hi) in self.ranges.items():
             if column not in table:
@@ -145,7 +151,8 @@ class ErrorModel:
                     f"the error model needs the table column {column!r}, which this table lacks"
                 )
             v = table[column].to_numpy(dtype=np.float64)
-            out |= ~((v >= lo) & (v <= hi))
+            inside = v >= lo if column in RANGE_COLUMNS else v <= hi
+            out |= ~inside
         return out
 
     def interval(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

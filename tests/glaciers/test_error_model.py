@@ -107,11 +107,13 @@ def test_beyond_calibration_rows_get_no_interval() -> None:
     rng = np.random.default_rng(3)
     cal, ref = _synthetic_table(rng, 100)
     model = fit_error_model(cal, ref)
-    test = cal.iloc[:3].copy()
+    test = cal.iloc[:4].copy()
     test.loc[test.index[0], "mapped_area_km2"] = cal["mapped_area_km2"].max() * 2  # bigger than any seen
     test.loc[test.index[1], "coverage"] = 0.5  # less of its outline seen than any calibration glacier
+    test.loc[test.index[3], "mapped_area_km2"] = 0.0  # a glacier the map missed: the interval is for it
     low, high, beyond = model.interval(test)
-    assert beyond.tolist() == [True, True, False]
+    assert beyond.tolist() == [True, True, False, False]
+    assert low[3] == 0.0 and high[3] > 0
     assert np.isnan(low[:2]).all() and np.isnan(high[:2]).all()
     assert 0 <= low[2] < high[2]
 
