@@ -88,6 +88,29 @@ def _relative_interval(cal: pd.DataFrame, test: pd.DataFrame, level: float) -> t
     return np.maximum(a * (1 + lo), 0), a * (1 + hi)
 
 
+def oracle_relative(test: pd.DataFrame, coverage: float) -> dict[str, Any]:
+    """The narrowest constant relative interval ``[a A, b A]`` covering ``coverage`` of the test glaciers.
+
+    Tuned on the test glaciers themselves (an oracle no user has), so it is the hardest
+    contrast: the conditioned intervals must be narrower on average at the same coverage.
+    """
+    a = test["mapped_area_km2"].to_numpy()
+    ratio = np.where(a > 0, test["reference_km2"].to_numpy() / np.maximum(a, 1e-12), np.inf)
+    ratio = np.sort(ratio)
+    m = math.ceil(coverage * len(ratio) - 1e-9)
+    if m == 0:
+        return {"coverage": 0.0, "mean_width_km2": 0.0}
+    spans = ratio[m - 1 :] - ratio[: len(ratio) - m + 1]
+    i = int(np.argmin(spans))
+    lo, hi = ratio[i], ratio[i + m - 1]
+    covered = float(np.mean((test["reference_km2"] >= lo * a) & (test["reference_km2"] <= hi * a)))
+    return {
+        "coverage": covered,
+        "mean_width_km2": float(np.mean((hi - lo) * a)),
+        "ratio": [float(lo), float(hi)],
+    }
+
+
 def score(test: pd.DataFrame, low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
     """Coverage and widths of intervals on the test glaciers that have one."""
     ok = np.isfinite(low) & np.isfinite(high)
@@ -143,6 +166,8 @@ def evaluate(tables: list[pd.DataFrame], level: float, cal_keep: Any, keep: Any)
     report["common_glaciers"] = int(common.sum())
     for name, (lo, hi) in bounds.items():
         report["variants"][name]["common"] = score(allk[common], lo[common], hi[common])
+    default = report["variants"]["mapped + buffer (default)"]["common"]
+    report["oracle_relative"] = oracle_relative(allk[common], default["coverage"])
     buf = []
     for test in kept:
         half = test["uncertainty_buffer_km2"].to_numpy()
@@ -239,6 +264,13 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 f"| {name} | {per} | {p['coverage']:.1%} ({p['hits']}/{p['with_interval']}) | "
                 f"{p['median_relative_half_width']:.1%} | {p['mean_width_km2']:.3f} | {common} |"
             )
+        o = cut["oracle_relative"]
+        lines += [
+            "",
+            f"Constant relative interval tuned on these {cut['common_glaciers']} test glaciers themselves to the "
+            f"default model's coverage ({o['coverage']:.1%}): mean width {o['mean_width_km2']:.3f} km2 "
+            f"(mapped x {o.get('ratio', [0, 0])[0]:.2f} to x {o.get('ratio', [0, 0])[1]:.2f}).",
+        ]
         lines += ["", "Errors per fold (reference - mapped): " + "; ".join(
             f"{r['share_under_mapped']:.0%} under-mapped, sum {r['sum_error_km2']:+.2f} of "
             f"abs {r['sum_abs_error_km2']:.2f} km2" for r in cut["residuals"]
@@ -319,6 +351,10 @@ def main() -> None:
                 f"med rel half {p['median_relative_half_width']:.1%} | mean width {p['mean_width_km2']:.3f} | "
                 f"common: {c.get('coverage', math.nan):.1%} width {c.get('mean_width_km2', math.nan):.3f}"
             )
+        o = cut["oracle_relative"]
+        print(
+            f"{name[:40]} | oracle constant relative at {o['coverage']:.1%}: mean width {o['mean_width_km2']:.3f}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     write_markdown(report, args.json.with_suffix(".md"))
