@@ -47,6 +47,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "uncertainty_probability_km2",
     ),
     "mapped + undecided 0.2-0.8": ("mapped_area_km2", "undecided_wide_km2"),
+    "mapped + buffer, scale cross-fitted across folds": (
+        "CROSS",
+        "mapped_area_km2",
+        "uncertainty_buffer_km2",
+    ),
 }
 """Scale features per variant (``uncertainty_probability_km2``: half the area with 0.4 <= p < 0.6)."""
 
@@ -150,7 +155,11 @@ def evaluate(tables: list[pd.DataFrame], level: float, cal_keep: Any, keep: Any)
             if features == ("RELATIVE",):
                 low, high = _relative_interval(cal, test, level)
             else:
-                model = fit_error_model(cal, cal["reference_km2"].to_numpy(), level=level, features=features)
+                cross = features[:1] == ("CROSS",)
+                model = fit_error_model(
+                    cal, cal["reference_km2"].to_numpy(), level=level, features=features[cross:],
+                    groups=cal["fold"].to_numpy() if cross else None,
+                )  # fmt: skip
                 low, high, _ = model.interval(test)
             per_fold.append(
                 {**score(test, low, high), "tails": None if features == ("RELATIVE",) else model.tails}

@@ -258,6 +258,7 @@ def fit_error_model(
     features: Sequence[str] = DEFAULT_FEATURES,
     source: str = "",
     tails: str = "auto",
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> ErrorModel:
     """Fit an :class:`ErrorModel` on calibration glaciers (out-of-fold maps) and their reference areas.
 
@@ -271,6 +272,10 @@ def fit_error_model(
         source: a note on where the residuals come from, kept in the model.
         tails: ``"two"``, ``"symmetric"``, or ``"auto"``: two when there are enough
             glaciers for them (:func:`min_glaciers`), else symmetric.
+        groups: a label per row (e.g. the fold that mapped it). When given, each row's
+            normalised residual uses a scale fitted on the *other* groups only
+            (cross-fitting), so the quantiles are not flattered by a scale fitted to the
+            very residuals they rank; the stored scale is fitted on all rows.
 
     Raises:
         ConfigError: a bad level or ``tails``, a missing column, a length mismatch, or
@@ -293,8 +298,7 @@ def fit_error_model(
     x = _feature_matrix(table, features)
     e = ref - table["mapped_area_km2"].to_numpy(dtype=np.float64)
     coef = fit_scale(x, np.abs(e))
-    s = np.maximum(x @ coef, MIN_SCALE_KM2)
-    r = e / s
+    r = e / _cross_fitted_scale(x, e, coef, groups)
     if tails == "symmetric":
         q = conformal_quantile(np.abs(r), level)
         q_low, q_high = -q, q
@@ -317,6 +321,24 @@ def fit_error_model(
         source=source,
         tails=tails,
     )
+
+
+def _cross_fitted_scale(
+    x: np.ndarray, e: np.ndarray, coef: np.ndarray, groups: Sequence[Any] | np.ndarray | None
+) -> np.ndarray:
+    """Each row's scale: from ``coef`` (all rows), or with ``groups`` from the other groups' fit."""
+    s = np.maximum(x @ coef, MIN_SCALE_KM2)
+    if groups is None:
+        return s
+    labels = np.asarray(groups)
+    if labels.shape != e.shape:
+        raise ConfigError(f"{labels.size} group labels for {e.size} glaciers")
+    if np.unique(labels).size < 2:
+        return s
+    for g in np.unique(labels):
+        own = labels == g
+        s[own] = np.maximum(x[own] @ fit_scale(x[~own], np.abs(e[~own])), MIN_SCALE_KM2)
+    return s
 
 
 def add_interval_columns(table: pd.DataFrame, model: ErrorModel) -> pd.DataFrame:

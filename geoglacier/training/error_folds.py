@@ -206,11 +206,17 @@ def out_of_fold_table(
 
 
 def fit_out_of_fold(tables: list[pd.DataFrame], level: float, source: str) -> ErrorModel:
-    """The error model of the pooled out-of-fold rows."""
+    """The error model of the pooled out-of-fold rows (scale cross-fitted across folds)."""
     from geoglacier.glaciers.error_model import fit_error_model
 
     pooled = pd.concat(tables, ignore_index=True)
-    return fit_error_model(pooled, pooled["reference_km2"].to_numpy(), level=level, source=source)
+    return fit_error_model(
+        pooled,
+        pooled["reference_km2"].to_numpy(),
+        level=level,
+        source=source,
+        groups=pooled["fold"].to_numpy(),
+    )
 
 
 def train_with_error_folds(

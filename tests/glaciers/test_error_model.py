@@ -196,3 +196,20 @@ def test_round_trip_through_a_checkpoint(tmp_path) -> None:  # noqa: ANN001
     # and save_checkpoint keeps it
     again = save_checkpoint(net, meta2, tmp_path / "again.pth")
     assert read_error_model(again) == model
+
+
+def test_cross_fitted_scale_keeps_the_coverage_and_stores_the_full_fit() -> None:
+    rng = np.random.default_rng(9)
+    covered = []
+    for _ in range(30):
+        cal, ref = _synthetic_table(rng, 60)
+        groups = np.repeat([0, 1, 2], 20)
+        model = fit_error_model(cal, ref, groups=groups)
+        assert model.coef == fit_error_model(cal, ref).coef  # the stored scale: fitted on all rows
+        test, truth = _synthetic_table(rng, 1000)
+        low, high, beyond = model.interval(test)
+        ok = ~beyond
+        covered.append(np.mean((truth[ok] >= low[ok]) & (truth[ok] <= high[ok])))
+    assert 0.88 <= np.mean(covered) <= 0.95
+    with pytest.raises(ConfigError, match="group labels"):
+        fit_error_model(cal, ref, groups=[0, 1])
