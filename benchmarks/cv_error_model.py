@@ -47,6 +47,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "uncertainty_probability_km2",
     ),
     "mapped + undecided 0.2-0.8": ("mapped_area_km2", "undecided_wide_km2"),
+    "mapped + buffer + undecided 0.2-0.8": (
+        "mapped_area_km2",
+        "uncertainty_buffer_km2",
+        "undecided_wide_km2",
+    ),
     "mapped + buffer, scale cross-fitted across folds": (
         "CROSS",
         "mapped_area_km2",

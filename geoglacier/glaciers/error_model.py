@@ -158,13 +158,21 @@ class ErrorModel:
     def interval(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(area_low_km2, area_high_km2, beyond_calibration)`` for each row of a glacier table.
 
-        Rows beyond calibration get NaN bounds.
+        Bounds are clipped to what the row can hold: at least 0 and, when the table has
+        ``valid_area_km2``, at most the outline's valid area (the table measures glacier
+        inside the outline only, so no true area there exceeds it). Rows beyond
+        calibration get NaN bounds.
         """
         mapped = table["mapped_area_km2"].to_numpy(dtype=np.float64)
         s = self.scale(table)
         beyond = self.beyond(table)
         low = np.maximum(mapped + self.q_low * s, 0.0)
         high = mapped + self.q_high * s
+        if "valid_area_km2" in table:
+            # the table measures glacier inside the outline's valid pixels: never more than they hold
+            valid = table["valid_area_km2"].to_numpy(dtype=np.float64)
+            high = np.minimum(high, np.maximum(valid, mapped))
+            low = np.minimum(low, high)
         low[beyond] = np.nan
         high[beyond] = np.nan
         return low, high, beyond

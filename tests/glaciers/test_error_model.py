@@ -213,3 +213,15 @@ def test_cross_fitted_scale_keeps_the_coverage_and_stores_the_full_fit() -> None
     assert 0.88 <= np.mean(covered) <= 0.95
     with pytest.raises(ConfigError, match="group labels"):
         fit_error_model(cal, ref, groups=[0, 1])
+
+
+def test_bounds_never_exceed_the_outlines_valid_area() -> None:
+    rng = np.random.default_rng(10)
+    cal, ref = _synthetic_table(rng, 100)
+    model = fit_error_model(cal, ref)
+    test = cal.iloc[:5].copy()
+    test["valid_area_km2"] = test["mapped_area_km2"] * 1.05  # outlines barely bigger than the map
+    low, high, _ = model.interval(test)
+    np.testing.assert_allclose(high, test["valid_area_km2"])
+    assert (low <= high).all() and (low >= 0).all()
+    assert (model.interval(cal.iloc[:5])[1] > high).all()  # without the column: not clipped
