@@ -95,7 +95,10 @@ def _relative_interval(cal: pd.DataFrame, test: pd.DataFrame, level: float) -> t
         hi = conformal_quantile(np.abs(r), level)
         lo = -hi
     a = test["mapped_area_km2"].to_numpy()
-    return np.maximum(a * (1 + lo), 0), a * (1 + hi)
+    high = np.minimum(
+        a * (1 + hi), np.maximum(test["valid_area_km2"].to_numpy(), a)
+    )  # clipped as the model is
+    return np.minimum(np.maximum(a * (1 + lo), 0), high), high
 
 
 def oracle_relative(test: pd.DataFrame, coverage: float) -> dict[str, Any]:
@@ -114,9 +117,14 @@ def oracle_relative(test: pd.DataFrame, coverage: float) -> dict[str, Any]:
     i = int(np.argmin(spans))
     lo, hi = ratio[i], ratio[i + m - 1]
     covered = float(np.mean((test["reference_km2"] >= lo * a) & (test["reference_km2"] <= hi * a)))
+    valid = test[
+        "valid_area_km2"
+    ].to_numpy()  # widths clipped to the outline's valid area, as the model's are
     return {
         "coverage": covered,
-        "mean_width_km2": float(np.mean((hi - lo) * a)),
+        "mean_width_km2": float(
+            np.mean(np.minimum(hi * a, np.maximum(valid, a)) - np.minimum(lo * a, np.maximum(valid, a)))
+        ),
         "ratio": [float(lo), float(hi)],
     }
 
