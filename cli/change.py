@@ -53,6 +53,26 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     show_default=True,
     help="How MASK_T1 is put on MASK_T0's grid (mode: majority, for a much finer MASK_T1).",
 )
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Checkpoint that made the masks: its error model's per-date model error enters "
+    "sigma_change_km2, snr and within_uncertainty.",
+)
+@click.option(
+    "--model-t1",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Checkpoint that made MASK_T1, when another than --model made MASK_T0.",
+)
+@click.option(
+    "--model-error-correlation",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Correlation (0-1) of the two maps' model errors; 0 (independent) is the conservative choice.",
+)
 @progress_opt
 @overwrite_opt
 def change(
@@ -70,6 +90,9 @@ def change(
     min_coverage: float,
     min_snr: float,
     resampling: str,
+    model: str | None,
+    model_t1: str | None,
+    model_error_correlation: float,
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -80,6 +103,10 @@ def change(
     each glacier's change comes with its uncertainty; rates need dates.
     """
     from geoglacier.glaciers.change import format_change, glacier_change
+    from geoglacier.glaciers.error_model import read_error_model
+
+    error_model = None if model is None else read_error_model(model)
+    error_model_t1 = None if model_t1 is None else read_error_model(model_t1)
 
     result = glacier_change(
         mask_t0,
@@ -98,6 +125,9 @@ def change(
         resampling=resampling,  # type: ignore[arg-type]
         overwrite=overwrite,
         progress=progress,
+        error_model=error_model,
+        error_model_t1=error_model_t1,
+        model_error_correlation=model_error_correlation,
     )
     click.echo(format_change(result))
     for path in result.outputs.values():

@@ -54,6 +54,14 @@ _out_path = click.Path(dir_okay=False, path_type=str)
     help="Ensemble spread raster written by 'segment-scene --uncertainty' (std of the members' "
     "probabilities, on the mask's grid): adds uncertainty_ensemble_km2.",
 )
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Checkpoint that made MASK: its error model adds area_low_km2, area_high_km2 and "
+    "beyond_calibration (the model's own error, at the level it was calibrated for).",
+)
 @progress_opt
 @overwrite_opt
 def glaciers(
@@ -68,14 +76,20 @@ def glaciers(
     ring_pixels: int,
     probabilities: str | None,
     uncertainty: str | None,
+    model: str | None,
     progress: bool,
     overwrite: bool,
 ) -> None:
     """Mapped area of each inventory glacier in MASK, with uncertainty, and totals.
 
-    Each pixel belongs to at most one glacier; areas are true (ellipsoidal) areas.
+    Each pixel belongs to at most one glacier; areas are true (ellipsoidal) areas. With
+    --model (the checkpoint that made MASK, trained with --error-folds) each glacier gets
+    the interval its true area lies in at the checkpoint's stated level.
     """
     from geoglacier.glaciers.areas import format_totals, run_glaciers
+    from geoglacier.glaciers.error_model import read_error_model
+
+    error_model = None if model is None else read_error_model(model)
 
     result = run_glaciers(
         mask,
@@ -91,6 +105,7 @@ def glaciers(
         ring_pixels=ring_pixels,
         overwrite=overwrite,
         progress=progress,
+        error_model=error_model,
     )
 
     click.echo(format_totals(result.totals))

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from geoglacier.cli.options import overwrite_opt
+from geoglacier.cli.options import id_column_opt, overwrite_opt
 
 
 @click.command("train")
@@ -119,9 +119,48 @@ from geoglacier.cli.options import overwrite_opt
     default=None,
     help="Train this many members (seeds SEED, SEED+1, ...) as NAME.m1.pth, NAME.m2.pth, ...",
 )
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Glacier outlines of the training area, for --error-folds.",
+)
+@click.option(
+    "--error-folds",
+    type=int,
+    default=None,
+    help="Also train K spatial folds (strips of every scene held out in turn), compare each held-out "
+    "glacier's mapped area with the mask's, and store the calibrated error model in --out; the fold "
+    "networks stay beside it as NAME.fold1.pth ... (an ensemble for segment-scene).",
+)
+@click.option(
+    "--error-level",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Coverage of the per-glacier intervals of the error model.",
+)
+@click.option(
+    "--error-gap",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Rows left out on both sides of each held-out strip of --error-folds.",
+)
+@id_column_opt
 @overwrite_opt
 def train(
-    data_dir: str, out: str, resume: bool, overwrite: bool, ensemble: int | None, **options: Any
+    data_dir: str,
+    out: str,
+    resume: bool,
+    overwrite: bool,
+    ensemble: int | None,
+    inventory: str | None,
+    error_folds: int | None,
+    error_level: float,
+    error_gap: int,
+    id_column: str | None,
+    **options: Any,
 ) -> None:
     """Train on DATA_DIR (classic masked_NAME.npy + NAME.tif pairs, or images/ + masks/ scenes).
 
@@ -132,6 +171,19 @@ def train(
     from geoglacier.training.loop import train as run_training
 
     overrides = {name: value for name, value in options.items() if value is not None}
+    if error_folds is not None or inventory is not None:
+        _train_error_folds(
+            data_dir,
+            out,
+            inventory,
+            (error_folds, error_level, error_gap),
+            id_column,
+            overwrite,
+            resume,
+            ensemble,
+            overrides,
+        )
+        return
     if ensemble is not None:
         results = train_ensemble(
             data_dir, out, ensemble, overwrite=overwrite, resume=resume, log=click.echo, **overrides
@@ -149,4 +201,46 @@ def train(
     click.echo(
         f"Best epoch {result.best_epoch} of {result.epochs} ({result.score_name}: {result.best_val_mcc:.4f}); "
         f"wrote {result.paths.checkpoint}, {result.paths.metrics_csv}, {result.paths.metrics_png}"
+    )
+
+
+def _train_error_folds(
+    data_dir: str,
+    out: str,
+    inventory: str | None,
+    fold_options: tuple[int | None, float, int],
+    id_column: str | None,
+    overwrite: bool,
+    resume: bool,
+    ensemble: int | None,
+    overrides: dict[str, Any],
+) -> None:
+    """``--error-folds``: the fold networks, the final one and its error model."""
+    from geoglacier.errors import ConfigError
+    from geoglacier.training.error_folds import train_with_error_folds
+
+    folds, level, gap = fold_options
+    if inventory is None:
+        raise ConfigError("--error-folds needs --inventory OUTLINES: the glaciers whose areas it compares")
+    if folds is None:
+        raise ConfigError("--inventory is used by --error-folds K only; add --error-folds (e.g. 3)")
+    if resume or ensemble is not None:
+        raise ConfigError(
+            "--error-folds trains its own fold networks; it cannot be combined with --resume or --ensemble"
+        )
+    result, model = train_with_error_folds(
+        data_dir,
+        out,
+        inventory,
+        folds,
+        level=level,
+        gap=gap,
+        id_column=id_column,
+        overwrite=overwrite,
+        log=click.echo,
+        **overrides,
+    )
+    click.echo(
+        f"Best epoch {result.best_epoch} of {result.epochs}; wrote {result.paths.checkpoint} with its error model "
+        f"({model.describe()})"
     )

@@ -69,6 +69,8 @@ class CheckpointMeta:
     versions: dict[str, str] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
     normalization: str = "training"
+    error_model: dict[str, Any] = field(default_factory=dict)
+    """The per-glacier error model (:meth:`geoglacier.glaciers.error_model.ErrorModel.to_dict`), or empty."""
 
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold < 1.0 and self.temperature > 0.0):
@@ -127,6 +129,7 @@ def checkpoint_dict(model: nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
         "metrics": {k: float(v) for k, v in meta.metrics.items()},
         "versions": {k: str(v) for k, v in (meta.versions or package_versions()).items()},
         "train_config": dict(meta.train_config),
+        **({"error_model": dict(meta.error_model)} if meta.error_model else {}),
     }
 
 
@@ -187,6 +190,7 @@ def meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
             versions=dict(raw.get("versions", {})),
             train_config=dict(raw.get("train_config", {})),
             normalization=mode,
+            error_model=dict(raw.get("error_model") or {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint is incomplete ({exc!r}); retrain or re-export it") from exc

@@ -45,10 +45,17 @@ Columns of the table (one row per inventory glacier that reaches the mask):
     bound, the same error model as the totals. A NaN (nodata) spread counts as 0.
 ``low_coverage``
     ``coverage < min_coverage``: kept in the table, left out of the totals.
+``area_low_km2``, ``area_high_km2``, ``beyond_calibration``
+    (only with an error model, :mod:`geoglacier.glaciers.error_model`: the checkpoint's
+    ``error_model``) the interval that holds the glacier's true area at the model's level
+    (e.g. 90 %), learned from the network's out-of-fold errors; NaN, and
+    ``beyond_calibration`` true, for a glacier unlike those the model was calibrated on.
 
 Totals sum the glaciers that are not flagged; their uncertainties are summed too, as
 inventories do, assuming fully correlated errors (the same pixel size and outline
-misfit everywhere), which is the conservative choice.
+misfit everywhere), which is the conservative choice. With an error model the totals
+also hold the interval of the summed area of the counted glaciers that have one
+(bounds summed: fully correlated, see :func:`~geoglacier.glaciers.error_model.total_interval`).
 """
 
 from __future__ import annotations
@@ -75,6 +82,13 @@ from geoglacier.errors import (
     InvalidRasterError,
     InventoryError,
     NoOverlapError,
+)
+from geoglacier.glaciers.error_model import (
+    NO_ERROR_MODEL_NOTE,
+    ErrorModel,
+    add_interval_columns,
+    check_error_model_inputs,
+    total_interval,
 )
 from geoglacier.glaciers.inventory import Inventory, area_outside_km2, footprint, read_inventory
 from geoglacier.glaciers.zones import WINDOW, ZoneRasterizer, grid_windows
@@ -411,6 +425,14 @@ class GlacierTotals:
     spread_raster: str | None = None
     error_model: str = "fully correlated: per-glacier uncertainties are summed"
     id_column: str = ""
+    model_error: str = NO_ERROR_MODEL_NOTE
+    error_level: float | None = None
+    area_low_km2: float | None = None
+    area_high_km2: float | None = None
+    glaciers_with_interval: int | None = None
+    glaciers_beyond_calibration: int | None = None
+    interval_mapped_area_km2: float | None = None
+    interval_assumption: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -439,6 +461,7 @@ def glacier_areas(
     spread: str | os.PathLike[str] | None = None,
     window: int = WINDOW,
     progress: bool = False,
+    error_model: ErrorModel | dict[str, Any] | None = None,
 ) -> GlacierAreas:
     """Per-glacier mapped areas of ``mask`` against ``inventory``, with uncertainties and totals.
 
@@ -457,9 +480,13 @@ def glacier_areas(
             ``uncertainty_ensemble_km2``.
         window: edge in pixels of the windows read at once (memory ~ 20 bytes per pixel of it).
         progress: show a progress bar of windows (on a terminal only).
+        error_model: the network's error model (an :class:`ErrorModel` or its dict, as a
+            checkpoint stores it): adds ``area_low_km2``, ``area_high_km2``,
+            ``beyond_calibration`` and the totals' interval. ``None`` or an empty dict:
+            today's columns, and the totals say that model error is not included.
 
     Raises:
-        ConfigError: an option is out of range.
+        ConfigError: an option is out of range, or the error model needs a raster not given.
         CRSMissingError: the mask has no CRS.
         InventoryError, SceneNotFoundError: a bad inventory (see :func:`read_inventory`).
         GridMismatchError: the probability raster is not on the mask's grid.
@@ -476,6 +503,7 @@ def glacier_areas(
         )
     _check_probabilities(probabilities, info, thresholds)
     _check_spread(spread, info)
+    model = check_error_model_inputs(error_model, probabilities=probabilities, spread=spread)
     grid = footprint(info.transform, info.height, info.width)
     mask_crs = to_pyproj_crs(info.crs)
     if isinstance(inventory, Inventory):
@@ -498,6 +526,10 @@ def glacier_areas(
     )  # fmt: skip
     table = _table(inv, sums, grid, min_coverage)
     totals = _totals(table, sums, inv, info, mask_crs, min_coverage, ring_pixels, thresholds)
+    if model is not None:
+        table = add_interval_columns(table, model)
+        counted = total_interval(table[~table["low_coverage"]])
+        totals = replace(totals, model_error=model.describe(), error_level=model.level, **counted)
     if spread is not None:
         totals = replace(totals, spread_raster=str(spread))
     return GlacierAreas(table=table, totals=totals, geometries=inv.geometries, crs=mask_crs)
@@ -600,6 +632,15 @@ def format_totals(totals: GlacierTotals) -> str:
         ("outline area (true)", km2(totals.outline_area_km2)),
         ("mapped inside outlines", km2(totals.mapped_area_km2, totals.uncertainty_buffer_km2)),
     ]
+    if totals.error_level is not None and totals.area_low_km2 is not None:
+        rows.append(
+            (
+                f"{totals.error_level:.0%} interval",
+                f"{totals.area_low_km2:,.4f} - {totals.area_high_km2:,.4f} km2 "
+                f"(mapped {totals.interval_mapped_area_km2:,.4f} km2 of {totals.glaciers_with_interval:,} "
+                f"glaciers; {totals.glaciers_beyond_calibration:,} beyond calibration, no interval)",
+            )
+        )
     if totals.uncertainty_probability_km2 is not None and totals.thresholds is not None:
         lo, hi = totals.thresholds
         rows.append((f"model spread (p {lo:g}-{hi:g})", f"+/- {totals.uncertainty_probability_km2:,.4f} km2"))
@@ -610,6 +651,7 @@ def format_totals(totals: GlacierTotals) -> str:
         ("mapped outside outlines", km2(totals.mapped_outside_outlines_km2)),
         ("mask glacier area", km2(totals.mask_glacier_area_km2)),
         ("errors", totals.error_model),
+        ("model error", totals.model_error),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -49,6 +49,7 @@ from geoglacier.glaciers.change_table import (
     UncertaintyInputs,
     change_table,
     change_totals,
+    check_change_error_models,
     check_thresholds,
     mean_pixel_side_m,
     write_table,
@@ -65,6 +66,7 @@ from geoglacier.glaciers.changemap import (
     render_change_quicklook,
 )
 from geoglacier.glaciers.dates import parse_date, read_date, years_between
+from geoglacier.glaciers.error_model import ErrorModel, as_error_model
 from geoglacier.io.atomic import (
     PNG_SUFFIXES,
     RASTER_SUFFIXES,
@@ -272,6 +274,9 @@ def glacier_change(
     resampling: ResamplingName = "nearest",
     overwrite: bool = False,
     progress: bool = False,
+    error_model: ErrorModel | dict[str, Any] | None = None,
+    error_model_t1: ErrorModel | dict[str, Any] | None = None,
+    model_error_correlation: float = 0.0,
 ) -> ChangeResult:
     """Map glacier change from ``mask_t0`` to ``mask_t1`` and measure it.
 
@@ -296,6 +301,12 @@ def glacier_change(
         resampling: ``"nearest"`` (default) or ``"mode"`` (majority), for t1 onto t0's grid.
         overwrite: replace existing outputs.
         progress: show a progress bar over strips.
+        error_model: the error model of the network that made the masks (a checkpoint's
+            ``error_model``): each date's model error enters ``sigma_change_km2``, ``snr``
+            and ``within_uncertainty`` (:mod:`geoglacier.glaciers.change_table`).
+        error_model_t1: another error model for ``mask_t1`` (default: ``error_model``).
+        model_error_correlation: correlation in [0, 1] of the two maps' model errors
+            (default 0, independent: the conservative choice).
 
     Returns:
         A :class:`ChangeResult`. Every output appears only when all of them succeeded.
@@ -315,6 +326,8 @@ def glacier_change(
         out, inventory, glaciers, summary, quicklook, min_coverage, min_snr, overwrite,
         inputs={"MASK_T0": mask_t0, "MASK_T1": mask_t1, "--inventory": with_companions(inventory)},
     )  # fmt: skip
+    models = (as_error_model(error_model), as_error_model(error_model_t1 or error_model))
+    check_change_error_models(models, model_error_correlation)
     pair = pair_masks(mask_t0, mask_t1, resampling)
     d0, d1, years = resolve_dates(pair, t0_date, t1_date)
     acc = ChangeAccumulator(pair)
@@ -332,7 +345,9 @@ def glacier_change(
         }
         _run_strips(pair, spec, writer, acc, per_glacier, progress)
         areas = acc.result(years)
-        table, totals = _glacier_tables(per_glacier, px0, px1, years, min_coverage, min_snr)
+        table, totals = _glacier_tables(
+            per_glacier, px0, px1, years, min_coverage, min_snr, (models, model_error_correlation)
+        )
         result = _change_result(pair, (d0, d1, years), acc.method, (px0, px1), areas, table, totals, outputs)
         _write_outputs(writer, tmps, outputs, result, table, per_glacier, (pair, d0, d1))
     return result
@@ -431,12 +446,16 @@ def _glacier_tables(
     years: float | None,
     min_coverage: float,
     min_snr: float,
+    errors: tuple[tuple[ErrorModel | None, ErrorModel | None], float] = ((None, None), 0.0),
 ) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
-    """The per-glacier change table and its totals, or ``(None, None)`` without an inventory."""
+    """The per-glacier change table and its totals, or ``(None, None)`` without an inventory.
+
+    ``errors``: each date's error model and the correlation of their errors.
+    """
     if per_glacier is None:
         return None, None
     px0_glacier = mean_pixel_side_m(per_glacier.m2, per_glacier.pixels, px0)
-    u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr)
+    u = UncertaintyInputs(px0_glacier, px1, years, min_coverage, min_snr, errors[0], errors[1])
     table = change_table(per_glacier.inventory, per_glacier.m2, u, per_glacier.outside_km2)
     totals = change_totals(table, per_glacier.m2, u)
     return table, totals
@@ -536,9 +555,15 @@ def format_change(result: ChangeResult) -> str:
             (
                 "flagged",
                 f"{t['flagged_low_coverage']} low coverage, "
-                f"{t['flagged_within_uncertainty']} within uncertainty",
+                f"{t['flagged_within_uncertainty']} within uncertainty"
+                + (
+                    f", {t['flagged_beyond_calibration']} beyond calibration"
+                    if "flagged_beyond_calibration" in t
+                    else ""
+                ),
             )
         )
+        rows.append(("model error", t["model_error"]))
         rows.append(
             (
                 f"change of {g['glaciers']} glaciers",

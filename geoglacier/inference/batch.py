@@ -238,7 +238,11 @@ def segment_one(
         if summary is not None:
             row.update(_summary_fields(summary.to_dict()))
         if inventory is not None:
-            write_scene_inventory_outputs(plan, inventory, id_column, run_options.get("min_area", 0.0))
+            # an ensemble's error is not the one a member was calibrated for: no interval then
+            errors = segmenters[0].meta.error_model if len(segmenters) == 1 else None
+            write_scene_inventory_outputs(
+                plan, inventory, id_column, run_options.get("min_area", 0.0), error_model=errors
+            )
         write_record(plan.record, fingerprint, complete=True)
         row["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
@@ -303,7 +307,11 @@ def _ensemble_scene(
 
 
 def write_scene_inventory_outputs(
-    plan: SceneOutputs, inventory: str | os.PathLike[str], id_column: str | None, min_area: float
+    plan: SceneOutputs,
+    inventory: str | os.PathLike[str],
+    id_column: str | None,
+    min_area: float,
+    error_model: dict[str, Any] | None = None,
 ) -> None:
     """The scene's glacier table and outlines from the inventory, read once onto its mask.
 
@@ -320,23 +328,26 @@ def write_scene_inventory_outputs(
     except NoOverlapError:
         inv = None
     if plan.glaciers is not None:
-        write_scene_glaciers(plan.mask, inv, plan.glaciers, spread=plan.uncertainty)
+        write_scene_glaciers(plan.mask, inv, plan.glaciers, spread=plan.uncertainty, error_model=error_model)
     if plan.outlines is not None:
         zones = None if inv is None else (inv.geometries, inv.ids)
         write_outlines(plan.mask, plan.outlines, min_area, overwrite=True, zones=zones)
 
 
-def write_scene_glaciers(mask: Path, inv: Any, out: Path, *, spread: Path | None = None) -> Path:
+def write_scene_glaciers(
+    mask: Path, inv: Any, out: Path, *, spread: Path | None = None, error_model: dict[str, Any] | None = None
+) -> Path:
     """One scene's per-glacier table from ``inv`` (an Inventory on the mask, or None: header-only).
 
-    With ``spread`` (an ensemble's uncertainty raster) the table has ``uncertainty_ensemble_km2``.
+    With ``spread`` (an ensemble's uncertainty raster) the table has ``uncertainty_ensemble_km2``;
+    with ``error_model`` (the checkpoint's) ``area_low_km2``, ``area_high_km2`` and ``beyond_calibration``.
     """
     from geoglacier.errors import NoOverlapError
     from geoglacier.glaciers.areas import run_glaciers
 
     if inv is not None:
         try:
-            run_glaciers(mask, inv, out, overwrite=True, spread=spread)
+            run_glaciers(mask, inv, out, overwrite=True, spread=spread, error_model=error_model)
             return out
         except NoOverlapError:  # outlines touch the footprint but no valid pixel
             pass

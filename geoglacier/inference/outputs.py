@@ -326,12 +326,17 @@ def glacier_products(
     outlines: str | os.PathLike[str] | None,
     min_area: float,
     overwrite: bool,
+    error_model: dict[str, Any] | None = None,
 ) -> SegmentResult:
-    """Write the per-glacier table and the outlines with inventory ids from the finished mask."""
+    """Write the per-glacier table and the outlines with inventory ids from the finished mask.
+
+    ``error_model`` is the checkpoint's (``meta.error_model``): the table gets its intervals.
+    """
     if glaciers is not None:
         table = run_glaciers(
-            result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities
-        )
+            result.mask, inv, glaciers, overwrite=overwrite, probabilities=result.probabilities,
+            error_model=error_model,
+        )  # fmt: skip
         extra = {**result.extra, "glaciers": Path(glaciers), "glacier_totals": table.totals}
         result = replace(result, extra=extra)
     if outlines is not None:

@@ -593,7 +593,15 @@ def _run_segmenter(
         )
         if inv is not None:
             try:
-                result = glacier_products(result, inv, glaciers, outlines, min_area, overwrite)
+                result = glacier_products(
+                    result,
+                    inv,
+                    glaciers,
+                    outlines,
+                    min_area,
+                    overwrite,
+                    error_model=segmenter.meta.error_model,
+                )
             except KeyboardInterrupt:
                 written = ", ".join(
                     str(p) for p in (result.mask, result.probabilities, result.summary_path) if p
