@@ -370,7 +370,7 @@ def total_interval(table: pd.DataFrame) -> dict[str, Any]:
     """The interval of the summed mapped area of a table's rows that have an interval.
 
     Sums the per-glacier bounds, i.e. assumes the glaciers' errors fully correlated:
-    the out-of-fold residuals of one map share a sign (see ``notes/errmodel.md`` and
+    the out-of-fold residuals of one map share a sign (see ``docs/reference/error-model.md`` and
     ``benchmarks/results/error_model.md``), and the sum of bounds is the conservative
     choice. Rows beyond calibration are left out and counted.
     """
