@@ -59,7 +59,7 @@ def check_outputs(
     ``uncertainty`` is an ensemble's spread raster (checked like the others). No output
     may be the ``scene``, one of the other ``inputs`` (``--model``, ``--inventory`` ...)
     or another output, ``glaciers`` (the per-glacier table, whose own checks are
-    :func:`~geoglacier.glaciers.areas.prepare_glacier_table`'s) included.
+    :func:`~geoglacier.glaciers.glacier_tables.prepare_glacier_table`'s) included.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
