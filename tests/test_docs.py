@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import fiona
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -249,6 +251,18 @@ def test_tutorial_product_to_change_runs(workspace: Path, monkeypatch: pytest.Mo
     with rasterio.open(workspace / "scene7_2003.tif") as ds:  # restacking a scene keeps its tags
         assert ds.tags()["ACQUISITION_DATE"] == "2003-09-15"
     assert (workspace / "mask7.tif").exists()
+    # The error-bars section: the error folds' model gives intervals and the change its sigmas.
+    glaciers = pd.read_csv(workspace / "glaciers_2023.csv")
+    bounds = glaciers[["area_low_km2", "area_high_km2"]].to_numpy()
+    assert np.isfinite(bounds).all(axis=1).any(), glaciers
+    assert (bounds[:, 0] <= bounds[:, 1])[np.isfinite(bounds).all(axis=1)].all(), bounds
+    with fiona.open(workspace / "change.gpkg") as src:
+        change = pd.DataFrame([dict(f.properties) for f in src])
+    assert {"model_sigma_t0_km2", "model_sigma_t1_km2", "beyond_calibration"} <= set(change.columns)
+    model_sigma = change[["model_sigma_t0_km2", "model_sigma_t1_km2"]].to_numpy(dtype=float)
+    assert (np.isfinite(model_sigma).all(axis=1) & (model_sigma > 0).all(axis=1)).any(), change
+    assert "model_error_correlation" in json.dumps(totals), totals  # only with an error model
+    assert (workspace / "model.fold2.pth").exists()
 
 
 @pytest.mark.slow
