@@ -30,7 +30,11 @@ TRAIN_ROWS = 2 * SIZE  # rows of the training scenes in data/ (SIZE columns)
 #: Centres (row, column) of the small glaciers on the synthetic grid: five in each half of the
 #: training scenes (the two strips of ``--error-folds 2``), clear of the :func:`_boxes` outlines.
 SMALL_CENTRES = [(22, 80), (22, 110), (66, 18), (104, 20), (104, 62)] + [
-    (160, 24), (160, 64), (160, 104), (214, 40), (214, 92)
+    (160, 24),
+    (160, 64),
+    (160, 104),
+    (214, 40),
+    (214, 92),
 ]
 
 
