@@ -13,6 +13,9 @@
 * ``make demo`` runs the Makefile's own ``demo`` recipe with ``--quick --size 64``;
   ``make test`` and ``make docs`` are checked to be Makefile targets, not run (the first
   would run this suite again; ``make docs`` is run by ``.ci/run``).
+* The product-to-change page's section on the model's own error bars (``train --error-folds``:
+  three networks) runs in a slow test of its own, after the page's six commands; the page's
+  other test runs every other section.
 * A command whose comment says ``Ctrl-C`` is started as its own process and sent SIGINT
   once it has made progress (a training state on disk); it must exit with status 130 and
   say how to resume. The page's next command (``--resume``) then continues from there.
@@ -26,6 +29,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import re
@@ -35,11 +39,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import fiona
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -86,17 +93,21 @@ class Command:
     line: str  # as written on the page, continuation lines joined
     args: list[str]  # shell words, comment removed
     interrupt: bool  # the page says to press Ctrl-C during it
+    section: str = ""  # the ``## `` heading the command is under
 
 
 def bash_commands(page: Path) -> list[Command]:
     """The command lines of the page's ```bash blocks, in order."""
     text = page.read_text(encoding="utf-8")
     commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
+    for match in re.finditer(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        headings = re.findall(r"^## (.+)$", text[: match.start()], flags=re.M)
+        section = headings[-1] if headings else ""
+        for line in match.group(1).replace("\\\n", " ").splitlines():
             args = shlex.split(line, comments=True)
             if args:
-                commands.append(Command(line.strip(), args, bool(re.search(r"#.*Ctrl-C", line))))
+                interrupt = bool(re.search(r"#.*Ctrl-C", line))
+                commands.append(Command(line.strip(), args, interrupt, section))
     return commands
 
 
@@ -176,8 +187,14 @@ def run_interrupted(command: Command, cwd: Path) -> None:
     assert "run the same command with --resume" in output, output
 
 
-def run_page(page: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    commands = bash_commands(page)
+def run_page(
+    page: Path,
+    workspace: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sections: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Run the page's commands in order (those under the ``## `` headings ``sections`` accepts, if given)."""
+    commands = [c for c in bash_commands(page) if sections is None or sections(c.section)]
     assert commands, f"{page.name} has no bash commands"
     monkeypatch.chdir(workspace)
     for command in commands:
@@ -215,6 +232,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------ the commands run
 
 
+PRODUCT_TO_CHANGE = DOCS / "tutorials" / "product-to-change.md"
+#: Sections of the product-to-change page: the error-model one runs in its own slow test.
+SIX, ERROR_BARS = "The six commands", "With the model's own error bars"
+
+
 def test_readme_commands_run(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lines = run_page(README, workspace, monkeypatch)
     assert lines[0].startswith("make demo") and lines[1].startswith("make test"), lines[:2]
@@ -231,9 +253,7 @@ def test_readme_commands_run(workspace: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_tutorial_product_to_change_runs(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_page(DOCS / "tutorials" / "product-to-change.md", workspace, monkeypatch)
-    import json
-
+    run_page(PRODUCT_TO_CHANGE, workspace, monkeypatch, lambda section: section != ERROR_BARS)
     totals = json.loads((workspace / "change.json").read_text())
     assert totals, "change --summary wrote nothing"
     with rasterio.open(workspace / "scene_hls.tif") as ds:  # the HLS section stacked the S30 granule
@@ -249,6 +269,28 @@ def test_tutorial_product_to_change_runs(workspace: Path, monkeypatch: pytest.Mo
     with rasterio.open(workspace / "scene7_2003.tif") as ds:  # restacking a scene keeps its tags
         assert ds.tags()["ACQUISITION_DATE"] == "2003-09-15"
     assert (workspace / "mask7.tif").exists()
+
+
+@pytest.mark.slow
+def test_tutorial_product_to_change_error_model_runs(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error-bars section, after the six commands: it trains three networks, so it is slow."""
+    lines = run_page(PRODUCT_TO_CHANGE, workspace, monkeypatch, lambda section: section in (SIX, ERROR_BARS))
+    assert any("--error-folds" in line for line in lines), f"no '## {ERROR_BARS}' section with --error-folds"
+    totals = json.loads((workspace / "change.json").read_text())
+    # The error folds' model gives intervals and the change its sigmas.
+    glaciers = pd.read_csv(workspace / "glaciers_2023.csv")
+    bounds = glaciers[["area_low_km2", "area_high_km2"]].to_numpy()
+    assert np.isfinite(bounds).all(axis=1).any(), glaciers
+    assert (bounds[:, 0] <= bounds[:, 1])[np.isfinite(bounds).all(axis=1)].all(), bounds
+    with fiona.open(workspace / "change.gpkg") as src:
+        change = pd.DataFrame([dict(f.properties) for f in src])
+    assert {"model_sigma_t0_km2", "model_sigma_t1_km2", "beyond_calibration"} <= set(change.columns)
+    model_sigma = change[["model_sigma_t0_km2", "model_sigma_t1_km2"]].to_numpy(dtype=float)
+    assert (np.isfinite(model_sigma).all(axis=1) & (model_sigma > 0).all(axis=1)).any(), change
+    assert "model_error_correlation" in json.dumps(totals), totals  # only with an error model
+    assert (workspace / "model.fold2.pth").exists()
 
 
 @pytest.mark.slow
