@@ -217,7 +217,7 @@ def _train_error_folds(
 ) -> None:
     """``--error-folds``: the fold networks, the final one and its error model."""
     from geoglacier.errors import ConfigError
-    from geoglacier.training.error_folds import train_with_error_folds
+    from geoglacier.inference.error_folds import train_with_error_folds
 
     folds, level, gap = fold_options
     if inventory is None:

@@ -33,7 +33,7 @@ from geoglacier.io.atomic import (
 )
 
 if TYPE_CHECKING:
-    from geoglacier.glaciers.areas import GlacierAreas, GlacierTotals
+    from geoglacier.glaciers.glacier_results import GlacierAreas, GlacierTotals
 
 TABLE_FORMATS: dict[str, str] = {".gpkg": "GPKG", ".csv": "CSV"}
 LAYER: str = "glaciers"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from geoglacier.cli.main import cli
 from geoglacier.errors import ConfigError
 from geoglacier.glaciers.error_model import read_error_model
-from geoglacier.training.error_folds import fold_paths, prepare_folds, strips, train_with_error_folds
+from geoglacier.inference.error_folds import fold_paths, prepare_folds, strips, train_with_error_folds
 from tests.data import UTM_TRANSFORM
 from tests.glacier_data import px_box, write_outlines
 from tests.training.test_training import FAST, write_separable_scenes
