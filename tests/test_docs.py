@@ -14,8 +14,9 @@
   ``make test`` and ``make docs`` are checked to be Makefile targets, not run (the first
   would run this suite again; ``make docs`` is run by ``.ci/run``).
 * The product-to-change page's section on the model's own error bars (``train --error-folds``:
-  three networks) runs in a slow test of its own, after the page's six commands; the page's
-  other test runs every other section.
+  three networks) runs in a test of its own, after the page's six commands; the page's
+  other test runs every other section. Every tutorial runs in the default suite (about 70 s
+  for all of them on an idle 2-core machine), so none of them can rot unnoticed.
 * A command whose comment says ``Ctrl-C`` is started as its own process and sent SIGINT
   once it has made progress (a training state on disk); it must exit with status 130 and
   say how to resume. The page's next command (``--resume``) then continues from there.
@@ -233,7 +234,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 PRODUCT_TO_CHANGE = DOCS / "tutorials" / "product-to-change.md"
-#: Sections of the product-to-change page: the error-model one runs in its own slow test.
+#: Sections of the product-to-change page: the error-model one runs in a test of its own.
 SIX, ERROR_BARS = "The six commands", "With the model's own error bars"
 
 
@@ -271,11 +272,10 @@ def test_tutorial_product_to_change_runs(workspace: Path, monkeypatch: pytest.Mo
     assert (workspace / "mask7.tif").exists()
 
 
-@pytest.mark.slow
 def test_tutorial_product_to_change_error_model_runs(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The error-bars section, after the six commands: it trains three networks, so it is slow."""
+    """The error-bars section, after the six commands (it trains three networks)."""
     lines = run_page(PRODUCT_TO_CHANGE, workspace, monkeypatch, lambda section: section in (SIX, ERROR_BARS))
     assert any("--error-folds" in line for line in lines), f"no '## {ERROR_BARS}' section with --error-folds"
     totals = json.loads((workspace / "change.json").read_text())
@@ -293,7 +293,6 @@ def test_tutorial_product_to_change_error_model_runs(
     assert (workspace / "model.fold2.pth").exists()
 
 
-@pytest.mark.slow
 def test_tutorial_train_your_labels_runs(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_page(DOCS / "tutorials" / "train-your-labels.md", workspace, monkeypatch)
     assert (workspace / "spread.tif").exists()
@@ -305,7 +304,6 @@ def test_tutorial_train_your_labels_runs(workspace: Path, monkeypatch: pytest.Mo
     assert (workspace / "rgi_model.pth").exists()
 
 
-@pytest.mark.slow
 def test_tutorial_dask_cluster_runs(workspace: Path, trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(trained, workspace / "model.pth")
     run_page(DOCS / "tutorials" / "dask-cluster.md", workspace, monkeypatch)
@@ -313,7 +311,6 @@ def test_tutorial_dask_cluster_runs(workspace: Path, trained: Path, monkeypatch:
     assert (workspace / "per_glacier" / "glaciers.csv").exists()
 
 
-@pytest.mark.slow
 def test_tutorial_interrupt_resume_runs(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_page(DOCS / "tutorials" / "interrupt-resume.md", workspace, monkeypatch)
 
