@@ -228,6 +228,35 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     return maximum_filter(mask.astype(np.uint8), size=2 * pixels + 1, mode="constant", cval=0).astype(bool)
 
 
+def _open_inputs(
+    files: ExitStack, product: Product, needed: Sequence[str], cloud_mask: bool
+) -> tuple[dict[str, Any], Any]:
+    """Open the band files the recipe needs (and the quality layer, unless ``cloud_mask`` is off).
+
+    A recipe of terrain bands alone needs no band, but the product still sets the grid:
+    its first band is opened for that.
+    """
+    datasets = {
+        n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
+    }
+    if not datasets:
+        first = next(iter(product.bands))
+        datasets = {first: files.enter_context(_open(product.bands[first].path, "band", product.source))}
+    qds = None
+    if cloud_mask and product.quality is not None:
+        qds = files.enter_context(_open(product.quality.path, "quality layer", product.source))
+    return datasets, qds
+
+
+def _warn_no_dem(no_dem: float, dem: str | os.PathLike[str] | None) -> None:
+    warnings.warn(
+        f"{100 * no_dem:.1f} % of the output has no DEM ({dem} is void there or does not reach it): "
+        "those pixels are nodata; use a DEM (e.g. a .vrt mosaic of tiles) that covers the scene",
+        DemCoverageWarning,
+        stacklevel=3,
+    )
+
+
 def stack(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -295,15 +324,7 @@ def stack(
     check_distinct_files({"--out": out}, {"a band of SOURCE": _local_files(product)})
     # SIGTERM (a job scheduler's stop) unwinds like Ctrl-C, so no temporary is left behind
     with sigterm_as_interrupt(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), ExitStack() as files:
-        datasets = {
-            n: files.enter_context(_open(product.bands[n].path, f"{n} band", product.source)) for n in needed
-        }
-        if not datasets:  # a recipe of terrain alone: the product still sets the grid
-            first = next(iter(product.bands))
-            datasets = {first: files.enter_context(_open(product.bands[first].path, "band", product.source))}
-        qds = None
-        if cloud_mask and product.quality is not None:
-            qds = files.enter_context(_open(product.quality.path, "quality layer", product.source))
+        datasets, qds = _open_inputs(files, product, needed, cloud_mask)
         grid = plan_grid(
             datasets,
             resolution=resolution,
@@ -324,12 +345,7 @@ def stack(
     total = grid.width * grid.height
     no_dem = None if terrain is None else counts[2] / total
     if no_dem is not None and no_dem > NO_DEM_WARNING:
-        warnings.warn(
-            f"{100 * no_dem:.1f} % of the output has no DEM ({dem} is void there or does not reach it): "
-            "those pixels are nodata; use a DEM (e.g. a .vrt mosaic of tiles) that covers the scene",
-            DemCoverageWarning,
-            stacklevel=2,
-        )
+        _warn_no_dem(no_dem, dem)
     return StackResult(
         path=target,
         kind=product.kind,
